@@ -1,0 +1,12 @@
+//! The ALB's own health endpoint, probed by mzlb over the zone's portable IP.
+
+use hyper::{Response, StatusCode};
+
+use crate::proxy::{text, Body};
+
+pub const PATH: &str = "/healthz";
+
+/// The ALB only listens once its routing table is loaded, so answering at all means ready.
+pub fn respond() -> Response<Body> {
+    text(StatusCode::OK, "ok")
+}

@@ -1,0 +1,108 @@
+//! zone-alb: one zone's L7 ingress proxy.
+//!
+//! It reads Ingress, Service and EndpointSlice objects (from a manifest directory, or later
+//! the API server), compiles them into a [`router::RouteTable`] and serves HTTP on its zone's
+//! portable IP, forwarding to ready endpoints with X-Forwarded-* headers set. The table is held
+//! in an `ArcSwap`; a reload (SIGHUP) builds a new one and swaps it in, or keeps the old one
+//! if the new objects are broken.
+//!
+//! This crate also owns the object model shared with `mzlb` ([`objects`], [`source`]).
+
+pub mod balance;
+pub mod endpoints;
+pub mod error;
+pub mod health;
+pub mod objects;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod source;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use error::{Error, Result};
+use objects::Objects;
+use router::RouteTable;
+
+/// Command-line options of one zone ALB (also used by `mzlb zone-alb`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct Options {
+    /// Directory of Kubernetes YAML manifests (ZoneALB, Ingress, Service, EndpointSlice, ...).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// This ALB's ID: the name of its ZoneALB object.
+    #[arg(long, value_name = "ID")]
+    pub alb_id: String,
+    /// Listen here instead of the ZoneALB's ip:port.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Serve Ingresses of this IngressClass.
+    #[arg(long, default_value = router::DEFAULT_INGRESS_CLASS)]
+    pub ingress_class: String,
+}
+
+/// What one ALB compiled from the objects.
+struct Loaded {
+    zone: String,
+    listen: SocketAddr,
+    table: RouteTable,
+}
+
+fn load(opts: &Options) -> Result<Loaded> {
+    let objects = source::dir::load(&opts.manifests)?;
+    compile(&objects, opts, &opts.manifests)
+}
+
+fn compile(objects: &Objects, opts: &Options, dir: &Path) -> Result<Loaded> {
+    let alb = objects.zone_alb(&opts.alb_id).ok_or_else(|| {
+        let known: Vec<_> = objects.zone_albs.iter().filter_map(|a| a.metadata.name.clone()).collect();
+        Error::Invalid {
+            object: format!("--alb-id {}", opts.alb_id),
+            field: "metadata.name".into(),
+            message: format!("no ZoneALB of that name in {} (found: {})", dir.display(), known.join(", ")),
+        }
+    })?;
+    let table = RouteTable::compile(objects, &opts.ingress_class, &alb.spec.zone)?;
+    Ok(Loaded {
+        zone: alb.spec.zone.clone(),
+        listen: opts.listen.unwrap_or(SocketAddr::new(alb.spec.ip, alb.spec.port)),
+        table,
+    })
+}
+
+/// Runs one zone ALB until `shutdown` resolves. Fails before listening if the manifests are
+/// broken; once serving, a broken reload is logged and the last good table keeps serving.
+pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let loaded = load(&opts)?;
+    let listener = server::bind(loaded.listen).await?;
+    tracing::info!(alb = %opts.alb_id, zone = %loaded.zone, listen = %loaded.listen, ingresses = loaded.table.ingresses, "zone ALB serving");
+    let table = Arc::new(ArcSwap::from_pointee(loaded.table));
+    // Upstream connections leave from the ALB's own address when it has one.
+    let source_ip = Some(loaded.listen.ip()).filter(|ip| !ip.is_unspecified());
+    let proxy = Arc::new(proxy::Proxy::new(table.clone(), source_ip));
+    let reloader = tokio::spawn(reload_on_sighup(opts.clone(), table));
+    server::serve(listener, proxy, shutdown).await;
+    reloader.abort();
+    tracing::info!(alb = %opts.alb_id, "zone ALB stopped");
+    Ok(())
+}
+
+async fn reload_on_sighup(opts: Options, table: Arc<ArcSwap<RouteTable>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        match load(&opts) {
+            Ok(loaded) => {
+                tracing::info!(ingresses = loaded.table.ingresses, "routing table reloaded");
+                table.store(Arc::new(loaded.table));
+            }
+            Err(error) => tracing::error!(%error, "reload rejected; the last good routing table keeps serving"),
+        }
+    }
+}

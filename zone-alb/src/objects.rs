@@ -1,0 +1,179 @@
+//! The object model shared by every mode: mzlb's own resources (`ZoneALB`, `MultiZoneCluster`)
+//! and the Kubernetes objects an ingress needs. A source (a manifest directory today, the API
+//! server later) fills an [`Objects`] set; everything downstream is compiled from it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One zone's application load balancer: `metadata.name` is the ALB ID.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "mzlb.io",
+    version = "v1alpha1",
+    kind = "ZoneALB",
+    plural = "zonealbs",
+    shortname = "zalb"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZoneALBSpec {
+    /// The zone (data centre) this ALB serves, e.g. `zone-1`.
+    pub zone: String,
+    /// The zone's portable IP: what DNS answers and what the ALB binds.
+    pub ip: IpAddr,
+    /// Listening port; standalone mode only (on a cluster the Service owns the port).
+    #[serde(default = "default_alb_port")]
+    pub port: u16,
+    /// A disabled ALB is never answered in DNS, whatever its health.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The `MultiZoneCluster` this ALB belongs to; may be omitted when there is only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+/// A cluster's ingress subdomain and the policy for answering it: `metadata.name` is the
+/// cluster's name.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "mzlb.io",
+    version = "v1alpha1",
+    kind = "MultiZoneCluster",
+    plural = "multizoneclusters",
+    shortname = "mzc"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MultiZoneClusterSpec {
+    /// The DNS zone mzlb is authoritative for, e.g. `demo.mzlb.test`; the apex and every name
+    /// below it resolve to the healthy, enabled ALBs.
+    pub subdomain: String,
+    /// TTL of the answers, in seconds: it bounds how long clients keep using a failed zone.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    #[serde(default)]
+    pub health: HealthSpec,
+}
+
+/// How mzlb probes each ALB of a cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HealthSpec {
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive successes before an unhealthy ALB is answered again.
+    pub rise: u32,
+    /// Consecutive failures before a healthy ALB leaves the answer.
+    pub fall: u32,
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        // Sub-second detection (3 × 200 ms) while one lost probe never flaps DNS.
+        Self {
+            path: "/healthz".into(),
+            interval_ms: 200,
+            timeout_ms: 150,
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+fn default_alb_port() -> u16 {
+    80
+}
+fn default_true() -> bool {
+    true
+}
+fn default_ttl() -> u32 {
+    5
+}
+
+/// Where an object came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// 1-based index of the YAML document within the file.
+    pub document: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (document {})", self.file.display(), self.document)
+    }
+}
+
+/// `kind namespace/name`, the way people name objects in messages.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// Every object mzlb reads, whatever the source.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    pub zone_albs: Vec<ZoneALB>,
+    pub clusters: Vec<MultiZoneCluster>,
+    pub ingresses: Vec<Ingress>,
+    pub ingress_classes: Vec<IngressClass>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// Where each object was read from (empty for the API server).
+    pub origins: BTreeMap<ObjectKey, Origin>,
+}
+
+impl Objects {
+    /// Names the object and, when known, the file it came from.
+    pub fn describe(&self, key: &ObjectKey) -> String {
+        match self.origins.get(key) {
+            Some(origin) => format!("{key} in {origin}"),
+            None => key.to_string(),
+        }
+    }
+
+    pub fn zone_alb(&self, id: &str) -> Option<&ZoneALB> {
+        self.zone_albs
+            .iter()
+            .find(|alb| alb.metadata.name.as_deref() == Some(id))
+    }
+
+    /// The cluster an ALB belongs to: the one it names, or the only one there is.
+    pub fn cluster_of(&self, alb: &ZoneALB) -> Option<&MultiZoneCluster> {
+        match &alb.spec.cluster {
+            Some(name) => self
+                .clusters
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some(name)),
+            None if self.clusters.len() == 1 => self.clusters.first(),
+            None => None,
+        }
+    }
+}
+
+/// The key of a namespaced object (`default` when the manifest names no namespace, as kubectl).
+pub fn key_of(kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, namespaced: bool) -> ObjectKey {
+    ObjectKey {
+        kind,
+        namespace: namespaced.then(|| meta.namespace.clone().unwrap_or_else(|| "default".into())),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,217 @@
+//! The request path: find the route, pick an endpoint, rewrite the forwarding headers and relay
+//! the exchange. Reads the routing table through `ArcSwap`, so a reload never blocks a request.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use crate::router::RouteTable;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// How long an upstream may take to start its response.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which side a failure is on decides the status code.
+#[derive(Debug, thiserror::Error)]
+enum ProxyError {
+    #[error("no route")]
+    NoRoute,
+    #[error("backend {0} has no ready endpoint")]
+    NoEndpoint(String),
+    #[error("upstream {0}: {1}")]
+    Upstream(SocketAddr, hyper_util::client::legacy::Error),
+    #[error("upstream {0} did not answer within {1:?}")]
+    Timeout(SocketAddr, Duration),
+}
+
+impl ProxyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(..) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// The proxy shared by every connection of one zone ALB.
+pub struct Proxy {
+    table: Arc<ArcSwap<RouteTable>>,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Proxy {
+    /// `source_ip` binds upstream connections to the ALB's own address, so backends see the
+    /// zone's IP as the peer (REMOTE_ADDR), as behind a cloud ALB.
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, source_ip: Option<IpAddr>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_local_address(source_ip);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Self { table, client }
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, local: SocketAddr) -> Response<Body> {
+        if req.uri().path() == crate::health::PATH {
+            return crate::health::respond();
+        }
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let host = request_host(&req).unwrap_or_default();
+        match self.forward(req, &host, peer, local).await {
+            Ok(resp) => {
+                tracing::debug!(%peer, %method, %host, %path, status = resp.status().as_u16(), "proxied");
+                resp
+            }
+            Err(err) => {
+                let status = err.status();
+                if status.is_server_error() {
+                    tracing::warn!(%peer, %method, %host, %path, status = status.as_u16(), error = %err, "request failed");
+                }
+                // Never leak internals into the body: the reason phrase is enough.
+                text(status, status.canonical_reason().unwrap_or("error"))
+            }
+        }
+    }
+
+    async fn forward(&self, mut req: Request<Incoming>, host: &str, peer: SocketAddr, local: SocketAddr) -> Result<Response<Body>, ProxyError> {
+        let table = self.table.load();
+        let backend = table.lookup(host, req.uri().path()).ok_or(ProxyError::NoRoute)?;
+        let endpoint = backend.pick().ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
+
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() = Uri::try_from(format!("http://{endpoint}{path_and_query}")).expect("socket address and request path form a URI");
+        *req.version_mut() = Version::HTTP_11;
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        if !headers.contains_key(header::HOST) && !host.is_empty() {
+            // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need it as Host.
+            if let Ok(v) = HeaderValue::from_str(host) {
+                headers.insert(header::HOST, v);
+            }
+        }
+        set_forwarded(headers, peer, local, host);
+
+        let resp = tokio::time::timeout(UPSTREAM_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| ProxyError::Timeout(endpoint, UPSTREAM_TIMEOUT))?
+            .map_err(|e| ProxyError::Upstream(endpoint, e))?;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// The host the client asked for: `Host`, or the URI authority (HTTP/2, absolute-form).
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(listed.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Sets the forwarding headers. Whatever the client sent in X-Forwarded-For / X-Real-IP is
+/// replaced, not appended to: an untrusted client must not choose the address backends see.
+fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, local: SocketAddr, host: &str) {
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
+    headers.insert(X_FORWARDED_FOR, peer_ip.clone());
+    headers.insert(X_REAL_IP, peer_ip);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(local.port()));
+    match HeaderValue::from_str(host) {
+        Ok(v) if !host.is_empty() => {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+        _ => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// A small plain-text response.
+pub fn text(status: StatusCode, body: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(format!("{body}\n")))
+        .expect("static response parts are valid")
+}
+
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).map_err(|never| match never {}).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_forwarding_headers_are_replaced_not_trusted() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.insert(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
+        set_forwarded(&mut h, "127.0.0.77:5000".parse().unwrap(), "127.0.10.2:8080".parse().unwrap(), "demo.test:8080");
+        assert_eq!(h[X_FORWARDED_FOR], "127.0.0.77");
+        assert_eq!(h[X_REAL_IP], "127.0.0.77");
+        assert_eq!(h[X_FORWARDED_HOST], "demo.test:8080");
+        assert_eq!(h[X_FORWARDED_PORT], "8080");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,370 @@
+//! The routing table: Ingress rules compiled into an immutable lookup structure, with Kubernetes
+//! `pathType` semantics. A new table is built on every change and swapped in whole.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+
+use crate::balance::RoundRobin;
+use crate::endpoints::{ready_addresses, SERVICE_NAME_LABEL};
+use crate::error::{Error, Result};
+use crate::objects::{key_of, Objects};
+
+/// Our IngressClass name unless configured otherwise.
+pub const DEFAULT_INGRESS_CLASS: &str = "mzlb";
+const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// One Service port and its ready endpoints.
+#[derive(Debug)]
+pub struct Backend {
+    /// `namespace/service:port`, for logs and errors.
+    pub name: String,
+    pub endpoints: Vec<SocketAddr>,
+    balancer: RoundRobin,
+}
+
+impl Backend {
+    pub fn pick(&self) -> Option<SocketAddr> {
+        self.balancer.pick(&self.endpoints)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    Exact,
+    /// `Prefix`, and `ImplementationSpecific`, which we define as Prefix.
+    Prefix,
+}
+
+#[derive(Debug)]
+struct PathRule {
+    path: String,
+    kind: PathKind,
+    backend: Arc<Backend>,
+}
+
+impl PathRule {
+    fn matches(&self, path: &str) -> bool {
+        match self.kind {
+            PathKind::Exact => path == self.path,
+            PathKind::Prefix => {
+                // Element-wise: `/foo` matches `/foo` and `/foo/bar` but not `/foobar`; a
+                // trailing slash on the rule is ignored.
+                let prefix = self.path.trim_end_matches('/');
+                match path.strip_prefix(prefix) {
+                    Some(rest) => rest.is_empty() || rest.starts_with('/'),
+                    None => false,
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct HostRules {
+    paths: Vec<PathRule>,
+}
+
+impl HostRules {
+    fn add(&mut self, rule: PathRule) {
+        self.paths.push(rule);
+    }
+
+    /// Longest path first; at equal length Exact before Prefix, so the first match wins.
+    fn sort(&mut self) {
+        self.paths.sort_by(|a, b| {
+            b.path
+                .len()
+                .cmp(&a.path.len())
+                .then_with(|| (a.kind == PathKind::Prefix).cmp(&(b.kind == PathKind::Prefix)))
+        });
+    }
+
+    fn lookup(&self, path: &str) -> Option<&Arc<Backend>> {
+        self.paths.iter().find(|r| r.matches(path)).map(|r| &r.backend)
+    }
+}
+
+/// Everything one zone ALB needs to route a request.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact_hosts: HashMap<String, HostRules>,
+    /// `*.example.com` stored under `example.com`: matches exactly one more label.
+    wildcard_hosts: HashMap<String, HostRules>,
+    any_host: HostRules,
+    default_backend: Option<Arc<Backend>>,
+    /// How many Ingress objects were compiled in, for logs.
+    pub ingresses: usize,
+}
+
+impl RouteTable {
+    /// Finds the backend for `host` (any case, with or without port) and `path`. As with
+    /// ingress-nginx, the most specific host that has rules owns the request: its paths are
+    /// tried, then the default backend.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
+        let host = normalize_host(host);
+        let rules = self
+            .exact_hosts
+            .get(host.as_str())
+            .or_else(|| {
+                let (_, parent) = host.split_once('.')?;
+                self.wildcard_hosts.get(parent)
+            })
+            .unwrap_or(&self.any_host);
+        rules.lookup(path).or(self.default_backend.as_ref())
+    }
+
+    /// Compiles the Ingresses of `class` in `objects` for an ALB in `zone`.
+    pub fn compile(objects: &Objects, class: &str, zone: &str) -> Result<Self> {
+        let mut table = RouteTable::default();
+        let class_is_default = objects.ingress_classes.iter().any(|c| {
+            c.metadata.name.as_deref() == Some(class)
+                && c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                    .is_some_and(|v| v == "true")
+        });
+        let mut backends = BackendCache::new(objects, zone);
+        for ingress in &objects.ingresses {
+            if !ingress_is_ours(ingress, class, class_is_default) {
+                continue;
+            }
+            table.ingresses += 1;
+            let what = objects.describe(&key_of("Ingress", &ingress.metadata, true));
+            let namespace = ingress.metadata.namespace.as_deref().unwrap_or("default");
+            let Some(spec) = &ingress.spec else { continue };
+            if let Some(default) = &spec.default_backend {
+                let backend = backends.get(namespace, default, &what, "spec.defaultBackend")?;
+                table.default_backend = Some(backend);
+            }
+            for (r, rule) in spec.rules.iter().flatten().enumerate() {
+                let hosts = match rule.host.as_deref().map(str::to_ascii_lowercase) {
+                    None => &mut table.any_host,
+                    Some(host) if host.is_empty() => &mut table.any_host,
+                    Some(host) => match host.strip_prefix("*.") {
+                        Some(parent) => table.wildcard_hosts.entry(parent.to_owned()).or_default(),
+                        None => table.exact_hosts.entry(host).or_default(),
+                    },
+                };
+                let Some(http) = &rule.http else { continue };
+                for (p, path) in http.paths.iter().enumerate() {
+                    let field = format!("spec.rules[{r}].http.paths[{p}]");
+                    let kind = match path.path_type.as_str() {
+                        "Exact" => PathKind::Exact,
+                        "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
+                        other => {
+                            return Err(Error::Invalid {
+                                object: what,
+                                field: format!("{field}.pathType"),
+                                message: format!("`{other}` is not one of Exact, Prefix, ImplementationSpecific"),
+                            });
+                        }
+                    };
+                    let path_value = path.path.clone().unwrap_or_else(|| "/".into());
+                    if !path_value.starts_with('/') {
+                        return Err(Error::Invalid {
+                            object: what,
+                            field: format!("{field}.path"),
+                            message: format!("`{path_value}` must start with `/`"),
+                        });
+                    }
+                    let backend = backends.get(namespace, &path.backend, &what, &format!("{field}.backend"))?;
+                    hosts.add(PathRule { path: path_value, kind, backend });
+                }
+            }
+        }
+        for rules in table.exact_hosts.values_mut().chain(table.wildcard_hosts.values_mut()) {
+            rules.sort();
+        }
+        table.any_host.sort();
+        Ok(table)
+    }
+}
+
+fn ingress_is_ours(ingress: &Ingress, class: &str, class_is_default: bool) -> bool {
+    let named = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()).or_else(|| {
+        ingress
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
+            .map(String::as_str)
+    });
+    match named {
+        Some(name) => name == class,
+        None => class_is_default,
+    }
+}
+
+/// Lower case, no port, no trailing dot: the form host rules are stored in.
+fn normalize_host(host: &str) -> String {
+    let without_port = if host.starts_with('[') {
+        host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[')
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Resolves Ingress backends to Services and endpoints, sharing one `Backend` (and so one
+/// balancer) between every rule that names the same Service port.
+struct BackendCache<'a> {
+    objects: &'a Objects,
+    zone: &'a str,
+    built: HashMap<String, Arc<Backend>>,
+}
+
+impl<'a> BackendCache<'a> {
+    fn new(objects: &'a Objects, zone: &'a str) -> Self {
+        Self { objects, zone, built: HashMap::new() }
+    }
+
+    fn get(&mut self, namespace: &str, backend: &IngressBackend, what: &str, field: &str) -> Result<Arc<Backend>> {
+        let invalid = |field: String, message: String| Error::Invalid { object: what.to_owned(), field, message };
+        let Some(svc_ref) = &backend.service else {
+            return Err(invalid(format!("{field}.service"), "only Service backends are supported".into()));
+        };
+        let service = self
+            .objects
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(&svc_ref.name) && s.metadata.namespace.as_deref() == Some(namespace))
+            .ok_or_else(|| invalid(format!("{field}.service.name"), format!("Service {namespace}/{} not found", svc_ref.name)))?;
+        let port_ref = svc_ref.port.as_ref();
+        let service_port = find_service_port(service, port_ref).ok_or_else(|| {
+            let wanted = port_ref
+                .and_then(|p| p.name.clone().or_else(|| p.number.map(|n| n.to_string())))
+                .unwrap_or_else(|| "<none>".into());
+            invalid(
+                format!("{field}.service.port"),
+                format!("Service {namespace}/{} has no port {wanted}", svc_ref.name),
+            )
+        })?;
+        let name = format!("{namespace}/{}:{}", svc_ref.name, service_port.port);
+        if let Some(b) = self.built.get(&name) {
+            return Ok(b.clone());
+        }
+        let slices: Vec<_> = self
+            .objects
+            .endpoint_slices
+            .iter()
+            .filter(|s| {
+                s.metadata.namespace.as_deref() == Some(namespace)
+                    && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&svc_ref.name)
+            })
+            .collect();
+        let endpoints = ready_addresses(&slices, service_port.name.as_deref(), self.zone);
+        let backend = Arc::new(Backend { name: name.clone(), endpoints, balancer: RoundRobin::default() });
+        self.built.insert(name, backend.clone());
+        Ok(backend)
+    }
+}
+
+fn find_service_port<'s>(
+    service: &'s Service,
+    port: Option<&k8s_openapi::api::networking::v1::ServiceBackendPort>,
+) -> Option<&'s k8s_openapi::api::core::v1::ServicePort> {
+    let ports = service.spec.as_ref()?.ports.as_ref()?;
+    match port {
+        Some(p) if p.name.is_some() => ports.iter().find(|sp| sp.name == p.name),
+        Some(p) => ports.iter().find(|sp| Some(sp.port) == p.number),
+        // No port named: fine only when the Service has exactly one.
+        None if ports.len() == 1 => ports.first(),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::dir::load_str;
+    use std::path::Path;
+
+    const BASE: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b}
+spec: {ports: [{port: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: a-1, labels: {kubernetes.io/service-name: a}}
+addressType: IPv4
+ports: [{name: http, port: 9001}]
+endpoints: [{addresses: [10.0.0.1]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: b-1, labels: {kubernetes.io/service-name: b}}
+addressType: IPv4
+ports: [{port: 9002}]
+endpoints: [{addresses: [10.0.0.2]}]
+";
+
+    fn table(ingress: &str) -> Result<RouteTable> {
+        let mut objects = Objects::default();
+        load_str(&format!("{BASE}---\n{ingress}"), Path::new("t.yaml"), &mut objects)?;
+        RouteTable::compile(&objects, "mzlb", "zone-1")
+    }
+
+    fn target(t: &RouteTable, host: &str, path: &str) -> Option<String> {
+        t.lookup(host, path).map(|b| b.name.clone())
+    }
+
+    #[test]
+    fn prefix_is_element_wise_and_longest_wins() {
+        let t = table(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: x.test\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: a, port: {name: http}}}}\n      - {path: /foo/, pathType: Prefix, backend: {service: {name: b, port: {number: 8080}}}}\n",
+        )
+        .unwrap();
+        assert_eq!(target(&t, "x.test", "/foo").as_deref(), Some("default/b:8080"));
+        assert_eq!(target(&t, "X.Test:8080", "/foo/bar").as_deref(), Some("default/b:8080"));
+        assert_eq!(target(&t, "x.test", "/foobar").as_deref(), Some("default/a:80"));
+        assert_eq!(target(&t, "other.test", "/foo"), None, "no rule for the host and no default");
+        assert_eq!(t.lookup("x.test", "/").unwrap().endpoints, vec!["10.0.0.1:9001".parse().unwrap()]);
+    }
+
+    #[test]
+    fn exact_beats_prefix_and_wildcard_is_one_label() {
+        let t = table(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  ingressClassName: mzlb\n  defaultBackend: {service: {name: a, port: {number: 80}}}\n  rules:\n  - host: '*.w.test'\n    http:\n      paths:\n      - {path: /p, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}\n      - {path: /p, pathType: Exact, backend: {service: {name: b, port: {number: 8080}}}}\n",
+        )
+        .unwrap();
+        assert_eq!(target(&t, "one.w.test", "/p").as_deref(), Some("default/b:8080"));
+        assert_eq!(target(&t, "one.w.test", "/p/q").as_deref(), Some("default/a:80"));
+        assert_eq!(target(&t, "two.one.w.test", "/p").as_deref(), Some("default/a:80"), "default backend");
+        assert_eq!(target(&t, "w.test", "/p").as_deref(), Some("default/a:80"), "default backend");
+    }
+
+    #[test]
+    fn other_classes_are_ignored() {
+        let t = table(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  ingressClassName: nginx\n  defaultBackend: {service: {name: a, port: {number: 80}}}\n",
+        )
+        .unwrap();
+        assert_eq!(t.ingresses, 0);
+        assert_eq!(target(&t, "x", "/"), None);
+    }
+
+    #[test]
+    fn missing_service_names_the_ingress_and_field() {
+        let err = table(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: nope, port: {number: 80}}}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Ingress default/web in t.yaml (document 5)"), "{err}");
+        assert!(err.contains("spec.rules[0].http.paths[0].backend.service.name"), "{err}");
+        assert!(err.contains("Service default/nope not found"), "{err}");
+    }
+}

@@ -1,0 +1,4 @@
+//! Where objects come from. Each source yields the same [`Objects`](crate::objects::Objects)
+//! set, so routing and DNS are compiled by one code path whatever the mode.
+
+pub mod dir;
