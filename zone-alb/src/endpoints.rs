@@ -10,11 +10,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// An endpoint is ready unless it says otherwise: `ready == nil` counts as ready (the
 /// EndpointSlice API: "unknown state should be interpreted as ready").
 pub fn is_ready(endpoint: &Endpoint) -> bool {
-    endpoint
-        .conditions
-        .as_ref()
-        .and_then(|c| c.ready)
-        .unwrap_or(true)
+    endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
 }
 
 /// Ready addresses for the Service port named `port_name` (`None` or `""` for an unnamed port)
@@ -29,7 +25,11 @@ pub fn ready_addresses(slices: &[&EndpointSlice], port_name: Option<&str>, zone:
         if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
             continue; // FQDN slices are deprecated and never routed to by kube-proxy either
         }
-        let port = slice.ports.iter().flatten().find(|p| p.name.as_deref().unwrap_or("") == wanted);
+        let port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == wanted);
         let Some(port) = port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
             continue;
         };
@@ -62,7 +62,10 @@ mod tests {
     fn endpoint(ip: &str, ready: Option<bool>, zone: Option<&str>) -> Endpoint {
         Endpoint {
             addresses: vec![ip.into()],
-            conditions: Some(EndpointConditions { ready, ..Default::default() }),
+            conditions: Some(EndpointConditions {
+                ready,
+                ..Default::default()
+            }),
             hints: zone.map(|z| EndpointHints {
                 for_zones: Some(vec![ForZone { name: z.into() }]),
                 ..Default::default()
@@ -86,9 +89,19 @@ mod tests {
 
     #[test]
     fn nil_ready_counts_as_ready_and_false_does_not() {
-        let s = slice(None, vec![endpoint("10.0.0.1", None, None), endpoint("10.0.0.2", Some(false), None), endpoint("10.0.0.3", Some(true), None)]);
+        let s = slice(
+            None,
+            vec![
+                endpoint("10.0.0.1", None, None),
+                endpoint("10.0.0.2", Some(false), None),
+                endpoint("10.0.0.3", Some(true), None),
+            ],
+        );
         let got = ready_addresses(&[&s], None, "zone-1");
-        assert_eq!(got, vec!["10.0.0.1:9080".parse().unwrap(), "10.0.0.3:9080".parse().unwrap()]);
+        assert_eq!(
+            got,
+            vec!["10.0.0.1:9080".parse().unwrap(), "10.0.0.3:9080".parse().unwrap()]
+        );
     }
 
     #[test]
@@ -100,10 +113,29 @@ mod tests {
 
     #[test]
     fn zone_hints_prefer_own_zone_only_when_all_are_hinted() {
-        let s = slice(None, vec![endpoint("10.0.0.1", None, Some("zone-1")), endpoint("10.0.0.2", None, Some("zone-2"))]);
-        assert_eq!(ready_addresses(&[&s], None, "zone-2"), vec!["10.0.0.2:9080".parse().unwrap()]);
-        assert_eq!(ready_addresses(&[&s], None, "zone-9").len(), 2, "no endpoint for our zone: use all");
-        let mixed = slice(None, vec![endpoint("10.0.0.1", None, Some("zone-1")), endpoint("10.0.0.2", None, None)]);
+        let s = slice(
+            None,
+            vec![
+                endpoint("10.0.0.1", None, Some("zone-1")),
+                endpoint("10.0.0.2", None, Some("zone-2")),
+            ],
+        );
+        assert_eq!(
+            ready_addresses(&[&s], None, "zone-2"),
+            vec!["10.0.0.2:9080".parse().unwrap()]
+        );
+        assert_eq!(
+            ready_addresses(&[&s], None, "zone-9").len(),
+            2,
+            "no endpoint for our zone: use all"
+        );
+        let mixed = slice(
+            None,
+            vec![
+                endpoint("10.0.0.1", None, Some("zone-1")),
+                endpoint("10.0.0.2", None, None),
+            ],
+        );
         assert_eq!(ready_addresses(&[&mixed], None, "zone-1").len(), 2);
     }
 }

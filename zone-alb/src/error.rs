@@ -7,17 +7,11 @@ use crate::objects::Origin;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("no *.yaml or *.yml manifests in {0}")]
     NoManifests(PathBuf),
     #[error("{origin}: not valid YAML: {source}")]
-    Yaml {
-        origin: Origin,
-        source: serde_yaml::Error,
-    },
+    Yaml { origin: Origin, source: serde_yaml::Error },
     #[error("{origin}: missing field `{field}`")]
     Missing { origin: Origin, field: &'static str },
     #[error("{origin}: {object}: field `{field}`: {message}")]
@@ -28,11 +22,7 @@ pub enum Error {
         message: String,
     },
     #[error("{key} is defined twice: in {first} and in {second}")]
-    Duplicate {
-        key: String,
-        first: Origin,
-        second: Origin,
-    },
+    Duplicate { key: String, first: Origin, second: Origin },
     /// An object that parsed but does not make sense with the others.
     #[error("{object}: field `{field}`: {message}")]
     Invalid {

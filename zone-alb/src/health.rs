@@ -2,7 +2,7 @@
 
 use hyper::{Response, StatusCode};
 
-use crate::proxy::{text, Body};
+use crate::proxy::{Body, text};
 
 pub const PATH: &str = "/healthz";
 

@@ -61,11 +61,19 @@ fn load(opts: &Options) -> Result<Loaded> {
 
 fn compile(objects: &Objects, opts: &Options, dir: &Path) -> Result<Loaded> {
     let alb = objects.zone_alb(&opts.alb_id).ok_or_else(|| {
-        let known: Vec<_> = objects.zone_albs.iter().filter_map(|a| a.metadata.name.clone()).collect();
+        let known: Vec<_> = objects
+            .zone_albs
+            .iter()
+            .filter_map(|a| a.metadata.name.clone())
+            .collect();
         Error::Invalid {
             object: format!("--alb-id {}", opts.alb_id),
             field: "metadata.name".into(),
-            message: format!("no ZoneALB of that name in {} (found: {})", dir.display(), known.join(", ")),
+            message: format!(
+                "no ZoneALB of that name in {} (found: {})",
+                dir.display(),
+                known.join(", ")
+            ),
         }
     })?;
     let table = RouteTable::compile(objects, &opts.ingress_class, &alb.spec.zone)?;
@@ -94,8 +102,10 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
 }
 
 async fn reload_on_sighup(opts: Options, table: Arc<ArcSwap<RouteTable>>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
     while hup.recv().await.is_some() {
         match load(&opts) {
             Ok(loaded) => {

@@ -159,10 +159,7 @@ impl Objects {
     /// The cluster an ALB belongs to: the one it names, or the only one there is.
     pub fn cluster_of(&self, alb: &ZoneALB) -> Option<&MultiZoneCluster> {
         match &alb.spec.cluster {
-            Some(name) => self
-                .clusters
-                .iter()
-                .find(|c| c.metadata.name.as_deref() == Some(name)),
+            Some(name) => self.clusters.iter().find(|c| c.metadata.name.as_deref() == Some(name)),
             None if self.clusters.len() == 1 => self.clusters.first(),
             None => None,
         }
@@ -170,7 +167,11 @@ impl Objects {
 }
 
 /// The key of a namespaced object (`default` when the manifest names no namespace, as kubectl).
-pub fn key_of(kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, namespaced: bool) -> ObjectKey {
+pub fn key_of(
+    kind: &'static str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    namespaced: bool,
+) -> ObjectKey {
     ObjectKey {
         kind,
         namespace: namespaced.then(|| meta.namespace.clone().unwrap_or_else(|| "default".into())),

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 
 use crate::router::RouteTable;
@@ -104,13 +104,22 @@ impl Proxy {
         }
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, host: &str, peer: SocketAddr, local: SocketAddr) -> Result<Response<Body>, ProxyError> {
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        host: &str,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Response<Body>, ProxyError> {
         let table = self.table.load();
         let backend = table.lookup(host, req.uri().path()).ok_or(ProxyError::NoRoute)?;
-        let endpoint = backend.pick().ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
+        let endpoint = backend
+            .pick()
+            .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
 
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        *req.uri_mut() = Uri::try_from(format!("http://{endpoint}{path_and_query}")).expect("socket address and request path form a URI");
+        *req.uri_mut() = Uri::try_from(format!("http://{endpoint}{path_and_query}"))
+            .expect("socket address and request path form a URI");
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
@@ -195,7 +204,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
-        set_forwarded(&mut h, "127.0.0.77:5000".parse().unwrap(), "127.0.10.2:8080".parse().unwrap(), "demo.test:8080");
+        set_forwarded(
+            &mut h,
+            "127.0.0.77:5000".parse().unwrap(),
+            "127.0.10.2:8080".parse().unwrap(),
+            "demo.test:8080",
+        );
         assert_eq!(h[X_FORWARDED_FOR], "127.0.0.77");
         assert_eq!(h[X_REAL_IP], "127.0.0.77");
         assert_eq!(h[X_FORWARDED_HOST], "demo.test:8080");

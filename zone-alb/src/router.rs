@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use crate::balance::RoundRobin;
-use crate::endpoints::{ready_addresses, SERVICE_NAME_LABEL};
+use crate::endpoints::{SERVICE_NAME_LABEL, ready_addresses};
 use crate::error::{Error, Result};
-use crate::objects::{key_of, Objects};
+use crate::objects::{Objects, key_of};
 
 /// Our IngressClass name unless configured otherwise.
 pub const DEFAULT_INGRESS_CLASS: &str = "mzlb";
@@ -174,7 +174,11 @@ impl RouteTable {
                         });
                     }
                     let backend = backends.get(namespace, &path.backend, &what, &format!("{field}.backend"))?;
-                    hosts.add(PathRule { path: path_value, kind, backend });
+                    hosts.add(PathRule {
+                        path: path_value,
+                        kind,
+                        backend,
+                    });
                 }
             }
         }
@@ -187,14 +191,18 @@ impl RouteTable {
 }
 
 fn ingress_is_ours(ingress: &Ingress, class: &str, class_is_default: bool) -> bool {
-    let named = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()).or_else(|| {
-        ingress
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
-            .map(String::as_str)
-    });
+    let named = ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        .or_else(|| {
+            ingress
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
+                .map(String::as_str)
+        });
     match named {
         Some(name) => name == class,
         None => class_is_default,
@@ -221,20 +229,38 @@ struct BackendCache<'a> {
 
 impl<'a> BackendCache<'a> {
     fn new(objects: &'a Objects, zone: &'a str) -> Self {
-        Self { objects, zone, built: HashMap::new() }
+        Self {
+            objects,
+            zone,
+            built: HashMap::new(),
+        }
     }
 
     fn get(&mut self, namespace: &str, backend: &IngressBackend, what: &str, field: &str) -> Result<Arc<Backend>> {
-        let invalid = |field: String, message: String| Error::Invalid { object: what.to_owned(), field, message };
+        let invalid = |field: String, message: String| Error::Invalid {
+            object: what.to_owned(),
+            field,
+            message,
+        };
         let Some(svc_ref) = &backend.service else {
-            return Err(invalid(format!("{field}.service"), "only Service backends are supported".into()));
+            return Err(invalid(
+                format!("{field}.service"),
+                "only Service backends are supported".into(),
+            ));
         };
         let service = self
             .objects
             .services
             .iter()
-            .find(|s| s.metadata.name.as_deref() == Some(&svc_ref.name) && s.metadata.namespace.as_deref() == Some(namespace))
-            .ok_or_else(|| invalid(format!("{field}.service.name"), format!("Service {namespace}/{} not found", svc_ref.name)))?;
+            .find(|s| {
+                s.metadata.name.as_deref() == Some(&svc_ref.name) && s.metadata.namespace.as_deref() == Some(namespace)
+            })
+            .ok_or_else(|| {
+                invalid(
+                    format!("{field}.service.name"),
+                    format!("Service {namespace}/{} not found", svc_ref.name),
+                )
+            })?;
         let port_ref = svc_ref.port.as_ref();
         let service_port = find_service_port(service, port_ref).ok_or_else(|| {
             let wanted = port_ref
@@ -259,7 +285,11 @@ impl<'a> BackendCache<'a> {
             })
             .collect();
         let endpoints = ready_addresses(&slices, service_port.name.as_deref(), self.zone);
-        let backend = Arc::new(Backend { name: name.clone(), endpoints, balancer: RoundRobin::default() });
+        let backend = Arc::new(Backend {
+            name: name.clone(),
+            endpoints,
+            balancer: RoundRobin::default(),
+        });
         self.built.insert(name, backend.clone());
         Ok(backend)
     }
@@ -330,8 +360,15 @@ endpoints: [{addresses: [10.0.0.2]}]
         assert_eq!(target(&t, "x.test", "/foo").as_deref(), Some("default/b:8080"));
         assert_eq!(target(&t, "X.Test:8080", "/foo/bar").as_deref(), Some("default/b:8080"));
         assert_eq!(target(&t, "x.test", "/foobar").as_deref(), Some("default/a:80"));
-        assert_eq!(target(&t, "other.test", "/foo"), None, "no rule for the host and no default");
-        assert_eq!(t.lookup("x.test", "/").unwrap().endpoints, vec!["10.0.0.1:9001".parse().unwrap()]);
+        assert_eq!(
+            target(&t, "other.test", "/foo"),
+            None,
+            "no rule for the host and no default"
+        );
+        assert_eq!(
+            t.lookup("x.test", "/").unwrap().endpoints,
+            vec!["10.0.0.1:9001".parse().unwrap()]
+        );
     }
 
     #[test]
@@ -342,8 +379,16 @@ endpoints: [{addresses: [10.0.0.2]}]
         .unwrap();
         assert_eq!(target(&t, "one.w.test", "/p").as_deref(), Some("default/b:8080"));
         assert_eq!(target(&t, "one.w.test", "/p/q").as_deref(), Some("default/a:80"));
-        assert_eq!(target(&t, "two.one.w.test", "/p").as_deref(), Some("default/a:80"), "default backend");
-        assert_eq!(target(&t, "w.test", "/p").as_deref(), Some("default/a:80"), "default backend");
+        assert_eq!(
+            target(&t, "two.one.w.test", "/p").as_deref(),
+            Some("default/a:80"),
+            "default backend"
+        );
+        assert_eq!(
+            target(&t, "w.test", "/p").as_deref(),
+            Some("default/a:80"),
+            "default backend"
+        );
     }
 
     #[test]
@@ -364,7 +409,10 @@ endpoints: [{addresses: [10.0.0.2]}]
         .unwrap_err()
         .to_string();
         assert!(err.contains("Ingress default/web in t.yaml (document 5)"), "{err}");
-        assert!(err.contains("spec.rules[0].http.paths[0].backend.service.name"), "{err}");
+        assert!(
+            err.contains("spec.rules[0].http.paths[0].backend.service.name"),
+            "{err}"
+        );
         assert!(err.contains("Service default/nope not found"), "{err}");
     }
 }

@@ -19,7 +19,9 @@ use crate::proxy::Proxy;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
 }
 
 /// Serves until `shutdown` resolves, then drains open connections.
@@ -47,7 +49,9 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             let proxy = proxy.clone();
             async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, local).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(error) = conn.await {

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use crate::error::{Error, Result};
-use crate::objects::{key_of, ObjectKey, Objects, Origin};
+use crate::objects::{ObjectKey, Objects, Origin, key_of};
 
 /// Reads every `*.yaml` / `*.yml` file below `dir` (sorted, hidden files skipped).
 pub fn load(dir: &Path) -> Result<Objects> {
@@ -62,10 +62,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
         if path.is_dir() {
             collect_files(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
             out.push(path);
         }
     }
@@ -126,8 +123,7 @@ fn add_value(value: Value, origin: &Origin, objects: &mut Objects) -> Result<()>
             objects.services.push(obj);
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let mut obj: k8s_openapi::api::discovery::v1::EndpointSlice =
-                typed(value, origin, &kind)?;
+            let mut obj: k8s_openapi::api::discovery::v1::EndpointSlice = typed(value, origin, &kind)?;
             default_namespace(&mut obj.metadata);
             let key = key_of("EndpointSlice", &obj.metadata, true);
             register(objects, origin, key, &obj.metadata)?;

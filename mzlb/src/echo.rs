@@ -1,0 +1,100 @@
+//! The demo backend (`mzlb echo`): answers every request with who served it and what the
+//! proxy told it — X-Forwarded-*, the peer address (REMOTE_ADDR) and the path — as text, or as
+//! JSON for `Accept: application/json`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Serialize)]
+struct Page<'a> {
+    hostname: &'a str,
+    remote_addr: String,
+    x_forwarded_for: Option<&'a str>,
+    x_forwarded_proto: Option<&'a str>,
+    x_forwarded_host: Option<&'a str>,
+    method: &'a str,
+    path: &'a str,
+}
+
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, name: String, shutdown: impl Future<Output = ()>) {
+    let name: Arc<str> = name.into();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let name = name.clone();
+        let service = service_fn(move |req| {
+            let name = name.clone();
+            async move { Ok::<_, std::convert::Infallible>(respond(&req, &name, peer)) }
+        });
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, name: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    let page = Page {
+        hostname: name,
+        remote_addr: peer.ip().to_string(),
+        x_forwarded_for: header("x-forwarded-for"),
+        x_forwarded_proto: header("x-forwarded-proto"),
+        x_forwarded_host: header("x-forwarded-host"),
+        method: req.method().as_str(),
+        path: req.uri().path(),
+    };
+    let wants_json = header(ACCEPT.as_str()).is_some_and(|a| a.contains("application/json"));
+    let (content_type, body) = if wants_json {
+        (
+            "application/json",
+            serde_json::to_string_pretty(&page).expect("page serializes") + "\n",
+        )
+    } else {
+        let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+        let body = format!(
+            "Hostname: {}\nREMOTE_ADDR: {}\nX-Forwarded-For: {}\nX-Forwarded-Proto: {}\nX-Forwarded-Host: {}\nRequest: {} {}\n",
+            page.hostname,
+            page.remote_addr,
+            or_dash(page.x_forwarded_for),
+            or_dash(page.x_forwarded_proto),
+            or_dash(page.x_forwarded_host),
+            page.method,
+            page.path,
+        );
+        ("text/plain; charset=utf-8", body)
+    };
+    Response::builder()
+        .header(CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}

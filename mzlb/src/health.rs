@@ -1,0 +1,134 @@
+//! Health checking: one task per ALB probes `GET /healthz` over its portable IP; consecutive
+//! success/failure thresholds (rise/fall) keep one lost probe from moving DNS.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::{AlbConfig, Health, Probe, Registry};
+
+/// Turns single probe results into a stable health state.
+#[derive(Clone, Debug)]
+pub struct Hysteresis {
+    rise: u32,
+    fall: u32,
+    run: u32,
+    state: Health,
+}
+
+impl Hysteresis {
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Self {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            run: 0,
+            state: Health::Pending,
+        }
+    }
+
+    /// Feeds one probe result and returns the resulting state. The first result decides at
+    /// once: until then nothing is answered, so waiting for `rise` would only delay start-up.
+    pub fn observe(&mut self, ok: bool) -> Health {
+        let (threshold, flipped) = match (self.state, ok) {
+            (Health::Pending, true) => (1, Health::Healthy),
+            (Health::Pending, false) => (1, Health::Unhealthy),
+            (Health::Healthy, false) => (self.fall, Health::Unhealthy),
+            (Health::Unhealthy, true) => (self.rise, Health::Healthy),
+            // A result that confirms the state ends any run towards the other one.
+            (Health::Healthy, true) | (Health::Unhealthy, false) => {
+                self.run = 0;
+                return self.state;
+            }
+        };
+        self.run += 1;
+        if self.run >= threshold {
+            self.state = flipped;
+            self.run = 0;
+        }
+        self.state
+    }
+}
+
+/// Starts one probe task per ALB; they stop when `cancel` fires.
+pub fn spawn_checks(registry: Arc<Registry>, cancel: CancellationToken) {
+    // No proxy from the environment: probes must go straight to the portable IP. No pooling:
+    // every probe opens a connection, which is what a new client would do.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("an HTTP client with no TLS always builds");
+    for alb in registry.albs() {
+        tokio::spawn(check_loop(alb, client.clone(), registry.clone(), cancel.clone()));
+    }
+}
+
+async fn check_loop(alb: AlbConfig, client: reqwest::Client, registry: Arc<Registry>, cancel: CancellationToken) {
+    let spec = &alb.health;
+    let url = format!("http://{}{}", alb.addr(), spec.path);
+    let interval = Duration::from_millis(spec.interval_ms.max(10));
+    let timeout = Duration::from_millis(spec.timeout_ms.max(1));
+    let mut state = Hysteresis::new(spec.rise, spec.fall);
+    loop {
+        let probe = probe(&client, &url, timeout).await;
+        let health = state.observe(probe.ok);
+        registry.report(&alb.id, health, probe);
+        // ±10 % jitter keeps the probes of many ALBs from marching in step.
+        let sleep = interval.mul_f64(0.9 + 0.2 * random_unit());
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> Probe {
+    let start = Instant::now();
+    let result = client.get(url).timeout(timeout).send().await;
+    let latency = start.elapsed();
+    match result {
+        Ok(resp) if resp.status().is_success() => Probe::new(true, latency, resp.status().to_string()),
+        Ok(resp) => Probe::new(false, latency, format!("HTTP {}", resp.status())),
+        Err(e) if e.is_timeout() => Probe::new(false, latency, format!("timed out after {timeout:?}")),
+        Err(e) if e.is_connect() => Probe::new(false, latency, "connection failed".into()),
+        Err(e) => Probe::new(false, latency, e.to_string()),
+    }
+}
+
+fn random_unit() -> f64 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_result_decides_then_rise_and_fall_apply() {
+        let mut h = Hysteresis::new(2, 3);
+        assert_eq!(h.observe(true), Health::Healthy);
+        assert_eq!(h.observe(false), Health::Healthy);
+        assert_eq!(h.observe(false), Health::Healthy);
+        assert_eq!(h.observe(false), Health::Unhealthy, "third failure in a row");
+        assert_eq!(h.observe(true), Health::Unhealthy);
+        assert_eq!(h.observe(true), Health::Healthy, "second success in a row");
+    }
+
+    #[test]
+    fn an_interrupted_run_starts_over() {
+        let mut h = Hysteresis::new(2, 3);
+        h.observe(true);
+        for ok in [false, false, true, false, false] {
+            assert_eq!(h.observe(ok), Health::Healthy, "never three failures in a row");
+        }
+        let mut h = Hysteresis::new(2, 1);
+        assert_eq!(h.observe(false), Health::Unhealthy);
+        assert_eq!(h.observe(true), Health::Unhealthy);
+        assert_eq!(h.observe(false), Health::Unhealthy);
+        assert_eq!(h.observe(true), Health::Unhealthy);
+        assert_eq!(h.observe(true), Health::Healthy);
+    }
+}

@@ -1,0 +1,104 @@
+//! Broken manifests are refused at start with a message naming the file, object and field.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{Proc, bin, tempdir, write};
+
+const ALB: &str = "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a1}\nspec: {zone: z1, ip: 127.0.13.1, port: 8080}\n---\n\
+apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n";
+
+const INGRESS_TO_NOWHERE: &str = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: missing-svc, port: {number: 80}}}}\n";
+
+/// Runs a command that must fail; returns what it printed.
+fn refused(name: &str, cmd: &mut Command) -> String {
+    let mut p = Proc::start(name, cmd);
+    let (status, output) = p.wait_exit(Duration::from_secs(20));
+    assert!(!status.success(), "{name} started on broken input:\n{output}");
+    assert!(!output.contains("panicked"), "{name} panicked:\n{output}");
+    output
+}
+
+fn serve(dir: &std::path::Path, state: &std::path::Path) -> Command {
+    let mut cmd = Command::new(bin("mzlb"));
+    cmd.args([
+        "serve",
+        "--dns-listen",
+        "127.0.13.53:0",
+        "--api-listen",
+        "127.0.13.53:0",
+        "--manifests",
+    ])
+    .arg(dir)
+    .env("MZLB_STATE_DIR", state);
+    cmd
+}
+
+#[test]
+fn unparsable_manifest_names_the_file() {
+    let dir = tempdir();
+    let state = tempdir();
+    write(dir.path(), "alb.yaml", ALB);
+    let broken = write(
+        dir.path(),
+        "broken.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: [oops\n",
+    );
+    let output = refused("mzlb serve", &mut serve(dir.path(), state.path()));
+    assert!(
+        output.contains(&format!("{} (document 1): not valid YAML", broken.display())),
+        "{output}"
+    );
+
+    write(
+        dir.path(),
+        "broken.yaml",
+        "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a2}\nspec: {zone: z2, ip: 300.1.1.1}\n",
+    );
+    let output = refused("mzlb serve", &mut serve(dir.path(), state.path()));
+    assert!(
+        output.contains("broken.yaml (document 1): ZoneALB a2: field `spec.ip`"),
+        "{output}"
+    );
+}
+
+#[test]
+fn ingress_naming_a_missing_service_is_refused_by_serve_and_zone_alb() {
+    let dir = tempdir();
+    let state = tempdir();
+    write(dir.path(), "alb.yaml", ALB);
+    let ingress = write(dir.path(), "web.yaml", INGRESS_TO_NOWHERE);
+    let expected = [
+        format!("Ingress default/web in {} (document 1)", ingress.display()),
+        "spec.rules[0].http.paths[0].backend.service.name".to_owned(),
+        "Service default/missing-svc not found".to_owned(),
+    ];
+    let serve_output = refused("mzlb serve", &mut serve(dir.path(), state.path()));
+    let alb_output = refused(
+        "zone-alb",
+        Command::new(bin("zone-alb"))
+            .args(["--alb-id", "a1", "--listen", "127.0.13.1:0", "--manifests"])
+            .arg(dir.path()),
+    );
+    for output in [serve_output, alb_output] {
+        for part in &expected {
+            assert!(output.contains(part.as_str()), "missing {part:?} in:\n{output}");
+        }
+    }
+}
+
+#[test]
+fn unknown_alb_id_lists_the_known_ones() {
+    let dir = tempdir();
+    write(dir.path(), "alb.yaml", ALB);
+    let output = refused(
+        "zone-alb",
+        Command::new(bin("zone-alb"))
+            .args(["--alb-id", "a9", "--manifests"])
+            .arg(dir.path()),
+    );
+    assert!(
+        output.contains("no ZoneALB of that name") && output.contains("found: a1"),
+        "{output}"
+    );
+}

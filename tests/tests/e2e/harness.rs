@@ -1,0 +1,214 @@
+//! Shared harness: builds the binaries once, runs them as child processes that die with the
+//! test, and wraps `dig` and `curl`. Every wait polls with a deadline.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The workspace's binaries, built once per test run with the profile of this test binary.
+pub fn bin(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        // target/<profile>/deps/e2e-<hash> → target/<profile>
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bins", "-p", "mzlb", "-p", "zone-alb"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build for the binaries");
+        assert!(status.success(), "cargo build of the binaries failed");
+        profile_dir
+    });
+    dir.join(name)
+}
+
+/// A child process that is killed when dropped, with its output collected for assertions.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    pub fn start(name: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        Proc {
+            name: name.into(),
+            child,
+            output,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited in time.
+    pub fn terminate(&mut self) -> bool {
+        signal(self.pid(), "TERM");
+        poll(Duration::from_secs(10), || (!self.is_running()).then_some(())).is_some()
+    }
+
+    /// Waits for the process to exit by itself; returns its status and output.
+    pub fn wait_exit(&mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let status = poll(within, || self.child.try_wait().ok().flatten()).unwrap_or_else(|| {
+            panic!(
+                "{} did not exit within {within:?}; output:\n{}",
+                self.name,
+                self.output()
+            )
+        });
+        // Let the reader threads drain the pipes.
+        thread::sleep(Duration::from_millis(50));
+        (status, self.output())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+/// Calls `f` every 25 ms until it returns `Some`, for at most `within`.
+pub fn poll<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// What `dig` said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dig {
+    pub status: String,
+    pub flags: Vec<String>,
+    /// Answer records' data, sorted (e.g. IP addresses for A queries).
+    pub answers: Vec<String>,
+    pub authority: Vec<String>,
+    pub raw: String,
+}
+
+/// Runs the real `dig` against `server` (ip:port).
+pub fn dig(server: std::net::SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Dig {
+    let out = run(Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+time=1", "+tries=1", name, rtype])
+        .args(extra));
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = raw
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("NO ANSWER")
+        .to_owned();
+    let flags = raw
+        .lines()
+        .find_map(|l| l.strip_prefix(";; flags: "))
+        .and_then(|l| l.split(';').next())
+        .map(|f| f.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let section = |title: &str| -> Vec<String> {
+        let mut records: Vec<String> = raw
+            .lines()
+            .skip_while(|l| !l.starts_with(title))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
+            .collect();
+        records.sort();
+        records
+    };
+    Dig {
+        status,
+        flags,
+        answers: section(";; ANSWER SECTION:"),
+        authority: section(";; AUTHORITY SECTION:"),
+        raw,
+    }
+}
+
+/// Runs the real `curl -s` with `args`; returns the HTTP status and body.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = run(Command::new("curl")
+        .args(["-s", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (is it installed? .ci/run installs dnsutils and curl)"))
+}
+
+/// Value of `Name: value` in an echo page.
+pub fn field<'a>(page: &'a str, name: &str) -> Option<&'a str> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+}
+
+/// A fresh temporary directory that lives as long as the test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temporary directory")
+}
+
+pub fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, text).unwrap();
+    path
+}

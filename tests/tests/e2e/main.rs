@@ -1,0 +1,8 @@
+//! One end-to-end test binary: the real `mzlb` and `zone-alb` binaries on loopback, checked
+//! with the real `dig` and `curl`.
+
+mod harness;
+
+mod bad_input;
+mod components;
+mod walkthrough;
