@@ -1,29 +1,42 @@
-//! Compiles an [`AnswerSet`] into hickory zone handlers and publishes them atomically.
+//! Compiles an [`AnswerSet`] into hickory zone handlers plus pre-built wire answers, and
+//! publishes both together atomically.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, RrKey, rdata};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 
+use crate::metrics::Metrics;
+use crate::prebuilt::Prebuilt;
 use crate::{AnswerSet, Error, Result, ZoneAnswers};
 
 /// A zone's last published addresses and the SOA serial they were published under.
 type Published = (Vec<IpAddr>, u32);
 
+/// One consistent view of everything served.
+#[derive(Default)]
+pub(crate) struct Compiled {
+    /// hickory's full request path: every query the hot path does not take, and all of TCP.
+    pub catalog: Catalog,
+    /// The hot path for UDP.
+    pub prebuilt: Prebuilt,
+}
+
 /// The zones this server is authoritative for. Cheap to clone the handle; queries read the
-/// current catalog through `ArcSwap` and never wait for a publish.
+/// current view through `ArcSwap` and never wait for a publish.
 #[derive(Clone, Default)]
 pub struct Authority {
-    catalog: Arc<ArcSwap<Catalog>>,
+    compiled: Arc<ArcSwap<Compiled>>,
     /// Last published addresses and serial per zone; only the (rare) publish path locks it.
     serials: Arc<Mutex<HashMap<String, Published>>>,
+    pub(crate) metrics: Metrics,
 }
 
 impl Authority {
@@ -31,11 +44,20 @@ impl Authority {
         Self::default()
     }
 
+    /// Counters for queries and answer-set changes, to register with a Prometheus registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn current(&self) -> Guard<Arc<Compiled>> {
+        self.compiled.load()
+    }
+
     /// Replaces everything served. A zone's SOA serial increases whenever its addresses change.
     pub fn publish(&self, set: &AnswerSet) -> Result<()> {
         let mut serials = self.serials.lock().expect("serial map poisoned");
         let mut next_serials = HashMap::new();
-        let mut catalog = Catalog::new();
+        let mut compiled = Compiled::default();
         for zone in &set.zones {
             let serial = match serials.get(&zone.origin) {
                 Some((addresses, serial)) if *addresses == zone.addresses => *serial,
@@ -45,12 +67,18 @@ impl Authority {
                     .duration_since(UNIX_EPOCH)
                     .map_or(1, |d| d.as_secs() as u32),
             };
-            let (origin, handler) = build_zone(zone, serial)?;
-            catalog.upsert(LowerName::new(&origin), vec![Arc::new(handler)]);
+            let (origin, soa, handler) = build_zone(zone, serial)?;
+            compiled.prebuilt.add_zone(zone, &origin, &soa)?;
+            compiled
+                .catalog
+                .upsert(LowerName::new(&origin), vec![Arc::new(handler)]);
             next_serials.insert(zone.origin.clone(), (zone.addresses.clone(), serial));
         }
+        if *serials != next_serials {
+            self.metrics.answer_set_changes.inc();
+        }
         *serials = next_serials;
-        self.catalog.store(Arc::new(catalog));
+        self.compiled.store(Arc::new(compiled));
         Ok(())
     }
 }
@@ -69,7 +97,7 @@ fn name_in(zone: &ZoneAnswers, value: &str) -> Result<Name> {
     Ok(name)
 }
 
-fn build_zone(zone: &ZoneAnswers, serial: u32) -> Result<(Name, InMemoryZoneHandler)> {
+fn build_zone(zone: &ZoneAnswers, serial: u32) -> Result<(Name, rdata::SOA, InMemoryZoneHandler)> {
     let origin = name_in(zone, &zone.origin)?;
     let child = |label: &str| {
         Name::from_ascii(label)
@@ -85,7 +113,8 @@ fn build_zone(zone: &ZoneAnswers, serial: u32) -> Result<(Name, InMemoryZoneHand
         None => child("hostmaster")?,
     };
     let wildcard = child("*")?;
-    let soa = &zone.soa;
+    let s = &zone.soa;
+    let soa = rdata::SOA::new(mname.clone(), rname, serial, s.refresh, s.retry, s.expire, s.minimum);
 
     let mut records = BTreeMap::new();
     let mut add = |name: &Name, ttl: u32, data: RData| {
@@ -95,20 +124,8 @@ fn build_zone(zone: &ZoneAnswers, serial: u32) -> Result<(Name, InMemoryZoneHand
             .or_insert_with(|| RecordSet::new(name.clone(), data.record_type(), serial));
         set.insert(Record::from_rdata(name.clone(), ttl, data), serial);
     };
-    add(
-        &origin,
-        soa.minimum,
-        RData::SOA(rdata::SOA::new(
-            mname.clone(),
-            rname,
-            serial,
-            soa.refresh,
-            soa.retry,
-            soa.expire,
-            soa.minimum,
-        )),
-    );
-    add(&origin, soa.refresh.max(0) as u32, RData::NS(rdata::NS(mname)));
+    add(&origin, s.minimum, RData::SOA(soa.clone()));
+    add(&origin, s.refresh.max(0) as u32, RData::NS(rdata::NS(mname)));
     for name in [&origin, &wildcard] {
         for ip in &zone.addresses {
             let data = match ip {
@@ -120,14 +137,21 @@ fn build_zone(zone: &ZoneAnswers, serial: u32) -> Result<(Name, InMemoryZoneHand
     }
     let handler = InMemoryZoneHandler::new(origin.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
         .map_err(|e| zone_error(zone, e))?;
-    Ok((origin, handler))
+    Ok((origin, soa, handler))
 }
 
 #[async_trait::async_trait]
 impl RequestHandler for Authority {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
         // One atomic load: the whole query sees one consistent answer set.
-        let catalog = self.catalog.load_full();
-        catalog.handle_request::<R, T>(request, response_handle).await
+        let compiled = self.compiled.load_full();
+        let info = compiled.catalog.handle_request::<R, T>(request, response_handle).await;
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(0, |q| u16::from(q.query_type()));
+        self.metrics.count(qtype, u16::from(info.response_code) as u8);
+        info
     }
 }

@@ -1,16 +1,20 @@
 //! dns: the authoritative DNS server for each cluster's ingress subdomain.
 //!
 //! The caller (mzlb) decides which ALB addresses each zone answers and publishes them as an
-//! [`AnswerSet`]; [`Authority::publish`] compiles that into hickory zone handlers and swaps them
-//! in atomically, so the very next query sees the change and queries never take a lock.
-//! [`bind`] and [`serve`] run hickory's server on UDP and TCP.
+//! [`AnswerSet`]; [`Authority::publish`] compiles that into hickory zone handlers and
+//! pre-built wire answers and swaps them in atomically, so the very next query sees the
+//! change and queries never take a lock. [`bind`] and [`serve`] run UDP (hot path first, then
+//! hickory) and TCP (hickory).
 
 mod answer;
 mod authority;
+mod metrics;
+mod prebuilt;
 mod server;
 
 pub use answer::{AnswerSet, SoaSettings, ZoneAnswers};
 pub use authority::Authority;
+pub use metrics::Metrics;
 pub use server::{Listeners, bind, serve};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,85 @@
+//! DNS metrics: queries by type and response code, and answer-set changes. Counters are
+//! created once, so the query path only increments an atomic.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use hickory_server::proto::rr::RecordType;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    pub qtype: String,
+    pub rcode: String,
+}
+
+const QTYPES: [&str; 7] = ["A", "AAAA", "SOA", "NS", "ANY", "other", "none"];
+const RCODES: [&str; 7] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other",
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    queries: Family<QueryLabels, Counter>,
+    /// Pre-created handles into `queries`, indexed [qtype][rcode].
+    handles: Vec<Vec<Counter>>,
+    pub answer_set_changes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let queries = Family::<QueryLabels, Counter>::default();
+        let handles = QTYPES
+            .iter()
+            .map(|t| {
+                RCODES
+                    .iter()
+                    .map(|r| {
+                        queries
+                            .get_or_create(&QueryLabels {
+                                qtype: (*t).into(),
+                                rcode: (*r).into(),
+                            })
+                            .clone()
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            queries,
+            handles,
+            answer_set_changes: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dns_queries",
+            "DNS queries answered, by query type and response code",
+            self.queries.clone(),
+        );
+        registry.register(
+            "dns_answer_set_changes",
+            "Times the set of answered addresses changed",
+            self.answer_set_changes.clone(),
+        );
+    }
+
+    /// Counts one answered query (`qtype` 0: no question could be read).
+    pub fn count(&self, qtype: u16, rcode: u8) {
+        let t = match (qtype, RecordType::from(qtype)) {
+            (0, _) => 6,
+            (_, RecordType::A) => 0,
+            (_, RecordType::AAAA) => 1,
+            (_, RecordType::SOA) => 2,
+            (_, RecordType::NS) => 3,
+            (_, RecordType::ANY) => 4,
+            _ => 5,
+        };
+        let r = if rcode <= 5 { rcode as usize } else { 6 };
+        self.handles[t][r].inc();
+    }
+}
