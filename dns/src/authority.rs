@@ -151,7 +151,7 @@ impl RequestHandler for Authority {
             .queries()
             .first()
             .map_or(0, |q| u16::from(q.query_type()));
-        self.metrics.count(qtype, u16::from(info.response_code) as u8);
+        self.metrics.count(qtype, u16::from(info.response_code));
         info
     }
 }

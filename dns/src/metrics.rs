@@ -15,9 +15,10 @@ pub struct QueryLabels {
 }
 
 const QTYPES: [&str; 7] = ["A", "AAAA", "SOA", "NS", "ANY", "other", "none"];
-const RCODES: [&str; 7] = [
-    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other",
+const RCODES: [&str; 8] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
 ];
+const RCODE_BADVERS: u16 = 16;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -68,8 +69,9 @@ impl Metrics {
         );
     }
 
-    /// Counts one answered query (`qtype` 0: no question could be read).
-    pub fn count(&self, qtype: u16, rcode: u8) {
+    /// Counts one answered query (`qtype` 0: no question could be read; `rcode` with the
+    /// EDNS extended bits).
+    pub fn count(&self, qtype: u16, rcode: u16) {
         let t = match (qtype, RecordType::from(qtype)) {
             (0, _) => 6,
             (_, RecordType::A) => 0,
@@ -79,7 +81,11 @@ impl Metrics {
             (_, RecordType::ANY) => 4,
             _ => 5,
         };
-        let r = if rcode <= 5 { rcode as usize } else { 6 };
+        let r = match rcode {
+            0..=5 => rcode as usize,
+            RCODE_BADVERS => 6,
+            _ => 7,
+        };
         self.handles[t][r].inc();
     }
 }

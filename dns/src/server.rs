@@ -104,7 +104,7 @@ async fn udp_worker(socket: Arc<UdpSocket>, authority: Authority, shutdown: Canc
         match verdict {
             Verdict::Answered { qtype, rcode } => {
                 let _ = socket.send_to(&out, src).await;
-                authority.metrics.count(qtype, rcode);
+                authority.metrics.count(qtype, u16::from(rcode));
             }
             Verdict::Drop => {}
             Verdict::Slow => slow_path(&socket, &authority, query, src, &mut out).await,
@@ -120,7 +120,7 @@ async fn slow_path(socket: &Arc<UdpSocket>, authority: &Authority, query: &[u8],
             tracing::debug!(%src, %error, "malformed query");
             if formerr(query, out) {
                 let _ = socket.send_to(out, src).await;
-                authority.metrics.count(0, RCODE_FORMERR);
+                authority.metrics.count(0, u16::from(RCODE_FORMERR));
             }
             return;
         }

@@ -5,6 +5,7 @@
 //! - `GET /v1/albs/{id}` — one ALB
 //! - `PATCH /v1/albs/{id}` with `{"enabled": false}` — disable (or enable) an ALB
 //! - `GET /healthz` — liveness, no token needed
+//! - `GET /metrics` — Prometheus text, no token needed (the API listens on loopback)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +45,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         .map_err(|source| Error::Listen { addr, source })
 }
 
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, token: String, cancel: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    prometheus: Arc<prometheus_client::registry::Registry>,
+    token: String,
+    cancel: CancellationToken,
+) {
     let token: Arc<str> = token.into();
     loop {
         let (stream, _) = tokio::select! {
@@ -58,10 +65,10 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, token: String
             },
             () = cancel.cancelled() => return,
         };
-        let (registry, token) = (registry.clone(), token.clone());
+        let (registry, prometheus, token) = (registry.clone(), prometheus.clone(), token.clone());
         let service = service_fn(move |req| {
-            let (registry, token) = (registry.clone(), token.clone());
-            async move { Ok::<_, std::convert::Infallible>(handle(req, &registry, &token).await) }
+            let (registry, prometheus, token) = (registry.clone(), prometheus.clone(), token.clone());
+            async move { Ok::<_, std::convert::Infallible>(handle(req, &registry, &prometheus, &token).await) }
         });
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -70,10 +77,28 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, token: String
     }
 }
 
-async fn handle(req: Request<Incoming>, registry: &Registry, token: &str) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    registry: &Registry,
+    prometheus: &prometheus_client::registry::Registry,
+    token: &str,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     if path == "/healthz" {
         return Response::new(Full::new(Bytes::from_static(b"ok\n")));
+    }
+    if path == "/metrics" {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, prometheus).is_err() {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics".into());
+        }
+        return Response::builder()
+            .header(
+                CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(text)))
+            .expect("static response parts are valid");
     }
     let Some(rest) = path.strip_prefix("/v1/") else {
         return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));

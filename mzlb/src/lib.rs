@@ -12,6 +12,7 @@ pub mod demo;
 pub mod echo;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod registry;
 pub mod serve;
 pub mod state;

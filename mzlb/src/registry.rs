@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use zone_alb::objects::{HealthSpec, Objects, key_of};
 
 use crate::error::{Error, Result};
+use crate::metrics::{AlbLabels, ClusterLabels, Metrics};
 use crate::state::StateDir;
 
 /// One cluster's ingress subdomain as configured.
@@ -21,6 +22,7 @@ pub struct ClusterConfig {
     pub name: String,
     pub subdomain: String,
     pub ttl: u32,
+    pub soa: dns::SoaSettings,
 }
 
 /// One ALB as configured.
@@ -51,15 +53,24 @@ pub fn configs(objects: &Objects) -> Result<(Vec<ClusterConfig>, Vec<AlbConfig>)
             message: "no MultiZoneCluster object (mzlb.io/v1alpha1): nothing says which subdomain to serve".into(),
         });
     }
-    let clusters: Vec<ClusterConfig> = objects
+    let clusters = objects
         .clusters
         .iter()
-        .map(|c| ClusterConfig {
-            name: c.metadata.name.clone().unwrap_or_default(),
-            subdomain: c.spec.subdomain.trim_end_matches('.').to_ascii_lowercase(),
-            ttl: c.spec.ttl,
+        .map(|c| {
+            let what = objects.describe(&key_of("MultiZoneCluster", &c.metadata, false));
+            cluster_config(c, &what)
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
+    let mut subdomains = HashSet::new();
+    for c in &clusters {
+        if !subdomains.insert(c.subdomain.as_str()) {
+            return Err(Error::Config {
+                object: format!("MultiZoneCluster {}", c.name),
+                field: "spec.subdomain".into(),
+                message: format!("`{}` is served by another MultiZoneCluster", c.subdomain),
+            });
+        }
+    }
     let mut albs = Vec::new();
     let mut addrs = HashSet::new();
     for alb in &objects.zone_albs {
@@ -91,6 +102,70 @@ pub fn configs(objects: &Objects) -> Result<(Vec<ClusterConfig>, Vec<AlbConfig>)
         albs.push(config);
     }
     Ok((clusters, albs))
+}
+
+fn cluster_config(c: &zone_alb::objects::MultiZoneCluster, what: &str) -> Result<ClusterConfig> {
+    let invalid = |field: &str, message: String| Error::Config {
+        object: what.to_owned(),
+        field: field.into(),
+        message,
+    };
+    let subdomain = c.spec.subdomain.trim_end_matches('.').to_ascii_lowercase();
+    if !is_dns_name(&subdomain) {
+        return Err(invalid(
+            "spec.subdomain",
+            format!("`{}` is not a DNS name", c.spec.subdomain),
+        ));
+    }
+    let soa = &c.spec.soa;
+    let mname = soa.primary_name_server.clone();
+    if let Some(m) = &mname
+        && !is_dns_name(m.trim_end_matches('.'))
+    {
+        return Err(invalid(
+            "spec.soa.primaryNameServer",
+            format!("`{m}` is not a DNS name"),
+        ));
+    }
+    // `hostmaster@example.com` is written `hostmaster.example.com` in an SOA.
+    let rname = match &soa.hostmaster {
+        Some(h) => match h.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !local.contains('.') && is_dns_name(domain) => {
+                Some(format!("{local}.{domain}"))
+            }
+            None if is_dns_name(h.trim_end_matches('.')) => Some(h.clone()),
+            _ => {
+                return Err(invalid(
+                    "spec.soa.hostmaster",
+                    format!("`{h}` is neither a mailbox nor a DNS name"),
+                ));
+            }
+        },
+        None => None,
+    };
+    let defaults = dns::SoaSettings::default();
+    Ok(ClusterConfig {
+        name: c.metadata.name.clone().unwrap_or_default(),
+        subdomain,
+        ttl: c.spec.ttl,
+        soa: dns::SoaSettings {
+            mname,
+            rname,
+            refresh: soa.refresh.unwrap_or(defaults.refresh),
+            retry: soa.retry.unwrap_or(defaults.retry),
+            expire: soa.expire.unwrap_or(defaults.expire),
+            minimum: soa.minimum.unwrap_or(c.spec.ttl),
+        },
+    })
+}
+
+/// Letters, digits, hyphens and underscores in dot-separated labels of 1–63 bytes.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// Health as far as mzlb knows it.
@@ -153,8 +228,11 @@ struct Entry {
 pub struct Registry {
     clusters: Vec<ClusterConfig>,
     entries: Mutex<Vec<Entry>>,
+    /// Clusters failing open at the last publish; locked only inside `publish`.
+    failing_open: Mutex<HashSet<String>>,
     authority: dns::Authority,
     state: StateDir,
+    metrics: Metrics,
 }
 
 impl Registry {
@@ -165,6 +243,7 @@ impl Registry {
         albs: Vec<AlbConfig>,
         authority: dns::Authority,
         state: StateDir,
+        metrics: Metrics,
     ) -> Result<Self> {
         let choices = state.read_choices()?;
         let entries = albs
@@ -179,8 +258,10 @@ impl Registry {
         let registry = Self {
             clusters,
             entries: Mutex::new(entries),
+            failing_open: Mutex::default(),
             authority,
             state,
+            metrics,
         };
         registry.publish(&registry.entries.lock().expect("registry poisoned"))?;
         Ok(registry)
@@ -206,6 +287,10 @@ impl Registry {
             return;
         }
         tracing::info!(alb = %id, from = ?entry.health, to = ?health, detail = %entry.last_probe.as_ref().map_or("", |p| p.detail.as_str()), "ALB health changed");
+        self.metrics
+            .health_changes
+            .get_or_create(&alb_labels(&entry.config))
+            .inc();
         entry.health = health;
         if let Err(error) = self.publish(&entries) {
             tracing::error!(%error, "could not publish DNS answers; the previous ones stay");
@@ -227,7 +312,7 @@ impl Registry {
             entry.enabled = enabled;
             self.publish(&entries)?;
         }
-        let answered = answered(&self.clusters, &entries);
+        let (answered, _) = answered(&self.clusters, &entries);
         Ok(status_of(
             entries.iter().find(|e| e.config.id == id).expect("checked above"),
             &answered,
@@ -236,12 +321,34 @@ impl Registry {
 
     pub fn status(&self) -> Vec<AlbStatus> {
         let entries = self.entries.lock().expect("registry poisoned");
-        let answered = answered(&self.clusters, &entries);
+        let (answered, _) = answered(&self.clusters, &entries);
         entries.iter().map(|e| status_of(e, &answered)).collect()
     }
 
     fn publish(&self, entries: &[Entry]) -> Result<()> {
-        let answered = answered(&self.clusters, entries);
+        let (answered, failing_open) = answered(&self.clusters, entries);
+        let mut was_failing_open = self.failing_open.lock().expect("registry poisoned");
+        for cluster in &self.clusters {
+            let labels = ClusterLabels {
+                cluster: cluster.name.clone(),
+            };
+            let now = failing_open.contains(&cluster.name);
+            if now && !was_failing_open.contains(&cluster.name) {
+                tracing::warn!(cluster = %cluster.name, "every enabled ALB is unhealthy: failing open, answering all of them");
+                self.metrics.fail_open.get_or_create(&labels).inc();
+            } else if !now && was_failing_open.contains(&cluster.name) {
+                tracing::info!(cluster = %cluster.name, "no longer failing open");
+            }
+            self.metrics.failing_open.get_or_create(&labels).set(i64::from(now));
+        }
+        *was_failing_open = failing_open;
+        for entry in entries {
+            let in_dns = answered.contains(&entry.config.id);
+            self.metrics
+                .alb_in_dns
+                .get_or_create(&alb_labels(&entry.config))
+                .set(i64::from(in_dns));
+        }
         let zones = self
             .clusters
             .iter()
@@ -253,14 +360,18 @@ impl Registry {
                     .filter(|e| e.config.cluster == cluster.name && answered.contains(&e.config.id))
                     .map(|e| e.config.ip)
                     .collect(),
-                soa: dns::SoaSettings {
-                    minimum: cluster.ttl,
-                    ..Default::default()
-                },
+                soa: cluster.soa.clone(),
             })
             .collect();
         self.authority.publish(&dns::AnswerSet { zones })?;
         Ok(())
+    }
+}
+
+fn alb_labels(config: &AlbConfig) -> AlbLabels {
+    AlbLabels {
+        alb: config.id.clone(),
+        zone: config.zone.clone(),
     }
 }
 
@@ -282,8 +393,10 @@ fn status_of(entry: &Entry, answered: &HashSet<String>) -> AlbStatus {
 /// Which ALBs DNS answers: per cluster, the enabled healthy ones. When every enabled, probed ALB
 /// of a cluster is unhealthy, all of them are answered (fail-open, as Route 53 does): a guess
 /// that may work beats an empty answer that surely fails. Disabled or unprobed ALBs never are.
-fn answered(clusters: &[ClusterConfig], entries: &[Entry]) -> HashSet<String> {
+/// Also returns the clusters failing open.
+fn answered(clusters: &[ClusterConfig], entries: &[Entry]) -> (HashSet<String>, HashSet<String>) {
     let mut out = HashSet::new();
+    let mut failing_open = HashSet::new();
     for cluster in clusters {
         let candidates: Vec<&Entry> = entries
             .iter()
@@ -291,13 +404,13 @@ fn answered(clusters: &[ClusterConfig], entries: &[Entry]) -> HashSet<String> {
             .collect();
         let healthy: Vec<&&Entry> = candidates.iter().filter(|e| e.health == Health::Healthy).collect();
         if healthy.is_empty() && !candidates.is_empty() {
-            tracing::warn!(cluster = %cluster.name, "every enabled ALB is unhealthy: failing open");
+            failing_open.insert(cluster.name.clone());
             out.extend(candidates.iter().map(|e| e.config.id.clone()));
         } else {
             out.extend(healthy.iter().map(|e| e.config.id.clone()));
         }
     }
-    out
+    (out, failing_open)
 }
 
 #[cfg(test)]
@@ -321,7 +434,7 @@ mod tests {
         }
     }
 
-    fn ids(set: HashSet<String>) -> Vec<String> {
+    fn ids((set, _): (HashSet<String>, HashSet<String>)) -> Vec<String> {
         let mut v: Vec<_> = set.into_iter().collect();
         v.sort();
         v
@@ -332,7 +445,53 @@ mod tests {
             name: "c".into(),
             subdomain: "c.test".into(),
             ttl: 5,
+            soa: Default::default(),
         }]
+    }
+
+    fn load(text: &str) -> Result<(Vec<ClusterConfig>, Vec<AlbConfig>)> {
+        let mut objects = Objects::default();
+        zone_alb::source::dir::load_str(text, std::path::Path::new("c.yaml"), &mut objects)?;
+        configs(&objects)
+    }
+
+    const CLUSTER: &str = "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\n";
+
+    #[test]
+    fn soa_settings_take_a_mailbox_and_default_sensibly() {
+        let (clusters, _) = load(&format!(
+            "{CLUSTER}spec: {{subdomain: C.Test., ttl: 9, soa: {{hostmaster: ops@example.org, refresh: 60}}}}\n"
+        ))
+        .unwrap();
+        let c = &clusters[0];
+        assert_eq!(c.subdomain, "c.test");
+        assert_eq!(c.soa.rname.as_deref(), Some("ops.example.org"));
+        assert_eq!((c.soa.refresh, c.soa.retry, c.soa.minimum), (60, 600, 9));
+    }
+
+    #[test]
+    fn bad_cluster_settings_name_the_field() {
+        let err = load(&format!("{CLUSTER}spec: {{subdomain: 'bad name.test'}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("MultiZoneCluster c in c.yaml (document 1): field `spec.subdomain`"),
+            "{err}"
+        );
+        let err = load(&format!(
+            "{CLUSTER}spec: {{subdomain: c.test, soa: {{hostmaster: 'a.b@c'}}}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("spec.soa.hostmaster"), "{err}");
+        let two = format!(
+            "{CLUSTER}spec: {{subdomain: c.test}}\n---\n{}",
+            CLUSTER.replace("name: c", "name: d")
+        );
+        let err = load(&format!("{two}spec: {{subdomain: c.test}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("served by another MultiZoneCluster"), "{err}");
     }
 
     #[test]
@@ -355,11 +514,12 @@ mod tests {
             entry("d", true, Health::Pending),
         ];
         assert_eq!(ids(answered(&cluster(), &e)), vec!["a", "c"]);
+        assert!(answered(&cluster(), &e).1.contains("c"), "cluster c fails open");
     }
 
     #[test]
     fn nothing_is_answered_before_the_first_probe() {
         let e = [entry("a", true, Health::Pending)];
-        assert!(answered(&cluster(), &e).is_empty());
+        assert!(answered(&cluster(), &e).0.is_empty());
     }
 }

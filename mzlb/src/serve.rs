@@ -57,7 +57,15 @@ pub async fn start(objects: Objects, opts: ServeOptions, cancel: CancellationTok
     opts.state.create()?;
 
     let authority = dns::Authority::new();
-    let registry = Arc::new(Registry::new(clusters, albs, authority.clone(), opts.state.clone())?);
+    let metrics = crate::metrics::Metrics::default();
+    let prometheus = Arc::new(crate::metrics::registry(authority.metrics(), &metrics));
+    let registry = Arc::new(Registry::new(
+        clusters,
+        albs,
+        authority.clone(),
+        opts.state.clone(),
+        metrics,
+    )?);
     let dns_listeners = dns::bind(opts.dns_listen).await?;
     let dns_addr = dns_listeners.local_addr().unwrap_or(opts.dns_listen);
     let api_listener = crate::api::bind(opts.api_listen).await?;
@@ -76,7 +84,13 @@ pub async fn start(objects: Objects, opts: ServeOptions, cancel: CancellationTok
             tracing::error!(%error, "DNS server stopped");
         }
     });
-    tasks.spawn(crate::api::serve(api_listener, registry.clone(), token, cancel.clone()));
+    tasks.spawn(crate::api::serve(
+        api_listener,
+        registry.clone(),
+        prometheus,
+        token,
+        cancel.clone(),
+    ));
     crate::health::spawn_checks(registry.clone(), cancel.clone());
     tracing::info!(%dns_addr, %api_url, albs = registry.albs().len(), "mzlb serving");
     Ok(Running {

@@ -59,6 +59,26 @@ pub struct MultiZoneClusterSpec {
     pub ttl: u32,
     #[serde(default)]
     pub health: HealthSpec,
+    /// The zone's SOA and NS records.
+    #[serde(default)]
+    pub soa: SoaSpec,
+}
+
+/// SOA fields of a cluster's zone. The serial is not here: mzlb increases it on every change.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SoaSpec {
+    /// Primary name server, also served as the apex NS record; default `ns.<subdomain>`.
+    pub primary_name_server: Option<String>,
+    /// Responsible mailbox, as `hostmaster@example.com` or in DNS form; default
+    /// `hostmaster.<subdomain>`.
+    pub hostmaster: Option<String>,
+    /// Seconds; defaults 3600, 600, 86400.
+    pub refresh: Option<i32>,
+    pub retry: Option<i32>,
+    pub expire: Option<i32>,
+    /// Negative-caching TTL in seconds; default the cluster's `ttl`.
+    pub minimum: Option<u32>,
 }
 
 /// How mzlb probes each ALB of a cluster.

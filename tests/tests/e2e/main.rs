@@ -5,4 +5,5 @@ mod harness;
 
 mod bad_input;
 mod components;
+mod dns;
 mod walkthrough;

@@ -1,0 +1,64 @@
+//! The load balancer's own metrics; with the DNS server's they are served as Prometheus text
+//! at `/metrics` on the control API.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlbLabels {
+    pub alb: String,
+    pub zone: String,
+}
+
+#[derive(Clone, Default)]
+pub struct Metrics {
+    /// Times a cluster started failing open (every enabled ALB unhealthy, all answered).
+    pub fail_open: Family<ClusterLabels, Counter>,
+    /// 1 while a cluster fails open.
+    pub failing_open: Family<ClusterLabels, Gauge>,
+    /// 1 while an ALB's IP is in the DNS answer.
+    pub alb_in_dns: Family<AlbLabels, Gauge>,
+    /// Health transitions per ALB.
+    pub health_changes: Family<AlbLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "fail_open",
+            "Times a cluster began failing open",
+            self.fail_open.clone(),
+        );
+        registry.register(
+            "failing_open",
+            "Whether a cluster is failing open now",
+            self.failing_open.clone(),
+        );
+        registry.register(
+            "alb_in_dns",
+            "Whether an ALB's IP is answered in DNS",
+            self.alb_in_dns.clone(),
+        );
+        registry.register(
+            "alb_health_changes",
+            "ALB health transitions",
+            self.health_changes.clone(),
+        );
+    }
+}
+
+/// The whole registry: DNS metrics and ours, under the `mzlb_` prefix.
+pub fn registry(dns: &dns::Metrics, ours: &Metrics) -> Registry {
+    let mut registry = Registry::with_prefix("mzlb");
+    dns.register(&mut registry);
+    ours.register(&mut registry);
+    registry
+}
