@@ -1,21 +1,30 @@
-//! The DNS listeners. UDP runs our own receive loop: the hot path answers from pre-built
-//! wire responses, everything else goes through hickory's catalog. TCP is served by
+//! The DNS listeners. UDP runs our own loop: hot-path threads receive and send in batches
+//! (`recvmmsg`/`sendmmsg`) and answer from pre-built wire responses; everything else is queued
+//! to a task that runs hickory's catalog. TCP is served by
 //! hickory's server (length framing, pipelining, idle timeouts) over the same catalog.
 
+use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use tokio::sync::mpsc;
 
 use hickory_server::Server;
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
-use hickory_server::net::xfer::Protocol;
+use hickory_server::net::xfer::Protocol as DnsProtocol;
 use hickory_server::proto::op::MessageType;
 use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
-use tokio::net::{TcpListener, UdpSocket};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::prebuilt::{RCODE_FORMERR, Verdict, formerr};
@@ -27,32 +36,39 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_RESPONSE_BUFFER: usize = 64;
 /// Larger than any UDP query we accept (EDNS payloads are about responses).
 const RECV_BUFFER: usize = 4096;
+/// Packets taken per receive and answered per send on the hot path.
+const BATCH: usize = 32;
+/// Queries waiting for the slow path; beyond this they are dropped.
+const SLOW_QUEUE: usize = 1024;
 
 /// Bound DNS sockets, so a caller can fail at start-up before serving anything.
 pub struct Listeners {
-    udp: UdpSocket,
+    /// One UDP socket per hot-path thread, all on the same address (`SO_REUSEPORT`): the
+    /// kernel spreads client flows over them, and no two threads contend for one socket.
+    udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
 }
 
 impl Listeners {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.tcp.local_addr()
     }
 }
 
-/// Binds UDP and TCP on the same address.
+/// Binds UDP (one socket per core) and TCP on the same address.
 pub async fn bind(addr: SocketAddr) -> Result<Listeners> {
-    let udp = UdpSocket::bind(addr).await.map_err(|source| Error::Bind {
+    let udp_error = |source| Error::Bind {
         addr,
         proto: "udp",
         source,
-    })?;
-    // With port 0 the kernel picks the UDP port; TCP takes the same one.
-    let addr = udp.local_addr().map_err(|source| Error::Bind {
-        addr,
-        proto: "udp",
-        source,
-    })?;
+    };
+    let first = reuseport_udp(addr).map_err(udp_error)?;
+    // With port 0 the kernel picks the port; the other sockets and TCP take the same one.
+    let addr = first.local_addr().map_err(udp_error)?;
+    let mut udp = vec![first];
+    for _ in 1..hot_path_threads() {
+        udp.push(reuseport_udp(addr).map_err(udp_error)?);
+    }
     let tcp = TcpListener::bind(addr).await.map_err(|source| Error::Bind {
         addr,
         proto: "tcp",
@@ -61,65 +77,163 @@ pub async fn bind(addr: SocketAddr) -> Result<Listeners> {
     Ok(Listeners { udp, tcp })
 }
 
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    // Blocking, but woken now and then to notice shutdown.
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(socket.into())
+}
+
 /// Serves `authority` on `listeners` until `shutdown` is cancelled.
 pub async fn serve(listeners: Listeners, authority: Authority, shutdown: CancellationToken) -> Result<()> {
     let addr = listeners.local_addr().ok();
-    let udp = Arc::new(listeners.udp);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        tasks.spawn(udp_worker(udp.clone(), authority.clone(), shutdown.clone()));
+    let io_error = |source| Error::Bind {
+        addr: addr.unwrap_or(([0, 0, 0, 0], 0).into()),
+        proto: "udp",
+        source,
+    };
+    // Slow-path replies go out through a plain duplicate of the first socket: all of them
+    // share the address, and a tokio-registered socket would wake on every packet.
+    let reply_socket = Arc::new(listeners.udp[0].try_clone().map_err(io_error)?);
+    let (slow_tx, slow_rx) = mpsc::channel(SLOW_QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = listeners.udp.len();
+    let mut handles = Vec::new();
+    for (i, socket) in listeners.udp.into_iter().enumerate() {
+        let (authority, slow_tx, stop) = (authority.clone(), slow_tx.clone(), stop.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || hot_path(socket, &authority, &slow_tx, &stop))
+            .map_err(io_error)?;
+        handles.push(handle);
     }
+    drop(slow_tx);
+    let slow = tokio::spawn(slow_path_loop(slow_rx, reply_socket, authority.clone()));
+
     let mut server = Server::new(authority);
     server.register_listener(listeners.tcp, TCP_TIMEOUT, TCP_RESPONSE_BUFFER);
-    tracing::info!(?addr, udp_workers = workers, "authoritative DNS serving (udp, tcp)");
+    tracing::info!(?addr, udp_threads = threads, "authoritative DNS serving (udp, tcp)");
     let result = tokio::select! {
         result = server.block_until_done() => result.map_err(|e| Error::Server(e.to_string())),
         () = shutdown.cancelled() => server.shutdown_gracefully().await.map_err(|e| Error::Server(e.to_string())),
     };
-    while tasks.join_next().await.is_some() {}
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || handles.into_iter().for_each(|h| drop(h.join()))).await;
+    let _ = slow.await;
     result
 }
 
-async fn udp_worker(socket: Arc<UdpSocket>, authority: Authority, shutdown: CancellationToken) {
-    let mut buf = vec![0u8; RECV_BUFFER];
-    let mut out = Vec::with_capacity(1232);
-    loop {
-        let (len, src) = tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(r) => r,
+/// One hot-path thread (and socket) per core.
+fn hot_path_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Receives a batch (blocking for the first packet only), answers what the pre-built responses
+/// cover, sends the answers in one batch, and queues the rest for hickory.
+fn hot_path(
+    socket: std::net::UdpSocket,
+    authority: &Authority,
+    slow: &mpsc::Sender<(Vec<u8>, SocketAddr)>,
+    stop: &AtomicBool,
+) {
+    let fd = socket.as_raw_fd();
+    let mut bufs = vec![[0u8; RECV_BUFFER]; BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut lens = [0usize; BATCH];
+    let mut sources: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
+    let mut dests: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
+    while !stop.load(Ordering::Relaxed) {
+        let mut received = 0;
+        {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
+            match recvmmsg(fd, &mut recv_headers, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+                Ok(results) => {
+                    for msg in results {
+                        lens[received] = msg.bytes;
+                        sources[received] = msg.address;
+                        received += 1;
+                    }
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
                 Err(error) => {
                     // ICMP errors from earlier sends surface here; they are no reason to stop.
                     tracing::debug!(%error, "udp receive error");
                     continue;
                 }
-            },
-            () = shutdown.cancelled() => return,
-        };
-        if src.port() == 0 {
-            continue; // cannot be answered
-        }
-        let query = &buf[..len];
-        let verdict = authority.current().prebuilt.answer(query, &mut out);
-        match verdict {
-            Verdict::Answered { qtype, rcode } => {
-                let _ = socket.send_to(&out, src).await;
-                authority.metrics.count(qtype, u16::from(rcode));
             }
-            Verdict::Drop => {}
-            Verdict::Slow => slow_path(&socket, &authority, query, src, &mut out).await,
+        }
+        let compiled = authority.current();
+        let mut answered = 0;
+        for i in 0..received {
+            let Some(src) = sources[i].as_ref().and_then(socket_addr).filter(|a| a.port() != 0) else {
+                continue;
+            };
+            let query = &bufs[i][..lens[i]];
+            match compiled.prebuilt.answer(query, &mut outs[answered]) {
+                Verdict::Answered { qtype, rcode } => {
+                    dests[answered] = sources[i];
+                    answered += 1;
+                    authority.metrics.count(qtype, u16::from(rcode));
+                }
+                // A full queue sheds load: the client will retry.
+                Verdict::Slow => drop(slow.try_send((query.to_vec(), src))),
+                Verdict::Drop => {}
+            }
+        }
+        if answered > 0 {
+            let iovs: Vec<[IoSlice<'_>; 1]> = outs[..answered].iter().map(|o| [IoSlice::new(o)]).collect();
+            let no_cmsgs: [ControlMessage<'_>; 0] = [];
+            if let Err(error) = sendmmsg(
+                fd,
+                &mut send_headers,
+                iovs.iter(),
+                &dests[..answered],
+                no_cmsgs,
+                MsgFlags::empty(),
+            ) {
+                tracing::debug!(%error, "udp send error");
+            }
         }
     }
 }
 
+fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = s.as_sockaddr_in() {
+        Some(SocketAddr::V4((*v4).into()))
+    } else {
+        s.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+    }
+}
+
+async fn slow_path_loop(
+    mut queue: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+    socket: Arc<std::net::UdpSocket>,
+    authority: Authority,
+) {
+    let mut out = Vec::with_capacity(512);
+    while let Some((query, src)) = queue.recv().await {
+        slow_path(&socket, &authority, &query, src, &mut out).await;
+    }
+}
+
 /// hickory's full request path for one UDP query.
-async fn slow_path(socket: &Arc<UdpSocket>, authority: &Authority, query: &[u8], src: SocketAddr, out: &mut Vec<u8>) {
-    let request = match Request::from_bytes(query.to_vec(), src, Protocol::Udp) {
+async fn slow_path(
+    socket: &Arc<std::net::UdpSocket>,
+    authority: &Authority,
+    query: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+) {
+    let request = match Request::from_bytes(query.to_vec(), src, DnsProtocol::Udp) {
         Ok(request) => request,
         Err(error) => {
             tracing::debug!(%src, %error, "malformed query");
             if formerr(query, out) {
-                let _ = socket.send_to(out, src).await;
+                let _ = socket.send_to(out, src);
                 authority.metrics.count(0, u16::from(RCODE_FORMERR));
             }
             return;
@@ -138,7 +252,8 @@ async fn slow_path(socket: &Arc<UdpSocket>, authority: &Authority, query: &[u8],
 /// Sends hickory's responses on our UDP socket, truncating to the client's payload size.
 #[derive(Clone)]
 struct UdpResponder {
-    socket: Arc<UdpSocket>,
+    /// A blocking socket: a UDP send does not wait for the peer, only for buffer space.
+    socket: Arc<std::net::UdpSocket>,
     dst: SocketAddr,
 }
 
@@ -163,7 +278,7 @@ impl ResponseHandler for UdpResponder {
         let info = response
             .destructive_emit(&mut encoder)
             .map_err(|e| NetError::from(e.to_string()))?;
-        self.socket.send_to(&bytes, self.dst).await?;
+        self.socket.send_to(&bytes, self.dst)?;
         Ok(info)
     }
 }
