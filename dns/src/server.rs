@@ -37,7 +37,7 @@ const TCP_RESPONSE_BUFFER: usize = 64;
 /// Larger than any UDP query we accept (EDNS payloads are about responses).
 const RECV_BUFFER: usize = 4096;
 /// Packets taken per receive and answered per send on the hot path.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 /// Queries waiting for the slow path; beyond this they are dropped.
 const SLOW_QUEUE: usize = 1024;
 
@@ -80,6 +80,9 @@ pub async fn bind(addr: SocketAddr) -> Result<Listeners> {
 fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_port(true)?;
+    // Room for bursts: a full buffer drops queries, which clients only notice as timeouts.
+    socket.set_recv_buffer_size(4 << 20)?;
+    socket.set_send_buffer_size(4 << 20)?;
     socket.bind(&addr.into())?;
     // Blocking, but woken now and then to notice shutdown.
     socket.set_read_timeout(Some(Duration::from_millis(200)))?;
