@@ -4,6 +4,7 @@
 //! - `GET /v1/albs` — status of every ALB
 //! - `GET /v1/albs/{id}` — one ALB
 //! - `PATCH /v1/albs/{id}` with `{"enabled": false}` — disable (or enable) an ALB
+//! - `GET /v1/events` — recent ALB state transitions, oldest first
 //! - `GET /healthz` — liveness, no token needed
 //! - `GET /metrics` — Prometheus text, no token needed (the API listens on loopback)
 
@@ -115,6 +116,7 @@ async fn handle(
     let segments: Vec<&str> = rest.split('/').collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["albs"]) => json(StatusCode::OK, &registry.status()),
+        (Method::GET, ["events"]) => json(StatusCode::OK, &registry.events()),
         (Method::GET, ["albs", id]) => match registry.status().into_iter().find(|s| s.id == *id) {
             Some(status) => json(StatusCode::OK, &status),
             None => error(StatusCode::NOT_FOUND, format!("unknown ALB `{id}`")),

@@ -5,7 +5,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, anyhow, bail};
 
 use crate::api::{ApiError, Configure};
-use crate::registry::{AlbStatus, Health};
+use zone_alb::objects::FailPolicy;
+
+use crate::events::Event;
+use crate::registry::AlbStatus;
 use crate::state::{ApiEndpoint, StateDir};
 
 pub struct ApiClient {
@@ -31,6 +34,11 @@ impl ApiClient {
 
     pub async fn albs(&self) -> anyhow::Result<Vec<AlbStatus>> {
         let req = self.http.get(format!("{}/v1/albs", self.endpoint.url));
+        self.send(req).await
+    }
+
+    pub async fn events(&self) -> anyhow::Result<Vec<Event>> {
+        let req = self.http.get(format!("{}/v1/events", self.endpoint.url));
         self.send(req).await
     }
 
@@ -60,8 +68,30 @@ impl ApiClient {
     }
 }
 
-/// The `mzlb albs` table, in the spirit of a cloud provider's CLI.
+/// The `mzlb albs` table, in the spirit of a cloud provider's CLI, and a line per cluster
+/// saying what happens when all its ALBs fail.
 pub fn table(albs: &[AlbStatus]) -> String {
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = albs
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.clone(),
+                a.enabled.to_string(),
+                a.state.to_string(),
+                if a.in_dns { "yes" } else { "no" }.into(),
+                a.ip.to_string(),
+                a.zone.clone(),
+                ago(now, a.since_ms),
+                a.last_probe
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |p| describe_probe(now, p)),
+                a.last_error
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |p| format!("{} ({} ago)", p.detail, ago(now, p.at_ms))),
+            ]
+        })
+        .collect();
     let header = [
         "ALB ID",
         "Enabled",
@@ -69,53 +99,68 @@ pub fn table(albs: &[AlbStatus]) -> String {
         "In DNS",
         "ALB IP",
         "Zone",
-        "Cluster",
+        "Since",
         "Last Check",
+        "Last Error",
     ];
-    let rows: Vec<[String; 8]> = albs
+    let mut out = columns(&header, &rows);
+    let mut clusters: Vec<(&str, FailPolicy)> = albs.iter().map(|a| (a.cluster.as_str(), a.fail_policy)).collect();
+    clusters.dedup();
+    for (cluster, policy) in clusters {
+        let policy = match policy {
+            FailPolicy::Open => "fail-open (all enabled ALBs are answered if every one is unhealthy)",
+            FailPolicy::Closed => "fail-closed (nothing is answered if every ALB is unhealthy)",
+        };
+        out.push_str(&format!("\ncluster {cluster}: {policy}"));
+    }
+    out.push('\n');
+    out
+}
+
+/// The `mzlb events` table, oldest first.
+pub fn events_table(events: &[Event]) -> String {
+    let rows: Vec<Vec<String>> = events
         .iter()
-        .map(|a| {
-            [
-                a.id.clone(),
-                a.enabled.to_string(),
-                match (a.enabled, a.health) {
-                    (false, _) => "disabled".into(),
-                    (true, Health::Healthy) => "healthy".into(),
-                    (true, Health::Unhealthy) => "unhealthy".into(),
-                    (true, Health::Pending) => "pending".into(),
-                },
-                if a.in_dns { "yes" } else { "no" }.into(),
-                a.ip.to_string(),
-                a.zone.clone(),
-                a.cluster.clone(),
-                a.last_probe.as_ref().map_or_else(|| "-".into(), describe_probe),
-            ]
+        .map(|e| {
+            let at = jiff::Timestamp::from_millisecond(e.at_ms as i64)
+                .map_or_else(|_| e.at_ms.to_string(), |t| t.to_string());
+            vec![at, e.alb.clone(), e.from.to_string(), e.to.to_string(), e.cause.clone()]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
+    columns(&["Time", "ALB", "From", "To", "Cause"], &rows)
+}
+
+fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
     let line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut out = String::new();
-        for (cell, w) in cells.zip(widths) {
+        for (cell, w) in cells.zip(&widths) {
             out.push_str(&format!("{cell:<w$}   "));
         }
         out.trim_end().to_owned() + "\n"
     };
     let mut out = line(&mut header.iter().copied());
-    for row in &rows {
+    for row in rows {
         out.push_str(&line(&mut row.iter().map(String::as_str)));
     }
     out
 }
 
-fn describe_probe(p: &crate::registry::Probe) -> String {
-    let now = SystemTime::now()
+fn now_ms() -> u64 {
+    SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let ago = now.saturating_sub(p.at_ms) as f64 / 1000.0;
-    format!("{} in {:.1}ms, {ago:.1}s ago", p.detail, p.latency_ms)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ago(now: u64, at_ms: u64) -> String {
+    format!("{:.1}s", now.saturating_sub(at_ms) as f64 / 1000.0)
+}
+
+fn describe_probe(now: u64, p: &crate::registry::Probe) -> String {
+    format!("{} in {:.1}ms, {} ago", p.detail, p.latency_ms, ago(now, p.at_ms))
 }

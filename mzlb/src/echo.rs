@@ -35,8 +35,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         .map_err(|source| Error::Listen { addr, source })
 }
 
-/// Serves until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, name: String, shutdown: impl Future<Output = ()>) {
+/// Serves until `shutdown` resolves, answering each request after `delay` (to show timeouts).
+pub async fn serve(
+    listener: TcpListener,
+    name: String,
+    delay: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     let name: Arc<str> = name.into();
     tokio::pin!(shutdown);
     loop {
@@ -53,7 +58,12 @@ pub async fn serve(listener: TcpListener, name: String, shutdown: impl Future<Ou
         let name = name.clone();
         let service = service_fn(move |req| {
             let name = name.clone();
-            async move { Ok::<_, std::convert::Infallible>(respond(&req, &name, peer)) }
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok::<_, std::convert::Infallible>(respond(&req, &name, peer))
+            }
         });
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

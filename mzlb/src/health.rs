@@ -1,10 +1,13 @@
-//! Health checking: one task per ALB probes `GET /healthz` over its portable IP; consecutive
-//! success/failure thresholds (rise/fall) keep one lost probe from moving DNS.
+//! Health checking: one task per ALB probes `GET /healthz` (or just connects) over its
+//! portable IP, each on its own timer so a slow ALB never delays the others; consecutive
+//! success/failure thresholds (rise/fall, [`Hysteresis`]) keep one lost probe from moving DNS.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+
+use zone_alb::objects::ProbeMode;
 
 use crate::registry::{AlbConfig, Health, Probe, Registry};
 
@@ -25,6 +28,10 @@ impl Hysteresis {
             run: 0,
             state: Health::Pending,
         }
+    }
+
+    pub fn state(&self) -> Health {
+        self.state
     }
 
     /// Feeds one probe result and returns the resulting state. The first result decides at
@@ -69,11 +76,12 @@ async fn check_loop(alb: AlbConfig, client: reqwest::Client, registry: Arc<Regis
     let url = format!("http://{}{}", alb.addr(), spec.path);
     let interval = Duration::from_millis(spec.interval_ms.max(10));
     let timeout = Duration::from_millis(spec.timeout_ms.max(1));
-    let mut state = Hysteresis::new(spec.rise, spec.fall);
     loop {
-        let probe = probe(&client, &url, timeout).await;
-        let health = state.observe(probe.ok);
-        registry.report(&alb.id, health, probe);
+        let probe = match spec.mode {
+            ProbeMode::Http => probe_http(&client, &url, timeout).await,
+            ProbeMode::Tcp => probe_tcp(alb.addr(), timeout).await,
+        };
+        registry.report(&alb.id, probe);
         // ±10 % jitter keeps the probes of many ALBs from marching in step.
         let sleep = interval.mul_f64(0.9 + 0.2 * random_unit());
         tokio::select! {
@@ -83,7 +91,7 @@ async fn check_loop(alb: AlbConfig, client: reqwest::Client, registry: Arc<Regis
     }
 }
 
-async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> Probe {
+async fn probe_http(client: &reqwest::Client, url: &str, timeout: Duration) -> Probe {
     let start = Instant::now();
     let result = client.get(url).timeout(timeout).send().await;
     let latency = start.elapsed();
@@ -93,6 +101,17 @@ async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> Probe 
         Err(e) if e.is_timeout() => Probe::new(false, latency, format!("timed out after {timeout:?}")),
         Err(e) if e.is_connect() => Probe::new(false, latency, "connection failed".into()),
         Err(e) => Probe::new(false, latency, e.to_string()),
+    }
+}
+
+async fn probe_tcp(addr: std::net::SocketAddr, timeout: Duration) -> Probe {
+    let start = Instant::now();
+    let result = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await;
+    let latency = start.elapsed();
+    match result {
+        Ok(Ok(_)) => Probe::new(true, latency, "connected".into()),
+        Ok(Err(e)) => Probe::new(false, latency, format!("connection failed: {e}")),
+        Err(_) => Probe::new(false, latency, format!("timed out after {timeout:?}")),
     }
 }
 

@@ -8,9 +8,11 @@
 
 pub mod api;
 pub mod client;
+pub mod config;
 pub mod demo;
 pub mod echo;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod registry;

@@ -49,7 +49,13 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Enable or disable a zone ALB: a disabled ALB leaves DNS at once.
+    /// Recent ALB state transitions: time, ALB, from, to, cause.
+    Events {
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Enable or disable a zone ALB: a disabled ALB leaves DNS at once and drains; an enabled
+    /// one returns after passing its health checks.
     AlbConfigure {
         #[arg(long, value_name = "ID")]
         alb_id: String,
@@ -64,6 +70,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long)]
         name: String,
+        /// Answer every request this many milliseconds late.
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        delay_ms: u64,
     },
     /// Run one zone ALB (the same as the `zone-alb` binary).
     ZoneAlb {
@@ -142,6 +151,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&albs)?),
             }
         }
+        Command::Events { output } => {
+            let events = mzlb::client::ApiClient::from_state(&state)?.events().await?;
+            match output {
+                Output::Table => print!("{}", mzlb::client::events_table(&events)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&events)?),
+            }
+        }
         Command::AlbConfigure { alb_id, enable, .. } => {
             let status = mzlb::client::ApiClient::from_state(&state)?
                 .configure(&alb_id, enable)
@@ -153,10 +169,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 if status.in_dns { "yes" } else { "no" }
             );
         }
-        Command::Echo { listen, name } => {
+        Command::Echo { listen, name, delay_ms } => {
             let listener = mzlb::echo::bind(listen).await?;
             tracing::info!(%listen, %name, "echo backend serving");
-            mzlb::echo::serve(listener, name, zone_alb::telemetry::shutdown_signal()).await;
+            let delay = std::time::Duration::from_millis(delay_ms);
+            mzlb::echo::serve(listener, name, delay, zone_alb::telemetry::shutdown_signal()).await;
         }
         Command::ZoneAlb {
             options,

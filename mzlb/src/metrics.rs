@@ -13,6 +13,12 @@ pub struct ClusterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub cluster: String,
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlbLabels {
     pub alb: String,
     pub zone: String,
@@ -28,6 +34,8 @@ pub struct Metrics {
     pub alb_in_dns: Family<AlbLabels, Gauge>,
     /// Health transitions per ALB.
     pub health_changes: Family<AlbLabels, Counter>,
+    /// 1 for each cluster's active fail policy (`open` or `closed`).
+    pub fail_policy: Family<PolicyLabels, Gauge>,
 }
 
 impl Metrics {

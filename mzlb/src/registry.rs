@@ -1,174 +1,26 @@
-//! The ALB registry: every zone ALB with its enabled flag and health, and the rule that turns
-//! them into DNS answers. Changes are published to the DNS authority as a whole new answer set.
+//! The ALB registry: every zone ALB with its enabled flag, health and state, and the rule that
+//! turns them into DNS answers. A change to the answered set is published to the DNS authority
+//! as a whole new answer set.
 //!
 //! Only the control path (probe results, enable/disable, status reads) takes the lock here;
 //! DNS queries read the published answer set without locking.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use zone_alb::objects::{HealthSpec, Objects, key_of};
+use zone_alb::objects::FailPolicy;
 
+pub use crate::config::{AlbConfig, ClusterConfig, configs};
 use crate::error::{Error, Result};
+use crate::events::{Event, Events};
+use crate::health::Hysteresis;
 use crate::metrics::{AlbLabels, ClusterLabels, Metrics};
 use crate::state::StateDir;
 
-/// One cluster's ingress subdomain as configured.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClusterConfig {
-    pub name: String,
-    pub subdomain: String,
-    pub ttl: u32,
-    pub soa: dns::SoaSettings,
-}
-
-/// One ALB as configured.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AlbConfig {
-    pub id: String,
-    pub zone: String,
-    pub ip: IpAddr,
-    pub port: u16,
-    pub cluster: String,
-    /// `spec.enabled` in the manifest; an operator's choice in the state dir overrides it.
-    pub enabled: bool,
-    pub health: HealthSpec,
-}
-
-impl AlbConfig {
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.ip, self.port)
-    }
-}
-
-/// Clusters and ALBs from the objects, checked for consistency.
-pub fn configs(objects: &Objects) -> Result<(Vec<ClusterConfig>, Vec<AlbConfig>)> {
-    if objects.clusters.is_empty() {
-        return Err(Error::Config {
-            object: "manifests".into(),
-            field: "kind".into(),
-            message: "no MultiZoneCluster object (mzlb.io/v1alpha1): nothing says which subdomain to serve".into(),
-        });
-    }
-    let clusters = objects
-        .clusters
-        .iter()
-        .map(|c| {
-            let what = objects.describe(&key_of("MultiZoneCluster", &c.metadata, false));
-            cluster_config(c, &what)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut subdomains = HashSet::new();
-    for c in &clusters {
-        if !subdomains.insert(c.subdomain.as_str()) {
-            return Err(Error::Config {
-                object: format!("MultiZoneCluster {}", c.name),
-                field: "spec.subdomain".into(),
-                message: format!("`{}` is served by another MultiZoneCluster", c.subdomain),
-            });
-        }
-    }
-    let mut albs = Vec::new();
-    let mut addrs = HashSet::new();
-    for alb in &objects.zone_albs {
-        let what = objects.describe(&key_of("ZoneALB", &alb.metadata, false));
-        let cluster = objects.cluster_of(alb).ok_or_else(|| Error::Config {
-            object: what.clone(),
-            field: "spec.cluster".into(),
-            message: match &alb.spec.cluster {
-                Some(name) => format!("no MultiZoneCluster named `{name}`"),
-                None => "required when there is more than one MultiZoneCluster".into(),
-            },
-        })?;
-        let config = AlbConfig {
-            id: alb.metadata.name.clone().unwrap_or_default(),
-            zone: alb.spec.zone.clone(),
-            ip: alb.spec.ip,
-            port: alb.spec.port,
-            cluster: cluster.metadata.name.clone().unwrap_or_default(),
-            enabled: alb.spec.enabled,
-            health: cluster.spec.health.clone(),
-        };
-        if !addrs.insert(config.addr()) {
-            return Err(Error::Config {
-                object: what,
-                field: "spec.ip".into(),
-                message: format!("{} is used by another ZoneALB", config.addr()),
-            });
-        }
-        albs.push(config);
-    }
-    Ok((clusters, albs))
-}
-
-fn cluster_config(c: &zone_alb::objects::MultiZoneCluster, what: &str) -> Result<ClusterConfig> {
-    let invalid = |field: &str, message: String| Error::Config {
-        object: what.to_owned(),
-        field: field.into(),
-        message,
-    };
-    let subdomain = c.spec.subdomain.trim_end_matches('.').to_ascii_lowercase();
-    if !is_dns_name(&subdomain) {
-        return Err(invalid(
-            "spec.subdomain",
-            format!("`{}` is not a DNS name", c.spec.subdomain),
-        ));
-    }
-    let soa = &c.spec.soa;
-    let mname = soa.primary_name_server.clone();
-    if let Some(m) = &mname
-        && !is_dns_name(m.trim_end_matches('.'))
-    {
-        return Err(invalid(
-            "spec.soa.primaryNameServer",
-            format!("`{m}` is not a DNS name"),
-        ));
-    }
-    // `hostmaster@example.com` is written `hostmaster.example.com` in an SOA.
-    let rname = match &soa.hostmaster {
-        Some(h) => match h.split_once('@') {
-            Some((local, domain)) if !local.is_empty() && !local.contains('.') && is_dns_name(domain) => {
-                Some(format!("{local}.{domain}"))
-            }
-            None if is_dns_name(h.trim_end_matches('.')) => Some(h.clone()),
-            _ => {
-                return Err(invalid(
-                    "spec.soa.hostmaster",
-                    format!("`{h}` is neither a mailbox nor a DNS name"),
-                ));
-            }
-        },
-        None => None,
-    };
-    let defaults = dns::SoaSettings::default();
-    Ok(ClusterConfig {
-        name: c.metadata.name.clone().unwrap_or_default(),
-        subdomain,
-        ttl: c.spec.ttl,
-        soa: dns::SoaSettings {
-            mname,
-            rname,
-            refresh: soa.refresh.unwrap_or(defaults.refresh),
-            retry: soa.retry.unwrap_or(defaults.retry),
-            expire: soa.expire.unwrap_or(defaults.expire),
-            minimum: soa.minimum.unwrap_or(c.spec.ttl),
-        },
-    })
-}
-
-/// Letters, digits, hyphens and underscores in dot-separated labels of 1–63 bytes.
-fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
-/// Health as far as mzlb knows it.
+/// Health as the probes tell it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
@@ -176,6 +28,32 @@ pub enum Health {
     Pending,
     Healthy,
     Unhealthy,
+}
+
+/// What an operator sees: health and the enabled flag together. "Disabled" is a choice beside
+/// health, never a health result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlbState {
+    /// Enabled, but not yet proven healthy (first probe, or `rise` probes after an enable).
+    Pending,
+    /// Enabled and healthy: answered in DNS.
+    Enabled,
+    /// Enabled, failing its health checks.
+    Unhealthy,
+    /// Disabled: out of DNS, but clients may still hold the answer for a TTL.
+    Draining,
+    Disabled,
+}
+
+impl std::fmt::Display for AlbState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
 }
 
 /// The outcome of one probe.
@@ -191,16 +69,19 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(ok: bool, latency: Duration, detail: String) -> Self {
-        let at_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Self {
-            at_ms,
+            at_ms: now_ms(),
             ok,
             latency_ms: latency.as_secs_f64() * 1000.0,
             detail,
         }
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What `mzlb albs` shows for one ALB.
@@ -212,24 +93,61 @@ pub struct AlbStatus {
     pub ip: IpAddr,
     pub port: u16,
     pub enabled: bool,
+    pub state: AlbState,
+    /// When `state` was entered (Unix milliseconds).
+    pub since_ms: u64,
     pub health: Health,
-    /// Whether DNS currently answers this ALB's IP.
+    /// Whether DNS answers this ALB's IP now.
     pub in_dns: bool,
+    /// The cluster's policy when every enabled ALB is unhealthy.
+    pub fail_policy: FailPolicy,
     pub last_probe: Option<Probe>,
+    pub last_error: Option<Probe>,
 }
 
 struct Entry {
     config: AlbConfig,
     enabled: bool,
-    health: Health,
+    hysteresis: Hysteresis,
+    /// Successful probes still needed after an enable before the ALB is answered again.
+    rising: u32,
+    /// A disabled ALB is draining until then.
+    drain_until: Option<Instant>,
+    state: AlbState,
+    since_ms: u64,
     last_probe: Option<Probe>,
+    last_error: Option<Probe>,
+}
+
+impl Entry {
+    fn health(&self) -> Health {
+        self.hysteresis.state()
+    }
+
+    fn current_state(&self, now: Instant) -> AlbState {
+        match (self.enabled, self.health()) {
+            (false, _) if self.drain_until.is_some_and(|t| t > now) => AlbState::Draining,
+            (false, _) => AlbState::Disabled,
+            (true, Health::Pending) => AlbState::Pending,
+            (true, Health::Healthy) if self.rising > 0 => AlbState::Pending,
+            (true, Health::Healthy) => AlbState::Enabled,
+            (true, Health::Unhealthy) => AlbState::Unhealthy,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: Vec<Entry>,
+    /// What was last published, to publish only changes.
+    answered: Option<HashSet<String>>,
+    failing_open: HashSet<String>,
+    events: Events,
 }
 
 pub struct Registry {
     clusters: Vec<ClusterConfig>,
-    entries: Mutex<Vec<Entry>>,
-    /// Clusters failing open at the last publish; locked only inside `publish`.
-    failing_open: Mutex<HashSet<String>>,
+    inner: Mutex<Inner>,
     authority: dns::Authority,
     state: StateDir,
     metrics: Metrics,
@@ -248,101 +166,184 @@ impl Registry {
         let choices = state.read_choices()?;
         let entries = albs
             .into_iter()
-            .map(|config| Entry {
-                enabled: choices.enabled.get(&config.id).copied().unwrap_or(config.enabled),
-                config,
-                health: Health::Pending,
-                last_probe: None,
+            .map(|config| {
+                let enabled = choices.enabled.get(&config.id).copied().unwrap_or(config.enabled);
+                Entry {
+                    hysteresis: Hysteresis::new(config.health.rise, config.health.fall),
+                    config,
+                    enabled,
+                    rising: 0,
+                    drain_until: None,
+                    state: if enabled { AlbState::Pending } else { AlbState::Disabled },
+                    since_ms: now_ms(),
+                    last_probe: None,
+                    last_error: None,
+                }
             })
             .collect();
+        for c in &clusters {
+            let policy = match c.fail_policy {
+                FailPolicy::Open => "open",
+                FailPolicy::Closed => "closed",
+            };
+            metrics
+                .fail_policy
+                .get_or_create(&crate::metrics::PolicyLabels {
+                    cluster: c.name.clone(),
+                    policy: policy.into(),
+                })
+                .set(1);
+        }
         let registry = Self {
             clusters,
-            entries: Mutex::new(entries),
-            failing_open: Mutex::default(),
+            inner: Mutex::new(Inner {
+                entries,
+                ..Default::default()
+            }),
             authority,
             state,
             metrics,
         };
-        registry.publish(&registry.entries.lock().expect("registry poisoned"))?;
+        let mut inner = registry.inner.lock().expect("registry poisoned");
+        registry.refresh(&mut inner, "start")?;
+        drop(inner);
         Ok(registry)
     }
 
     pub fn albs(&self) -> Vec<AlbConfig> {
-        self.entries
-            .lock()
-            .expect("registry poisoned")
-            .iter()
-            .map(|e| e.config.clone())
-            .collect()
+        self.lock().entries.iter().map(|e| e.config.clone()).collect()
     }
 
-    /// Records a probe; republishes DNS when `health` differs from before.
-    pub fn report(&self, id: &str, health: Health, probe: Probe) {
-        let mut entries = self.entries.lock().expect("registry poisoned");
-        let Some(entry) = entries.iter_mut().find(|e| e.config.id == id) else {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("registry poisoned")
+    }
+
+    /// Records one probe result and applies what follows from it.
+    pub fn report(&self, id: &str, probe: Probe) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.iter_mut().find(|e| e.config.id == id) else {
             return;
         };
-        entry.last_probe = Some(probe);
-        if entry.health == health {
-            return;
+        let before = entry.health();
+        let after = entry.hysteresis.observe(probe.ok);
+        if entry.rising > 0 {
+            entry.rising = if probe.ok {
+                entry.rising - 1
+            } else {
+                entry.config.health.rise
+            };
         }
-        tracing::info!(alb = %id, from = ?entry.health, to = ?health, detail = %entry.last_probe.as_ref().map_or("", |p| p.detail.as_str()), "ALB health changed");
-        self.metrics
-            .health_changes
-            .get_or_create(&alb_labels(&entry.config))
-            .inc();
-        entry.health = health;
-        if let Err(error) = self.publish(&entries) {
+        if before != after {
+            self.metrics
+                .health_changes
+                .get_or_create(&alb_labels(&entry.config))
+                .inc();
+        }
+        let cause = format!("probe: {}", probe.detail);
+        if !probe.ok {
+            entry.last_error = Some(probe.clone());
+        }
+        entry.last_probe = Some(probe);
+        if let Err(error) = self.refresh(&mut inner, &cause) {
             tracing::error!(%error, "could not publish DNS answers; the previous ones stay");
         }
     }
 
-    /// Enables or disables an ALB: saved durably first, then DNS follows at once.
+    /// Enables or disables an ALB: saved durably first, then DNS follows at once. A disabled
+    /// ALB drains; an enabled one must pass `rise` probes before it is answered again.
     pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<AlbStatus> {
-        let mut entries = self.entries.lock().expect("registry poisoned");
-        if !entries.iter().any(|e| e.config.id == id) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.iter_mut().find(|e| e.config.id == id) else {
             return Err(Error::UnknownAlb(id.to_owned()));
-        }
-        let mut choices = self.state.read_choices()?;
-        choices.enabled.insert(id.to_owned(), enabled);
-        self.state.write_choices(&choices)?;
-        let entry = entries.iter_mut().find(|e| e.config.id == id).expect("checked above");
+        };
+        let drain = self
+            .clusters
+            .iter()
+            .find(|c| c.name == entry.config.cluster)
+            .map_or(Duration::ZERO, |c| c.drain);
         if entry.enabled != enabled {
-            tracing::info!(alb = %id, enabled, "ALB {}", if enabled { "enabled" } else { "disabled" });
+            let mut choices = self.state.read_choices()?;
+            choices.enabled.insert(id.to_owned(), enabled);
+            self.state.write_choices(&choices)?;
             entry.enabled = enabled;
-            self.publish(&entries)?;
+            if enabled {
+                entry.drain_until = None;
+                entry.rising = match entry.health() {
+                    // Unhealthy already needs `rise` successes; pending needs a first probe.
+                    Health::Healthy => entry.config.health.rise,
+                    Health::Pending | Health::Unhealthy => 0,
+                };
+            } else {
+                entry.drain_until = Some(Instant::now() + drain);
+                entry.rising = 0;
+            }
+            let cause = if enabled {
+                "enabled by operator"
+            } else {
+                "disabled by operator"
+            };
+            self.refresh(&mut inner, cause)?;
         }
-        let (answered, _) = answered(&self.clusters, &entries);
-        Ok(status_of(
-            entries.iter().find(|e| e.config.id == id).expect("checked above"),
-            &answered,
-        ))
+        let answered = inner.answered.clone().unwrap_or_default();
+        let entry = inner.entries.iter().find(|e| e.config.id == id).expect("found above");
+        Ok(self.status_of(entry, &answered))
     }
 
     pub fn status(&self) -> Vec<AlbStatus> {
-        let entries = self.entries.lock().expect("registry poisoned");
-        let (answered, _) = answered(&self.clusters, &entries);
-        entries.iter().map(|e| status_of(e, &answered)).collect()
+        let mut inner = self.lock();
+        // Let a finished drain show even between probes.
+        let _ = self.refresh(&mut inner, "drain period over");
+        let answered = inner.answered.clone().unwrap_or_default();
+        inner.entries.iter().map(|e| self.status_of(e, &answered)).collect()
     }
 
-    fn publish(&self, entries: &[Entry]) -> Result<()> {
-        let (answered, failing_open) = answered(&self.clusters, entries);
-        let mut was_failing_open = self.failing_open.lock().expect("registry poisoned");
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().events.list()
+    }
+
+    /// Recomputes every state (recording transitions with `cause`) and publishes the answer
+    /// set if it changed.
+    fn refresh(&self, inner: &mut Inner, cause: &str) -> Result<()> {
+        let now = Instant::now();
+        let Inner { entries, events, .. } = inner;
+        for entry in entries.iter_mut() {
+            let state = entry.current_state(now);
+            if state != entry.state {
+                tracing::info!(alb = %entry.config.id, from = %entry.state, to = %state, %cause, "ALB state changed");
+                let at_ms = now_ms();
+                events.push(Event {
+                    at_ms,
+                    alb: entry.config.id.clone(),
+                    from: entry.state,
+                    to: state,
+                    cause: cause.to_owned(),
+                });
+                entry.state = state;
+                entry.since_ms = at_ms;
+            }
+        }
+        let (answered, failing_open) = answered(&self.clusters, &inner.entries);
         for cluster in &self.clusters {
             let labels = ClusterLabels {
                 cluster: cluster.name.clone(),
             };
-            let now = failing_open.contains(&cluster.name);
-            if now && !was_failing_open.contains(&cluster.name) {
+            let now_failing = failing_open.contains(&cluster.name);
+            if now_failing && !inner.failing_open.contains(&cluster.name) {
                 tracing::warn!(cluster = %cluster.name, "every enabled ALB is unhealthy: failing open, answering all of them");
                 self.metrics.fail_open.get_or_create(&labels).inc();
-            } else if !now && was_failing_open.contains(&cluster.name) {
+            } else if !now_failing && inner.failing_open.contains(&cluster.name) {
                 tracing::info!(cluster = %cluster.name, "no longer failing open");
             }
-            self.metrics.failing_open.get_or_create(&labels).set(i64::from(now));
+            self.metrics
+                .failing_open
+                .get_or_create(&labels)
+                .set(i64::from(now_failing));
         }
-        *was_failing_open = failing_open;
-        for entry in entries {
+        inner.failing_open = failing_open;
+        if inner.answered.as_ref() == Some(&answered) {
+            return Ok(());
+        }
+        for entry in &inner.entries {
             let in_dns = answered.contains(&entry.config.id);
             self.metrics
                 .alb_in_dns
@@ -355,7 +356,8 @@ impl Registry {
             .map(|cluster| dns::ZoneAnswers {
                 origin: cluster.subdomain.clone(),
                 ttl: cluster.ttl,
-                addresses: entries
+                addresses: inner
+                    .entries
                     .iter()
                     .filter(|e| e.config.cluster == cluster.name && answered.contains(&e.config.id))
                     .map(|e| e.config.ip)
@@ -364,7 +366,32 @@ impl Registry {
             })
             .collect();
         self.authority.publish(&dns::AnswerSet { zones })?;
+        inner.answered = Some(answered);
         Ok(())
+    }
+
+    fn status_of(&self, entry: &Entry, answered: &HashSet<String>) -> AlbStatus {
+        let c = &entry.config;
+        let fail_policy = self
+            .clusters
+            .iter()
+            .find(|k| k.name == c.cluster)
+            .map_or_else(FailPolicy::default, |k| k.fail_policy);
+        AlbStatus {
+            id: c.id.clone(),
+            cluster: c.cluster.clone(),
+            zone: c.zone.clone(),
+            ip: c.ip,
+            port: c.port,
+            enabled: entry.enabled,
+            state: entry.state,
+            since_ms: entry.since_ms,
+            health: entry.health(),
+            in_dns: answered.contains(&c.id),
+            fail_policy,
+            last_probe: entry.last_probe.clone(),
+            last_error: entry.last_error.clone(),
+        }
     }
 }
 
@@ -375,35 +402,25 @@ fn alb_labels(config: &AlbConfig) -> AlbLabels {
     }
 }
 
-fn status_of(entry: &Entry, answered: &HashSet<String>) -> AlbStatus {
-    let c = &entry.config;
-    AlbStatus {
-        id: c.id.clone(),
-        cluster: c.cluster.clone(),
-        zone: c.zone.clone(),
-        ip: c.ip,
-        port: c.port,
-        enabled: entry.enabled,
-        health: entry.health,
-        in_dns: answered.contains(&c.id),
-        last_probe: entry.last_probe.clone(),
-    }
-}
-
-/// Which ALBs DNS answers: per cluster, the enabled healthy ones. When every enabled, probed ALB
-/// of a cluster is unhealthy, all of them are answered (fail-open, as Route 53 does): a guess
-/// that may work beats an empty answer that surely fails. Disabled or unprobed ALBs never are.
-/// Also returns the clusters failing open.
+/// Which ALBs DNS answers: per cluster, the enabled ones that are healthy (and, after an
+/// enable, have passed `rise` probes). When every enabled, probed ALB of a cluster is
+/// unhealthy (not merely waiting for `rise`), a fail-open cluster answers all of them (as Route 53 does: a guess that may work
+/// beats an empty answer that surely fails); a fail-closed one answers none. Disabled or
+/// unprobed ALBs are never answered. Also returns the clusters failing open.
 fn answered(clusters: &[ClusterConfig], entries: &[Entry]) -> (HashSet<String>, HashSet<String>) {
     let mut out = HashSet::new();
     let mut failing_open = HashSet::new();
     for cluster in clusters {
         let candidates: Vec<&Entry> = entries
             .iter()
-            .filter(|e| e.config.cluster == cluster.name && e.enabled && e.health != Health::Pending)
+            .filter(|e| e.config.cluster == cluster.name && e.enabled && e.health() != Health::Pending)
             .collect();
-        let healthy: Vec<&&Entry> = candidates.iter().filter(|e| e.health == Health::Healthy).collect();
-        if healthy.is_empty() && !candidates.is_empty() {
+        let healthy: Vec<&&Entry> = candidates
+            .iter()
+            .filter(|e| e.health() == Health::Healthy && e.rising == 0)
+            .collect();
+        let all_unhealthy = !candidates.is_empty() && candidates.iter().all(|e| e.health() == Health::Unhealthy);
+        if all_unhealthy && cluster.fail_policy == FailPolicy::Open {
             failing_open.insert(cluster.name.clone());
             out.extend(candidates.iter().map(|e| e.config.id.clone()));
         } else {
@@ -416,8 +433,15 @@ fn answered(clusters: &[ClusterConfig], entries: &[Entry]) -> (HashSet<String>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zone_alb::objects::HealthSpec;
 
     fn entry(id: &str, enabled: bool, health: Health) -> Entry {
+        let mut hysteresis = Hysteresis::new(2, 3);
+        match health {
+            Health::Pending => {}
+            Health::Healthy => drop(hysteresis.observe(true)),
+            Health::Unhealthy => drop(hysteresis.observe(false)),
+        }
         Entry {
             config: AlbConfig {
                 id: id.into(),
@@ -429,8 +453,13 @@ mod tests {
                 health: HealthSpec::default(),
             },
             enabled,
-            health,
+            hysteresis,
+            rising: 0,
+            drain_until: None,
+            state: AlbState::Pending,
+            since_ms: 0,
             last_probe: None,
+            last_error: None,
         }
     }
 
@@ -440,86 +469,123 @@ mod tests {
         v
     }
 
-    fn cluster() -> Vec<ClusterConfig> {
+    fn cluster(fail_policy: FailPolicy) -> Vec<ClusterConfig> {
         vec![ClusterConfig {
             name: "c".into(),
             subdomain: "c.test".into(),
             ttl: 5,
             soa: Default::default(),
+            fail_policy,
+            drain: Duration::from_secs(7),
         }]
-    }
-
-    fn load(text: &str) -> Result<(Vec<ClusterConfig>, Vec<AlbConfig>)> {
-        let mut objects = Objects::default();
-        zone_alb::source::dir::load_str(text, std::path::Path::new("c.yaml"), &mut objects)?;
-        configs(&objects)
-    }
-
-    const CLUSTER: &str = "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\n";
-
-    #[test]
-    fn soa_settings_take_a_mailbox_and_default_sensibly() {
-        let (clusters, _) = load(&format!(
-            "{CLUSTER}spec: {{subdomain: C.Test., ttl: 9, soa: {{hostmaster: ops@example.org, refresh: 60}}}}\n"
-        ))
-        .unwrap();
-        let c = &clusters[0];
-        assert_eq!(c.subdomain, "c.test");
-        assert_eq!(c.soa.rname.as_deref(), Some("ops.example.org"));
-        assert_eq!((c.soa.refresh, c.soa.retry, c.soa.minimum), (60, 600, 9));
-    }
-
-    #[test]
-    fn bad_cluster_settings_name_the_field() {
-        let err = load(&format!("{CLUSTER}spec: {{subdomain: 'bad name.test'}}\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("MultiZoneCluster c in c.yaml (document 1): field `spec.subdomain`"),
-            "{err}"
-        );
-        let err = load(&format!(
-            "{CLUSTER}spec: {{subdomain: c.test, soa: {{hostmaster: 'a.b@c'}}}}\n"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("spec.soa.hostmaster"), "{err}");
-        let two = format!(
-            "{CLUSTER}spec: {{subdomain: c.test}}\n---\n{}",
-            CLUSTER.replace("name: c", "name: d")
-        );
-        let err = load(&format!("{two}spec: {{subdomain: c.test}}\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("served by another MultiZoneCluster"), "{err}");
     }
 
     #[test]
     fn answers_enabled_healthy_albs_only() {
+        let mut rising = entry("e", true, Health::Healthy);
+        rising.rising = 1;
         let e = [
             entry("a", true, Health::Healthy),
             entry("b", false, Health::Healthy),
             entry("c", true, Health::Unhealthy),
             entry("d", true, Health::Pending),
+            rising,
         ];
-        assert_eq!(ids(answered(&cluster(), &e)), vec!["a"]);
+        assert_eq!(ids(answered(&cluster(FailPolicy::Open), &e)), vec!["a"]);
     }
 
     #[test]
-    fn fails_open_to_enabled_albs_when_all_are_unhealthy() {
+    fn fails_open_to_enabled_albs_when_all_are_unhealthy_unless_closed() {
         let e = [
             entry("a", true, Health::Unhealthy),
             entry("b", false, Health::Unhealthy),
             entry("c", true, Health::Unhealthy),
             entry("d", true, Health::Pending),
         ];
-        assert_eq!(ids(answered(&cluster(), &e)), vec!["a", "c"]);
-        assert!(answered(&cluster(), &e).1.contains("c"), "cluster c fails open");
+        let open = answered(&cluster(FailPolicy::Open), &e);
+        assert!(open.1.contains("c"), "cluster c fails open");
+        assert_eq!(ids(open), vec!["a", "c"]);
+        assert!(ids(answered(&cluster(FailPolicy::Closed), &e)).is_empty());
     }
 
     #[test]
     fn nothing_is_answered_before_the_first_probe() {
         let e = [entry("a", true, Health::Pending)];
-        assert!(answered(&cluster(), &e).0.is_empty());
+        assert!(answered(&cluster(FailPolicy::Open), &e).0.is_empty());
+    }
+
+    #[test]
+    fn states_combine_health_enabled_and_drain() {
+        let now = Instant::now();
+        let mut e = entry("a", true, Health::Healthy);
+        assert_eq!(e.current_state(now), AlbState::Enabled);
+        e.rising = 2;
+        assert_eq!(e.current_state(now), AlbState::Pending);
+        e.enabled = false;
+        e.drain_until = Some(now + Duration::from_secs(1));
+        assert_eq!(e.current_state(now), AlbState::Draining);
+        assert_eq!(e.current_state(now + Duration::from_secs(2)), AlbState::Disabled);
+        assert_eq!(
+            entry("b", true, Health::Unhealthy).current_state(now),
+            AlbState::Unhealthy
+        );
+    }
+
+    fn registry(dir: &std::path::Path) -> Registry {
+        let mut config = entry("a", true, Health::Pending).config;
+        config.health.rise = 2;
+        let state = StateDir::resolve(Some(dir.to_path_buf()));
+        state.create().unwrap();
+        Registry::new(
+            cluster(FailPolicy::Open),
+            vec![config],
+            dns::Authority::new(),
+            state,
+            Metrics::default(),
+        )
+        .unwrap()
+    }
+
+    fn probe(r: &Registry, ok: bool) -> AlbState {
+        r.report(
+            "a",
+            Probe::new(
+                ok,
+                Duration::ZERO,
+                if ok { "200 OK" } else { "connection failed" }.into(),
+            ),
+        );
+        r.status()[0].state
+    }
+
+    #[test]
+    fn enable_waits_for_rise_and_disable_drains_with_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path());
+        assert_eq!(r.status()[0].state, AlbState::Pending);
+        assert_eq!(probe(&r, true), AlbState::Enabled, "the first probe decides");
+        let s = r.set_enabled("a", false).unwrap();
+        assert_eq!((s.state, s.in_dns), (AlbState::Draining, false));
+        let s = r.set_enabled("a", true).unwrap();
+        assert_eq!(
+            (s.state, s.in_dns),
+            (AlbState::Pending, false),
+            "back only after rise probes"
+        );
+        assert_eq!(probe(&r, true), AlbState::Pending);
+        assert_eq!(probe(&r, true), AlbState::Enabled);
+        assert!(r.status()[0].in_dns);
+        let transitions: Vec<(AlbState, AlbState, String)> =
+            r.events().into_iter().map(|e| (e.from, e.to, e.cause)).collect();
+        assert_eq!(
+            transitions,
+            vec![
+                (AlbState::Pending, AlbState::Enabled, "probe: 200 OK".into()),
+                (AlbState::Enabled, AlbState::Draining, "disabled by operator".into()),
+                (AlbState::Draining, AlbState::Pending, "enabled by operator".into()),
+                (AlbState::Pending, AlbState::Enabled, "probe: 200 OK".into()),
+            ]
+        );
+        assert!(matches!(r.set_enabled("nope", false), Err(Error::UnknownAlb(_))));
     }
 }

@@ -125,7 +125,9 @@ async fn start_echo_backends(objects: &Objects, cancel: &CancellationToken) -> a
                     std::net::SocketAddr::new(ip, u16::try_from(port).context("EndpointSlice port out of range")?);
                 let listener = crate::echo::bind(addr).await?;
                 let cancel = cancel.clone();
-                tokio::spawn(async move { crate::echo::serve(listener, name, cancel.cancelled_owned()).await });
+                tokio::spawn(async move {
+                    crate::echo::serve(listener, name, Duration::ZERO, cancel.cancelled_owned()).await
+                });
             }
         }
     }

@@ -1,4 +1,6 @@
-//! The ALB's own health endpoint, probed by mzlb over the zone's portable IP.
+//! The ALB's own health endpoint, probed by mzlb over the zone's portable IP. (Monitors
+//! written for IBM Cloud can also send `GET /` with `Host: albhealth.<ingress subdomain>`,
+//! answered `healthy` by the proxy; see `RouteTable::is_alb_health_check`.)
 
 use hyper::{Response, StatusCode};
 

@@ -76,7 +76,13 @@ fn compile(objects: &Objects, opts: &Options, dir: &Path) -> Result<Loaded> {
             ),
         }
     })?;
-    let table = RouteTable::compile(objects, &opts.ingress_class, &alb.spec.zone)?;
+    let mut table = RouteTable::compile(objects, &opts.ingress_class, &alb.spec.zone)?;
+    table.health_host = objects.cluster_of(alb).map(|c| {
+        format!(
+            "albhealth.{}",
+            c.spec.subdomain.trim_end_matches('.').to_ascii_lowercase()
+        )
+    });
     Ok(Loaded {
         zone: alb.spec.zone.clone(),
         listen: opts.listen.unwrap_or(SocketAddr::new(alb.spec.ip, alb.spec.port)),

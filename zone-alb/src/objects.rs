@@ -37,6 +37,57 @@ pub struct ZoneALBSpec {
     /// The `MultiZoneCluster` this ALB belongs to; may be omitted when there is only one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Health-check settings for this ALB only, over the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthOverride>,
+}
+
+/// Any of the cluster's health settings, overridden for one ALB.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthOverride {
+    pub mode: Option<ProbeMode>,
+    pub path: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+impl HealthSpec {
+    /// These settings with `o`'s fields on top.
+    pub fn with(&self, o: &HealthOverride) -> HealthSpec {
+        HealthSpec {
+            mode: o.mode.unwrap_or(self.mode),
+            path: o.path.clone().unwrap_or_else(|| self.path.clone()),
+            interval_ms: o.interval_ms.unwrap_or(self.interval_ms),
+            timeout_ms: o.timeout_ms.unwrap_or(self.timeout_ms),
+            rise: o.rise.unwrap_or(self.rise),
+            fall: o.fall.unwrap_or(self.fall),
+        }
+    }
+}
+
+/// How an ALB is probed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeMode {
+    /// `GET <path>` must answer 2xx.
+    #[default]
+    Http,
+    /// A TCP connection must be accepted.
+    Tcp,
+}
+
+/// What DNS answers when every enabled ALB of a cluster is unhealthy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailPolicy {
+    /// Answer every enabled ALB: a guess that may work beats an answer that surely fails.
+    #[default]
+    Open,
+    /// Answer nothing (NODATA).
+    Closed,
 }
 
 /// A cluster's ingress subdomain and the policy for answering it: `metadata.name` is the
@@ -62,6 +113,12 @@ pub struct MultiZoneClusterSpec {
     /// The zone's SOA and NS records.
     #[serde(default)]
     pub soa: SoaSpec,
+    #[serde(default)]
+    pub fail_policy: FailPolicy,
+    /// How long a disabled ALB keeps being reported as draining (it left DNS at once, but
+    /// clients may hold the old answer for a TTL); default TTL + 2 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_seconds: Option<u32>,
 }
 
 /// SOA fields of a cluster's zone. The serial is not here: mzlb increases it on every change.
@@ -85,6 +142,7 @@ pub struct SoaSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HealthSpec {
+    pub mode: ProbeMode,
     pub path: String,
     pub interval_ms: u64,
     pub timeout_ms: u64,
@@ -98,6 +156,7 @@ impl Default for HealthSpec {
     fn default() -> Self {
         // Sub-second detection (3 × 200 ms) while one lost probe never flaps DNS.
         Self {
+            mode: ProbeMode::Http,
             path: "/healthz".into(),
             interval_ms: 200,
             timeout_ms: 150,

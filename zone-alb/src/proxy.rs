@@ -88,6 +88,9 @@ impl Proxy {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let host = request_host(&req).unwrap_or_default();
+        if self.table.load().is_alb_health_check(&host, &path) {
+            return text(StatusCode::OK, "healthy");
+        }
         match self.forward(req, &host, peer, local).await {
             Ok(resp) => {
                 tracing::debug!(%peer, %method, %host, %path, status = resp.status().as_u16(), "proxied");

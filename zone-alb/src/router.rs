@@ -99,9 +99,16 @@ pub struct RouteTable {
     default_backend: Option<Arc<Backend>>,
     /// How many Ingress objects were compiled in, for logs.
     pub ingresses: usize,
+    /// `albhealth.<ingress subdomain>`: IBM's health-check host, answered by the ALB itself.
+    pub health_host: Option<String>,
 }
 
 impl RouteTable {
+    /// Whether this request is a monitor's `GET /` to `albhealth.<subdomain>`.
+    pub fn is_alb_health_check(&self, host: &str, path: &str) -> bool {
+        path == "/" && self.health_host.as_deref().is_some_and(|h| normalize_host(host) == h)
+    }
+
     /// Finds the backend for `host` (any case, with or without port) and `path`. As with
     /// ingress-nginx, the most specific host that has rules owns the request: its paths are
     /// tried, then the default backend.

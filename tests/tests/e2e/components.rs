@@ -160,6 +160,51 @@ fn serve_zone_albs_and_backends_as_separate_processes() {
     );
     assert_eq!(curl(&["http://127.0.12.2:8081/healthz"]), (200, "ok\n".to_owned()));
 
+    // The control API: a token is required, errors are clear and nothing crashes it.
+    let api: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("api.json")).unwrap()).unwrap();
+    let (url, token) = (api["url"].as_str().unwrap(), api["token"].as_str().unwrap());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(state.path().join("api.json")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the token file is private");
+    let bearer = format!("Authorization: Bearer {token}");
+    assert_eq!(curl(&[&format!("{url}/v1/albs")]).0, 401, "no token");
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer wrong", &format!("{url}/v1/albs")]).0,
+        401
+    );
+    let (code, body) = curl(&[
+        "-H",
+        &bearer,
+        "-X",
+        "PATCH",
+        "-d",
+        "{\"enabled\": false}",
+        &format!("{url}/v1/albs/zz"),
+    ]);
+    assert_eq!((code, body.contains("unknown ALB `zz`")), (404, true), "{body}");
+    for bad in ["{\"enabled\": \"no\"}", "not json", "{\"enabled\": true, \"x\": 1}", ""] {
+        let (code, body) = curl(&["-H", &bearer, "-X", "PATCH", "-d", bad, &format!("{url}/v1/albs/a1")]);
+        assert_eq!(code, 400, "{bad:?} → {body}");
+    }
+    let big = "x".repeat(100_000);
+    assert_eq!(
+        curl(&[
+            "-H",
+            &bearer,
+            "-X",
+            "PATCH",
+            "--data-binary",
+            &big,
+            &format!("{url}/v1/albs/a1")
+        ])
+        .0,
+        400
+    );
+    let (code, body) = curl(&["-H", &bearer, &format!("{url}/v1/albs")]);
+    assert_eq!(code, 200, "still serving: {body}");
+
     // A zone dies: its IP leaves the answer; the other keeps it.
     signal(albs[0].pid(), "KILL");
     poll(Duration::from_secs(5), || {

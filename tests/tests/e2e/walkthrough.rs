@@ -102,9 +102,17 @@ fn readme_walkthrough() {
     let cells: Vec<&str> = alb2.split_whitespace().collect();
     assert_eq!(
         &cells[..5],
-        ["alb2", "false", "disabled", "no", "127.0.10.2"],
+        ["alb2", "false", "draining", "no", "127.0.10.2"],
         "{table}"
     );
+    assert!(table.contains("cluster demo: fail-open"), "{table}");
+    // Draining: out of DNS, but still serving clients that hold the old answer.
+    let (code, _) = curl(&[
+        "--resolve",
+        "demo.mzlb.test:8080:127.0.10.2",
+        "http://demo.mzlb.test:8080/",
+    ]);
+    assert_eq!(code, 200, "a draining ALB keeps serving");
     let (ok, json) = mzlb(state.path(), &["albs", "-o", "json"]);
     assert!(ok, "{json}");
     let albs: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -117,6 +125,24 @@ fn readme_walkthrough() {
     .expect("alb2 back in DNS after enable");
     let (ok, said) = mzlb(state.path(), &["alb-configure", "--alb-id", "nope", "--disable"]);
     assert!(!ok && said.contains("unknown ALB `nope`"), "{said}");
+    let (ok, events) = mzlb(state.path(), &["events"]);
+    assert!(ok, "{events}");
+    let alb2: Vec<&str> = events.lines().filter(|l| l.contains(" alb2 ")).collect();
+    assert!(
+        alb2.iter()
+            .any(|l| l.contains("enabled") && l.contains("draining") && l.contains("disabled by operator")),
+        "{events}"
+    );
+    assert!(
+        alb2.iter()
+            .any(|l| l.contains("draining") && l.contains("pending") && l.contains("enabled by operator")),
+        "{events}"
+    );
+    // IBM's health-check convention for monitors.
+    assert_eq!(
+        curl(&["-H", "Host: albhealth.demo.mzlb.test", "http://127.0.10.3:8080/"]),
+        (200, "healthy\n".to_owned())
+    );
 
     // 5. Kill alb2's process → health checks drop it; start it again → back.
     let pids: serde_json::Value =
