@@ -77,15 +77,18 @@ async fn check_loop(alb: AlbConfig, client: reqwest::Client, registry: Arc<Regis
     let interval = Duration::from_millis(spec.interval_ms.max(10));
     let timeout = Duration::from_millis(spec.timeout_ms.max(1));
     loop {
+        // Fixed rate, not fixed delay: a probe that times out must not push the next one back,
+        // or a hung ALB would take fall × (interval + timeout) to leave DNS.
+        let started = tokio::time::Instant::now();
         let probe = match spec.mode {
             ProbeMode::Http => probe_http(&client, &url, timeout).await,
             ProbeMode::Tcp => probe_tcp(alb.addr(), timeout).await,
         };
         registry.report(&alb.id, probe);
         // ±10 % jitter keeps the probes of many ALBs from marching in step.
-        let sleep = interval.mul_f64(0.9 + 0.2 * random_unit());
+        let next = started + interval.mul_f64(0.9 + 0.2 * random_unit());
         tokio::select! {
-            () = tokio::time::sleep(sleep) => {}
+            () = tokio::time::sleep_until(next) => {}
             () = cancel.cancelled() => return,
         }
     }

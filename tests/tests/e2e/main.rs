@@ -2,8 +2,10 @@
 //! with the real `dig` and `curl`.
 
 mod harness;
+mod netns;
 
 mod bad_input;
 mod components;
 mod dns;
+mod failover;
 mod walkthrough;
