@@ -4,7 +4,6 @@
 //! the repair.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::{Proc, bin, poll, run, signal, tempdir, write};
