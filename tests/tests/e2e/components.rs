@@ -218,3 +218,67 @@ fn serve_zone_albs_and_backends_as_separate_processes() {
     })
     .expect("fail-open answers every enabled ALB");
 }
+
+#[test]
+fn a_disabled_alb_stays_disabled_across_restarts() {
+    let dir = tempdir();
+    let state = tempdir();
+    write(
+        dir.path(),
+        "one.yaml",
+        "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: one}\nspec: {subdomain: one.test}\n---\n\
+         apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: solo}\nspec: {zone: z, ip: 127.0.17.1, port: 8080}\n",
+    );
+    let dns: SocketAddr = "127.0.17.53:5353".parse().unwrap();
+    let _alb = Proc::start(
+        "alb stand-in",
+        Command::new(bin("mzlb")).args(["echo", "--listen", "127.0.17.1:8080", "--name", "solo"]),
+    );
+    let serve = || {
+        Proc::start(
+            "mzlb serve",
+            Command::new(bin("mzlb"))
+                .args([
+                    "serve",
+                    "--dns-listen",
+                    &dns.to_string(),
+                    "--api-listen",
+                    "127.0.17.53:0",
+                    "--manifests",
+                ])
+                .arg(dir.path())
+                .env("MZLB_STATE_DIR", state.path()),
+        )
+    };
+    let mut first = serve();
+    poll(Duration::from_secs(20), || {
+        (dig(dns, "one.test", "A", &[]).answers == ["127.0.17.1"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not answered; serve said:\n{}", first.output()));
+    let out = crate::harness::run(
+        Command::new(bin("mzlb"))
+            .args(["alb-configure", "--alb-id", "solo", "--disable"])
+            .env("MZLB_STATE_DIR", state.path()),
+    );
+    assert!(out.status.success());
+    assert!(first.terminate(), "serve stops on SIGTERM");
+    let second = serve();
+    // Answered again only if the choice was lost: wait for the new server to answer at all.
+    poll(Duration::from_secs(20), || {
+        (dig(dns, "one.test", "SOA", &[]).status == "NOERROR").then_some(())
+    })
+    .unwrap_or_else(|| panic!("second serve not answering:\n{}", second.output()));
+    std::thread::sleep(Duration::from_millis(600)); // several probe rounds
+    assert!(
+        dig(dns, "one.test", "A", &[]).answers.is_empty(),
+        "still disabled after a restart"
+    );
+    let out = crate::harness::run(
+        Command::new(bin("mzlb"))
+            .args(["albs", "-o", "json"])
+            .env("MZLB_STATE_DIR", state.path()),
+    );
+    let albs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(albs[0]["enabled"], false);
+    assert_eq!(albs[0]["state"], "disabled", "a restart does not re-drain");
+}
