@@ -3,8 +3,8 @@
 //! It reads Ingress, Service and EndpointSlice objects (from a manifest directory, or later
 //! the API server), compiles them into a [`router::RouteTable`] and serves HTTP on its zone's
 //! portable IP, forwarding to ready endpoints with X-Forwarded-* headers set. The table is held
-//! in an `ArcSwap`; a reload (SIGHUP) builds a new one and swaps it in, or keeps the old one
-//! if the new objects are broken.
+//! in an `ArcSwap`; when the manifests change (or on SIGHUP) a new one is built and swapped
+//! in, or the old one kept if the new objects are broken.
 //!
 //! This crate also owns the object model shared with `mzlb` ([`objects`], [`source`]).
 
@@ -45,6 +45,10 @@ pub struct Options {
     /// Serve Ingresses of this IngressClass.
     #[arg(long, default_value = router::DEFAULT_INGRESS_CLASS)]
     pub ingress_class: String,
+    /// Believe X-Forwarded-* headers only from these peers (comma-separated CIDRs), e.g. an L4
+    /// load balancer in front; from anyone else they are replaced. Default: nobody.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR,...", env = "MZLB_TRUSTED_PROXIES")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// What one ALB compiled from the objects.
@@ -99,26 +103,50 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
     // Upstream connections leave from the ALB's own address when it has one.
     let source_ip = Some(loaded.listen.ip()).filter(|ip| !ip.is_unspecified());
-    let proxy = Arc::new(proxy::Proxy::new(table.clone(), source_ip));
-    let reloader = tokio::spawn(reload_on_sighup(opts.clone(), table));
+    let proxy = Arc::new(proxy::Proxy::new(
+        table.clone(),
+        source_ip,
+        opts.trusted_proxies.clone(),
+    ));
+    let reloader = tokio::spawn(watch_manifests(opts.clone(), table, loaded.listen));
     server::serve(listener, proxy, shutdown).await;
     reloader.abort();
     tracing::info!(alb = %opts.alb_id, "zone ALB stopped");
     Ok(())
 }
 
-async fn reload_on_sighup(opts: Options, table: Arc<ArcSwap<RouteTable>>) {
+/// How often the manifest directory is checked for changes.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Rebuilds the routing table when the manifest directory changes (or on SIGHUP) and swaps it
+/// in atomically. A broken change is logged, naming the file and field, and the last good
+/// table keeps serving.
+async fn watch_manifests(opts: Options, table: Arc<ArcSwap<RouteTable>>, listen: SocketAddr) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut last = source::dir::fingerprint(&opts.manifests).ok();
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = source::dir::fingerprint(&opts.manifests).ok();
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
         match load(&opts) {
             Ok(loaded) => {
+                if loaded.listen != listen {
+                    tracing::warn!(old = %listen, new = %loaded.listen, "the ALB's address changed; restart zone-alb to listen on the new one");
+                }
                 tracing::info!(ingresses = loaded.table.ingresses, "routing table reloaded");
                 table.store(Arc::new(loaded.table));
             }
-            Err(error) => tracing::error!(%error, "reload rejected; the last good routing table keeps serving"),
+            Err(error) => {
+                tracing::error!(%error, "manifest change rejected; the last good routing table keeps serving")
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use ipnet::IpNet;
 
 use crate::router::RouteTable;
 
@@ -32,6 +33,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How long an upstream may take to start its response.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,12 +67,14 @@ impl ProxyError {
 pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
     client: Client<HttpConnector, Incoming>,
+    /// Peers whose X-Forwarded-* headers are believed (an L4 balancer or proxy in front).
+    trusted: Vec<IpNet>,
 }
 
 impl Proxy {
     /// `source_ip` binds upstream connections to the ALB's own address, so backends see the
     /// zone's IP as the peer (REMOTE_ADDR), as behind a cloud ALB.
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, source_ip: Option<IpAddr>) -> Self {
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, source_ip: Option<IpAddr>, trusted: Vec<IpNet>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -78,7 +82,7 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Self { table, client }
+        Self { table, client, trusted }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, local: SocketAddr) -> Response<Body> {
@@ -132,7 +136,8 @@ impl Proxy {
                 headers.insert(header::HOST, v);
             }
         }
-        set_forwarded(headers, peer, local, host);
+        let trusted = self.trusted.iter().any(|net| net.contains(&peer.ip()));
+        set_forwarded(headers, peer, local, host, trusted.then_some(self.trusted.as_slice()));
 
         let resp = tokio::time::timeout(UPSTREAM_TIMEOUT, self.client.request(req))
             .await
@@ -167,21 +172,64 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets the forwarding headers. Whatever the client sent in X-Forwarded-For / X-Real-IP is
-/// replaced, not appended to: an untrusted client must not choose the address backends see.
-fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, local: SocketAddr, host: &str) {
-    let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
-    headers.insert(X_FORWARDED_FOR, peer_ip.clone());
-    headers.insert(X_REAL_IP, peer_ip);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(local.port()));
-    match HeaderValue::from_str(host) {
-        Ok(v) if !host.is_empty() => {
-            headers.insert(X_FORWARDED_HOST, v);
+/// Sets the forwarding headers. From an untrusted peer (the default: `trusted` is `None`)
+/// whatever arrived in X-Forwarded-* / X-Real-IP is replaced, so a client cannot choose the
+/// address backends see. From a trusted proxy they are kept: X-Forwarded-For gets the peer
+/// appended and X-Real-IP becomes the rightmost address that is not itself a trusted proxy.
+fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, local: SocketAddr, host: &str, trusted: Option<&[IpNet]>) {
+    let peer_ip = peer.ip().to_string();
+    let forwarded_for = |headers: &HeaderMap| {
+        headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect::<Vec<String>>()
+    };
+    let (chain, real_ip) = match trusted {
+        Some(nets) => {
+            let mut chain = forwarded_for(headers);
+            chain.push(peer_ip.clone());
+            let real = chain
+                .iter()
+                .rev()
+                .find(|a| {
+                    a.parse::<IpAddr>()
+                        .map_or(true, |ip| !nets.iter().any(|n| n.contains(&ip)))
+                })
+                .cloned()
+                .unwrap_or_else(|| peer_ip.clone());
+            (chain.join(", "), real)
         }
-        _ => {
-            headers.remove(X_FORWARDED_HOST);
+        None => (peer_ip.clone(), peer_ip.clone()),
+    };
+    let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    headers.insert(X_FORWARDED_FOR, value(&chain));
+    headers.insert(X_REAL_IP, value(&real_ip));
+    let keep = |headers: &HeaderMap, name: &HeaderName| trusted.is_some() && headers.contains_key(name);
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !keep(headers, &X_FORWARDED_PORT) {
+        headers.insert(X_FORWARDED_PORT, HeaderValue::from(local.port()));
+    }
+    if !keep(headers, &X_FORWARDED_HOST) {
+        match HeaderValue::from_str(host) {
+            Ok(v) if !host.is_empty() => {
+                headers.insert(X_FORWARDED_HOST, v);
+            }
+            _ => {
+                headers.remove(X_FORWARDED_HOST);
+            }
         }
+    }
+    // Kept when the client sent one (so a trace can cross us), generated otherwise.
+    if !headers.contains_key(X_REQUEST_ID) {
+        let id: [u8; 16] = rand::random();
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        headers.insert(X_REQUEST_ID, value(&hex));
     }
 }
 
@@ -207,17 +255,35 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
-        set_forwarded(
-            &mut h,
-            "127.0.0.77:5000".parse().unwrap(),
-            "127.0.10.2:8080".parse().unwrap(),
-            "demo.test:8080",
-        );
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        let (peer, local) = ("127.0.0.77:5000".parse().unwrap(), "127.0.10.2:8080".parse().unwrap());
+        set_forwarded(&mut h, peer, local, "demo.test:8080", None);
         assert_eq!(h[X_FORWARDED_FOR], "127.0.0.77");
+        assert_eq!(h[X_REQUEST_ID].len(), 32);
         assert_eq!(h[X_REAL_IP], "127.0.0.77");
         assert_eq!(h[X_FORWARDED_HOST], "demo.test:8080");
         assert_eq!(h[X_FORWARDED_PORT], "8080");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn trusted_proxies_extend_the_chain_and_name_the_real_client() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7, 10.1.1.1"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));
+        set_forwarded(
+            &mut h,
+            "10.2.2.2:1".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+            "x",
+            Some(&trusted),
+        );
+        assert_eq!(h[X_FORWARDED_FOR], "203.0.113.7, 10.1.1.1, 10.2.2.2");
+        assert_eq!(h[X_REAL_IP], "203.0.113.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "https", "kept from a trusted proxy");
+        assert_eq!(h[X_REQUEST_ID], "abc", "passed through");
     }
 
     #[test]

@@ -30,6 +30,23 @@ pub fn load(dir: &Path) -> Result<Objects> {
     Ok(objects)
 }
 
+/// What the manifest files look like on disk (path, size, modification time), to notice
+/// changes cheaply.
+pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)?;
+    files.sort();
+    Ok(files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(&f).ok();
+            let len = meta.as_ref().map_or(0, |m| m.len());
+            let modified = meta.and_then(|m| m.modified().ok());
+            (f, len, modified)
+        })
+        .collect())
+}
+
 /// Parses one file's text into `objects`; `file` is only used to name errors.
 pub fn load_str(text: &str, file: &Path, objects: &mut Objects) -> Result<()> {
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
