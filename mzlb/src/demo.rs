@@ -110,9 +110,9 @@ mod tests {
             ["127.0.10.1", "127.0.10.2", "127.0.10.3"]
         );
         let table = zone_alb::router::RouteTable::compile(&objects, "mzlb", "zone-2").unwrap();
-        let backend = table.lookup("demo.mzlb.test:8080", "/").unwrap();
+        let route = table.lookup("demo.mzlb.test:8080", "/").unwrap();
         assert_eq!(
-            backend.endpoints,
+            route.backend.endpoints,
             vec!["127.0.20.21:9080".parse().unwrap(), "127.0.20.22:9080".parse().unwrap()]
         );
     }

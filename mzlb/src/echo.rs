@@ -25,6 +25,7 @@ struct Page<'a> {
     x_forwarded_for: Option<&'a str>,
     x_forwarded_proto: Option<&'a str>,
     x_forwarded_host: Option<&'a str>,
+    x_request_id: Option<&'a str>,
     method: &'a str,
     path: &'a str,
 }
@@ -80,6 +81,7 @@ fn respond(req: &Request<Incoming>, name: &str, peer: SocketAddr) -> Response<Fu
         x_forwarded_for: header("x-forwarded-for"),
         x_forwarded_proto: header("x-forwarded-proto"),
         x_forwarded_host: header("x-forwarded-host"),
+        x_request_id: header("x-request-id"),
         method: req.method().as_str(),
         path: req.uri().path(),
     };
@@ -92,12 +94,13 @@ fn respond(req: &Request<Incoming>, name: &str, peer: SocketAddr) -> Response<Fu
     } else {
         let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
         let body = format!(
-            "Hostname: {}\nREMOTE_ADDR: {}\nX-Forwarded-For: {}\nX-Forwarded-Proto: {}\nX-Forwarded-Host: {}\nRequest: {} {}\n",
+            "Hostname: {}\nREMOTE_ADDR: {}\nX-Forwarded-For: {}\nX-Forwarded-Proto: {}\nX-Forwarded-Host: {}\nX-Request-ID: {}\nRequest: {} {}\n",
             page.hostname,
             page.remote_addr,
             or_dash(page.x_forwarded_for),
             or_dash(page.x_forwarded_proto),
             or_dash(page.x_forwarded_host),
+            or_dash(page.x_request_id),
             page.method,
             page.path,
         );

@@ -1,7 +1,7 @@
 //! Choosing one endpoint of a backend per request.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Round-robin over a fixed endpoint list; lock-free so the request path never waits.
 #[derive(Debug, Default)]
@@ -11,11 +11,14 @@ pub struct RoundRobin {
 
 impl RoundRobin {
     pub fn pick(&self, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
-        if endpoints.is_empty() {
+        self.pick_index(endpoints.len()).map(|i| endpoints[i])
+    }
+
+    pub fn pick_index(&self, len: usize) -> Option<usize> {
+        if len == 0 {
             return None;
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(endpoints[n % endpoints.len()])
+        Some(self.next.fetch_add(1, Ordering::Relaxed) % len)
     }
 }
 
@@ -30,5 +33,119 @@ mod tests {
         let picks: Vec<_> = (0..4).map(|_| rr.pick(&eps).unwrap()).collect();
         assert_eq!(picks, vec![eps[0], eps[1], eps[0], eps[1]]);
         assert_eq!(rr.pick(&[]), None);
+    }
+}
+
+/// Peak-EWMA with two random choices, as ingress-nginx's `ewma`: each endpoint keeps a
+/// decaying average of its response time; of two endpoints picked at random, the one with the
+/// lower `average × (in flight + 1)` wins. Lock-free: atomics only.
+#[derive(Debug)]
+pub struct Ewma {
+    stats: Vec<EndpointStats>,
+}
+
+#[derive(Debug, Default)]
+struct EndpointStats {
+    /// Average response time in microseconds, as f64 bits.
+    average: AtomicU64,
+    /// When `average` was last updated, in microseconds since `epoch()`.
+    updated: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// How fast old observations fade (ingress-nginx uses 10 s).
+const DECAY_US: f64 = 10_000_000.0;
+
+fn epoch_us() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
+}
+
+impl Ewma {
+    pub fn new(endpoints: usize) -> Self {
+        Self {
+            stats: (0..endpoints).map(|_| EndpointStats::default()).collect(),
+        }
+    }
+
+    /// The index of the chosen endpoint; the caller reports back with [`Ewma::finished`].
+    pub fn pick(&self) -> Option<usize> {
+        let n = self.stats.len();
+        let chosen = match n {
+            0 => return None,
+            1 => 0,
+            _ => {
+                let a = rand::random_range(0..n);
+                let b = (a + rand::random_range(1..n)) % n;
+                if self.score(a) <= self.score(b) { a } else { b }
+            }
+        };
+        self.started(chosen);
+        Some(chosen)
+    }
+
+    /// Counts a request to endpoint `i` as in flight.
+    pub fn started(&self, i: usize) {
+        if let Some(s) = self.stats.get(i) {
+            s.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn score(&self, i: usize) -> f64 {
+        let s = &self.stats[i];
+        f64::from_bits(s.average.load(Ordering::Relaxed)) * (s.in_flight.load(Ordering::Relaxed) as f64 + 1.0)
+    }
+
+    /// Records a finished request (`latency` `None`: it failed; counted as slow).
+    pub fn finished(&self, i: usize, latency: Option<std::time::Duration>) {
+        let Some(s) = self.stats.get(i) else { return };
+        s.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let now = epoch_us();
+        let sample = latency.map_or(DECAY_US, |l| l.as_micros() as f64);
+        let then = s.updated.swap(now, Ordering::Relaxed);
+        let old = f64::from_bits(s.average.load(Ordering::Relaxed));
+        let weight = (-((now.saturating_sub(then)) as f64) / DECAY_US).exp();
+        // Peak-sensitive: a slower sample replaces the average at once.
+        let new = if sample > old {
+            sample
+        } else {
+            old * weight + sample * (1.0 - weight)
+        };
+        s.average.store(new.to_bits(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod ewma_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn prefers_the_faster_endpoint() {
+        let ewma = Ewma::new(2);
+        for _ in 0..5 {
+            let i = ewma.pick().unwrap();
+            ewma.finished(
+                i,
+                Some(if i == 0 {
+                    Duration::from_millis(50)
+                } else {
+                    Duration::from_millis(1)
+                }),
+            );
+        }
+        let fast = (0..100).filter(|_| {
+            let i = ewma.pick().unwrap();
+            ewma.finished(
+                i,
+                Some(if i == 0 {
+                    Duration::from_millis(50)
+                } else {
+                    Duration::from_millis(1)
+                }),
+            );
+            i == 1
+        });
+        assert!(fast.count() > 90, "the 1 ms endpoint wins nearly every choice");
     }
 }

@@ -8,12 +8,14 @@
 //!
 //! This crate also owns the object model shared with `mzlb` ([`objects`], [`source`]).
 
+pub mod annotations;
 pub mod balance;
 pub mod endpoints;
 pub mod error;
 pub mod health;
 pub mod objects;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod source;
@@ -99,6 +101,9 @@ fn compile(objects: &Objects, opts: &Options, dir: &Path) -> Result<Loaded> {
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()> {
     let loaded = load(&opts)?;
     let listener = server::bind(loaded.listen).await?;
+    for warning in &loaded.table.warnings {
+        tracing::warn!("{warning}; the rest of the Ingress is served");
+    }
     tracing::info!(alb = %opts.alb_id, zone = %loaded.zone, listen = %loaded.listen, ingresses = loaded.table.ingresses, "zone ALB serving");
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
     // Upstream connections leave from the ALB's own address when it has one.
@@ -131,6 +136,7 @@ async fn watch_manifests(opts: Options, table: Arc<ArcSwap<RouteTable>>, listen:
             _ = tick.tick() => false,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
+        table.load().housekeeping();
         let now = source::dir::fingerprint(&opts.manifests).ok();
         if !forced && now == last {
             continue;
@@ -140,6 +146,9 @@ async fn watch_manifests(opts: Options, table: Arc<ArcSwap<RouteTable>>, listen:
             Ok(loaded) => {
                 if loaded.listen != listen {
                     tracing::warn!(old = %listen, new = %loaded.listen, "the ALB's address changed; restart zone-alb to listen on the new one");
+                }
+                for warning in &loaded.table.warnings {
+                    tracing::warn!("{warning}; the rest of the Ingress is served");
                 }
                 tracing::info!(ingresses = loaded.table.ingresses, "routing table reloaded");
                 table.store(Arc::new(loaded.table));

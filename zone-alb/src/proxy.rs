@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -35,8 +35,6 @@ const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port")
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// How long an upstream may take to start its response.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which side a failure is on decides the status code.
@@ -44,6 +42,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 enum ProxyError {
     #[error("no route")]
     NoRoute,
+    #[error("client address not allowed")]
+    Forbidden,
+    #[error("rate limit exceeded")]
+    RateLimited,
+    #[error("request body too large")]
+    TooLarge,
+    #[error("bad request target")]
+    BadRequest,
     #[error("backend {0} has no ready endpoint")]
     NoEndpoint(String),
     #[error("upstream {0}: {1}")]
@@ -56,6 +62,11 @@ impl ProxyError {
     fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            // ingress-nginx's default `limit-req-status-code`.
+            ProxyError::RateLimited => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
             ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(..) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
@@ -102,7 +113,7 @@ impl Proxy {
             }
             Err(err) => {
                 let status = err.status();
-                if status.is_server_error() {
+                if status.is_server_error() && !matches!(err, ProxyError::RateLimited) {
                     tracing::warn!(%peer, %method, %host, %path, status = status.as_u16(), error = %err, "request failed");
                 }
                 // Never leak internals into the body: the reason phrase is enough.
@@ -119,14 +130,56 @@ impl Proxy {
         local: SocketAddr,
     ) -> Result<Response<Body>, ProxyError> {
         let table = self.table.load();
-        let backend = table.lookup(host, req.uri().path()).ok_or(ProxyError::NoRoute)?;
-        let endpoint = backend
-            .pick()
-            .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
+        let trusted = self.trusted.iter().any(|net| net.contains(&peer.ip()));
+        let trusted = trusted.then_some(self.trusted.as_slice());
+        let client = client_ip(req.headers(), peer, trusted);
+        let route = table.lookup(host, req.uri().path()).ok_or(ProxyError::NoRoute)?;
+        let policy = &route.policy.policy;
 
-        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        *req.uri_mut() = Uri::try_from(format!("http://{endpoint}{path_and_query}"))
-            .expect("socket address and request path form a URI");
+        if let Some(allow) = &policy.allow
+            && !allow.iter().any(|net| net.contains(&client))
+        {
+            return Err(ProxyError::Forbidden);
+        }
+        if let Some(limiter) = &route.policy.rate_limiter
+            && !limiter.allow(client)
+        {
+            return Err(ProxyError::RateLimited);
+        }
+        if let Some(limit) = policy.body_limit {
+            let length = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if length.is_some_and(|n| n > limit) {
+                return Err(ProxyError::TooLarge);
+            }
+        }
+
+        let backend = route.backend;
+        let sticky = policy
+            .affinity
+            .as_ref()
+            .and_then(|a| cookie(req.headers(), &a.name))
+            .and_then(|value| {
+                backend
+                    .endpoints
+                    .iter()
+                    .position(|ep| affinity_value(ep) == value)
+                    .map(|i| backend.take(i))
+            });
+        let index = match sticky {
+            Some(i) => i,
+            None => backend
+                .pick()
+                .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?,
+        };
+        let endpoint = backend.endpoints[index];
+
+        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+        let path = route.rewritten.clone().unwrap_or_else(|| req.uri().path().to_owned());
+        *req.uri_mut() =
+            Uri::try_from(format!("http://{endpoint}{path}{query}")).map_err(|_| ProxyError::BadRequest)?;
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
@@ -136,17 +189,84 @@ impl Proxy {
                 headers.insert(header::HOST, v);
             }
         }
-        let trusted = self.trusted.iter().any(|net| net.contains(&peer.ip()));
-        set_forwarded(headers, peer, local, host, trusted.then_some(self.trusted.as_slice()));
+        set_forwarded(headers, peer, local, host, trusted);
 
-        let resp = tokio::time::timeout(UPSTREAM_TIMEOUT, self.client.request(req))
-            .await
-            .map_err(|_| ProxyError::Timeout(endpoint, UPSTREAM_TIMEOUT))?
-            .map_err(|e| ProxyError::Upstream(endpoint, e))?;
+        let timeout = policy.connect_timeout + policy.read_timeout;
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, self.client.request(req)).await;
+        let resp = match result {
+            Ok(Ok(resp)) => {
+                backend.finished(index, Some(started.elapsed()));
+                resp
+            }
+            Ok(Err(e)) => {
+                backend.finished(index, None);
+                return Err(ProxyError::Upstream(endpoint, e));
+            }
+            Err(_) => {
+                backend.finished(index, None);
+                return Err(ProxyError::Timeout(endpoint, timeout));
+            }
+        };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(affinity) = &policy.affinity
+            && sticky.is_none()
+        {
+            let mut cookie = format!(
+                "{}={}; Path={}; HttpOnly",
+                affinity.name,
+                affinity_value(&endpoint),
+                affinity.path.as_deref().unwrap_or("/")
+            );
+            if let Some(age) = affinity.max_age {
+                cookie.push_str(&format!("; Max-Age={age}"));
+            }
+            if let Some(samesite) = &affinity.samesite {
+                cookie.push_str(&format!("; SameSite={samesite}"));
+            }
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                parts.headers.append(header::SET_COOKIE, v);
+            }
+        }
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
+
+/// The client's address: the peer's, or, behind a trusted proxy, the rightmost address in
+/// X-Forwarded-For that is not itself a trusted proxy.
+fn client_ip(headers: &HeaderMap, peer: SocketAddr, trusted: Option<&[IpNet]>) -> IpAddr {
+    let Some(nets) = trusted else { return peer.ip() };
+    headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .rev()
+        .find(|ip| !nets.iter().any(|n| n.contains(ip)))
+        .unwrap_or(peer.ip())
+}
+
+/// The value of cookie `name` in the request, if any.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The affinity cookie's value for an endpoint: a stable hash, so every zone's ALB (same build,
+/// same endpoints) sends the client to the same place, and no address is revealed.
+fn affinity_value(endpoint: &SocketAddr) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    endpoint.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// The host the client asked for: `Host`, or the URI authority (HTTP/2, absolute-form).

@@ -1,22 +1,35 @@
 //! The routing table: Ingress rules compiled into an immutable lookup structure, with Kubernetes
-//! `pathType` semantics. A new table is built on every change and swapped in whole.
+//! `pathType` semantics and each Ingress's annotation policy. A new table is built on every
+//! change and swapped in whole.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use regex::Regex;
 
-use crate::balance::RoundRobin;
+use crate::annotations::{self, BalanceKind, Policy};
+use crate::balance::{Ewma, RoundRobin};
 use crate::endpoints::{SERVICE_NAME_LABEL, ready_addresses};
 use crate::error::{Error, Result};
 use crate::objects::{Objects, key_of};
+use crate::ratelimit::RateLimiter;
 
 /// Our IngressClass name unless configured otherwise.
 pub const DEFAULT_INGRESS_CLASS: &str = "mzlb";
 const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+/// Bounds the memory a user-supplied path regex may compile to.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+#[derive(Debug)]
+enum Balancer {
+    RoundRobin(RoundRobin),
+    Ewma(Ewma),
+}
 
 /// One Service port and its ready endpoints.
 #[derive(Debug)]
@@ -24,34 +37,72 @@ pub struct Backend {
     /// `namespace/service:port`, for logs and errors.
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
-    balancer: RoundRobin,
+    balancer: Balancer,
 }
 
 impl Backend {
-    pub fn pick(&self) -> Option<SocketAddr> {
-        self.balancer.pick(&self.endpoints)
+    /// The index of the endpoint to use; report back with [`Backend::finished`].
+    pub fn pick(&self) -> Option<usize> {
+        match &self.balancer {
+            Balancer::RoundRobin(rr) => rr.pick_index(self.endpoints.len()),
+            Balancer::Ewma(ewma) => ewma.pick(),
+        }
+    }
+
+    /// An endpoint chosen by other means (session affinity) is used: count it in flight.
+    pub fn take(&self, index: usize) -> usize {
+        if let Balancer::Ewma(ewma) = &self.balancer {
+            ewma.started(index);
+        }
+        index
+    }
+
+    pub fn finished(&self, index: usize, latency: Option<Duration>) {
+        if let Balancer::Ewma(ewma) = &self.balancer {
+            ewma.finished(index, latency);
+        }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PathKind {
+/// An Ingress's policy and the state that goes with it.
+#[derive(Debug)]
+pub struct RoutePolicy {
+    /// `namespace/name` of the Ingress, for logs.
+    pub ingress: String,
+    pub policy: Policy,
+    pub rate_limiter: Option<RateLimiter>,
+}
+
+#[derive(Debug)]
+enum Matcher {
     Exact,
     /// `Prefix`, and `ImplementationSpecific`, which we define as Prefix.
     Prefix,
+    /// `use-regex` / `rewrite-target`: case-insensitive, anchored at the start, as nginx's `~*`.
+    Regex(Regex),
 }
 
 #[derive(Debug)]
 struct PathRule {
     path: String,
-    kind: PathKind,
+    matcher: Matcher,
     backend: Arc<Backend>,
+    policy: Arc<RoutePolicy>,
+}
+
+/// What a request was routed to.
+pub struct Route<'a> {
+    pub backend: &'a Arc<Backend>,
+    pub policy: &'a Arc<RoutePolicy>,
+    /// The path to send upstream when `rewrite-target` applies.
+    pub rewritten: Option<String>,
 }
 
 impl PathRule {
     fn matches(&self, path: &str) -> bool {
-        match self.kind {
-            PathKind::Exact => path == self.path,
-            PathKind::Prefix => {
+        match &self.matcher {
+            Matcher::Exact => path == self.path,
+            Matcher::Prefix => {
                 // Element-wise: `/foo` matches `/foo` and `/foo/bar` but not `/foobar`; a
                 // trailing slash on the rule is ignored.
                 let prefix = self.path.trim_end_matches('/');
@@ -60,6 +111,23 @@ impl PathRule {
                     None => false,
                 }
             }
+            Matcher::Regex(re) => re.is_match(path),
+        }
+    }
+
+    fn route(&self, path: &str) -> Route<'_> {
+        let rewritten = match (&self.matcher, &self.policy.policy.rewrite_target) {
+            (Matcher::Regex(re), Some(target)) => re.captures(path).map(|caps| {
+                let mut out = String::new();
+                caps.expand(target, &mut out);
+                out
+            }),
+            _ => None,
+        };
+        Route {
+            backend: &self.backend,
+            policy: &self.policy,
+            rewritten,
         }
     }
 }
@@ -70,22 +138,18 @@ struct HostRules {
 }
 
 impl HostRules {
-    fn add(&mut self, rule: PathRule) {
-        self.paths.push(rule);
-    }
-
-    /// Longest path first; at equal length Exact before Prefix, so the first match wins.
+    /// Longest path first; at equal length Exact before the others, so the first match wins.
     fn sort(&mut self) {
         self.paths.sort_by(|a, b| {
             b.path
                 .len()
                 .cmp(&a.path.len())
-                .then_with(|| (a.kind == PathKind::Prefix).cmp(&(b.kind == PathKind::Prefix)))
+                .then_with(|| (!matches!(a.matcher, Matcher::Exact)).cmp(&!matches!(b.matcher, Matcher::Exact)))
         });
     }
 
-    fn lookup(&self, path: &str) -> Option<&Arc<Backend>> {
-        self.paths.iter().find(|r| r.matches(path)).map(|r| &r.backend)
+    fn lookup(&self, path: &str) -> Option<Route<'_>> {
+        self.paths.iter().find(|r| r.matches(path)).map(|r| r.route(path))
     }
 }
 
@@ -96,11 +160,13 @@ pub struct RouteTable {
     /// `*.example.com` stored under `example.com`: matches exactly one more label.
     wildcard_hosts: HashMap<String, HostRules>,
     any_host: HostRules,
-    default_backend: Option<Arc<Backend>>,
+    default_backend: Option<(Arc<Backend>, Arc<RoutePolicy>)>,
     /// How many Ingress objects were compiled in, for logs.
     pub ingresses: usize,
     /// `albhealth.<ingress subdomain>`: IBM's health-check host, answered by the ALB itself.
     pub health_host: Option<String>,
+    /// Problems that did not stop the table: bad annotation values, bad path regexes.
+    pub warnings: Vec<String>,
 }
 
 impl RouteTable {
@@ -109,10 +175,10 @@ impl RouteTable {
         path == "/" && self.health_host.as_deref().is_some_and(|h| normalize_host(host) == h)
     }
 
-    /// Finds the backend for `host` (any case, with or without port) and `path`. As with
+    /// Finds the route for `host` (any case, with or without port) and `path`. As with
     /// ingress-nginx, the most specific host that has rules owns the request: its paths are
     /// tried, then the default backend.
-    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
+    pub fn lookup(&self, host: &str, path: &str) -> Option<Route<'_>> {
         let host = normalize_host(host);
         let rules = self
             .exact_hosts
@@ -122,7 +188,27 @@ impl RouteTable {
                 self.wildcard_hosts.get(parent)
             })
             .unwrap_or(&self.any_host);
-        rules.lookup(path).or(self.default_backend.as_ref())
+        rules.lookup(path).or_else(|| {
+            self.default_backend.as_ref().map(|(backend, policy)| Route {
+                backend,
+                policy,
+                rewritten: None,
+            })
+        })
+    }
+
+    /// Periodic upkeep of per-route state (rate-limit buckets of clients gone quiet).
+    pub fn housekeeping(&self) {
+        let rules = self
+            .exact_hosts
+            .values()
+            .chain(self.wildcard_hosts.values())
+            .chain([&self.any_host]);
+        for rule in rules.flat_map(|r| &r.paths) {
+            if let Some(limiter) = &rule.policy.rate_limiter {
+                limiter.housekeeping();
+            }
+        }
     }
 
     /// Compiles the Ingresses of `class` in `objects` for an ALB in `zone`.
@@ -144,10 +230,18 @@ impl RouteTable {
             table.ingresses += 1;
             let what = objects.describe(&key_of("Ingress", &ingress.metadata, true));
             let namespace = ingress.metadata.namespace.as_deref().unwrap_or("default");
+            let (policy, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
+            table.warnings.extend(errors.iter().map(|e| format!("{what}: {e}")));
+            let policy = Arc::new(RoutePolicy {
+                ingress: format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()),
+                rate_limiter: policy.rate_limit.map(RateLimiter::new),
+                policy,
+            });
+            let balance = policy.policy.balance;
             let Some(spec) = &ingress.spec else { continue };
             if let Some(default) = &spec.default_backend {
-                let backend = backends.get(namespace, default, &what, "spec.defaultBackend")?;
-                table.default_backend = Some(backend);
+                let backend = backends.get(namespace, default, balance, &what, "spec.defaultBackend")?;
+                table.default_backend = Some((backend, policy.clone()));
             }
             for (r, rule) in spec.rules.iter().flatten().enumerate() {
                 let hosts = match rule.host.as_deref().map(str::to_ascii_lowercase) {
@@ -161,30 +255,52 @@ impl RouteTable {
                 let Some(http) = &rule.http else { continue };
                 for (p, path) in http.paths.iter().enumerate() {
                     let field = format!("spec.rules[{r}].http.paths[{p}]");
-                    let kind = match path.path_type.as_str() {
-                        "Exact" => PathKind::Exact,
-                        "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
-                        other => {
-                            return Err(Error::Invalid {
-                                object: what,
-                                field: format!("{field}.pathType"),
-                                message: format!("`{other}` is not one of Exact, Prefix, ImplementationSpecific"),
-                            });
-                        }
+                    let invalid = |field: String, message: String| Error::Invalid {
+                        object: what.clone(),
+                        field,
+                        message,
                     };
                     let path_value = path.path.clone().unwrap_or_else(|| "/".into());
                     if !path_value.starts_with('/') {
-                        return Err(Error::Invalid {
-                            object: what,
-                            field: format!("{field}.path"),
-                            message: format!("`{path_value}` must start with `/`"),
-                        });
+                        return Err(invalid(
+                            format!("{field}.path"),
+                            format!("`{path_value}` must start with `/`"),
+                        ));
                     }
-                    let backend = backends.get(namespace, &path.backend, &what, &format!("{field}.backend"))?;
-                    hosts.add(PathRule {
+                    let matcher = match path.path_type.as_str() {
+                        _ if policy.policy.use_regex => {
+                            let re = regex::RegexBuilder::new(&format!("^(?:{path_value})"))
+                                .case_insensitive(true)
+                                .size_limit(REGEX_SIZE_LIMIT)
+                                .build();
+                            match re {
+                                Ok(re) => Matcher::Regex(re),
+                                Err(e) => {
+                                    // Like a bad annotation value: this path is left out, the
+                                    // rest of the Ingress works.
+                                    table.warnings.push(format!(
+                                        "{what}: {field}.path `{path_value}` is not a valid regular expression: {e}"
+                                    ));
+                                    continue;
+                                }
+                            }
+                        }
+                        "Exact" => Matcher::Exact,
+                        "Prefix" | "ImplementationSpecific" => Matcher::Prefix,
+                        other => {
+                            return Err(invalid(
+                                format!("{field}.pathType"),
+                                format!("`{other}` is not one of Exact, Prefix, ImplementationSpecific"),
+                            ));
+                        }
+                    };
+                    let backend =
+                        backends.get(namespace, &path.backend, balance, &what, &format!("{field}.backend"))?;
+                    hosts.paths.push(PathRule {
                         path: path_value,
-                        kind,
+                        matcher,
                         backend,
+                        policy: policy.clone(),
                     });
                 }
             }
@@ -227,11 +343,11 @@ fn normalize_host(host: &str) -> String {
 }
 
 /// Resolves Ingress backends to Services and endpoints, sharing one `Backend` (and so one
-/// balancer) between every rule that names the same Service port.
+/// balancer) between every rule that names the same Service port with the same balancing.
 struct BackendCache<'a> {
     objects: &'a Objects,
     zone: &'a str,
-    built: HashMap<String, Arc<Backend>>,
+    built: HashMap<(String, BalanceKind), Arc<Backend>>,
 }
 
 impl<'a> BackendCache<'a> {
@@ -243,7 +359,14 @@ impl<'a> BackendCache<'a> {
         }
     }
 
-    fn get(&mut self, namespace: &str, backend: &IngressBackend, what: &str, field: &str) -> Result<Arc<Backend>> {
+    fn get(
+        &mut self,
+        namespace: &str,
+        backend: &IngressBackend,
+        balance: BalanceKind,
+        what: &str,
+        field: &str,
+    ) -> Result<Arc<Backend>> {
         let invalid = |field: String, message: String| Error::Invalid {
             object: what.to_owned(),
             field,
@@ -279,7 +402,7 @@ impl<'a> BackendCache<'a> {
             )
         })?;
         let name = format!("{namespace}/{}:{}", svc_ref.name, service_port.port);
-        if let Some(b) = self.built.get(&name) {
+        if let Some(b) = self.built.get(&(name.clone(), balance)) {
             return Ok(b.clone());
         }
         let slices: Vec<_> = self
@@ -292,12 +415,16 @@ impl<'a> BackendCache<'a> {
             })
             .collect();
         let endpoints = ready_addresses(&slices, service_port.name.as_deref(), self.zone);
+        let balancer = match balance {
+            BalanceKind::RoundRobin => Balancer::RoundRobin(RoundRobin::default()),
+            BalanceKind::Ewma => Balancer::Ewma(Ewma::new(endpoints.len())),
+        };
         let backend = Arc::new(Backend {
             name: name.clone(),
             endpoints,
-            balancer: RoundRobin::default(),
+            balancer,
         });
-        self.built.insert(name, backend.clone());
+        self.built.insert((name, balance), backend.clone());
         Ok(backend)
     }
 }
@@ -355,7 +482,7 @@ endpoints: [{addresses: [10.0.0.2]}]
     }
 
     fn target(t: &RouteTable, host: &str, path: &str) -> Option<String> {
-        t.lookup(host, path).map(|b| b.name.clone())
+        t.lookup(host, path).map(|r| r.backend.name.clone())
     }
 
     #[test]
@@ -373,7 +500,7 @@ endpoints: [{addresses: [10.0.0.2]}]
             "no rule for the host and no default"
         );
         assert_eq!(
-            t.lookup("x.test", "/").unwrap().endpoints,
+            t.lookup("x.test", "/").unwrap().backend.endpoints,
             vec!["10.0.0.1:9001".parse().unwrap()]
         );
     }
@@ -421,5 +548,28 @@ endpoints: [{addresses: [10.0.0.2]}]
             "{err}"
         );
         assert!(err.contains("Service default/nope not found"), "{err}");
+    }
+
+    #[test]
+    fn rewrite_target_uses_regex_captures_and_bad_values_are_warnings() {
+        let t = table(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: rw\n  annotations:\n    nginx.ingress.kubernetes.io/rewrite-target: /$2\n    nginx.ingress.kubernetes.io/load-balance: nope\nspec:\n  ingressClassName: mzlb\n  rules:\n  - http:\n      paths:\n      - {path: '/api(/|$)(.*)', pathType: ImplementationSpecific, backend: {service: {name: a, port: {number: 80}}}}\n      - {path: '/bad(', pathType: ImplementationSpecific, backend: {service: {name: a, port: {number: 80}}}}\n",
+        )
+        .unwrap();
+        let route = t.lookup("x", "/API/items/1").unwrap();
+        assert_eq!(route.rewritten.as_deref(), Some("/items/1"));
+        assert_eq!(t.lookup("x", "/api").unwrap().rewritten.as_deref(), Some("/"));
+        assert!(t.lookup("x", "/other").is_none());
+        assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+        assert!(
+            t.warnings[0].contains("Ingress default/rw") && t.warnings[0].contains("load-balance"),
+            "{:?}",
+            t.warnings
+        );
+        assert!(
+            t.warnings[1].contains("not a valid regular expression"),
+            "{:?}",
+            t.warnings
+        );
     }
 }

@@ -8,4 +8,5 @@ mod bad_input;
 mod components;
 mod dns;
 mod failover;
+mod ingress;
 mod walkthrough;

@@ -1,0 +1,182 @@
+//! Ingress semantics and ingress-nginx annotations through a running zone-alb, with real curl:
+//! rate limits (503), allowlists (403), body size (413), cookie affinity, rewrite-target,
+//! EWMA, trusted proxies, X-Request-ID, bad annotation values, and live reload of the
+//! manifest directory.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{Proc, bin, curl, field, poll, tempdir, write};
+
+const ALB: &str = "127.0.18.1:8080";
+
+fn ingress(name: &str, host: &str, annotations: &[(&str, &str)], path: &str, path_type: &str) -> String {
+    let mut doc = format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n");
+    if !annotations.is_empty() {
+        doc.push_str("  annotations:\n");
+        for (k, v) in annotations {
+            doc.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: '{v}'\n"));
+        }
+    }
+    doc.push_str(&format!(
+        "spec:\n  ingressClassName: mzlb\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: '{path}', pathType: {path_type}, backend: {{service: {{name: app, port: {{number: 80}}}}}}}}\n"
+    ));
+    doc
+}
+
+fn base() -> String {
+    [
+        "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n".to_owned(),
+        "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a}\nspec: {zone: z, ip: 127.0.18.1, port: 8080}\n".to_owned(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n".to_owned(),
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: app-1, labels: {kubernetes.io/service-name: app}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.18.11]}, {addresses: [127.0.18.12]}]\n".to_owned(),
+        ingress("limited", "limit.test", &[("limit-rps", "2"), ("limit-burst-multiplier", "1")], "/", "Prefix"),
+        ingress("allow", "allow.test", &[("whitelist-source-range", "127.0.0.77/32")], "/", "Prefix"),
+        ingress("sticky", "sticky.test", &[("affinity", "cookie"), ("session-cookie-name", "route"), ("session-cookie-max-age", "60"), ("session-cookie-samesite", "Lax")], "/", "Prefix"),
+        ingress("rw", "rw.test", &[("rewrite-target", "/$2"), ("limit-rps", "lots")], "/api(/|$)(.*)", "ImplementationSpecific"),
+        ingress("body", "body.test", &[("proxy-body-size", "10")], "/", "Prefix"),
+        ingress("ewma", "ewma.test", &[("load-balance", "ewma")], "/", "Prefix"),
+    ]
+    .join("---\n")
+}
+
+fn get(host: &str, extra: &[&str]) -> (u16, String) {
+    let url = format!("http://{host}:8080/");
+    let resolve = format!("{host}:8080:127.0.18.1");
+    let mut args = vec!["--resolve", &resolve];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args)
+}
+
+#[test]
+fn annotations_and_reload_through_a_running_zone_alb() {
+    let dir = tempdir();
+    write(dir.path(), "base.yaml", &base());
+    let _backends: Vec<Proc> = ["127.0.18.11", "127.0.18.12"]
+        .iter()
+        .map(|ip| {
+            Proc::start(
+                "echo",
+                Command::new(bin("mzlb")).args(["echo", "--listen", &format!("{ip}:9080"), "--name", ip]),
+            )
+        })
+        .collect();
+    let alb = Proc::start(
+        "zone-alb",
+        Command::new(bin("zone-alb"))
+            .args(["--alb-id", "a", "--trusted-proxies", "127.0.0.88/32", "--manifests"])
+            .arg(dir.path()),
+    );
+    poll(Duration::from_secs(20), || {
+        (curl(&[&format!("http://{ALB}/healthz")]).0 == 200).then_some(())
+    })
+    .unwrap_or_else(|| panic!("zone-alb not up:\n{}", alb.output()));
+
+    // limit-rps 2 with a burst of 2: a quick run of requests gets 503 past the burst.
+    let codes: Vec<u16> = (0..8).map(|_| get("limit.test", &[]).0).collect();
+    assert_eq!(&codes[..2], [200, 200], "{codes:?}");
+    assert!(codes.contains(&503), "excess requests get 503: {codes:?}");
+
+    // Allowlist: 403 from elsewhere, 200 from the allowed address.
+    assert_eq!(get("allow.test", &[]).0, 403);
+    assert_eq!(get("allow.test", &["--interface", "127.0.0.77"]).0, 200);
+
+    // Cookie affinity: the first answer sets the cookie; with it, every request lands on the
+    // same backend, without it requests spread.
+    let jar = dir.path().join("jar");
+    let jar = jar.to_str().unwrap();
+    let (code, _) = get("sticky.test", &["-c", jar, "-D", "-"]);
+    assert_eq!(code, 200);
+    let cookies = std::fs::read_to_string(jar).unwrap();
+    assert!(cookies.contains("\troute\t"), "Set-Cookie route=…: {cookies}");
+    let with_cookie: BTreeSet<String> = (0..6)
+        .map(|_| {
+            field(&get("sticky.test", &["-b", jar]).1, "Hostname")
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(with_cookie.len(), 1, "sticky: {with_cookie:?}");
+    let without: BTreeSet<String> = (0..6)
+        .map(|_| field(&get("sticky.test", &[]).1, "Hostname").unwrap().to_owned())
+        .collect();
+    assert_eq!(without.len(), 2, "round-robin without the cookie: {without:?}");
+    let (_, headers) = get("sticky.test", &["-D", "-", "-o", "/dev/null"]);
+    assert!(
+        headers.to_ascii_lowercase().contains("set-cookie: route=")
+            && headers.contains("Max-Age=60")
+            && headers.contains("SameSite=Lax"),
+        "{headers}"
+    );
+
+    // rewrite-target with capture groups; the bad limit-rps value on the same Ingress is
+    // reported and the rest of it works.
+    let resolve = "rw.test:8080:127.0.18.1";
+    let (code, page) = curl(&["--resolve", resolve, "http://rw.test:8080/API/items/7?x=1"]);
+    assert_eq!((code, field(&page, "Request")), (200, Some("GET /items/7")), "{page}");
+    assert!(
+        alb.output().contains("Ingress default/rw") && alb.output().contains("limit-rps"),
+        "{}",
+        alb.output()
+    );
+
+    // Body size: 413 past proxy-body-size.
+    let big = "x".repeat(100);
+    assert_eq!(get("body.test", &["--data-binary", &big]).0, 413);
+    assert_eq!(get("body.test", &["--data-binary", "small"]).0, 200);
+
+    // EWMA balancing serves.
+    assert!((0..5).all(|_| get("ewma.test", &[]).0 == 200));
+
+    // Trusted proxy: its X-Forwarded-For is extended, not replaced; anyone else's is replaced.
+    let (_, page) = get(
+        "ewma.test",
+        &["--interface", "127.0.0.88", "-H", "X-Forwarded-For: 203.0.113.5"],
+    );
+    assert_eq!(
+        field(&page, "X-Forwarded-For"),
+        Some("203.0.113.5, 127.0.0.88"),
+        "{page}"
+    );
+    let (_, page) = get("ewma.test", &["-H", "X-Forwarded-For: 203.0.113.5"]);
+    assert_eq!(field(&page, "X-Forwarded-For"), Some("127.0.0.1"), "{page}");
+    assert_eq!(
+        field(&page, "X-Request-ID").map(str::len),
+        Some(32),
+        "generated: {page}"
+    );
+    let (_, page) = get("ewma.test", &["-H", "X-Request-ID: trace-42"]);
+    assert_eq!(field(&page, "X-Request-ID"), Some("trace-42"), "passed through: {page}");
+
+    // Live reload: a new Ingress starts serving; a broken change is rejected and the last good
+    // table keeps serving.
+    assert_eq!(get("new.test", &[]).0, 404);
+    write(dir.path(), "new.yaml", &ingress("new", "new.test", &[], "/", "Prefix"));
+    poll(Duration::from_secs(10), || {
+        (get("new.test", &[]).0 == 200).then_some(())
+    })
+    .expect("new Ingress served after reload");
+    write(
+        dir.path(),
+        "broken.yaml",
+        &ingress("broken", "broken.test", &[], "/", "Prefix").replace("name: app,", "name: missing,"),
+    );
+    poll(Duration::from_secs(10), || {
+        alb.output().contains("manifest change rejected").then_some(())
+    })
+    .unwrap_or_else(|| panic!("broken change not reported:\n{}", alb.output()));
+    assert!(
+        alb.output().contains("Service default/missing not found"),
+        "{}",
+        alb.output()
+    );
+    assert_eq!(get("new.test", &[]).0, 200, "the last good table keeps serving");
+    std::fs::remove_file(dir.path().join("broken.yaml")).unwrap();
+    std::fs::remove_file(dir.path().join("new.yaml")).unwrap();
+    poll(Duration::from_secs(10), || {
+        (get("new.test", &[]).0 == 404).then_some(())
+    })
+    .expect("removed Ingress gone");
+}
