@@ -53,6 +53,10 @@ pub struct Policy {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub send_timeout: Duration,
+    /// Redirect plain HTTP to HTTPS for hosts this Ingress has TLS for (default true).
+    pub ssl_redirect: bool,
+    /// Redirect plain HTTP to HTTPS even without a TLS section.
+    pub force_ssl_redirect: bool,
 }
 
 impl Default for Policy {
@@ -68,6 +72,8 @@ impl Default for Policy {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
+            ssl_redirect: true,
+            force_ssl_redirect: false,
         }
     }
 }
@@ -210,6 +216,18 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Ann
             match v.trim_end_matches('s').parse::<u64>() {
                 Ok(secs) if secs > 0 => *slot = Duration::from_secs(secs),
                 _ => bad(name, "expected seconds".into()),
+            }
+        }
+    }
+    for (name, slot) in [
+        ("ssl-redirect", &mut p.ssl_redirect),
+        ("force-ssl-redirect", &mut p.force_ssl_redirect),
+    ] {
+        if let Some(v) = get(name) {
+            match v {
+                "true" => *slot = true,
+                "false" => *slot = false,
+                _ => bad(name, "expected true or false".into()),
             }
         }
     }

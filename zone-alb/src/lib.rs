@@ -20,6 +20,7 @@ pub mod router;
 pub mod server;
 pub mod source;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,6 +45,9 @@ pub struct Options {
     /// Listen here instead of the ZoneALB's ip:port.
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<SocketAddr>,
+    /// Serve HTTPS here instead of the ZoneALB's ip:tlsPort.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen_tls: Option<SocketAddr>,
     /// Serve Ingresses of this IngressClass.
     #[arg(long, default_value = router::DEFAULT_INGRESS_CLASS)]
     pub ingress_class: String,
@@ -57,6 +61,7 @@ pub struct Options {
 struct Loaded {
     zone: String,
     listen: SocketAddr,
+    listen_tls: Option<SocketAddr>,
     table: RouteTable,
 }
 
@@ -92,6 +97,9 @@ fn compile(objects: &Objects, opts: &Options, dir: &Path) -> Result<Loaded> {
     Ok(Loaded {
         zone: alb.spec.zone.clone(),
         listen: opts.listen.unwrap_or(SocketAddr::new(alb.spec.ip, alb.spec.port)),
+        listen_tls: opts
+            .listen_tls
+            .or(alb.spec.tls_port.map(|port| SocketAddr::new(alb.spec.ip, port))),
         table,
     })
 }
@@ -101,20 +109,43 @@ fn compile(objects: &Objects, opts: &Options, dir: &Path) -> Result<Loaded> {
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()> {
     let loaded = load(&opts)?;
     let listener = server::bind(loaded.listen).await?;
+    let tls_listener = match loaded.listen_tls {
+        Some(addr) => Some(server::bind(addr).await?),
+        None => None,
+    };
     for warning in &loaded.table.warnings {
         tracing::warn!("{warning}; the rest of the Ingress is served");
     }
-    tracing::info!(alb = %opts.alb_id, zone = %loaded.zone, listen = %loaded.listen, ingresses = loaded.table.ingresses, "zone ALB serving");
+    tracing::info!(alb = %opts.alb_id, zone = %loaded.zone, listen = %loaded.listen, listen_tls = ?loaded.listen_tls, ingresses = loaded.table.ingresses, "zone ALB serving");
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
     // Upstream connections leave from the ALB's own address when it has one.
     let source_ip = Some(loaded.listen.ip()).filter(|ip| !ip.is_unspecified());
+    let https_port = loaded.listen_tls.map(|a| a.port());
     let proxy = Arc::new(proxy::Proxy::new(
         table.clone(),
         source_ip,
         opts.trusted_proxies.clone(),
+        https_port,
     ));
-    let reloader = tokio::spawn(watch_manifests(opts.clone(), table, loaded.listen));
-    server::serve(listener, proxy, shutdown).await;
+    let reloader = tokio::spawn(watch_manifests(opts.clone(), table.clone(), loaded.listen));
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let plain = server::serve(listener, None, proxy.clone(), cancel.clone().cancelled_owned());
+    let secure = async {
+        if let Some(listener) = tls_listener {
+            let resolver = tls::SniResolver {
+                table,
+                default: tls::default_certificate(),
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver));
+            server::serve(listener, Some(acceptor), proxy, cancel.clone().cancelled_owned()).await;
+        }
+    };
+    let stop = async {
+        shutdown.await;
+        cancel.cancel();
+    };
+    tokio::join!(plain, secure, stop);
     reloader.abort();
     tracing::info!(alb = %opts.alb_id, "zone ALB stopped");
     Ok(())

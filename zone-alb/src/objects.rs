@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::CustomResource;
@@ -31,6 +31,9 @@ pub struct ZoneALBSpec {
     /// Listening port; standalone mode only (on a cluster the Service owns the port).
     #[serde(default = "default_alb_port")]
     pub port: u16,
+    /// HTTPS port, if the ALB terminates TLS; standalone mode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_port: Option<u16>,
     /// A disabled ALB is never answered in DNS, whatever its health.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -216,6 +219,8 @@ pub struct Objects {
     pub ingress_classes: Vec<IngressClass>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
+    /// TLS certificates (`kubernetes.io/tls`) referenced by Ingress `spec.tls`.
+    pub secrets: Vec<Secret>,
     /// Where each object was read from (empty for the API server).
     pub origins: BTreeMap<ObjectKey, Origin>,
 }

@@ -80,12 +80,19 @@ pub struct Proxy {
     client: Client<HttpConnector, Incoming>,
     /// Peers whose X-Forwarded-* headers are believed (an L4 balancer or proxy in front).
     trusted: Vec<IpNet>,
+    /// Where HTTPS is served, for ssl-redirect; `None` without a TLS listener.
+    https_port: Option<u16>,
 }
 
 impl Proxy {
     /// `source_ip` binds upstream connections to the ALB's own address, so backends see the
     /// zone's IP as the peer (REMOTE_ADDR), as behind a cloud ALB.
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, source_ip: Option<IpAddr>, trusted: Vec<IpNet>) -> Self {
+    pub fn new(
+        table: Arc<ArcSwap<RouteTable>>,
+        source_ip: Option<IpAddr>,
+        trusted: Vec<IpNet>,
+        https_port: Option<u16>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -93,10 +100,21 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Self { table, client, trusted }
+        Self {
+            table,
+            client,
+            trusted,
+            https_port,
+        }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, local: SocketAddr) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<Body> {
         if req.uri().path() == crate::health::PATH {
             return crate::health::respond();
         }
@@ -106,7 +124,7 @@ impl Proxy {
         if self.table.load().is_alb_health_check(&host, &path) {
             return text(StatusCode::OK, "healthy");
         }
-        match self.forward(req, &host, peer, local).await {
+        match self.forward(req, &host, peer, local, scheme).await {
             Ok(resp) => {
                 tracing::debug!(%peer, %method, %host, %path, status = resp.status().as_u16(), "proxied");
                 resp
@@ -128,6 +146,7 @@ impl Proxy {
         host: &str,
         peer: SocketAddr,
         local: SocketAddr,
+        scheme: Scheme,
     ) -> Result<Response<Body>, ProxyError> {
         let table = self.table.load();
         let trusted = self.trusted.iter().any(|net| net.contains(&peer.ip()));
@@ -135,6 +154,12 @@ impl Proxy {
         let client = client_ip(req.headers(), peer, trusted);
         let route = table.lookup(host, req.uri().path()).ok_or(ProxyError::NoRoute)?;
         let policy = &route.policy.policy;
+        if scheme == Scheme::Http
+            && let Some(https_port) = self.https_port
+            && RouteTable::redirects_to_https(&route, host)
+        {
+            return Ok(redirect_to_https(host, https_port, req.uri()));
+        }
 
         if let Some(allow) = &policy.allow
             && !allow.iter().any(|net| net.contains(&client))
@@ -189,7 +214,7 @@ impl Proxy {
                 headers.insert(header::HOST, v);
             }
         }
-        set_forwarded(headers, peer, local, host, trusted);
+        set_forwarded(headers, peer, local, host, scheme, trusted);
 
         let timeout = policy.connect_timeout + policy.read_timeout;
         let started = Instant::now();
@@ -231,6 +256,47 @@ impl Proxy {
         }
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
+
+/// How the client reached us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// 308 to the same host and path over HTTPS (ingress-nginx's ssl-redirect).
+fn redirect_to_https(host: &str, https_port: u16, uri: &Uri) -> Response<Body> {
+    let bare = host
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.ends_with(']') || host.starts_with('['))
+        .map_or(host, |(h, _)| h);
+    let authority = if https_port == 443 {
+        bare.to_owned()
+    } else {
+        format!("{bare}:{https_port}")
+    };
+    let target = format!(
+        "https://{authority}{}",
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    Response::builder()
+        .status(StatusCode::PERMANENT_REDIRECT)
+        .header(
+            header::LOCATION,
+            HeaderValue::from_str(&target).unwrap_or(HeaderValue::from_static("/")),
+        )
+        .body(full(""))
+        .expect("static response parts are valid")
 }
 
 /// The client's address: the peer's, or, behind a trusted proxy, the rightmost address in
@@ -296,7 +362,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// whatever arrived in X-Forwarded-* / X-Real-IP is replaced, so a client cannot choose the
 /// address backends see. From a trusted proxy they are kept: X-Forwarded-For gets the peer
 /// appended and X-Real-IP becomes the rightmost address that is not itself a trusted proxy.
-fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, local: SocketAddr, host: &str, trusted: Option<&[IpNet]>) {
+fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    local: SocketAddr,
+    host: &str,
+    scheme: Scheme,
+    trusted: Option<&[IpNet]>,
+) {
     let peer_ip = peer.ip().to_string();
     let forwarded_for = |headers: &HeaderMap| {
         headers
@@ -330,7 +403,7 @@ fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, local: SocketAddr, h
     headers.insert(X_REAL_IP, value(&real_ip));
     let keep = |headers: &HeaderMap, name: &HeaderName| trusted.is_some() && headers.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme.as_str()));
     }
     if !keep(headers, &X_FORWARDED_PORT) {
         headers.insert(X_FORWARDED_PORT, HeaderValue::from(local.port()));
@@ -377,7 +450,7 @@ mod tests {
         h.insert(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         let (peer, local) = ("127.0.0.77:5000".parse().unwrap(), "127.0.10.2:8080".parse().unwrap());
-        set_forwarded(&mut h, peer, local, "demo.test:8080", None);
+        set_forwarded(&mut h, peer, local, "demo.test:8080", Scheme::Http, None);
         assert_eq!(h[X_FORWARDED_FOR], "127.0.0.77");
         assert_eq!(h[X_REQUEST_ID].len(), 32);
         assert_eq!(h[X_REAL_IP], "127.0.0.77");
@@ -398,6 +471,7 @@ mod tests {
             "10.2.2.2:1".parse().unwrap(),
             "127.0.0.1:80".parse().unwrap(),
             "x",
+            Scheme::Http,
             Some(&trusted),
         );
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.7, 10.1.1.1, 10.2.2.2");

@@ -17,6 +17,7 @@ use crate::endpoints::{SERVICE_NAME_LABEL, ready_addresses};
 use crate::error::{Error, Result};
 use crate::objects::{Objects, key_of};
 use crate::ratelimit::RateLimiter;
+use crate::tls::TlsCerts;
 
 /// Our IngressClass name unless configured otherwise.
 pub const DEFAULT_INGRESS_CLASS: &str = "mzlb";
@@ -69,6 +70,8 @@ impl Backend {
 pub struct RoutePolicy {
     /// `namespace/name` of the Ingress, for logs.
     pub ingress: String,
+    /// Hosts this Ingress has TLS for (lower case; `*.x` wildcards), for ssl-redirect.
+    pub tls_hosts: Vec<String>,
     pub policy: Policy,
     pub rate_limiter: Option<RateLimiter>,
 }
@@ -165,11 +168,25 @@ pub struct RouteTable {
     pub ingresses: usize,
     /// `albhealth.<ingress subdomain>`: IBM's health-check host, answered by the ALB itself.
     pub health_host: Option<String>,
-    /// Problems that did not stop the table: bad annotation values, bad path regexes.
+    /// Problems that did not stop the table: bad annotation values, bad path regexes,
+    /// unusable TLS Secrets.
     pub warnings: Vec<String>,
+    /// Certificates for TLS termination, by SNI host name.
+    pub tls: TlsCerts,
 }
 
 impl RouteTable {
+    /// Whether a plain-HTTP request to `host` must be redirected to HTTPS.
+    pub fn redirects_to_https(route: &Route<'_>, host: &str) -> bool {
+        let p = &route.policy;
+        let host = normalize_host(host);
+        let covered = p.tls_hosts.iter().any(|h| match h.strip_prefix("*.") {
+            Some(parent) => host.split_once('.').is_some_and(|(_, rest)| rest == parent),
+            None => *h == host,
+        });
+        p.policy.force_ssl_redirect || (p.policy.ssl_redirect && covered)
+    }
+
     /// Whether this request is a monitor's `GET /` to `albhealth.<subdomain>`.
     pub fn is_alb_health_check(&self, host: &str, path: &str) -> bool {
         path == "/" && self.health_host.as_deref().is_some_and(|h| normalize_host(host) == h)
@@ -232,8 +249,10 @@ impl RouteTable {
             let namespace = ingress.metadata.namespace.as_deref().unwrap_or("default");
             let (policy, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
             table.warnings.extend(errors.iter().map(|e| format!("{what}: {e}")));
+            let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut table);
             let policy = Arc::new(RoutePolicy {
                 ingress: format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()),
+                tls_hosts,
                 rate_limiter: policy.rate_limit.map(RateLimiter::new),
                 policy,
             });
@@ -311,6 +330,45 @@ impl RouteTable {
         table.any_host.sort();
         Ok(table)
     }
+}
+
+/// Loads the certificates an Ingress's `spec.tls` names into the table; returns the hosts
+/// covered. A missing or broken Secret is a warning: those hosts get the default certificate.
+fn compile_tls(
+    objects: &Objects,
+    ingress: &Ingress,
+    namespace: &str,
+    what: &str,
+    table: &mut RouteTable,
+) -> Vec<String> {
+    let mut covered = Vec::new();
+    let Some(spec) = &ingress.spec else { return covered };
+    let rule_hosts: Vec<String> = spec.rules.iter().flatten().filter_map(|r| r.host.clone()).collect();
+    for (i, tls) in spec.tls.iter().flatten().enumerate() {
+        let hosts: Vec<String> = match &tls.hosts {
+            Some(h) if !h.is_empty() => h.clone(),
+            _ => rule_hosts.clone(),
+        };
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        covered.extend(hosts.iter().cloned());
+        let Some(secret_name) = &tls.secret_name else { continue };
+        let secret = objects.secrets.iter().find(|s| {
+            s.metadata.name.as_ref() == Some(secret_name) && s.metadata.namespace.as_deref() == Some(namespace)
+        });
+        let key = match secret {
+            None => Err(format!("Secret {namespace}/{secret_name} not found")),
+            Some(secret) => {
+                crate::tls::certified_key(secret).map_err(|e| format!("Secret {namespace}/{secret_name}: {e}"))
+            }
+        };
+        match key {
+            Ok(key) => hosts.iter().for_each(|h| table.tls.insert(h, key.clone())),
+            Err(e) => table
+                .warnings
+                .push(format!("{what}: spec.tls[{i}]: {e}; the default certificate is used")),
+        }
+    }
+    covered
 }
 
 fn ingress_is_ours(ingress: &Ingress, class: &str, class_is_default: bool) -> bool {

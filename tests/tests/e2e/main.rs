@@ -9,4 +9,5 @@ mod components;
 mod dns;
 mod failover;
 mod ingress;
+mod tls;
 mod walkthrough;

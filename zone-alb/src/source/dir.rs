@@ -139,6 +139,12 @@ fn add_value(value: Value, origin: &Origin, objects: &mut Objects) -> Result<()>
             register(objects, origin, key_of("Service", &obj.metadata, true), &obj.metadata)?;
             objects.services.push(obj);
         }
+        ("v1", "Secret") => {
+            let mut obj: k8s_openapi::api::core::v1::Secret = typed(value, origin, &kind)?;
+            default_namespace(&mut obj.metadata);
+            register(objects, origin, key_of("Secret", &obj.metadata, true), &obj.metadata)?;
+            objects.secrets.push(obj);
+        }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             let mut obj: k8s_openapi::api::discovery::v1::EndpointSlice = typed(value, origin, &kind)?;
             default_namespace(&mut obj.metadata);
