@@ -56,7 +56,8 @@ struct EndpointStats {
 /// How fast old observations fade (ingress-nginx uses 10 s).
 const DECAY_US: f64 = 10_000_000.0;
 
-fn epoch_us() -> u64 {
+/// Microseconds on a process-wide monotonic clock.
+pub fn epoch_us() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     EPOCH.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
 }
@@ -94,6 +95,13 @@ impl Ewma {
     fn score(&self, i: usize) -> f64 {
         let s = &self.stats[i];
         f64::from_bits(s.average.load(Ordering::Relaxed)) * (s.in_flight.load(Ordering::Relaxed) as f64 + 1.0)
+    }
+
+    /// Undoes a pick that was not used.
+    pub fn cancel(&self, i: usize) {
+        if let Some(s) = self.stats.get(i) {
+            s.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Records a finished request (`latency` `None`: it failed; counted as slow).

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
@@ -36,6 +37,8 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Endpoints tried for one request when connections fail.
+const MAX_ATTEMPTS: usize = 3;
 
 /// Which side a failure is on decides the status code.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +80,7 @@ impl ProxyError {
 /// The proxy shared by every connection of one zone ALB.
 pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Body>,
     /// Peers whose X-Forwarded-* headers are believed (an L4 balancer or proxy in front).
     trusted: Vec<IpNet>,
     /// Where HTTPS is served, for ssl-redirect; `None` without a TLS listener.
@@ -142,7 +145,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         host: &str,
         peer: SocketAddr,
         local: SocketAddr,
@@ -203,10 +206,8 @@ impl Proxy {
 
         let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
         let path = route.rewritten.clone().unwrap_or_else(|| req.uri().path().to_owned());
-        *req.uri_mut() =
-            Uri::try_from(format!("http://{endpoint}{path}{query}")).map_err(|_| ProxyError::BadRequest)?;
-        *req.version_mut() = Version::HTTP_11;
-        let headers = req.headers_mut();
+        let (mut parts, body) = req.into_parts();
+        let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
         if !headers.contains_key(header::HOST) && !host.is_empty() {
             // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need it as Host.
@@ -216,21 +217,48 @@ impl Proxy {
         }
         set_forwarded(headers, peer, local, host, scheme, trusted);
 
+        // A request without a body can be sent again elsewhere when the connection could not
+        // even be made; one with a body cannot be replayed.
+        let replayable = parts.method.is_idempotent() && body.is_end_stream();
+        let attempts = if replayable {
+            backend.endpoints.len().min(MAX_ATTEMPTS)
+        } else {
+            1
+        };
+        let mut body = Some(body.boxed());
         let timeout = policy.connect_timeout + policy.read_timeout;
-        let started = Instant::now();
-        let result = tokio::time::timeout(timeout, self.client.request(req)).await;
-        let resp = match result {
-            Ok(Ok(resp)) => {
-                backend.finished(index, Some(started.elapsed()));
-                resp
-            }
-            Ok(Err(e)) => {
-                backend.finished(index, None);
-                return Err(ProxyError::Upstream(endpoint, e));
-            }
-            Err(_) => {
-                backend.finished(index, None);
-                return Err(ProxyError::Timeout(endpoint, timeout));
+        let (mut index, mut endpoint) = (index, endpoint);
+        let mut attempt = 1;
+        let resp = loop {
+            let mut upstream = Request::new(body.take().unwrap_or_else(empty));
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() =
+                Uri::try_from(format!("http://{endpoint}{path}{query}")).map_err(|_| ProxyError::BadRequest)?;
+            *upstream.version_mut() = Version::HTTP_11;
+            *upstream.headers_mut() = parts.headers.clone();
+            let started = Instant::now();
+            match tokio::time::timeout(timeout, self.client.request(upstream)).await {
+                Ok(Ok(resp)) => {
+                    backend.finished(index, Some(started.elapsed()));
+                    break resp;
+                }
+                Ok(Err(e)) if e.is_connect() && attempt < attempts => {
+                    backend.finished(index, None);
+                    tracing::debug!(%endpoint, error = %e, "connect failed; retrying on another endpoint");
+                    index = backend
+                        .pick_other(index)
+                        .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
+                    endpoint = backend.endpoints[index];
+                    attempt += 1;
+                }
+                Ok(Err(e)) => {
+                    backend.finished(index, None);
+                    return Err(ProxyError::Upstream(endpoint, e));
+                }
+                Err(_) => {
+                    backend.finished(index, None);
+                    return Err(ProxyError::Timeout(endpoint, timeout));
+                }
             }
         };
         let (mut parts, body) = resp.into_parts();
@@ -433,6 +461,10 @@ pub fn text(status: StatusCode, body: &str) -> Response<Body> {
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(full(format!("{body}\n")))
         .expect("static response parts are valid")
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
 }
 
 pub fn full(body: impl Into<Bytes>) -> Body {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
@@ -12,7 +13,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use regex::Regex;
 
 use crate::annotations::{self, BalanceKind, Policy};
-use crate::balance::{Ewma, RoundRobin};
+use crate::balance::{Ewma, RoundRobin, epoch_us};
 use crate::endpoints::{SERVICE_NAME_LABEL, ready_addresses};
 use crate::error::{Error, Result};
 use crate::objects::{Objects, key_of};
@@ -39,15 +40,75 @@ pub struct Backend {
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
     balancer: Balancer,
+    /// Passive health per endpoint: consecutive failures, and ejection.
+    health: Vec<EndpointHealth>,
 }
 
+#[derive(Debug, Default)]
+struct EndpointHealth {
+    failures: AtomicU32,
+    /// Not chosen until then (microseconds on the balancer clock).
+    ejected_until: AtomicU64,
+}
+
+/// Consecutive failures (connect errors, timeouts) that eject an endpoint...
+const EJECT_AFTER: u32 = 3;
+/// ...for this long.
+const EJECT_FOR: Duration = Duration::from_secs(10);
+
 impl Backend {
-    /// The index of the endpoint to use; report back with [`Backend::finished`].
-    pub fn pick(&self) -> Option<usize> {
+    fn new(name: String, endpoints: Vec<SocketAddr>, balance: BalanceKind) -> Self {
+        let balancer = match balance {
+            BalanceKind::RoundRobin => Balancer::RoundRobin(RoundRobin::default()),
+            BalanceKind::Ewma => Balancer::Ewma(Ewma::new(endpoints.len())),
+        };
+        let health = endpoints.iter().map(|_| EndpointHealth::default()).collect();
+        Self {
+            name,
+            endpoints,
+            balancer,
+            health,
+        }
+    }
+
+    fn raw_pick(&self) -> Option<usize> {
         match &self.balancer {
             Balancer::RoundRobin(rr) => rr.pick_index(self.endpoints.len()),
             Balancer::Ewma(ewma) => ewma.pick(),
         }
+    }
+
+    fn ejected(&self, i: usize) -> bool {
+        self.health[i].ejected_until.load(Ordering::Relaxed) > epoch_us()
+    }
+
+    /// The index of the endpoint to use, skipping ejected ones while any other is left;
+    /// report back with [`Backend::finished`].
+    pub fn pick(&self) -> Option<usize> {
+        let first = self.raw_pick()?;
+        if !self.ejected(first) {
+            return Some(first);
+        }
+        self.release(first);
+        for _ in 0..self.endpoints.len() {
+            let i = self.raw_pick()?;
+            if !self.ejected(i) {
+                return Some(i);
+            }
+            self.release(i);
+        }
+        // Everything is ejected: trying one beats refusing outright.
+        self.raw_pick()
+    }
+
+    /// Another endpoint than `failed`, for a retry.
+    pub fn pick_other(&self, failed: usize) -> Option<usize> {
+        let i = self.pick()?;
+        if i != failed || self.endpoints.len() < 2 {
+            return Some(i);
+        }
+        self.release(i);
+        Some(self.take((i + 1) % self.endpoints.len()))
     }
 
     /// An endpoint chosen by other means (session affinity) is used: count it in flight.
@@ -58,9 +119,26 @@ impl Backend {
         index
     }
 
+    /// Undoes a pick that was not used.
+    fn release(&self, index: usize) {
+        if let Balancer::Ewma(ewma) = &self.balancer {
+            ewma.cancel(index);
+        }
+    }
+
+    /// Records the outcome of a request: `latency` for an answer, `None` for a failure.
     pub fn finished(&self, index: usize, latency: Option<Duration>) {
         if let Balancer::Ewma(ewma) = &self.balancer {
             ewma.finished(index, latency);
+        }
+        let Some(h) = self.health.get(index) else { return };
+        if latency.is_some() {
+            h.failures.store(0, Ordering::Relaxed);
+        } else if h.failures.fetch_add(1, Ordering::Relaxed) + 1 >= EJECT_AFTER {
+            h.failures.store(0, Ordering::Relaxed);
+            h.ejected_until
+                .store(epoch_us() + EJECT_FOR.as_micros() as u64, Ordering::Relaxed);
+            tracing::warn!(backend = %self.name, endpoint = %self.endpoints[index], "endpoint ejected for {EJECT_FOR:?} after {EJECT_AFTER} failures in a row");
         }
     }
 }
@@ -473,15 +551,7 @@ impl<'a> BackendCache<'a> {
             })
             .collect();
         let endpoints = ready_addresses(&slices, service_port.name.as_deref(), self.zone);
-        let balancer = match balance {
-            BalanceKind::RoundRobin => Balancer::RoundRobin(RoundRobin::default()),
-            BalanceKind::Ewma => Balancer::Ewma(Ewma::new(endpoints.len())),
-        };
-        let backend = Arc::new(Backend {
-            name: name.clone(),
-            endpoints,
-            balancer,
-        });
+        let backend = Arc::new(Backend::new(name.clone(), endpoints, balance));
         self.built.insert((name, balance), backend.clone());
         Ok(backend)
     }
@@ -629,5 +699,23 @@ endpoints: [{addresses: [10.0.0.2]}]
             "{:?}",
             t.warnings
         );
+    }
+
+    #[test]
+    fn failing_endpoints_are_ejected_and_skipped() {
+        let eps = vec!["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()];
+        for balance in [BalanceKind::RoundRobin, BalanceKind::Ewma] {
+            let b = Backend::new("b".into(), eps.clone(), balance);
+            for _ in 0..EJECT_AFTER {
+                b.take(0);
+                b.finished(0, None);
+            }
+            for _ in 0..10 {
+                let i = b.pick().unwrap();
+                assert_eq!(i, 1, "{balance:?}: the ejected endpoint is skipped");
+                b.finished(i, Some(Duration::from_millis(1)));
+            }
+            assert_eq!(b.pick_other(1), Some(0), "a retry goes elsewhere, even to an ejected endpoint");
+        }
     }
 }

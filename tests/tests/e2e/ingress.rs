@@ -37,6 +37,10 @@ fn base() -> String {
         ingress("rw", "rw.test", &[("rewrite-target", "/$2"), ("limit-rps", "lots")], "/api(/|$)(.*)", "ImplementationSpecific"),
         ingress("body", "body.test", &[("proxy-body-size", "10")], "/", "Prefix"),
         ingress("ewma", "ewma.test", &[("load-balance", "ewma")], "/", "Prefix"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: flaky}\nspec: {ports: [{port: 80}]}\n".to_owned(),
+        // 127.0.18.13 has nothing listening: connections to it are refused.
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: flaky-1, labels: {kubernetes.io/service-name: flaky}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.18.13]}, {addresses: [127.0.18.11]}]\n".to_owned(),
+        ingress("retry", "retry.test", &[], "/", "Prefix").replace("name: app,", "name: flaky,"),
     ]
     .join("---\n")
 }
@@ -149,6 +153,14 @@ fn annotations_and_reload_through_a_running_zone_alb() {
     );
     let (_, page) = get("ewma.test", &["-H", "X-Request-ID: trace-42"]);
     assert_eq!(field(&page, "X-Request-ID"), Some("trace-42"), "passed through: {page}");
+
+    // A refused connection is retried on another endpoint for requests without a body; the
+    // dead endpoint is then ejected, so requests with a body stop failing too.
+    assert!((0..10).all(|_| get("retry.test", &[]).0 == 200), "GETs are retried");
+    assert!(
+        (0..6).all(|_| get("retry.test", &["--data-binary", "x"]).0 == 200),
+        "the dead endpoint is ejected"
+    );
 
     // Live reload: a new Ingress starts serving; a broken change is rejected and the last good
     // table keeps serving.
