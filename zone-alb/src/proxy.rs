@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 
 use crate::router::RouteTable;
@@ -21,8 +21,9 @@ use crate::router::RouteTable;
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
+    header::UPGRADE,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
@@ -145,7 +146,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         host: &str,
         peer: SocketAddr,
         local: SocketAddr,
@@ -206,9 +207,21 @@ impl Proxy {
 
         let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
         let path = route.rewritten.clone().unwrap_or_else(|| req.uri().path().to_owned());
+        // WebSocket and other upgrades: the Upgrade header and `Connection: upgrade` go through,
+        // and after a 101 the two connections are spliced.
+        let upgrade = req
+            .headers()
+            .get(header::UPGRADE)
+            .cloned()
+            .filter(|_| connection_has(req.headers(), "upgrade"));
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
+        if let Some(protocol) = &upgrade {
+            headers.insert(header::UPGRADE, protocol.clone());
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         if !headers.contains_key(header::HOST) && !host.is_empty() {
             // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need it as Host.
             if let Ok(v) = HeaderValue::from_str(host) {
@@ -261,6 +274,31 @@ impl Proxy {
                 }
             }
         };
+        let mut resp = resp;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    Err(error) => tracing::debug!(%error, "upgrade failed"),
+                }
+            });
+            let (mut parts, body) = resp.into_parts();
+            let protocol = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers);
+            if let Some(protocol) = protocol {
+                parts.headers.insert(header::UPGRADE, protocol);
+            }
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            return Ok(Response::from_parts(parts, body.boxed()));
+        }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         if let Some(affinity) = &policy.affinity
@@ -340,6 +378,16 @@ fn client_ip(headers: &HeaderMap, peer: SocketAddr, trusted: Option<&[IpNet]>) -
         .rev()
         .find(|ip| !nets.iter().any(|n| n.contains(ip)))
         .unwrap_or(peer.ip())
+}
+
+/// Whether the Connection header lists `token`.
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The value of cookie `name` in the request, if any.

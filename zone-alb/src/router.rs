@@ -715,7 +715,11 @@ endpoints: [{addresses: [10.0.0.2]}]
                 assert_eq!(i, 1, "{balance:?}: the ejected endpoint is skipped");
                 b.finished(i, Some(Duration::from_millis(1)));
             }
-            assert_eq!(b.pick_other(1), Some(0), "a retry goes elsewhere, even to an ejected endpoint");
+            assert_eq!(
+                b.pick_other(1),
+                Some(0),
+                "a retry goes elsewhere, even to an ejected endpoint"
+            );
         }
     }
 }

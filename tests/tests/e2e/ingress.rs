@@ -192,3 +192,101 @@ fn annotations_and_reload_through_a_running_zone_alb() {
     })
     .expect("removed Ingress gone");
 }
+
+/// A backend that accepts any `Upgrade` with 101 and then echoes bytes back, upper-cased.
+const UPGRADE_BACKEND: &str = r#"
+import socket, sys, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.21.11", 9080)); srv.listen(16)
+def serve(c):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.recv(4096)
+        if not chunk: return
+        data += chunk
+    head = data.split(b"\r\n\r\n")[0].decode().lower()
+    if "upgrade: echo" in head and "connection: upgrade" in head:
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+        while True:
+            chunk = c.recv(4096)
+            if not chunk: return
+            c.sendall(chunk.upper())
+    else:
+        c.sendall(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        c.close()
+print("ready", flush=True)
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+
+#[test]
+fn upgrades_are_spliced_through() {
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "up.yaml",
+        &[
+            "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n".to_owned(),
+            "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a}\nspec: {zone: z, ip: 127.0.21.1, port: 8080}\n".to_owned(),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n".to_owned(),
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: app-1, labels: {kubernetes.io/service-name: app}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.21.11]}]\n".to_owned(),
+            ingress("ws", "ws.test", &[], "/", "Prefix"),
+        ]
+        .join("---\n"),
+    );
+    let backend = Proc::start("upgrade backend", Command::new("python3").args(["-c", UPGRADE_BACKEND]));
+    poll(Duration::from_secs(10), || {
+        backend.output().contains("ready").then_some(())
+    })
+    .expect("python backend up");
+    let alb = Proc::start(
+        "zone-alb",
+        Command::new(bin("zone-alb"))
+            .args(["--alb-id", "a", "--manifests"])
+            .arg(dir.path()),
+    );
+    poll(Duration::from_secs(20), || {
+        (curl(&["http://127.0.21.1:8080/healthz"]).0 == 200).then_some(())
+    })
+    .unwrap_or_else(|| panic!("zone-alb not up:\n{}", alb.output()));
+
+    let mut conn = std::net::TcpStream::connect("127.0.21.1:8080").unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            conn.read(&mut byte).unwrap(),
+            1,
+            "connection closed in the response head"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("upgrade: echo") && head.contains("connection: upgrade"),
+        "{head}"
+    );
+    for message in ["hello", "over the spliced connection"] {
+        conn.write_all(message.as_bytes()).unwrap();
+        let mut buf = vec![0u8; message.len()];
+        conn.read_exact(&mut buf).unwrap();
+        assert_eq!(String::from_utf8_lossy(&buf), message.to_uppercase());
+    }
+    // Without the upgrade headers the backend sees a plain request (hop-by-hop Upgrade dropped).
+    assert_eq!(get_at("127.0.21.1", "ws.test", &["-H", "Upgrade: echo"]).0, 426);
+}
+
+fn get_at(ip: &str, host: &str, extra: &[&str]) -> (u16, String) {
+    let url = format!("http://{host}:8080/");
+    let resolve = format!("{host}:8080:{ip}");
+    let mut args = vec!["--resolve", &resolve];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args)
+}
