@@ -21,19 +21,19 @@ apiVersion: mzlb.io/v1alpha1
 kind: ZoneALB
 metadata:
   name: alb1
-spec: {zone: zone-1, ip: 127.0.10.1, port: 8080, enabled: true}
+spec: {zone: zone-1, ip: 127.0.10.1, port: 8080, tlsPort: 8443, enabled: true}
 ---
 apiVersion: mzlb.io/v1alpha1
 kind: ZoneALB
 metadata:
   name: alb2
-spec: {zone: zone-2, ip: 127.0.10.2, port: 8080, enabled: true}
+spec: {zone: zone-2, ip: 127.0.10.2, port: 8080, tlsPort: 8443, enabled: true}
 ---
 apiVersion: mzlb.io/v1alpha1
 kind: ZoneALB
 metadata:
   name: alb3
-spec: {zone: zone-3, ip: 127.0.10.3, port: 8080, enabled: true}
+spec: {zone: zone-3, ip: 127.0.10.3, port: 8080, tlsPort: 8443, enabled: true}
 ---
 apiVersion: networking.k8s.io/v1
 kind: IngressClass

@@ -237,6 +237,12 @@ fn print_walkthrough(running: &serve::Running, manifests: &Path, pids: &BTreeMap
             port = alb.port,
             ip = alb.ip
         );
+        if alb.state != crate::registry::AlbState::Disabled {
+            println!(
+                "  curl -sk --resolve {host}:8443:{ip} https://{host}:8443/     # HTTPS (default certificate)",
+                ip = alb.ip
+            );
+        }
         println!("  {mzlb} albs");
         println!(
             "  {mzlb} alb-configure --alb-id {} --disable     # DNS drops it at once; --enable brings it back",

@@ -85,6 +85,19 @@ fn readme_walkthrough() {
     assert_eq!(code, 200, "{page}");
     assert_eq!(field(&page, "X-Forwarded-For"), Some("127.0.0.77"), "{page}");
 
+    // The demo also terminates TLS (with the generated default certificate).
+    let (code, page) = curl(&[
+        "-k",
+        "--resolve",
+        "demo.mzlb.test:8443:127.0.10.2",
+        "https://demo.mzlb.test:8443/",
+    ]);
+    assert_eq!(
+        (code, field(&page, "X-Forwarded-Proto")),
+        (200, Some("https")),
+        "{page}"
+    );
+
     // 4. Disable alb2 → gone from DNS within a second; albs shows it; enable → back.
     let start = Instant::now();
     let (ok, said) = mzlb(state.path(), &["alb-configure", "--alb-id", "alb2", "--disable"]);
