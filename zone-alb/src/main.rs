@@ -8,13 +8,26 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     options: zone_alb::Options,
+    /// Worker threads serving requests (default: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     zone_alb::telemetry::init();
-    match zone_alb::run(cli.options, zone_alb::telemetry::shutdown_signal()).await {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.workers {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("zone-alb: error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(zone_alb::run(cli.options, zone_alb::telemetry::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("zone-alb: error: {error}");

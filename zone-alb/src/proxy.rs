@@ -248,7 +248,12 @@ impl Proxy {
             *upstream.uri_mut() =
                 Uri::try_from(format!("http://{endpoint}{path}{query}")).map_err(|_| ProxyError::BadRequest)?;
             *upstream.version_mut() = Version::HTTP_11;
-            *upstream.headers_mut() = parts.headers.clone();
+            // The last attempt takes the headers; earlier ones keep a copy for the next.
+            *upstream.headers_mut() = if attempt == attempts {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
             let started = Instant::now();
             match tokio::time::timeout(timeout, self.client.request(upstream)).await {
                 Ok(Ok(resp)) => {
@@ -496,9 +501,17 @@ fn set_forwarded(
     }
     // Kept when the client sent one (so a trace can cross us), generated otherwise.
     if !headers.contains_key(X_REQUEST_ID) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let id: [u8; 16] = rand::random();
-        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        headers.insert(X_REQUEST_ID, value(&hex));
+        let mut hex = [0u8; 32];
+        for (i, b) in id.iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(b >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        headers.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value"),
+        );
     }
 }
 
