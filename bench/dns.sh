@@ -8,6 +8,8 @@
 # Installs nsd, gdnsd and dnsperf with apt-get if missing (run as root), builds mzlb in release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 SECONDS_PER_RUN=${1:-10}
 LAT_SECONDS=$(( SECONDS_PER_RUN / 2 > 2 ? SECONDS_PER_RUN / 2 : 2 ))
 PORT=5300
@@ -15,15 +17,7 @@ NSD_IP=127.0.40.1
 GDNSD_IP=127.0.40.2
 MZLB_IP=127.0.40.3
 
-need=()
-for cmd in nsd:nsd gdnsd:gdnsd dnsperf:dnsperf dig:dnsutils; do
-  command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_commands nsd:nsd gdnsd:gdnsd dnsperf:dnsperf dig:dnsutils
 cargo build --release -q -p mzlb
 MZLB=$PWD/target/release/mzlb
 
@@ -114,31 +108,6 @@ for ip in $NSD_IP $GDNSD_IP $MZLB_IP; do
   [ "$n" = 3 ] || { echo "server on $ip did not answer; logs:" >&2; cat "$W"/*.log "$W"/nsd/nsd.log >&2 || true; exit 1; }
 done
 
-# A process and all its descendants (NSD's server processes are its grandchildren).
-tree() {
-  local p
-  echo "$1"
-  for p in $(pgrep -P "$1" || true); do tree "$p"; done
-}
-# CPU ticks (user + system) of a process tree.
-ticks() {
-  local total=0 p
-  for p in $(tree "$1"); do
-    [ -r "/proc/$p/stat" ] || continue
-    # Fields after "pid (comm) ": comm may contain spaces ("nsd: main"). utime and stime
-    # are fields 14 and 15, cutime and cstime (reaped children) 16 and 17.
-    total=$(( total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13 + $14 + $15}') ))
-  done
-  echo "$total"
-}
-rss_kib() {
-  local total=0 p
-  for p in $(tree "$1"); do
-    [ -r "/proc/$p/status" ] || continue
-    total=$(( total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status") ))
-  done
-  echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 
 declare -A QPS LOST CPU RSS MEAN P50 P99

@@ -8,6 +8,8 @@
 # Installs gdnsd, dnsutils and curl with apt-get if missing (run as root); builds in release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 TRIALS=${1:-20}
 PORT=5300
 MZLB_DNS=127.0.50.53
@@ -15,14 +17,7 @@ GDNSD_DNS=127.0.50.54
 ALBS=(127.0.50.1 127.0.50.2 127.0.50.3)
 VICTIM=${ALBS[1]}
 
-need=()
-for cmd in gdnsd:gdnsd dig:dnsutils curl:curl; do
-  command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_commands gdnsd:gdnsd dig:dnsutils curl:curl
 cargo build --release -q -p mzlb -p zone-alb
 BIN=$PWD/target/release
 

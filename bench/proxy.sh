@@ -10,20 +10,15 @@
 # Installs nginx-light, haproxy and wrk with apt-get if missing (run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 SECS=${1:-10}
 BACKEND=127.0.60.10:9000
 NGINX=127.0.60.1
 HAPROXY=127.0.60.2
 ALB=127.0.60.3
 
-need=()
-for cmd in nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl; do
-  command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_commands nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl
 cargo build --release -q -p zone-alb
 
 W=$(mktemp -d)
@@ -143,27 +138,6 @@ for url in "http://$BACKEND/" "http://$NGINX:8080/" "http://$HAPROXY:8080/" "htt
   curl -sf -o /dev/null "$url" || { echo "$url does not answer" >&2; cat "$W"/*/error.log >&2 || true; exit 1; }
 done
 
-# A process and its descendants (nginx's worker is a child of its master).
-tree() {
-  local p
-  echo "$1"
-  for p in $(pgrep -P "$1" || true); do tree "$p"; done
-}
-# CPU ticks of a process tree; comm may hold spaces, so fields are counted after "pid (comm) ".
-ticks() {
-  local total=0 p
-  for p in $(tree "$1"); do
-    [ -r "/proc/$p/stat" ] && total=$(( total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13 + $14 + $15}') ))
-  done
-  echo "$total"
-}
-rss() {
-  local total=0 p
-  for p in $(tree "$1"); do
-    [ -r "/proc/$p/status" ] && total=$(( total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status") ))
-  done
-  echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 to_us() { # wrk latency like 1.23ms / 456.00us / 1.2s → microseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'
@@ -181,7 +155,7 @@ run() { # name url pid [extra wrk args]
   P50[$name]=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
   P99[$name]=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
   CPU[$name]=$(awk -v t=$(( after - before )) -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
-  MEM[$name]=$(awk -v k="$(rss "$pid")" 'BEGIN {printf "%.1f", k / 1024}')
+  MEM[$name]=$(awk -v k="$(rss_kib "$pid")" 'BEGIN {printf "%.1f", k / 1024}')
 }
 
 report() { # title suffix

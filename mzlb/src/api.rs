@@ -41,9 +41,7 @@ pub struct ApiError {
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
+    Ok(zone_alb::server::bind(addr).await?)
 }
 
 pub async fn serve(
@@ -56,14 +54,7 @@ pub async fn serve(
     let token: Arc<str> = token.into();
     loop {
         let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(error) => {
-                    tracing::warn!(%error, "control API accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = zone_alb::server::accept(&listener) => accepted,
             () = cancel.cancelled() => return,
         };
         let (registry, prometheus, token) = (registry.clone(), prometheus.clone(), token.clone());

@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Debug, Serialize)]
 struct Page<'a> {
@@ -31,9 +31,7 @@ struct Page<'a> {
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
+    Ok(zone_alb::server::bind(addr).await?)
 }
 
 /// Serves until `shutdown` resolves, answering each request after `delay` (to show timeouts).
@@ -47,13 +45,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = zone_alb::server::accept(&listener) => accepted,
             () = &mut shutdown => return,
         };
         let name = name.clone();

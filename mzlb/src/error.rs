@@ -18,11 +18,6 @@ pub enum Error {
         field: String,
         message: String,
     },
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
     #[error("unknown ALB `{0}`")]
     UnknownAlb(String),
 }

@@ -1,0 +1,43 @@
+# shellcheck shell=bash
+# Helpers shared by the benchmark scripts (sourced, not run).
+
+# A process and all its descendants (NSD's and nginx's workers are their children).
+tree() {
+  local p
+  echo "$1"
+  for p in $(pgrep -P "$1" || true); do tree "$p"; done
+}
+
+# CPU ticks (user + system, including reaped children) of a process tree. Fields are counted
+# after "pid (comm) ", since comm may contain spaces ("nsd: main").
+ticks() {
+  local total=0 p
+  for p in $(tree "$1"); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$(( total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13 + $14 + $15}') ))
+  done
+  echo "$total"
+}
+
+# Resident memory of a process tree, in KiB.
+rss_kib() {
+  local total=0 p
+  for p in $(tree "$1"); do
+    [ -r "/proc/$p/status" ] || continue
+    total=$(( total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status") ))
+  done
+  echo "$total"
+}
+
+# Installs the Debian packages that provide the named commands ("command:package ...").
+need_commands() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
