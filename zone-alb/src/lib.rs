@@ -8,11 +8,13 @@
 //!
 //! This crate also owns the object model shared with `mzlb` ([`objects`], [`source`]).
 
+pub mod admin;
 pub mod annotations;
 pub mod balance;
 pub mod endpoints;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod objects;
 pub mod proxy;
 pub mod ratelimit;
@@ -55,6 +57,12 @@ pub struct Options {
     /// load balancer in front; from anyone else they are replaced. Default: nobody.
     #[arg(long, value_delimiter = ',', value_name = "CIDR,...", env = "MZLB_TRUSTED_PROXIES")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (off by default).
+    #[arg(long, value_name = "IP:PORT")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Fraction of requests written to the access log (target `access`): 0 off, 1 every one.
+    #[arg(long, default_value_t = 1.0, value_name = "FRACTION")]
+    pub access_log_sample: f64,
 }
 
 /// What one ALB compiled from the objects.
@@ -121,12 +129,19 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     // Upstream connections leave from the ALB's own address when it has one.
     let source_ip = Some(loaded.listen.ip()).filter(|ip| !ip.is_unspecified());
     let https_port = loaded.listen_tls.map(|a| a.port());
+    let metrics = Arc::new(metrics::Metrics::default());
     let proxy = Arc::new(proxy::Proxy::new(
         table.clone(),
         source_ip,
         opts.trusted_proxies.clone(),
         https_port,
+        metrics.clone(),
+        opts.access_log_sample,
     ));
+    let admin = match opts.admin_listen {
+        Some(addr) => Some(tokio::spawn(admin::serve(server::bind(addr).await?, metrics))),
+        None => None,
+    };
     let reloader = tokio::spawn(watch_manifests(opts.clone(), table.clone(), loaded.listen));
 
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -147,6 +162,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     };
     tokio::join!(plain, secure, stop);
     reloader.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     tracing::info!(alb = %opts.alb_id, "zone ALB stopped");
     Ok(())
 }

@@ -16,6 +16,7 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 
+use crate::metrics::{IngressLabels, Metrics, RequestLabels, UpstreamLabels, status_class};
 use crate::router::RouteTable;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -86,6 +87,9 @@ pub struct Proxy {
     trusted: Vec<IpNet>,
     /// Where HTTPS is served, for ssl-redirect; `None` without a TLS listener.
     https_port: Option<u16>,
+    metrics: Arc<Metrics>,
+    /// Fraction of requests written to the access log (0 off, 1 all).
+    access_sample: f64,
 }
 
 impl Proxy {
@@ -96,6 +100,8 @@ impl Proxy {
         source_ip: Option<IpAddr>,
         trusted: Vec<IpNet>,
         https_port: Option<u16>,
+        metrics: Arc<Metrics>,
+        access_sample: f64,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -109,7 +115,13 @@ impl Proxy {
             client,
             trusted,
             https_port,
+            metrics,
+            access_sample,
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub async fn handle(
@@ -122,26 +134,64 @@ impl Proxy {
         if req.uri().path() == crate::health::PATH {
             return crate::health::respond();
         }
+        let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let host = request_host(&req).unwrap_or_default();
         if self.table.load().is_alb_health_check(&host, &path) {
             return text(StatusCode::OK, "healthy");
         }
-        match self.forward(req, &host, peer, local, scheme).await {
-            Ok(resp) => {
-                tracing::debug!(%peer, %method, %host, %path, status = resp.status().as_u16(), "proxied");
-                resp
-            }
+        let mut seen = Seen::default();
+        let (resp, error) = match self.forward(req, &host, peer, local, scheme, &mut seen).await {
+            Ok(resp) => (resp, None),
             Err(err) => {
                 let status = err.status();
                 if status.is_server_error() && !matches!(err, ProxyError::RateLimited) {
                     tracing::warn!(%peer, %method, %host, %path, status = status.as_u16(), error = %err, "request failed");
                 }
+                let kind = match &err {
+                    ProxyError::Upstream(_, e) if e.is_connect() => Some("connect"),
+                    ProxyError::Upstream(..) => Some("other"),
+                    ProxyError::Timeout(..) => Some("timeout"),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    let labels = UpstreamLabels {
+                        ingress: seen.ingress.clone(),
+                        service: seen.service.clone(),
+                        kind: kind.into(),
+                    };
+                    self.metrics.upstream_errors.get_or_create(&labels).inc();
+                }
                 // Never leak internals into the body: the reason phrase is enough.
-                text(status, status.canonical_reason().unwrap_or("error"))
+                (text(status, status.canonical_reason().unwrap_or("error")), Some(err))
             }
+        };
+        let status = resp.status().as_u16();
+        let elapsed = started.elapsed();
+        let labels = RequestLabels {
+            ingress: seen.ingress,
+            service: seen.service,
+            status: status_class(status).into(),
+        };
+        self.metrics.requests.get_or_create(&labels).inc();
+        self.metrics
+            .duration
+            .get_or_create(&IngressLabels {
+                ingress: labels.ingress.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if self.access_sample > 0.0 && (self.access_sample >= 1.0 || rand::random::<f64>() < self.access_sample) {
+            tracing::info!(
+                target: "access",
+                %peer, %method, %host, %path, status,
+                ms = elapsed.as_secs_f64() * 1000.0,
+                ingress = %labels.ingress,
+                upstream = %seen.upstream.map_or_else(String::new, |u| u.to_string()),
+                error = %error.map_or_else(String::new, |e| e.to_string()),
+            );
         }
+        resp
     }
 
     async fn forward(
@@ -151,12 +201,15 @@ impl Proxy {
         peer: SocketAddr,
         local: SocketAddr,
         scheme: Scheme,
+        seen: &mut Seen,
     ) -> Result<Response<Body>, ProxyError> {
         let table = self.table.load();
         let trusted = self.trusted.iter().any(|net| net.contains(&peer.ip()));
         let trusted = trusted.then_some(self.trusted.as_slice());
         let client = client_ip(req.headers(), peer, trusted);
         let route = table.lookup(host, req.uri().path()).ok_or(ProxyError::NoRoute)?;
+        seen.ingress.clone_from(&route.policy.ingress);
+        seen.service.clone_from(&route.backend.name);
         let policy = &route.policy.policy;
         if scheme == Scheme::Http
             && let Some(https_port) = self.https_port
@@ -241,6 +294,7 @@ impl Proxy {
         let mut body = Some(body.boxed());
         let timeout = policy.connect_timeout + policy.read_timeout;
         let (mut index, mut endpoint) = (index, endpoint);
+        seen.upstream = Some(endpoint);
         let mut attempt = 1;
         let resp = loop {
             let mut upstream = Request::new(body.take().unwrap_or_else(empty));
@@ -267,6 +321,7 @@ impl Proxy {
                         .pick_other(index)
                         .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
                     endpoint = backend.endpoints[index];
+                    seen.upstream = Some(endpoint);
                     attempt += 1;
                 }
                 Ok(Err(e)) => {
@@ -327,6 +382,14 @@ impl Proxy {
         }
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
+
+/// What a request was routed to, for metrics and the access log (filled as it becomes known).
+#[derive(Default)]
+pub struct Seen {
+    ingress: String,
+    service: String,
+    upstream: Option<SocketAddr>,
 }
 
 /// How the client reached us.

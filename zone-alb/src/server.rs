@@ -61,14 +61,16 @@ pub async fn serve(
         };
         let Ok(local) = stream.local_addr() else { continue };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
+        let open_proxy = proxy.clone();
         let service = service_fn(move |req| {
-            let proxy = proxy.clone();
+            let proxy = open_proxy.clone();
             async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, local, scheme).await) }
         });
         // Registered now, so shutdown also waits for connections still in their handshake.
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+        let open = Open::new(proxy.metrics().connections.clone());
         tokio::spawn(async move {
+            let _open = open;
             let io = match tls {
                 None => Either::Left(stream),
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -88,5 +90,21 @@ pub async fn serve(
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct Open(prometheus_client::metrics::gauge::Gauge);
+
+impl Open {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

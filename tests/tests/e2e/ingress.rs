@@ -70,7 +70,15 @@ fn annotations_and_reload_through_a_running_zone_alb() {
     let alb = Proc::start(
         "zone-alb",
         Command::new(bin("zone-alb"))
-            .args(["--alb-id", "a", "--trusted-proxies", "127.0.0.88/32", "--manifests"])
+            .args([
+                "--alb-id",
+                "a",
+                "--trusted-proxies",
+                "127.0.0.88/32",
+                "--admin-listen",
+                "127.0.18.1:10254",
+                "--manifests",
+            ])
             .arg(dir.path()),
     );
     poll(Duration::from_secs(20), || {
@@ -160,6 +168,35 @@ fn annotations_and_reload_through_a_running_zone_alb() {
     assert!(
         (0..6).all(|_| get("retry.test", &["--data-binary", "x"]).0 == 200),
         "the dead endpoint is ejected"
+    );
+
+    // Metrics per Ingress and Service on the admin port, and an access-log line per request.
+    let (code, metrics) = curl(&["http://127.0.18.1:10254/metrics"]);
+    assert_eq!(code, 200);
+    let value = |line: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let limited = "zone_alb_requests_total{ingress=\"default/limited\",service=\"default/app:80\",status=";
+    assert!(value(&format!("{limited}\"2xx\"}}")).unwrap_or(0.0) >= 2.0, "{metrics}");
+    assert!(value(&format!("{limited}\"5xx\"}}")).unwrap_or(0.0) >= 1.0, "{metrics}");
+    assert!(
+        value(
+            "zone_alb_upstream_errors_total{ingress=\"default/retry\",service=\"default/flaky:80\",kind=\"connect\"}"
+        )
+        .is_none(),
+        "retried connects are not request failures: {metrics}"
+    );
+    assert!(
+        metrics.contains("zone_alb_request_duration_seconds_bucket{le="),
+        "{metrics}"
+    );
+    assert!(
+        alb.output().contains("access") && alb.output().contains("host=rw.test:8080"),
+        "{}",
+        alb.output()
     );
 
     // Live reload: a new Ingress starts serving; a broken change is rejected and the last good

@@ -1,0 +1,89 @@
+//! Proxy metrics (Prometheus text at `/metrics` on the admin listener): requests by Ingress,
+//! Service and status class, request duration per Ingress, upstream errors, open connections.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `namespace/name`, or empty when no Ingress matched.
+    pub ingress: String,
+    pub service: String,
+    /// `2xx`, `3xx`, `4xx`, `5xx`.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngressLabels {
+    pub ingress: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub ingress: String,
+    pub service: String,
+    /// `connect`, `timeout`, `other`.
+    pub kind: String,
+}
+
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<IngressLabels, Histogram>,
+    pub upstream_errors: Family<UpstreamLabels, Counter>,
+    pub connections: Gauge,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        // 0.5 ms … ~8 s
+        let duration = Family::<IngressLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+        });
+        let upstream_errors = Family::<UpstreamLabels, Counter>::default();
+        let connections = Gauge::default();
+        let mut registry = Registry::with_prefix("zone_alb");
+        registry.register(
+            "requests",
+            "Requests by Ingress, Service and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to the response head, per Ingress",
+            duration.clone(),
+        );
+        registry.register("upstream_errors", "Failed upstream exchanges", upstream_errors.clone());
+        registry.register("connections", "Open client connections", connections.clone());
+        Self {
+            requests,
+            duration,
+            upstream_errors,
+            connections,
+            registry,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
