@@ -21,14 +21,7 @@ need_commands nsd:nsd gdnsd:gdnsd dnsperf:dnsperf dig:dnsutils
 cargo build --release -q -p mzlb
 MZLB=$PWD/target/release/mzlb
 
-W=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+setup_workdir
 
 # --- the same zone for everyone: apex and wildcard A, SOA, NS -------------------------------
 ZONE="\$ORIGIN bench.test.

@@ -21,15 +21,10 @@ need_commands gdnsd:gdnsd dig:dnsutils curl:curl
 cargo build --release -q -p mzlb -p zone-alb
 BIN=$PWD/target/release
 
-W=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+extra_cleanup() {
   if [ -n "${ALB2_PID:-}" ]; then kill "$ALB2_PID" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$W"
 }
-trap cleanup EXIT
+setup_workdir
 
 # --- mzlb: three zone ALBs in front of three echo backends --------------------------------
 mkdir -p "$W/m"

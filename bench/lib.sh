@@ -41,3 +41,19 @@ need_commands() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 }
+
+# A scratch directory in $W and a list of started processes in PIDS, both cleaned up on exit.
+# A script may define `extra_cleanup` for processes it tracks elsewhere.
+setup_workdir() {
+  W=$(mktemp -d)
+  PIDS=()
+  trap cleanup EXIT
+}
+
+cleanup() {
+  local p
+  if declare -F extra_cleanup >/dev/null; then extra_cleanup; fi
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}

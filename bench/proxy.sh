@@ -21,14 +21,7 @@ ALB=127.0.60.3
 need_commands nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl
 cargo build --release -q -p zone-alb
 
-W=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+setup_workdir
 
 # --- the backend: nginx answering a small body --------------------------------------------
 mkdir -p "$W/backend" "$W/nginx"

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Proc, bin, curl, dig, poll, run, tempdir, write};
+use crate::harness::{Proc, bin, dig, metric, poll, run, scrape, tempdir, write};
 
 const DNS: &str = "127.0.16.53:5353";
 const API: &str = "127.0.16.53:9916";
@@ -234,14 +234,8 @@ fn authoritative_dns_behaves_like_a_real_server() {
     );
 
     // Metrics on the control port.
-    let (code, metrics) = curl(&[&format!("http://{API}/metrics")]);
-    assert_eq!(code, 200);
-    let value = |line: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(line))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
+    let metrics = scrape(&format!("http://{API}/metrics"));
+    let value = |series: &str| metric(&metrics, series);
     assert!(
         value("mzlb_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\"}").unwrap_or(0.0) >= 10.0,
         "{metrics}"

@@ -196,6 +196,20 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (is it installed? .ci/run installs dnsutils and curl)"))
 }
 
+/// Fetches Prometheus text from `url` (which must answer 200).
+pub fn scrape(url: &str) -> String {
+    let (code, text) = curl(&[url]);
+    assert_eq!(code, 200, "GET {url}: {text}");
+    text
+}
+
+/// The value of the series `name{labels}` in Prometheus text, if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Value of `Name: value` in an echo page.
 pub fn field<'a>(page: &'a str, name: &str) -> Option<&'a str> {
     page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Proc, bin, curl, field, poll, tempdir, write};
+use crate::harness::{Proc, bin, curl, field, metric, poll, scrape, tempdir, write};
 
 const ALB: &str = "127.0.18.1:8080";
 
@@ -171,14 +171,8 @@ fn annotations_and_reload_through_a_running_zone_alb() {
     );
 
     // Metrics per Ingress and Service on the admin port, and an access-log line per request.
-    let (code, metrics) = curl(&["http://127.0.18.1:10254/metrics"]);
-    assert_eq!(code, 200);
-    let value = |line: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(line))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
+    let metrics = scrape("http://127.0.18.1:10254/metrics");
+    let value = |series: &str| metric(&metrics, series);
     let limited = "zone_alb_requests_total{ingress=\"default/limited\",service=\"default/app:80\",status=";
     assert!(value(&format!("{limited}\"2xx\"}}")).unwrap_or(0.0) >= 2.0, "{metrics}");
     assert!(value(&format!("{limited}\"5xx\"}}")).unwrap_or(0.0) >= 1.0, "{metrics}");
