@@ -193,6 +193,16 @@ fn annotations_and_reload_through_a_running_zone_alb() {
         alb.output()
     );
 
+    // Oversized request heads are refused with 431, before any routing.
+    let huge = format!("X-Huge: {}", "x".repeat(80 * 1024));
+    assert_eq!(get("ewma.test", &["-H", &huge]).0, 431);
+    let many: Vec<String> = (0..150).map(|i| format!("X-Many-{i}: 1")).collect();
+    let mut args: Vec<&str> = Vec::new();
+    for h in &many {
+        args.extend(["-H", h.as_str()]);
+    }
+    assert_eq!(get("ewma.test", &args).0, 431);
+
     // Live reload: a new Ingress starts serving; a broken change is rejected and the last good
     // table keeps serving.
     assert_eq!(get("new.test", &[]).0, 404);
