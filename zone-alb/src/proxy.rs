@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited, combinators::BoxBody};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -196,7 +196,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         host: &str,
         peer: SocketAddr,
         local: SocketAddr,
@@ -228,15 +228,30 @@ impl Proxy {
         {
             return Err(ProxyError::RateLimited);
         }
-        if let Some(limit) = policy.body_limit {
-            let length = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            if length.is_some_and(|n| n > limit) {
-                return Err(ProxyError::TooLarge);
-            }
+        let length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let (Some(limit), Some(length)) = (policy.body_limit, length)
+            && length > limit
+        {
+            return Err(ProxyError::TooLarge);
         }
+        // A body of unknown length under a limit is read (up to the limit) before it is sent
+        // on, as nginx buffers it: the client gets 413, not a half-forwarded request.
+        let (head, incoming) = req.into_parts();
+        let body: Body = match policy.body_limit {
+            Some(limit) if length.is_none() && !incoming.is_end_stream() => {
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                match Limited::new(incoming, limit).collect().await {
+                    Ok(collected) => full(collected.to_bytes()),
+                    Err(e) if e.is::<LengthLimitError>() => return Err(ProxyError::TooLarge),
+                    Err(_) => return Err(ProxyError::BadRequest),
+                }
+            }
+            _ => incoming.boxed(),
+        };
+        let mut req = Request::from_parts(head, body);
 
         let backend = route.backend;
         let sticky = policy
@@ -291,7 +306,7 @@ impl Proxy {
         } else {
             1
         };
-        let mut body = Some(body.boxed());
+        let mut body = Some(body);
         let timeout = policy.connect_timeout + policy.read_timeout;
         let (mut index, mut endpoint) = (index, endpoint);
         seen.upstream = Some(endpoint);

@@ -138,6 +138,10 @@ fn annotations_and_reload_through_a_running_zone_alb() {
     let big = "x".repeat(100);
     assert_eq!(get("body.test", &["--data-binary", &big]).0, 413);
     assert_eq!(get("body.test", &["--data-binary", "small"]).0, 200);
+    // Without Content-Length (chunked) the limit holds too.
+    let chunked = ["-H", "Transfer-Encoding: chunked", "--data-binary"];
+    assert_eq!(get("body.test", &[&chunked[..], &[big.as_str()]].concat()).0, 413);
+    assert_eq!(get("body.test", &[&chunked[..], &["small"]].concat()).0, 200);
 
     // EWMA balancing serves.
     assert!((0..5).all(|_| get("ewma.test", &[]).0 == 200));
