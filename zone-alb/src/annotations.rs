@@ -42,6 +42,8 @@ pub struct Policy {
     pub balance: BalanceKind,
     pub affinity: Option<CookieAffinity>,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Concurrent requests allowed per client address (`limit-connections`; 503 beyond).
+    pub connection_limit: Option<u32>,
     /// Only these client networks may use the Ingress (403 otherwise).
     pub allow: Option<Vec<IpNet>>,
     /// Largest request body in bytes (413 beyond); `None` is unlimited. Default 1 MiB, as
@@ -65,6 +67,7 @@ impl Default for Policy {
             balance: BalanceKind::RoundRobin,
             affinity: None,
             rate_limit: None,
+            connection_limit: None,
             allow: None,
             body_limit: Some(1 << 20),
             rewrite_target: None,
@@ -170,6 +173,12 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Ann
                 })
             }
             _ => bad("limit-rps", "expected a positive whole number".into()),
+        }
+    }
+    if let Some(v) = get("limit-connections") {
+        match v.parse::<u32>() {
+            Ok(n) if n > 0 => p.connection_limit = Some(n),
+            _ => bad("limit-connections", "expected a positive whole number".into()),
         }
     }
     if let Some(v) = get("limit-burst-multiplier") {

@@ -228,6 +228,11 @@ impl Proxy {
         {
             return Err(ProxyError::RateLimited);
         }
+        // Held until the response head is back (the body streams on afterwards).
+        let _slot = match &route.policy.connection_limiter {
+            Some(limiter) => Some(limiter.acquire(client).ok_or(ProxyError::RateLimited)?),
+            None => None,
+        };
         let length = req
             .headers()
             .get(header::CONTENT_LENGTH)

@@ -1,5 +1,6 @@
-//! Per-client request rate limits (`limit-rps`): a token bucket per client address. Excess
-//! requests get 503, as ingress-nginx answers by default.
+//! Per-client limits: request rate (`limit-rps`, a token bucket per client address) and
+//! concurrency (`limit-connections`). Excess requests get 503, as ingress-nginx answers by
+//! default.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -39,6 +40,51 @@ impl RateLimiter {
     }
 }
 
+/// Requests in flight per client address. Only Ingresses that ask for the limit pay for the
+/// (short, uncontended) lock.
+#[derive(Debug)]
+pub struct ConcurrencyLimiter {
+    limit: u32,
+    in_flight: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
+}
+
+impl ConcurrencyLimiter {
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            in_flight: Default::default(),
+        }
+    }
+
+    /// A slot for `client`, released when the guard drops; `None` when it has `limit` already.
+    pub fn acquire(&self, client: IpAddr) -> Option<ConcurrencyGuard<'_>> {
+        let mut map = self.in_flight.lock().expect("limiter poisoned");
+        let n = map.entry(client).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(ConcurrencyGuard { limiter: self, client })
+    }
+}
+
+pub struct ConcurrencyGuard<'a> {
+    limiter: &'a ConcurrencyLimiter,
+    client: IpAddr,
+}
+
+impl Drop for ConcurrencyGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.limiter.in_flight.lock().expect("limiter poisoned");
+        if let Some(n) = map.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.client); // memory follows active clients
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +100,17 @@ mod tests {
         let allowed = (0..10).filter(|_| limiter.allow(a)).count();
         assert_eq!(allowed, 4, "burst of rps × multiplier");
         assert!(limiter.allow(b), "another client has its own bucket");
+    }
+
+    #[test]
+    fn concurrency_is_bounded_per_client_and_released() {
+        let limiter = ConcurrencyLimiter::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = limiter.acquire(a).unwrap();
+        let _second = limiter.acquire(a).unwrap();
+        assert!(limiter.acquire(a).is_none());
+        assert!(limiter.acquire("192.0.2.2".parse().unwrap()).is_some());
+        drop(first);
+        assert!(limiter.acquire(a).is_some(), "released on drop");
     }
 }

@@ -17,7 +17,7 @@ use crate::balance::{Ewma, RoundRobin, epoch_us};
 use crate::endpoints::{SERVICE_NAME_LABEL, ready_addresses};
 use crate::error::{Error, Result};
 use crate::objects::{Objects, key_of};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{ConcurrencyLimiter, RateLimiter};
 use crate::tls::TlsCerts;
 
 /// Our IngressClass name unless configured otherwise.
@@ -152,6 +152,7 @@ pub struct RoutePolicy {
     pub tls_hosts: Vec<String>,
     pub policy: Policy,
     pub rate_limiter: Option<RateLimiter>,
+    pub connection_limiter: Option<ConcurrencyLimiter>,
 }
 
 #[derive(Debug)]
@@ -332,6 +333,7 @@ impl RouteTable {
                 ingress: format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()),
                 tls_hosts,
                 rate_limiter: policy.rate_limit.map(RateLimiter::new),
+                connection_limiter: policy.connection_limit.map(ConcurrencyLimiter::new),
                 policy,
             });
             let balance = policy.policy.balance;

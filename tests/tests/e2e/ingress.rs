@@ -41,6 +41,9 @@ fn base() -> String {
         // 127.0.18.13 has nothing listening: connections to it are refused.
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: flaky-1, labels: {kubernetes.io/service-name: flaky}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.18.13]}, {addresses: [127.0.18.11]}]\n".to_owned(),
         ingress("retry", "retry.test", &[], "/", "Prefix").replace("name: app,", "name: flaky,"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: slow}\nspec: {ports: [{port: 80}]}\n".to_owned(),
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: slow-1, labels: {kubernetes.io/service-name: slow}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.18.14]}]\n".to_owned(),
+        ingress("conn", "conn.test", &[("limit-connections", "2")], "/", "Prefix").replace("name: app,", "name: slow,"),
     ]
     .join("---\n")
 }
@@ -58,6 +61,18 @@ fn get(host: &str, extra: &[&str]) -> (u16, String) {
 fn annotations_and_reload_through_a_running_zone_alb() {
     let dir = tempdir();
     write(dir.path(), "base.yaml", &base());
+    let _slow = Proc::start(
+        "slow echo",
+        Command::new(bin("mzlb")).args([
+            "echo",
+            "--listen",
+            "127.0.18.14:9080",
+            "--name",
+            "slow",
+            "--delay-ms",
+            "1500",
+        ]),
+    );
     let _backends: Vec<Proc> = ["127.0.18.11", "127.0.18.12"]
         .iter()
         .map(|ip| {
@@ -165,6 +180,16 @@ fn annotations_and_reload_through_a_running_zone_alb() {
     );
     let (_, page) = get("ewma.test", &["-H", "X-Request-ID: trace-42"]);
     assert_eq!(field(&page, "X-Request-ID"), Some("trace-42"), "passed through: {page}");
+
+    // limit-connections 2: of four concurrent requests from one client, two wait for the slow
+    // backend and two are refused at once.
+    let codes: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| get("conn.test", &[]).0)).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(sorted, [200, 200, 503, 503], "{codes:?}");
 
     // A refused connection is retried on another endpoint for requests without a body; the
     // dead endpoint is then ejected, so requests with a body stop failing too.
