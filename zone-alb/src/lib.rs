@@ -17,6 +17,7 @@ pub mod health;
 pub mod metrics;
 pub mod objects;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod router;
 pub mod server;
@@ -57,6 +58,10 @@ pub struct Options {
     /// load balancer in front; from anyone else they are replaced. Default: nobody.
     #[arg(long, value_delimiter = ',', value_name = "CIDR,...", env = "MZLB_TRUSTED_PROXIES")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Expect a PROXY protocol (v1 or v2) header on every connection, from an L4 load
+    /// balancer in front, and take the client's address from it.
+    #[arg(long)]
+    pub proxy_protocol: bool,
     /// Serve `/metrics`, `/healthz` and `/readyz` here (off by default).
     #[arg(long, value_name = "IP:PORT")]
     pub admin_listen: Option<SocketAddr>,
@@ -145,7 +150,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let reloader = tokio::spawn(watch_manifests(opts.clone(), table.clone(), loaded.listen));
 
     let cancel = tokio_util::sync::CancellationToken::new();
-    let plain = server::serve(listener, None, proxy.clone(), cancel.clone().cancelled_owned());
+    let plain = server::serve(
+        listener,
+        None,
+        opts.proxy_protocol,
+        proxy.clone(),
+        cancel.clone().cancelled_owned(),
+    );
     let secure = async {
         if let Some(listener) = tls_listener {
             let resolver = tls::SniResolver {
@@ -153,7 +164,14 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                 default: tls::default_certificate(),
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver));
-            server::serve(listener, Some(acceptor), proxy, cancel.clone().cancelled_owned()).await;
+            server::serve(
+                listener,
+                Some(acceptor),
+                opts.proxy_protocol,
+                proxy,
+                cancel.clone().cancelled_owned(),
+            )
+            .await;
         }
     };
     let stop = async {

@@ -16,6 +16,7 @@ use tokio_util::either::Either;
 
 use crate::error::{Error, Result};
 use crate::proxy::{Proxy, Scheme};
+use crate::proxy_protocol;
 
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,9 +51,11 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 
 /// Serves until `shutdown` resolves, then drains open connections. With `tls`, every
 /// connection is a TLS one and requests are marked `https`.
+/// With `proxy_protocol`, every connection must start with a PROXY header naming the client.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    proxy_protocol: bool,
     proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -72,22 +75,31 @@ pub async fn serve(
     let scheme = if tls.is_some() { Scheme::Https } else { Scheme::Http };
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
         let Ok(local) = stream.local_addr() else { continue };
         let _ = stream.set_nodelay(true);
-        let open_proxy = proxy.clone();
-        let service = service_fn(move |req| {
-            let proxy = open_proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, local, scheme).await) }
-        });
         // Registered now, so shutdown also waits for connections still in their handshake.
-        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+        let (builder, watcher, tls, proxy) = (builder.clone(), graceful.watcher(), tls.clone(), proxy.clone());
         let open = Open::new(proxy.metrics().connections.clone());
         tokio::spawn(async move {
             let _open = open;
+            let peer = if proxy_protocol {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, proxy_protocol::read_header(&mut stream)).await {
+                    Ok(Ok(proxy_protocol::Source::Client(client))) => client,
+                    Ok(Ok(proxy_protocol::Source::Peer)) => peer,
+                    Ok(Err(error)) => return tracing::debug!(%peer, %error, "PROXY header refused"),
+                    Err(_) => return tracing::debug!(%peer, "no PROXY header in time"),
+                }
+            } else {
+                peer
+            };
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, local, scheme).await) }
+            });
             let io = match tls {
                 None => Either::Left(stream),
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

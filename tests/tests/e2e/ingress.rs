@@ -360,3 +360,80 @@ fn get_at(ip: &str, host: &str, extra: &[&str]) -> (u16, String) {
     args.push(&url);
     curl(&args)
 }
+
+/// Sends one HTTP request on a fresh connection after `prefix`; returns the raw response.
+fn raw_request(addr: &str, prefix: &[u8], host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(prefix).unwrap();
+    conn.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn proxy_protocol_names_the_client() {
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "pp.yaml",
+        &[
+            "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n".to_owned(),
+            "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a}\nspec: {zone: z, ip: 127.0.22.1, port: 8080}\n".to_owned(),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n".to_owned(),
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: app-1, labels: {kubernetes.io/service-name: app}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.22.11]}]\n".to_owned(),
+            ingress("pp", "pp.test", &[], "/", "Prefix"),
+        ]
+        .join("---\n"),
+    );
+    let _backend = Proc::start(
+        "echo",
+        Command::new(bin("mzlb")).args(["echo", "--listen", "127.0.22.11:9080", "--name", "app"]),
+    );
+    let alb = Proc::start(
+        "zone-alb",
+        Command::new(bin("zone-alb"))
+            .args([
+                "--alb-id",
+                "a",
+                "--proxy-protocol",
+                "--admin-listen",
+                "127.0.22.1:10254",
+                "--manifests",
+            ])
+            .arg(dir.path()),
+    );
+    poll(Duration::from_secs(20), || {
+        (curl(&["http://127.0.22.1:10254/healthz"]).0 == 200).then_some(())
+    })
+    .unwrap_or_else(|| panic!("zone-alb not up:\n{}", alb.output()));
+    let addr = "127.0.22.1:8080";
+
+    // v1: the client the balancer names is the one backends see.
+    let response = raw_request(addr, b"PROXY TCP4 203.0.113.9 127.0.22.1 5555 8080\r\n", "pp.test");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("X-Forwarded-For: 203.0.113.9\n"), "{response}");
+    // v2, binary: 198.51.100.7:8080 → 127.0.0.1:80.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend([0x21, 0x11, 0, 12, 198, 51, 100, 7, 127, 0, 0, 1, 0x1f, 0x90, 0, 80]);
+    let response = raw_request(addr, &v2, "pp.test");
+    assert!(response.contains("X-Forwarded-For: 198.51.100.7\n"), "{response}");
+    // curl's own header.
+    let (code, page) = curl(&[
+        "--haproxy-protocol",
+        "--resolve",
+        "pp.test:8080:127.0.22.1",
+        "http://pp.test:8080/",
+    ]);
+    assert_eq!(
+        (code, field(&page, "X-Forwarded-For")),
+        (200, Some("127.0.0.1")),
+        "{page}"
+    );
+    // Without a header the connection is refused: nobody can pose as a balancer by omission.
+    let response = raw_request(addr, b"", "pp.test");
+    assert!(response.is_empty(), "{response}");
+}
