@@ -215,6 +215,24 @@ pub fn field<'a>(page: &'a str, name: &str) -> Option<&'a str> {
     page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
 }
 
+/// Manifests for one cluster `c` with one ZoneALB `a` on `alb_ip:8080` (and `tls_port`), and a
+/// Service `app` (port 80) whose one endpoint is `backend_ip:9080`. Ingresses are the caller's.
+pub fn single_alb_site(alb_ip: &str, tls_port: Option<u16>, backend_ip: &str) -> Vec<String> {
+    let tls = tls_port.map_or(String::new(), |p| format!(", tlsPort: {p}"));
+    vec![
+        "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n"
+            .to_owned(),
+        format!(
+            "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {{name: a}}\nspec: {{zone: z, ip: {alb_ip}, port: 8080{tls}}}\n"
+        ),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n".to_owned(),
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: app-1, labels: {{kubernetes.io/service-name: app}}}}\n\
+             addressType: IPv4\nports: [{{port: 9080}}]\nendpoints: [{{addresses: [{backend_ip}]}}]\n"
+        ),
+    ]
+}
+
 /// A fresh temporary directory that lives as long as the test.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary directory")

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Proc, bin, curl, field, metric, poll, scrape, tempdir, write};
+use crate::harness::{Proc, bin, curl, field, metric, poll, scrape, single_alb_site, tempdir, write};
 
 const ALB: &str = "127.0.18.1:8080";
 
@@ -298,12 +298,10 @@ fn upgrades_are_spliced_through() {
         dir.path(),
         "up.yaml",
         &[
-            "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n".to_owned(),
-            "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a}\nspec: {zone: z, ip: 127.0.21.1, port: 8080}\n".to_owned(),
-            "apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n".to_owned(),
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: app-1, labels: {kubernetes.io/service-name: app}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.21.11]}]\n".to_owned(),
-            ingress("ws", "ws.test", &[], "/", "Prefix"),
+            single_alb_site("127.0.21.1", None, "127.0.21.11"),
+            vec![ingress("ws", "ws.test", &[], "/", "Prefix")],
         ]
+        .concat()
         .join("---\n"),
     );
     let backend = Proc::start("upgrade backend", Command::new("python3").args(["-c", UPGRADE_BACKEND]));
@@ -381,12 +379,10 @@ fn proxy_protocol_names_the_client() {
         dir.path(),
         "pp.yaml",
         &[
-            "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n".to_owned(),
-            "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a}\nspec: {zone: z, ip: 127.0.22.1, port: 8080}\n".to_owned(),
-            "apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n".to_owned(),
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: app-1, labels: {kubernetes.io/service-name: app}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.22.11]}]\n".to_owned(),
-            ingress("pp", "pp.test", &[], "/", "Prefix"),
+            single_alb_site("127.0.22.1", None, "127.0.22.11"),
+            vec![ingress("pp", "pp.test", &[], "/", "Prefix")],
         ]
+        .concat()
         .join("---\n"),
     );
     let _backend = Proc::start(

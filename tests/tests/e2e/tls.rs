@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Proc, bin, field, poll, run, tempdir, write};
+use crate::harness::{Proc, bin, field, poll, run, single_alb_site, tempdir, write};
 
 fn secret(name: &str, host: &str) -> (String, String) {
     let generated = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
@@ -51,19 +51,21 @@ fn tls_termination_with_sni_http2_and_redirects() {
     let (wild_secret, wild_cert) = secret("wild-tls", "*.wild.test");
     let shop_ca = write(dir.path(), "certs/shop.pem", &shop_cert);
     let wild_ca = write(dir.path(), "certs/wild.pem", &wild_cert);
-    let docs = [
-        "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n".to_owned(),
-        "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a}\nspec: {zone: z, ip: 127.0.19.1, port: 8080, tlsPort: 8443}\n".to_owned(),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n".to_owned(),
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: app-1, labels: {kubernetes.io/service-name: app}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.19.11]}]\n".to_owned(),
+    let mut docs = single_alb_site("127.0.19.1", Some(8443), "127.0.19.11");
+    docs.extend([
         shop_secret,
         wild_secret,
         ingress("shop", "shop.test", Some(("shop.test", "shop-tls")), ""),
         ingress("wild", "*.wild.test", Some(("*.wild.test", "wild-tls")), ""),
         ingress("plain", "plain.test", None, ""),
-        ingress("forced", "forced.test", None, "  annotations: {nginx.ingress.kubernetes.io/force-ssl-redirect: 'true'}\n"),
+        ingress(
+            "forced",
+            "forced.test",
+            None,
+            "  annotations: {nginx.ingress.kubernetes.io/force-ssl-redirect: 'true'}\n",
+        ),
         ingress("lost", "lost.test", Some(("lost.test", "no-such-secret")), ""),
-    ];
+    ]);
     write(dir.path(), "site.yaml", &docs.join("---\n"));
     let _backend = Proc::start(
         "echo",
