@@ -113,21 +113,23 @@ impl Site {
         )
     }
 
-    /// The sorted A answer for the cluster, asked from the client namespace.
-    fn answer(&self) -> Vec<String> {
-        let out = run(Net::exec(&self.client, Path::new("dig")).args([
-            "+short",
-            "+time=1",
-            "+tries=1",
-            &format!("@{LB}"),
-            "app.mz.test",
-            "A",
-        ]));
-        let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    /// The A answer for the cluster as the client gets it (in the server's rotated order),
+    /// asked from the client namespace.
+    fn resolve(&self) -> Vec<String> {
+        let dig = Net::exec(&self.client, Path::new("dig"))
+            .args(["+short", "+time=1", "+tries=1", &format!("@{LB}"), "app.mz.test", "A"])
+            .output()
+            .expect("running dig in the client namespace");
+        String::from_utf8_lossy(&dig.stdout)
             .lines()
             .filter(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
             .map(str::to_owned)
-            .collect();
+            .collect()
+    }
+
+    /// The sorted A answer.
+    fn answer(&self) -> Vec<String> {
+        let mut ips = self.resolve();
         ips.sort();
         ips
     }
@@ -262,18 +264,7 @@ fn planned_disable_loses_no_request() {
         let mut turn = 0;
         while Instant::now() < until {
             if cached.is_empty() || resolved_at.elapsed() >= Duration::from_secs(1) {
-                let out = run(Net::exec(&site.client, Path::new("dig")).args([
-                    "+short",
-                    "+time=1",
-                    "+tries=1",
-                    &format!("@{LB}"),
-                    "app.mz.test",
-                    "A",
-                ]));
-                cached = String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(str::to_owned)
-                    .collect();
+                cached = site.resolve();
                 resolved_at = Instant::now();
             }
             let Some(ip) = cached.get(turn % cached.len().max(1)).cloned() else {

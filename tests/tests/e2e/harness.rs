@@ -233,6 +233,30 @@ pub fn single_alb_site(alb_ip: &str, tls_port: Option<u16>, backend_ip: &str) ->
     ]
 }
 
+/// Starts `mzlb echo` listening on `listen` and answering as `name`.
+pub fn echo(listen: &str, name: &str) -> Proc {
+    Proc::start(
+        "echo",
+        Command::new(bin("mzlb")).args(["echo", "--listen", listen, "--name", name]),
+    )
+}
+
+/// Starts `zone-alb --alb-id a` on the manifests in `dir` with `extra` flags, and waits until
+/// `healthz` (a URL) answers 200.
+pub fn zone_alb(dir: &Path, extra: &[&str], healthz: &str) -> Proc {
+    let alb = Proc::start(
+        "zone-alb",
+        Command::new(bin("zone-alb"))
+            .args(["--alb-id", "a"])
+            .args(extra)
+            .arg("--manifests")
+            .arg(dir),
+    );
+    poll(Duration::from_secs(20), || (curl(&[healthz]).0 == 200).then_some(()))
+        .unwrap_or_else(|| panic!("zone-alb not up:\n{}", alb.output()));
+    alb
+}
+
 /// A fresh temporary directory that lives as long as the test.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary directory")

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Proc, bin, curl, field, metric, poll, scrape, single_alb_site, tempdir, write};
+use crate::harness::{Proc, bin, curl, echo, field, metric, poll, scrape, single_alb_site, tempdir, write, zone_alb};
 
 const ALB: &str = "127.0.18.1:8080";
 
@@ -75,31 +75,18 @@ fn annotations_and_reload_through_a_running_zone_alb() {
     );
     let _backends: Vec<Proc> = ["127.0.18.11", "127.0.18.12"]
         .iter()
-        .map(|ip| {
-            Proc::start(
-                "echo",
-                Command::new(bin("mzlb")).args(["echo", "--listen", &format!("{ip}:9080"), "--name", ip]),
-            )
-        })
+        .map(|ip| echo(&format!("{ip}:9080"), ip))
         .collect();
-    let alb = Proc::start(
-        "zone-alb",
-        Command::new(bin("zone-alb"))
-            .args([
-                "--alb-id",
-                "a",
-                "--trusted-proxies",
-                "127.0.0.88/32",
-                "--admin-listen",
-                "127.0.18.1:10254",
-                "--manifests",
-            ])
-            .arg(dir.path()),
+    let alb = zone_alb(
+        dir.path(),
+        &[
+            "--trusted-proxies",
+            "127.0.0.88/32",
+            "--admin-listen",
+            "127.0.18.1:10254",
+        ],
+        &format!("http://{ALB}/healthz"),
     );
-    poll(Duration::from_secs(20), || {
-        (curl(&[&format!("http://{ALB}/healthz")]).0 == 200).then_some(())
-    })
-    .unwrap_or_else(|| panic!("zone-alb not up:\n{}", alb.output()));
 
     // limit-rps 2 with a burst of 2: a quick run of requests gets 503 past the burst.
     let codes: Vec<u16> = (0..8).map(|_| get("limit.test", &[]).0).collect();
@@ -309,16 +296,7 @@ fn upgrades_are_spliced_through() {
         backend.output().contains("ready").then_some(())
     })
     .expect("python backend up");
-    let alb = Proc::start(
-        "zone-alb",
-        Command::new(bin("zone-alb"))
-            .args(["--alb-id", "a", "--manifests"])
-            .arg(dir.path()),
-    );
-    poll(Duration::from_secs(20), || {
-        (curl(&["http://127.0.21.1:8080/healthz"]).0 == 200).then_some(())
-    })
-    .unwrap_or_else(|| panic!("zone-alb not up:\n{}", alb.output()));
+    let _alb = zone_alb(dir.path(), &[], "http://127.0.21.1:8080/healthz");
 
     let mut conn = std::net::TcpStream::connect("127.0.21.1:8080").unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -385,27 +363,12 @@ fn proxy_protocol_names_the_client() {
         .concat()
         .join("---\n"),
     );
-    let _backend = Proc::start(
-        "echo",
-        Command::new(bin("mzlb")).args(["echo", "--listen", "127.0.22.11:9080", "--name", "app"]),
+    let _backend = echo("127.0.22.11:9080", "app");
+    let _alb = zone_alb(
+        dir.path(),
+        &["--proxy-protocol", "--admin-listen", "127.0.22.1:10254"],
+        "http://127.0.22.1:10254/healthz",
     );
-    let alb = Proc::start(
-        "zone-alb",
-        Command::new(bin("zone-alb"))
-            .args([
-                "--alb-id",
-                "a",
-                "--proxy-protocol",
-                "--admin-listen",
-                "127.0.22.1:10254",
-                "--manifests",
-            ])
-            .arg(dir.path()),
-    );
-    poll(Duration::from_secs(20), || {
-        (curl(&["http://127.0.22.1:10254/healthz"]).0 == 200).then_some(())
-    })
-    .unwrap_or_else(|| panic!("zone-alb not up:\n{}", alb.output()));
     let addr = "127.0.22.1:8080";
 
     // v1: the client the balancer names is the one backends see.

@@ -3,9 +3,8 @@
 //! names, HTTP/2 by ALPN, X-Forwarded-Proto, and ssl-redirect / force-ssl-redirect.
 
 use std::process::Command;
-use std::time::Duration;
 
-use crate::harness::{Proc, bin, field, poll, run, single_alb_site, tempdir, write};
+use crate::harness::{echo, field, run, single_alb_site, tempdir, write, zone_alb};
 
 fn secret(name: &str, host: &str) -> (String, String) {
     let generated = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
@@ -67,20 +66,8 @@ fn tls_termination_with_sni_http2_and_redirects() {
         ingress("lost", "lost.test", Some(("lost.test", "no-such-secret")), ""),
     ]);
     write(dir.path(), "site.yaml", &docs.join("---\n"));
-    let _backend = Proc::start(
-        "echo",
-        Command::new(bin("mzlb")).args(["echo", "--listen", "127.0.19.11:9080", "--name", "app"]),
-    );
-    let alb = Proc::start(
-        "zone-alb",
-        Command::new(bin("zone-alb"))
-            .args(["--alb-id", "a", "--manifests"])
-            .arg(dir.path()),
-    );
-    poll(Duration::from_secs(20), || {
-        (curl(&["http://127.0.19.1:8080/healthz"]).0 == 200).then_some(())
-    })
-    .unwrap_or_else(|| panic!("zone-alb not up:\n{}", alb.output()));
+    let _backend = echo("127.0.19.11:9080", "app");
+    let alb = zone_alb(dir.path(), &[], "http://127.0.19.1:8080/healthz");
     let https = |host: &str, ca: &std::path::Path, extra: &[&str]| {
         let resolve = format!("{host}:8443:127.0.19.1");
         let url = format!("https://{host}:8443/");
