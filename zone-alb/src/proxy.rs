@@ -138,11 +138,13 @@ impl Proxy {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let host = request_host(&req).unwrap_or_default();
-        if self.table.load().is_alb_health_check(&host, &path) {
+        // One table for the whole request, even if a reload swaps it meanwhile.
+        let table = self.table.load_full();
+        if table.is_alb_health_check(&host, &path) {
             return text(StatusCode::OK, "healthy");
         }
         let mut seen = Seen::default();
-        let (resp, error) = match self.forward(req, &host, peer, local, scheme, &mut seen).await {
+        let (resp, error) = match self.forward(&table, req, &host, peer, local, scheme, &mut seen).await {
             Ok(resp) => (resp, None),
             Err(err) => {
                 let status = err.status();
@@ -194,8 +196,10 @@ impl Proxy {
         resp
     }
 
+    #[allow(clippy::too_many_arguments)] // one request's context, passed once
     async fn forward(
         &self,
+        table: &RouteTable,
         req: Request<Incoming>,
         host: &str,
         peer: SocketAddr,
@@ -203,7 +207,6 @@ impl Proxy {
         scheme: Scheme,
         seen: &mut Seen,
     ) -> Result<Response<Body>, ProxyError> {
-        let table = self.table.load();
         let trusted = self.trusted.iter().any(|net| net.contains(&peer.ip()));
         let trusted = trusted.then_some(self.trusted.as_slice());
         let client = client_ip(req.headers(), peer, trusted);
