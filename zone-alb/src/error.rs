@@ -30,6 +30,9 @@ pub enum Error {
         field: String,
         message: String,
     },
+    /// Talking to the Kubernetes API server failed.
+    #[error("{0}")]
+    Kube(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,

@@ -14,6 +14,8 @@ pub mod balance;
 pub mod endpoints;
 pub mod error;
 pub mod health;
+pub mod kube_mode;
+pub mod lease;
 pub mod metrics;
 pub mod objects;
 pub mod proxy;
@@ -40,8 +42,11 @@ use router::RouteTable;
 #[derive(Clone, Debug, clap::Args)]
 pub struct Options {
     /// Directory of Kubernetes YAML manifests (ZoneALB, Ingress, Service, EndpointSlice, ...).
-    #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
+    /// Without it, the objects come from Kubernetes (see `--kubeconfig`).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kubeconfig", "context"])]
+    pub manifests: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: source::kube_watch::KubeOptions,
     /// This ALB's ID: the name of its ZoneALB object.
     #[arg(long, value_name = "ID")]
     pub alb_id: String,
@@ -71,19 +76,22 @@ pub struct Options {
 }
 
 /// What one ALB compiled from the objects.
-struct Loaded {
+pub struct Loaded {
     zone: String,
     listen: SocketAddr,
     listen_tls: Option<SocketAddr>,
     table: RouteTable,
 }
 
-fn load(opts: &Options) -> Result<Loaded> {
-    let objects = source::dir::load(&opts.manifests)?;
-    compile(&objects, opts, &opts.manifests)
+fn load(opts: &Options, dir: &Path) -> Result<Loaded> {
+    let objects = source::dir::load(dir)?;
+    compile(&objects, opts, &dir.display().to_string(), true)
 }
 
-fn compile(objects: &Objects, opts: &Options, dir: &Path) -> Result<Loaded> {
+/// Compiles this ALB's table; `source` names where the objects came from, for errors.
+/// `strict`: one unservable Ingress fails the whole table (a manifest directory is one
+/// change); otherwise it is left out and reported.
+fn compile(objects: &Objects, opts: &Options, source: &str, strict: bool) -> Result<Loaded> {
     let alb = objects.zone_alb(&opts.alb_id).ok_or_else(|| {
         let known: Vec<_> = objects
             .zone_albs
@@ -93,14 +101,14 @@ fn compile(objects: &Objects, opts: &Options, dir: &Path) -> Result<Loaded> {
         Error::Invalid {
             object: format!("--alb-id {}", opts.alb_id),
             field: "metadata.name".into(),
-            message: format!(
-                "no ZoneALB of that name in {} (found: {})",
-                dir.display(),
-                known.join(", ")
-            ),
+            message: format!("no ZoneALB of that name in {source} (found: {})", known.join(", ")),
         }
     })?;
-    let mut table = RouteTable::compile(objects, &opts.ingress_class, &alb.spec.zone)?;
+    let mut table = if strict {
+        RouteTable::compile(objects, &opts.ingress_class, &alb.spec.zone)?
+    } else {
+        RouteTable::compile_each(objects, &opts.ingress_class, &alb.spec.zone)
+    };
     table.health_host = objects.cluster_of(alb).map(|c| {
         format!(
             "albhealth.{}",
@@ -120,7 +128,13 @@ fn compile(objects: &Objects, opts: &Options, dir: &Path) -> Result<Loaded> {
 /// Runs one zone ALB until `shutdown` resolves. Fails before listening if the manifests are
 /// broken; once serving, a broken reload is logged and the last good table keeps serving.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let loaded = load(&opts)?;
+    let (loaded, kube) = match &opts.manifests {
+        Some(dir) => (load(&opts, dir)?, None),
+        None => {
+            let mut kube = kube_mode::Kube::connect(&opts).await?;
+            (kube.first_load(&opts).await?, Some(kube))
+        }
+    };
     let listener = server::bind(loaded.listen).await?;
     let tls_listener = match loaded.listen_tls {
         Some(addr) => Some(server::bind(addr).await?),
@@ -147,9 +161,19 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         Some(addr) => Some(tokio::spawn(admin::serve(server::bind(addr).await?, metrics))),
         None => None,
     };
-    let reloader = tokio::spawn(watch_manifests(opts.clone(), table.clone(), loaded.listen));
-
     let cancel = tokio_util::sync::CancellationToken::new();
+    let reloader = match (kube, &opts.manifests) {
+        (Some(kube), _) => tokio::spawn(kube.follow(opts.clone(), table.clone(), cancel.clone())),
+        (None, Some(dir)) => tokio::spawn(watch_manifests(
+            opts.clone(),
+            dir.clone(),
+            table.clone(),
+            loaded.listen,
+            cancel.clone(),
+        )),
+        (None, None) => unreachable!("no manifests means Kubernetes"),
+    };
+
     let plain = server::serve(
         listener,
         None,
@@ -179,7 +203,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         cancel.cancel();
     };
     tokio::join!(plain, secure, stop);
-    reloader.abort();
+    // Give the follower a moment to hand its lease over.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), reloader).await;
     if let Some(admin) = admin {
         admin.abort();
     }
@@ -193,23 +218,30 @@ const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Rebuilds the routing table when the manifest directory changes (or on SIGHUP) and swaps it
 /// in atomically. A broken change is logged, naming the file and field, and the last good
 /// table keeps serving.
-async fn watch_manifests(opts: Options, table: Arc<ArcSwap<RouteTable>>, listen: SocketAddr) {
+async fn watch_manifests(
+    opts: Options,
+    dir: PathBuf,
+    table: Arc<ArcSwap<RouteTable>>,
+    listen: SocketAddr,
+    cancel: tokio_util::sync::CancellationToken,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).ok();
-    let mut last = source::dir::fingerprint(&opts.manifests).ok();
+    let mut last = source::dir::fingerprint(&dir).ok();
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     loop {
         let forced = tokio::select! {
             _ = tick.tick() => false,
+            () = cancel.cancelled() => return,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
         table.load().housekeeping();
-        let now = source::dir::fingerprint(&opts.manifests).ok();
+        let now = source::dir::fingerprint(&dir).ok();
         if !forced && now == last {
             continue;
         }
         last = now;
-        match load(&opts) {
+        match load(&opts, &dir) {
             Ok(loaded) => {
                 if loaded.listen != listen {
                     tracing::warn!(old = %listen, new = %loaded.listen, "the ALB's address changed; restart zone-alb to listen on the new one");

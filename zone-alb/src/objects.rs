@@ -20,7 +20,14 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "ZoneALB",
     plural = "zonealbs",
-    shortname = "zalb"
+    shortname = "zalb",
+    status = "ZoneALBStatus",
+    printcolumn = r#"{"name": "Enabled", "type": "boolean", "jsonPath": ".spec.enabled"}"#,
+    printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.state"}"#,
+    printcolumn = r#"{"name": "Type", "type": "string", "jsonPath": ".spec.type"}"#,
+    printcolumn = r#"{"name": "IP", "type": "string", "jsonPath": ".spec.ip"}"#,
+    printcolumn = r#"{"name": "Zone", "type": "string", "jsonPath": ".spec.zone"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ZoneALBSpec {
@@ -37,12 +44,59 @@ pub struct ZoneALBSpec {
     /// A disabled ALB is never answered in DNS, whatever its health.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// `public` (answered in the cluster's public subdomain) or `private`.
+    #[serde(default, rename = "type")]
+    pub type_: AlbType,
     /// The `MultiZoneCluster` this ALB belongs to; may be omitted when there is only one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     /// Health-check settings for this ALB only, over the cluster's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthOverride>,
+}
+
+/// Whom an ALB serves, as on IBM Cloud: the Internet, or only the private network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlbType {
+    #[default]
+    Public,
+    Private,
+}
+
+impl std::fmt::Display for AlbType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AlbType::Public => "public",
+            AlbType::Private => "private",
+        })
+    }
+}
+
+/// What mzlb last observed of an ALB, written by the elected `mzlb serve` replica.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneALBStatus {
+    /// `pending`, `enabled`, `unhealthy`, `draining` or `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// `Healthy` (the probes' verdict) and `InDNS` (answered now), as Kubernetes conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<LastProbe>,
+}
+
+/// One health probe's outcome.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastProbe {
+    /// RFC 3339 time of the probe.
+    pub time: String,
+    pub ok: bool,
+    pub latency_ms: f64,
+    /// `200 OK`, or what went wrong.
+    pub detail: String,
 }
 
 /// Any of the cluster's health settings, overridden for one ALB.

@@ -250,6 +250,8 @@ pub struct RouteTable {
     /// Problems that did not stop the table: bad annotation values, bad path regexes,
     /// unusable TLS Secrets.
     pub warnings: Vec<String>,
+    /// How each of our Ingresses fared.
+    pub reports: Vec<IngressReport>,
     /// Certificates for TLS termination, by SNI host name.
     pub tls: TlsCerts,
 }
@@ -307,8 +309,21 @@ impl RouteTable {
         }
     }
 
-    /// Compiles the Ingresses of `class` in `objects` for an ALB in `zone`.
+    /// Compiles the Ingresses of `class` in `objects` for an ALB in `zone`. An Ingress that
+    /// cannot be served (a missing Service, a bad pathType) fails the whole table: in
+    /// standalone mode the manifest directory is one change, kept or rejected as a whole.
     pub fn compile(objects: &Objects, class: &str, zone: &str) -> Result<Self> {
+        Self::compile_with(objects, class, zone, true)
+    }
+
+    /// Like [`compile`](Self::compile), but an Ingress that cannot be served is left out and
+    /// reported, and the others are served: on a cluster every Ingress is its own change, and
+    /// one tenant's mistake must not take down everybody's routes.
+    pub fn compile_each(objects: &Objects, class: &str, zone: &str) -> Self {
+        Self::compile_with(objects, class, zone, false).expect("lenient compilation reports instead of failing")
+    }
+
+    fn compile_with(objects: &Objects, class: &str, zone: &str, strict: bool) -> Result<Self> {
         let mut table = RouteTable::default();
         let class_is_default = objects.ingress_classes.iter().any(|c| {
             c.metadata.name.as_deref() == Some(class)
@@ -323,86 +338,31 @@ impl RouteTable {
             if !ingress_is_ours(ingress, class, class_is_default) {
                 continue;
             }
-            table.ingresses += 1;
-            let what = objects.describe(&key_of("Ingress", &ingress.metadata, true));
-            let namespace = ingress.metadata.namespace.as_deref().unwrap_or("default");
-            let (policy, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
-            table.warnings.extend(errors.iter().map(|e| format!("{what}: {e}")));
-            let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut table);
-            let policy = Arc::new(RoutePolicy {
-                ingress: format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()),
-                tls_hosts,
-                rate_limiter: policy.rate_limit.map(RateLimiter::new),
-                connection_limiter: policy.connection_limit.map(ConcurrencyLimiter::new),
-                policy,
-            });
-            let balance = policy.policy.balance;
-            let Some(spec) = &ingress.spec else { continue };
-            if let Some(default) = &spec.default_backend {
-                let backend = backends.get(namespace, default, balance, &what, "spec.defaultBackend")?;
-                table.default_backend = Some((backend, policy.clone()));
-            }
-            for (r, rule) in spec.rules.iter().flatten().enumerate() {
-                let hosts = match rule.host.as_deref().map(str::to_ascii_lowercase) {
-                    None => &mut table.any_host,
-                    Some(host) if host.is_empty() => &mut table.any_host,
-                    Some(host) => match host.strip_prefix("*.") {
-                        Some(parent) => table.wildcard_hosts.entry(parent.to_owned()).or_default(),
-                        None => table.exact_hosts.entry(host).or_default(),
-                    },
-                };
-                let Some(http) = &rule.http else { continue };
-                for (p, path) in http.paths.iter().enumerate() {
-                    let field = format!("spec.rules[{r}].http.paths[{p}]");
-                    let invalid = |field: String, message: String| Error::Invalid {
-                        object: what.clone(),
-                        field,
-                        message,
-                    };
-                    let path_value = path.path.clone().unwrap_or_else(|| "/".into());
-                    if !path_value.starts_with('/') {
-                        return Err(invalid(
-                            format!("{field}.path"),
-                            format!("`{path_value}` must start with `/`"),
-                        ));
-                    }
-                    let matcher = match path.path_type.as_str() {
-                        _ if policy.policy.use_regex => {
-                            let re = regex::RegexBuilder::new(&format!("^(?:{path_value})"))
-                                .case_insensitive(true)
-                                .size_limit(REGEX_SIZE_LIMIT)
-                                .build();
-                            match re {
-                                Ok(re) => Matcher::Regex(re),
-                                Err(e) => {
-                                    // Like a bad annotation value: this path is left out, the
-                                    // rest of the Ingress works.
-                                    table.warnings.push(format!(
-                                        "{what}: {field}.path `{path_value}` is not a valid regular expression: {e}"
-                                    ));
-                                    continue;
-                                }
-                            }
-                        }
-                        "Exact" => Matcher::Exact,
-                        "Prefix" | "ImplementationSpecific" => Matcher::Prefix,
-                        other => {
-                            return Err(invalid(
-                                format!("{field}.pathType"),
-                                format!("`{other}` is not one of Exact, Prefix, ImplementationSpecific"),
-                            ));
-                        }
-                    };
-                    let backend =
-                        backends.get(namespace, &path.backend, balance, &what, &format!("{field}.backend"))?;
-                    hosts.paths.push(PathRule {
-                        path: path_value,
-                        matcher,
-                        backend,
-                        policy: policy.clone(),
-                    });
+            let mut report = IngressReport {
+                namespace: ingress.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                name: ingress.metadata.name.clone().unwrap_or_default(),
+                uid: ingress.metadata.uid.clone(),
+                generation: ingress.metadata.generation,
+                warnings: Vec::new(),
+                rejected: None,
+            };
+            match stage(objects, ingress, &mut backends, &mut report.warnings) {
+                Ok(staged) => {
+                    table.ingresses += 1;
+                    staged.install(&mut table);
+                }
+                Err(rejection) if strict => return Err(rejection.error),
+                Err(rejection) => {
+                    report.rejected = Some(Problem {
+                        reason: rejection.reason,
+                        message: rejection.error.to_string(),
+                    })
                 }
             }
+            table
+                .warnings
+                .extend(report.warnings.iter().map(|w| w.message.clone()));
+            table.reports.push(report);
         }
         for rules in table.exact_hosts.values_mut().chain(table.wildcard_hosts.values_mut()) {
             rules.sort();
@@ -412,14 +372,194 @@ impl RouteTable {
     }
 }
 
-/// Loads the certificates an Ingress's `spec.tls` names into the table; returns the hosts
-/// covered. A missing or broken Secret is a warning: those hosts get the default certificate.
+/// How one Ingress fared in a compilation: for logs, and on a cluster for its events.
+#[derive(Clone, Debug)]
+pub struct IngressReport {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    pub generation: Option<i64>,
+    /// Problems that left part of the Ingress out (a bad annotation value, path regex or TLS
+    /// Secret); the rest is served.
+    pub warnings: Vec<Problem>,
+    /// Why the whole Ingress is not served (only from [`RouteTable::compile_each`]).
+    pub rejected: Option<Problem>,
+}
+
+/// One problem with an Ingress: a `PascalCase` reason, as Kubernetes events have, and a
+/// message naming the object, field and value.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    fn warning(reason: &'static str, message: String) -> Self {
+        Self { reason, message }
+    }
+}
+
+/// Why an Ingress cannot be served at all.
+struct Rejection {
+    reason: &'static str,
+    error: Error,
+}
+
+impl Rejection {
+    fn new(reason: &'static str, error: Error) -> Self {
+        Self { reason, error }
+    }
+}
+
+/// Where a path rule goes in the table.
+enum HostSlot {
+    Any,
+    Exact(String),
+    Wildcard(String),
+}
+
+/// One Ingress compiled but not yet in the table, so a rejected one leaves no trace.
+#[derive(Default)]
+struct Staged {
+    default: Option<(Arc<Backend>, Arc<RoutePolicy>)>,
+    rules: Vec<(HostSlot, PathRule)>,
+    certs: Vec<(String, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl Staged {
+    fn install(self, table: &mut RouteTable) {
+        if self.default.is_some() {
+            table.default_backend = self.default;
+        }
+        for (slot, rule) in self.rules {
+            let hosts = match slot {
+                HostSlot::Any => &mut table.any_host,
+                HostSlot::Exact(host) => table.exact_hosts.entry(host).or_default(),
+                HostSlot::Wildcard(parent) => table.wildcard_hosts.entry(parent).or_default(),
+            };
+            hosts.paths.push(rule);
+        }
+        for (host, key) in self.certs {
+            table.tls.insert(&host, key);
+        }
+    }
+}
+
+/// Compiles one Ingress, collecting what only degrades it into `warnings`.
+fn stage(
+    objects: &Objects,
+    ingress: &Ingress,
+    backends: &mut BackendCache<'_>,
+    warnings: &mut Vec<Problem>,
+) -> std::result::Result<Staged, Rejection> {
+    let mut staged = Staged::default();
+    let what = objects.describe(&key_of("Ingress", &ingress.metadata, true));
+    let namespace = ingress.metadata.namespace.as_deref().unwrap_or("default");
+    let (policy, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
+    warnings.extend(
+        errors
+            .iter()
+            .map(|e| Problem::warning("InvalidAnnotation", format!("{what}: {e}"))),
+    );
+    let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut staged, warnings);
+    let policy = Arc::new(RoutePolicy {
+        ingress: format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()),
+        tls_hosts,
+        rate_limiter: policy.rate_limit.map(RateLimiter::new),
+        connection_limiter: policy.connection_limit.map(ConcurrencyLimiter::new),
+        policy,
+    });
+    let balance = policy.policy.balance;
+    let Some(spec) = &ingress.spec else { return Ok(staged) };
+    if let Some(default) = &spec.default_backend {
+        let backend = backends.get(namespace, default, balance, &what, "spec.defaultBackend")?;
+        staged.default = Some((backend, policy.clone()));
+    }
+    for (r, rule) in spec.rules.iter().flatten().enumerate() {
+        let slot = match rule.host.as_deref().map(str::to_ascii_lowercase) {
+            None => HostSlot::Any,
+            Some(host) if host.is_empty() => HostSlot::Any,
+            Some(host) => match host.strip_prefix("*.") {
+                Some(parent) => HostSlot::Wildcard(parent.to_owned()),
+                None => HostSlot::Exact(host),
+            },
+        };
+        let Some(http) = &rule.http else { continue };
+        for (p, path) in http.paths.iter().enumerate() {
+            let field = format!("spec.rules[{r}].http.paths[{p}]");
+            let invalid = |field: String, message: String| {
+                Rejection::new(
+                    "InvalidIngress",
+                    Error::Invalid {
+                        object: what.clone(),
+                        field,
+                        message,
+                    },
+                )
+            };
+            let path_value = path.path.clone().unwrap_or_else(|| "/".into());
+            if !path_value.starts_with('/') {
+                return Err(invalid(
+                    format!("{field}.path"),
+                    format!("`{path_value}` must start with `/`"),
+                ));
+            }
+            let matcher = match path.path_type.as_str() {
+                _ if policy.policy.use_regex => {
+                    let re = regex::RegexBuilder::new(&format!("^(?:{path_value})"))
+                        .case_insensitive(true)
+                        .size_limit(REGEX_SIZE_LIMIT)
+                        .build();
+                    match re {
+                        Ok(re) => Matcher::Regex(re),
+                        Err(e) => {
+                            // Like a bad annotation value: this path is left out, the rest of
+                            // the Ingress works.
+                            warnings.push(Problem::warning(
+                                "InvalidPathRegex",
+                                format!("{what}: {field}.path `{path_value}` is not a valid regular expression: {e}"),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                "Exact" => Matcher::Exact,
+                "Prefix" | "ImplementationSpecific" => Matcher::Prefix,
+                other => {
+                    return Err(invalid(
+                        format!("{field}.pathType"),
+                        format!("`{other}` is not one of Exact, Prefix, ImplementationSpecific"),
+                    ));
+                }
+            };
+            let backend = backends.get(namespace, &path.backend, balance, &what, &format!("{field}.backend"))?;
+            let rule = PathRule {
+                path: path_value,
+                matcher,
+                backend,
+                policy: policy.clone(),
+            };
+            let slot = match &slot {
+                HostSlot::Any => HostSlot::Any,
+                HostSlot::Exact(h) => HostSlot::Exact(h.clone()),
+                HostSlot::Wildcard(h) => HostSlot::Wildcard(h.clone()),
+            };
+            staged.rules.push((slot, rule));
+        }
+    }
+    Ok(staged)
+}
+
+/// Stages the certificates an Ingress's `spec.tls` names; returns the hosts covered. A
+/// missing or broken Secret is a warning: those hosts get the default certificate.
 fn compile_tls(
     objects: &Objects,
     ingress: &Ingress,
     namespace: &str,
     what: &str,
-    table: &mut RouteTable,
+    staged: &mut Staged,
+    warnings: &mut Vec<Problem>,
 ) -> Vec<String> {
     let mut covered = Vec::new();
     let Some(spec) = &ingress.spec else { return covered };
@@ -436,16 +576,16 @@ fn compile_tls(
             s.metadata.name.as_ref() == Some(secret_name) && s.metadata.namespace.as_deref() == Some(namespace)
         });
         let key = match secret {
-            None => Err(format!("Secret {namespace}/{secret_name} not found")),
-            Some(secret) => {
-                crate::tls::certified_key(secret).map_err(|e| format!("Secret {namespace}/{secret_name}: {e}"))
-            }
+            None => Err(("SecretNotFound", format!("Secret {namespace}/{secret_name} not found"))),
+            Some(secret) => crate::tls::certified_key(secret)
+                .map_err(|e| ("InvalidTLSSecret", format!("Secret {namespace}/{secret_name}: {e}"))),
         };
         match key {
-            Ok(key) => hosts.iter().for_each(|h| table.tls.insert(h, key.clone())),
-            Err(e) => table
-                .warnings
-                .push(format!("{what}: spec.tls[{i}]: {e}; the default certificate is used")),
+            Ok(key) => hosts.iter().for_each(|h| staged.certs.push((h.clone(), key.clone()))),
+            Err((reason, e)) => warnings.push(Problem::warning(
+                reason,
+                format!("{what}: spec.tls[{i}]: {e}; the default certificate is used"),
+            )),
         }
     }
     covered
@@ -504,14 +644,20 @@ impl<'a> BackendCache<'a> {
         balance: BalanceKind,
         what: &str,
         field: &str,
-    ) -> Result<Arc<Backend>> {
-        let invalid = |field: String, message: String| Error::Invalid {
-            object: what.to_owned(),
-            field,
-            message,
+    ) -> std::result::Result<Arc<Backend>, Rejection> {
+        let invalid = |reason: &'static str, field: String, message: String| {
+            Rejection::new(
+                reason,
+                Error::Invalid {
+                    object: what.to_owned(),
+                    field,
+                    message,
+                },
+            )
         };
         let Some(svc_ref) = &backend.service else {
             return Err(invalid(
+                "InvalidIngress",
                 format!("{field}.service"),
                 "only Service backends are supported".into(),
             ));
@@ -525,6 +671,7 @@ impl<'a> BackendCache<'a> {
             })
             .ok_or_else(|| {
                 invalid(
+                    "ServiceNotFound",
                     format!("{field}.service.name"),
                     format!("Service {namespace}/{} not found", svc_ref.name),
                 )
@@ -535,6 +682,7 @@ impl<'a> BackendCache<'a> {
                 .and_then(|p| p.name.clone().or_else(|| p.number.map(|n| n.to_string())))
                 .unwrap_or_else(|| "<none>".into());
             invalid(
+                "ServicePortNotFound",
                 format!("{field}.service.port"),
                 format!("Service {namespace}/{} has no port {wanted}", svc_ref.name),
             )

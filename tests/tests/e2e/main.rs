@@ -9,5 +9,7 @@ mod components;
 mod dns;
 mod failover;
 mod ingress;
+mod kubernetes;
+mod rbac;
 mod tls;
 mod walkthrough;

@@ -2,3 +2,4 @@
 //! set, so routing and DNS are compiled by one code path whatever the mode.
 
 pub mod dir;
+pub mod kube_watch;

@@ -1,0 +1,208 @@
+//! Kubernetes mode: the same objects the manifest directory holds, kept current from the API
+//! server by kube-runtime watchers and reflectors. A watch that ends resumes from its last
+//! resourceVersion; one that gets 410 Gone lists again; either way the stores stay whole.
+//! Every change bumps a counter that the consumer debounces and rebuilds from.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::objects::{MultiZoneCluster, Objects, ZoneALB};
+
+/// Which objects a component needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// ZoneALB and MultiZoneCluster: what `mzlb serve` answers DNS from.
+    Registry,
+    /// Those, plus Ingress, IngressClass, Service, EndpointSlice and TLS Secrets: what a
+    /// zone ALB routes with.
+    Ingress,
+}
+
+/// Live copies of the watched objects.
+#[derive(Clone)]
+pub struct Watched {
+    zone_albs: Store<ZoneALB>,
+    clusters: Store<MultiZoneCluster>,
+    ingress: Option<IngressStores>,
+    /// Counts changes; consumers wait on it.
+    pub changes: watch::Receiver<u64>,
+}
+
+#[derive(Clone)]
+struct IngressStores {
+    ingresses: Store<Ingress>,
+    classes: Store<IngressClass>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    secrets: Store<Secret>,
+}
+
+/// Starts the watchers for `scope` in the background (they retry with back-off forever).
+pub fn start(client: &Client, scope: Scope) -> Watched {
+    let (tx, changes) = watch::channel(0u64);
+    let all = watcher::Config::default;
+    let ingress = (scope == Scope::Ingress).then(|| IngressStores {
+        ingresses: reflect(Api::all(client.clone()), all(), &tx),
+        classes: reflect(Api::all(client.clone()), all(), &tx),
+        services: reflect(Api::all(client.clone()), all(), &tx),
+        slices: reflect(Api::all(client.clone()), all(), &tx),
+        // Only certificates: the ALB has no business holding anyone's other Secrets.
+        secrets: reflect(Api::all(client.clone()), all().fields("type=kubernetes.io/tls"), &tx),
+    });
+    Watched {
+        zone_albs: reflect(Api::all(client.clone()), all(), &tx),
+        clusters: reflect(Api::all(client.clone()), all(), &tx),
+        ingress,
+        changes,
+    }
+}
+
+fn reflect<K>(api: Api<K>, config: watcher::Config, tx: &watch::Sender<u64>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let tx = tx.clone();
+    let stream = watcher(api, config)
+        .default_backoff()
+        // managedFields are large and never read.
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut failing = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                // The store is swapped whole at InitDone; nothing to rebuild before.
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(_) => {
+                    if failing {
+                        tracing::info!(%kind, "watch resumed");
+                        failing = false;
+                    }
+                    tx.send_modify(|n| *n += 1);
+                }
+                Err(error) => {
+                    // The last known objects keep serving; the watcher retries with back-off.
+                    if !failing {
+                        tracing::warn!(%kind, %error, "watch failed; serving the last known objects and retrying");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    });
+    reader
+}
+
+impl Watched {
+    /// Waits until every watcher has listed once, or `timeout` passes.
+    pub async fn ready(&self, timeout: Duration) -> Result<()> {
+        let wait = async {
+            let _ = self.zone_albs.wait_until_ready().await;
+            let _ = self.clusters.wait_until_ready().await;
+            if let Some(s) = &self.ingress {
+                let _ = s.ingresses.wait_until_ready().await;
+                let _ = s.classes.wait_until_ready().await;
+                let _ = s.services.wait_until_ready().await;
+                let _ = s.slices.wait_until_ready().await;
+                let _ = s.secrets.wait_until_ready().await;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Kube(format!("the API server sent no complete lists within {timeout:?}")))
+    }
+
+    /// The objects as they are now, in a stable order (oldest first, as ingress-nginx
+    /// resolves conflicting rules: the first Ingress to claim a host keeps it).
+    pub fn snapshot(&self) -> Objects {
+        let mut objects = Objects {
+            zone_albs: cloned(&self.zone_albs),
+            clusters: cloned(&self.clusters),
+            ..Default::default()
+        };
+        if let Some(s) = &self.ingress {
+            objects.ingresses = cloned(&s.ingresses);
+            objects.ingress_classes = cloned(&s.classes);
+            objects.services = cloned(&s.services);
+            objects.endpoint_slices = cloned(&s.slices);
+            objects.secrets = cloned(&s.secrets);
+        }
+        objects
+    }
+}
+
+fn cloned<K>(store: &Store<K>) -> Vec<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let mut items: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
+    items.sort_by(|a, b| {
+        let created = |o: &K| o.meta().creation_timestamp.clone();
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.namespace().cmp(&b.namespace()))
+            .then_with(|| a.name_any().cmp(&b.name_any()))
+    });
+    items
+}
+
+/// Where to reach the API server.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct KubeOptions {
+    /// Read objects from Kubernetes with this kubeconfig (default: in-cluster config, then
+    /// `KUBECONFIG`, then `~/.kube/config`) instead of a manifest directory.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+impl KubeOptions {
+    /// A client for the configured cluster.
+    pub async fn client(&self) -> Result<Client> {
+        let options = kube::config::KubeConfigOptions {
+            context: self.context.clone(),
+            ..Default::default()
+        };
+        let failed = |e: &dyn std::fmt::Display| Error::Kube(format!("Kubernetes configuration: {e}"));
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| Error::Kube(format!("kubeconfig {}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| failed(&e))?
+            }
+            None if self.context.is_some() => kube::Config::from_kubeconfig(&options).await.map_err(|e| failed(&e))?,
+            None => kube::Config::infer().await.map_err(|e| failed(&e))?,
+        };
+        Client::try_from(config).map_err(|e| Error::Kube(format!("Kubernetes client: {e}")))
+    }
+
+    /// The namespace for this component's own objects (its Lease): `POD_NAMESPACE`, the
+    /// service account's namespace in a pod, else the kubeconfig context's.
+    pub fn namespace(client: &Client) -> String {
+        std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| client.default_namespace().to_owned())
+    }
+}
