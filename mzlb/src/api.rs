@@ -127,7 +127,7 @@ async fn handle(
                     );
                 }
             };
-            match registry.set_enabled(&id, configure.enabled) {
+            match registry.configure(&id, configure.enabled).await {
                 Ok(status) => json(StatusCode::OK, &status),
                 Err(Error::UnknownAlb(id)) => error(StatusCode::NOT_FOUND, format!("unknown ALB `{id}`")),
                 Err(e) => {

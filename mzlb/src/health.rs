@@ -2,6 +2,7 @@
 //! portable IP, each on its own timer so a slow ALB never delays the others; consecutive
 //! success/failure thresholds (rise/fall, [`Hysteresis`]) keep one lost probe from moving DNS.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,7 +58,8 @@ impl Hysteresis {
     }
 }
 
-/// Starts one probe task per ALB; they stop when `cancel` fires.
+/// Keeps one probe task per ALB, following the registry's configuration (ALBs added,
+/// removed or re-addressed); every task stops when `cancel` fires.
 pub fn spawn_checks(registry: Arc<Registry>, cancel: CancellationToken) {
     // No proxy from the environment: probes must go straight to the portable IP. No pooling:
     // every probe opens a connection, which is what a new client would do.
@@ -66,9 +68,35 @@ pub fn spawn_checks(registry: Arc<Registry>, cancel: CancellationToken) {
         .pool_max_idle_per_host(0)
         .build()
         .expect("an HTTP client with no TLS always builds");
-    for alb in registry.albs() {
-        tokio::spawn(check_loop(alb, client.clone(), registry.clone(), cancel.clone()));
-    }
+    let mut config = registry.subscribe_config();
+    tokio::spawn(async move {
+        let mut running: HashMap<String, (AlbConfig, CancellationToken)> = HashMap::new();
+        loop {
+            let albs = registry.albs();
+            running.retain(|id, (old, stop)| {
+                // A new address or new probe settings restart the task; enabling does not.
+                let keep = albs
+                    .iter()
+                    .any(|a| &a.id == id && a.addr() == old.addr() && a.health == old.health);
+                if !keep {
+                    stop.cancel();
+                }
+                keep
+            });
+            for alb in albs {
+                if running.contains_key(&alb.id) {
+                    continue;
+                }
+                let stop = cancel.child_token();
+                tokio::spawn(check_loop(alb.clone(), client.clone(), registry.clone(), stop.clone()));
+                running.insert(alb.id.clone(), (alb, stop));
+            }
+            tokio::select! {
+                r = config.changed() => if r.is_err() { return },
+                () = cancel.cancelled() => return,
+            }
+        }
+    });
 }
 
 async fn check_loop(alb: AlbConfig, client: reqwest::Client, registry: Arc<Registry>, cancel: CancellationToken) {

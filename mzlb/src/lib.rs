@@ -14,6 +14,7 @@ pub mod echo;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod kube_registry;
 pub mod metrics;
 pub mod registry;
 pub mod serve;

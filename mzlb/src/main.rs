@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mzlb::serve::{DEFAULT_API_LISTEN, DEFAULT_DNS_LISTEN};
 use mzlb::state::StateDir;
 use tokio::io::AsyncReadExt;
+use zone_alb::source::kube_watch::KubeOptions;
 
 /// mzlb: a multi-zone, DNS-steered ingress.
 #[derive(Parser)]
@@ -35,19 +36,26 @@ enum Command {
         #[arg(long, default_value = DEFAULT_API_LISTEN, value_name = "IP:PORT")]
         api_listen: SocketAddr,
     },
-    /// Run the multi-zone load balancer: health checks, authoritative DNS, control API.
+    /// Run the multi-zone load balancer: health checks, authoritative DNS, control API. With
+    /// `--manifests` from a directory; otherwise from the ZoneALB and MultiZoneCluster objects
+    /// of a Kubernetes cluster (in-cluster config, `--kubeconfig` or `KUBECONFIG`).
     Serve {
-        #[arg(long, value_name = "DIR")]
-        manifests: PathBuf,
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["kubeconfig", "context"])]
+        manifests: Option<PathBuf>,
+        #[command(flatten)]
+        kube: KubeOptions,
         #[arg(long, default_value = DEFAULT_DNS_LISTEN, value_name = "IP:PORT")]
         dns_listen: SocketAddr,
         #[arg(long, default_value = DEFAULT_API_LISTEN, value_name = "IP:PORT")]
         api_listen: SocketAddr,
     },
-    /// List the zone ALBs with their state and health.
+    /// List the zone ALBs with their state and health (from Kubernetes when a kubeconfig is
+    /// given or found and no local `mzlb up`/`serve` is running).
     Albs {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        #[command(flatten)]
+        kube: KubeOptions,
     },
     /// Recent ALB state transitions: time, ALB, from, to, cause.
     Events {
@@ -63,7 +71,12 @@ enum Command {
         disable: bool,
         #[arg(long)]
         enable: bool,
+        #[command(flatten)]
+        kube: KubeOptions,
     },
+    /// Print the CustomResourceDefinitions (ZoneALB, MultiZoneCluster) as YAML, for
+    /// `kubectl apply -f -`.
+    Crd,
     /// The demo backend: answers with its name and the forwarding headers it received.
     Echo {
         #[arg(long, value_name = "IP:PORT")]
@@ -125,27 +138,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve {
             manifests,
+            kube,
             dns_listen,
             api_listen,
         } => {
             let cancel = tokio_util::sync::CancellationToken::new();
-            let objects = mzlb::serve::load(&manifests)?;
-            let running = mzlb::serve::start(
-                objects,
-                mzlb::serve::ServeOptions {
-                    state,
-                    dns_listen,
-                    api_listen,
-                },
-                cancel.clone(),
-            )
-            .await?;
+            let opts = mzlb::serve::ServeOptions {
+                state,
+                dns_listen,
+                api_listen,
+            };
+            let running = match manifests {
+                Some(dir) => mzlb::serve::start(mzlb::serve::load(&dir)?, opts, cancel.clone()).await?,
+                None => mzlb::kube_registry::start(&kube, opts, cancel.clone()).await?,
+            };
             zone_alb::telemetry::shutdown_signal().await;
             cancel.cancel();
             running.join().await;
         }
-        Command::Albs { output } => {
-            let albs = mzlb::client::ApiClient::from_state(&state)?.albs().await?;
+        Command::Crd => {
+            use kube::CustomResourceExt;
+            let crds = [
+                serde_yaml::to_string(&zone_alb::objects::ZoneALB::crd())?,
+                serde_yaml::to_string(&zone_alb::objects::MultiZoneCluster::crd())?,
+            ];
+            print!("{}", crds.join("---\n"));
+        }
+        Command::Albs { output, kube } => {
+            let albs = if use_kube(&kube, &state) {
+                mzlb::kube_registry::list(&kube.client().await?).await?
+            } else {
+                mzlb::client::ApiClient::from_state(&state)?.albs().await?
+            };
             match output {
                 Output::Table => print!("{}", mzlb::client::table(&albs)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&albs)?),
@@ -158,16 +182,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&events)?),
             }
         }
-        Command::AlbConfigure { alb_id, enable, .. } => {
-            let status = mzlb::client::ApiClient::from_state(&state)?
-                .configure(&alb_id, enable)
-                .await?;
-            let verb = if status.enabled { "enabled" } else { "disabled" };
-            println!(
-                "ALB {} {verb}; in DNS: {}",
-                status.id,
-                if status.in_dns { "yes" } else { "no" }
-            );
+        Command::AlbConfigure {
+            alb_id, enable, kube, ..
+        } => {
+            if use_kube(&kube, &state) {
+                let client = kube.client().await?;
+                mzlb::kube_registry::set_enabled(&client, &alb_id, enable).await?;
+                let verb = if enable { "enabled" } else { "disabled" };
+                println!("ALB {alb_id} {verb} (spec.enabled patched; every mzlb serve replica follows)");
+            } else {
+                let status = mzlb::client::ApiClient::from_state(&state)?
+                    .configure(&alb_id, enable)
+                    .await?;
+                let verb = if status.enabled { "enabled" } else { "disabled" };
+                println!(
+                    "ALB {} {verb}; in DNS: {}",
+                    status.id,
+                    if status.in_dns { "yes" } else { "no" }
+                );
+            }
         }
         Command::Echo { listen, name, delay_ms } => {
             let listener = mzlb::echo::bind(listen).await?;
@@ -200,4 +233,19 @@ async fn stdin_closed() {
             break;
         }
     }
+}
+
+/// Whether the CLI talks to Kubernetes rather than a local `mzlb up`/`serve`: when told to
+/// (`--kubeconfig`, `--context`, `KUBECONFIG`), else when no local server is recorded in the
+/// state directory and a default kubeconfig or in-cluster config exists.
+fn use_kube(kube: &KubeOptions, state: &StateDir) -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if kube.kubeconfig.is_some() || kube.context.is_some() || set("KUBECONFIG") {
+        return true;
+    }
+    if matches!(state.read_api(), Ok(Some(_))) {
+        return false;
+    }
+    let default = dirs::home_dir().map(|h| h.join(".kube/config"));
+    default.is_some_and(|p| p.exists()) || set("KUBERNETES_SERVICE_HOST")
 }

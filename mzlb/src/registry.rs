@@ -120,6 +120,37 @@ struct Entry {
 }
 
 impl Entry {
+    fn new(config: AlbConfig, enabled: bool) -> Self {
+        Entry {
+            hysteresis: Hysteresis::new(config.health.rise, config.health.fall),
+            config,
+            enabled,
+            rising: 0,
+            drain_until: None,
+            state: if enabled { AlbState::Pending } else { AlbState::Disabled },
+            since_ms: now_ms(),
+            last_probe: None,
+            last_error: None,
+        }
+    }
+
+    /// A disabled ALB drains for `drain`; an enabled one that was healthy must pass `rise`
+    /// probes again before it is answered.
+    fn set_enabled(&mut self, enabled: bool, drain: Duration) {
+        self.enabled = enabled;
+        if enabled {
+            self.drain_until = None;
+            self.rising = match self.health() {
+                // Unhealthy already needs `rise` successes; pending needs a first probe.
+                Health::Healthy => self.config.health.rise,
+                Health::Pending | Health::Unhealthy => 0,
+            };
+        } else {
+            self.drain_until = Some(Instant::now() + drain);
+            self.rising = 0;
+        }
+    }
+
     fn health(&self) -> Health {
         self.hysteresis.state()
     }
@@ -138,6 +169,7 @@ impl Entry {
 
 #[derive(Default)]
 struct Inner {
+    clusters: Vec<ClusterConfig>,
     entries: Vec<Entry>,
     /// What was last published, to publish only changes.
     answered: Option<HashSet<String>>,
@@ -146,68 +178,77 @@ struct Inner {
 }
 
 pub struct Registry {
-    clusters: Vec<ClusterConfig>,
     inner: Mutex<Inner>,
     authority: dns::Authority,
-    state: StateDir,
+    /// Where operators' choices are kept; `None` on Kubernetes, where `spec.enabled` is the
+    /// record and every replica reads it.
+    state: Option<StateDir>,
     metrics: Metrics,
+    /// Bumped when the set of ALBs or their settings change (health checks follow it), and
+    /// when any state changes (status writers follow it).
+    config: tokio::sync::watch::Sender<u64>,
+    changes: tokio::sync::watch::Sender<u64>,
+    /// On Kubernetes, enable/disable is written to the ZoneALB's `spec.enabled`.
+    kube: Option<kube::Client>,
 }
 
 impl Registry {
-    /// Starts from the manifests' `spec.enabled`, overridden by choices saved in `state`, and
-    /// publishes an empty answer until probes report.
+    /// Starts from the manifests' `spec.enabled`, overridden by choices saved in `state` (if
+    /// any), and publishes an empty answer until probes report.
     pub fn new(
         clusters: Vec<ClusterConfig>,
         albs: Vec<AlbConfig>,
         authority: dns::Authority,
-        state: StateDir,
+        state: Option<StateDir>,
         metrics: Metrics,
     ) -> Result<Self> {
-        let choices = state.read_choices()?;
+        let choices = match &state {
+            Some(state) => state.read_choices()?,
+            None => Default::default(),
+        };
         let entries = albs
             .into_iter()
             .map(|config| {
                 let enabled = choices.enabled.get(&config.id).copied().unwrap_or(config.enabled);
-                Entry {
-                    hysteresis: Hysteresis::new(config.health.rise, config.health.fall),
-                    config,
-                    enabled,
-                    rising: 0,
-                    drain_until: None,
-                    state: if enabled { AlbState::Pending } else { AlbState::Disabled },
-                    since_ms: now_ms(),
-                    last_probe: None,
-                    last_error: None,
-                }
+                Entry::new(config, enabled)
             })
             .collect();
-        for c in &clusters {
-            let policy = match c.fail_policy {
-                FailPolicy::Open => "open",
-                FailPolicy::Closed => "closed",
-            };
-            metrics
-                .fail_policy
-                .get_or_create(&crate::metrics::PolicyLabels {
-                    cluster: c.name.clone(),
-                    policy: policy.into(),
-                })
-                .set(1);
-        }
+        set_policy_metrics(&metrics, &clusters);
         let registry = Self {
-            clusters,
             inner: Mutex::new(Inner {
+                clusters,
                 entries,
                 ..Default::default()
             }),
             authority,
             state,
             metrics,
+            config: tokio::sync::watch::Sender::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
+            kube: None,
         };
         let mut inner = registry.inner.lock().expect("registry poisoned");
         registry.refresh(&mut inner, "start")?;
         drop(inner);
         Ok(registry)
+    }
+
+    /// Writes enable/disable to Kubernetes from now on.
+    pub fn with_kube(mut self, kube: Option<kube::Client>) -> Self {
+        self.kube = kube;
+        self
+    }
+
+    /// An operator's enable or disable: on Kubernetes written to `spec.enabled` first (so
+    /// every replica and the object agree), then applied here at once.
+    pub async fn configure(&self, id: &str, enabled: bool) -> Result<AlbStatus> {
+        if let Some(client) = &self.kube {
+            if !self.lock().entries.iter().any(|e| e.config.id == id) {
+                return Err(Error::UnknownAlb(id.to_owned()));
+            }
+            crate::kube_registry::set_enabled(client, id, enabled).await?;
+        }
+        self.set_enabled(id, enabled)
     }
 
     pub fn albs(&self) -> Vec<AlbConfig> {
@@ -249,34 +290,29 @@ impl Registry {
         }
     }
 
-    /// Enables or disables an ALB: saved durably first, then DNS follows at once. A disabled
-    /// ALB drains; an enabled one must pass `rise` probes before it is answered again.
+    /// Enables or disables an ALB: saved durably first (standalone), then DNS follows at
+    /// once. A disabled ALB drains; an enabled one must pass `rise` probes before it is
+    /// answered again.
     pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<AlbStatus> {
         let mut inner = self.lock();
-        let Some(entry) = inner.entries.iter_mut().find(|e| e.config.id == id) else {
-            return Err(Error::UnknownAlb(id.to_owned()));
-        };
-        let drain = self
-            .clusters
+        let drain = inner
+            .entries
             .iter()
-            .find(|c| c.name == entry.config.cluster)
-            .map_or(Duration::ZERO, |c| c.drain);
+            .find(|e| e.config.id == id)
+            .map(|e| drain_of(&inner.clusters, &e.config))
+            .ok_or_else(|| Error::UnknownAlb(id.to_owned()))?;
+        let entry = inner
+            .entries
+            .iter_mut()
+            .find(|e| e.config.id == id)
+            .expect("found above");
         if entry.enabled != enabled {
-            let mut choices = self.state.read_choices()?;
-            choices.enabled.insert(id.to_owned(), enabled);
-            self.state.write_choices(&choices)?;
-            entry.enabled = enabled;
-            if enabled {
-                entry.drain_until = None;
-                entry.rising = match entry.health() {
-                    // Unhealthy already needs `rise` successes; pending needs a first probe.
-                    Health::Healthy => entry.config.health.rise,
-                    Health::Pending | Health::Unhealthy => 0,
-                };
-            } else {
-                entry.drain_until = Some(Instant::now() + drain);
-                entry.rising = 0;
+            if let Some(state) = &self.state {
+                let mut choices = state.read_choices()?;
+                choices.enabled.insert(id.to_owned(), enabled);
+                state.write_choices(&choices)?;
             }
+            entry.set_enabled(enabled, drain);
             let cause = if enabled {
                 "enabled by operator"
             } else {
@@ -286,7 +322,53 @@ impl Registry {
         }
         let answered = inner.answered.clone().unwrap_or_default();
         let entry = inner.entries.iter().find(|e| e.config.id == id).expect("found above");
-        Ok(self.status_of(entry, &answered))
+        Ok(status_of(&inner.clusters, entry, &answered))
+    }
+
+    /// Takes a new set of clusters and ALBs (the objects changed): known ALBs keep their
+    /// health, new ones start pending, removed ones leave DNS, and a changed `spec.enabled`
+    /// acts as an operator's enable or disable.
+    pub fn reconfigure(&self, clusters: Vec<ClusterConfig>, albs: Vec<AlbConfig>) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.clusters == clusters && inner.entries.iter().map(|e| &e.config).eq(albs.iter()) {
+            return Ok(());
+        }
+        set_policy_metrics(&self.metrics, &clusters);
+        let mut old: Vec<Entry> = std::mem::take(&mut inner.entries);
+        for config in albs {
+            let drain = drain_of(&clusters, &config);
+            let entry = match old.iter().position(|e| e.config.id == config.id) {
+                Some(i) => {
+                    let mut entry = old.swap_remove(i);
+                    if entry.config.health != config.health {
+                        entry.hysteresis = Hysteresis::new(config.health.rise, config.health.fall);
+                    }
+                    if entry.config.enabled != config.enabled && entry.enabled != config.enabled {
+                        entry.set_enabled(config.enabled, drain);
+                    }
+                    entry.config = config;
+                    entry
+                }
+                None => Entry::new(config.clone(), config.enabled),
+            };
+            inner.entries.push(entry);
+        }
+        for gone in &old {
+            tracing::info!(alb = %gone.config.id, "ALB removed");
+        }
+        inner.clusters = clusters;
+        self.config.send_modify(|n| *n += 1);
+        self.refresh(&mut inner, "configuration changed")
+    }
+
+    /// Wakes on every change of the ALBs' settings (not of their health).
+    pub fn subscribe_config(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.config.subscribe()
+    }
+
+    /// Wakes on every state change and published answer.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn status(&self) -> Vec<AlbStatus> {
@@ -294,7 +376,11 @@ impl Registry {
         // Let a finished drain show even between probes.
         let _ = self.refresh(&mut inner, "drain period over");
         let answered = inner.answered.clone().unwrap_or_default();
-        inner.entries.iter().map(|e| self.status_of(e, &answered)).collect()
+        inner
+            .entries
+            .iter()
+            .map(|e| status_of(&inner.clusters, e, &answered))
+            .collect()
     }
 
     pub fn events(&self) -> Vec<Event> {
@@ -309,6 +395,7 @@ impl Registry {
         for entry in entries.iter_mut() {
             let state = entry.current_state(now);
             if state != entry.state {
+                self.changes.send_modify(|n| *n += 1);
                 tracing::info!(alb = %entry.config.id, from = %entry.state, to = %state, %cause, "ALB state changed");
                 let at_ms = now_ms();
                 events.push(Event {
@@ -322,8 +409,8 @@ impl Registry {
                 entry.since_ms = at_ms;
             }
         }
-        let (answered, failing_open) = answered(&self.clusters, &inner.entries);
-        for cluster in &self.clusters {
+        let (answered, failing_open) = answered(&inner.clusters, &inner.entries);
+        for cluster in &inner.clusters {
             let labels = ClusterLabels {
                 cluster: cluster.name.clone(),
             };
@@ -350,7 +437,7 @@ impl Registry {
                 .get_or_create(&alb_labels(&entry.config))
                 .set(i64::from(in_dns));
         }
-        let zones = self
+        let zones = inner
             .clusters
             .iter()
             .map(|cluster| dns::ZoneAnswers {
@@ -367,31 +454,55 @@ impl Registry {
             .collect();
         self.authority.publish(&dns::AnswerSet { zones })?;
         inner.answered = Some(answered);
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
+}
 
-    fn status_of(&self, entry: &Entry, answered: &HashSet<String>) -> AlbStatus {
-        let c = &entry.config;
-        let fail_policy = self
-            .clusters
-            .iter()
-            .find(|k| k.name == c.cluster)
-            .map_or_else(FailPolicy::default, |k| k.fail_policy);
-        AlbStatus {
-            id: c.id.clone(),
-            cluster: c.cluster.clone(),
-            zone: c.zone.clone(),
-            ip: c.ip,
-            port: c.port,
-            enabled: entry.enabled,
-            state: entry.state,
-            since_ms: entry.since_ms,
-            health: entry.health(),
-            in_dns: answered.contains(&c.id),
-            fail_policy,
-            last_probe: entry.last_probe.clone(),
-            last_error: entry.last_error.clone(),
-        }
+fn status_of(clusters: &[ClusterConfig], entry: &Entry, answered: &HashSet<String>) -> AlbStatus {
+    let c = &entry.config;
+    let fail_policy = clusters
+        .iter()
+        .find(|k| k.name == c.cluster)
+        .map_or_else(FailPolicy::default, |k| k.fail_policy);
+    AlbStatus {
+        id: c.id.clone(),
+        cluster: c.cluster.clone(),
+        zone: c.zone.clone(),
+        ip: c.ip,
+        port: c.port,
+        enabled: entry.enabled,
+        state: entry.state,
+        since_ms: entry.since_ms,
+        health: entry.health(),
+        in_dns: answered.contains(&c.id),
+        fail_policy,
+        last_probe: entry.last_probe.clone(),
+        last_error: entry.last_error.clone(),
+    }
+}
+
+fn drain_of(clusters: &[ClusterConfig], config: &AlbConfig) -> Duration {
+    clusters
+        .iter()
+        .find(|c| c.name == config.cluster)
+        .map_or(Duration::ZERO, |c| c.drain)
+}
+
+fn set_policy_metrics(metrics: &Metrics, clusters: &[ClusterConfig]) {
+    metrics.fail_policy.clear();
+    for c in clusters {
+        let policy = match c.fail_policy {
+            FailPolicy::Open => "open",
+            FailPolicy::Closed => "closed",
+        };
+        metrics
+            .fail_policy
+            .get_or_create(&crate::metrics::PolicyLabels {
+                cluster: c.name.clone(),
+                policy: policy.into(),
+            })
+            .set(1);
     }
 }
 
@@ -540,7 +651,7 @@ mod tests {
             cluster(FailPolicy::Open),
             vec![config],
             dns::Authority::new(),
-            state,
+            Some(state),
             Metrics::default(),
         )
         .unwrap()

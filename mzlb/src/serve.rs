@@ -53,19 +53,33 @@ pub fn load(manifests: &Path) -> Result<Objects> {
 /// Binds every socket, then serves `objects` in the background until `cancel` fires. Any
 /// error here happens before anything is served.
 pub async fn start(objects: Objects, opts: ServeOptions, cancel: CancellationToken) -> Result<Running> {
+    start_with(objects, opts, cancel, None).await
+}
+
+/// [`start`], with `kube` when the objects come from Kubernetes: then `spec.enabled` is the
+/// record of an operator's choice, not the state directory.
+pub async fn start_with(
+    objects: Objects,
+    opts: ServeOptions,
+    cancel: CancellationToken,
+    kube: Option<kube::Client>,
+) -> Result<Running> {
     let (clusters, albs) = registry::configs(&objects)?;
     opts.state.create()?;
 
     let authority = dns::Authority::new();
     let metrics = crate::metrics::Metrics::default();
     let prometheus = Arc::new(crate::metrics::registry(authority.metrics(), &metrics));
-    let registry = Arc::new(Registry::new(
-        clusters,
-        albs,
-        authority.clone(),
-        opts.state.clone(),
-        metrics,
-    )?);
+    let registry = Arc::new(
+        Registry::new(
+            clusters,
+            albs,
+            authority.clone(),
+            kube.is_none().then(|| opts.state.clone()),
+            metrics,
+        )?
+        .with_kube(kube),
+    );
     let dns_listeners = dns::bind(opts.dns_listen).await?;
     let dns_addr = dns_listeners.local_addr().unwrap_or(opts.dns_listen);
     let api_listener = crate::api::bind(opts.api_listen).await?;

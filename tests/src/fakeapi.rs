@@ -36,11 +36,29 @@ const KINDS: &[Kind] = &[
     kind("api/v1", "services", "Service", true, true),
     kind("api/v1", "secrets", "Secret", true, false),
     kind("api/v1", "namespaces", "Namespace", false, true),
-    kind("apis/discovery.k8s.io/v1", "endpointslices", "EndpointSlice", true, false),
+    kind(
+        "apis/discovery.k8s.io/v1",
+        "endpointslices",
+        "EndpointSlice",
+        true,
+        false,
+    ),
     kind("apis/networking.k8s.io/v1", "ingresses", "Ingress", true, true),
-    kind("apis/networking.k8s.io/v1", "ingressclasses", "IngressClass", false, false),
+    kind(
+        "apis/networking.k8s.io/v1",
+        "ingressclasses",
+        "IngressClass",
+        false,
+        false,
+    ),
     kind("apis/mzlb.io/v1alpha1", "zonealbs", "ZoneALB", false, true),
-    kind("apis/mzlb.io/v1alpha1", "multizoneclusters", "MultiZoneCluster", false, true),
+    kind(
+        "apis/mzlb.io/v1alpha1",
+        "multizoneclusters",
+        "MultiZoneCluster",
+        false,
+        true,
+    ),
     kind("apis/coordination.k8s.io/v1", "leases", "Lease", true, false),
     kind("apis/events.k8s.io/v1", "events", "Event", true, false),
 ];
@@ -130,7 +148,9 @@ impl FakeApi {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
                 let accept = async {
                     loop {
-                        let Ok((stream, _)) = listener.accept().await else { continue };
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
                         let server = server.clone();
                         tokio::spawn(async move {
                             let service = hyper::service::service_fn(move |req| {
@@ -190,7 +210,10 @@ impl FakeApi {
         } else {
             String::new()
         };
-        let name = object["metadata"]["name"].as_str().expect("object has a name").to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("object has a name")
+            .to_owned();
         if KINDS[k].namespaced {
             object["metadata"]["namespace"] = json!(ns);
         }
@@ -209,7 +232,10 @@ impl FakeApi {
         let k = index_of(kind);
         let mut state = self.state.lock().unwrap();
         let key = (k, namespace.unwrap_or_default().to_owned(), name.to_owned());
-        let object = state.objects.remove(&key).unwrap_or_else(|| panic!("no {kind} {name} to delete"));
+        let object = state
+            .objects
+            .remove(&key)
+            .unwrap_or_else(|| panic!("no {kind} {name} to delete"));
         state.rv += 1;
         let rv = state.rv;
         let mut object = object;
@@ -220,7 +246,11 @@ impl FakeApi {
 
     /// The stored object, if any.
     pub fn get(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
-        let key = (index_of(kind), namespace.unwrap_or_default().to_owned(), name.to_owned());
+        let key = (
+            index_of(kind),
+            namespace.unwrap_or_default().to_owned(),
+            name.to_owned(),
+        );
         self.state.lock().unwrap().objects.get(&key).cloned()
     }
 
@@ -228,7 +258,12 @@ impl FakeApi {
     pub fn list(&self, kind: &str) -> Vec<Value> {
         let k = index_of(kind);
         let state = self.state.lock().unwrap();
-        state.objects.iter().filter(|(key, _)| key.0 == k).map(|(_, v)| v.clone()).collect()
+        state
+            .objects
+            .iter()
+            .filter(|(key, _)| key.0 == k)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Ends every open watch stream cleanly (as the API server does at its timeout).
@@ -387,10 +422,12 @@ fn matches(object: &Value, namespace: Option<&str>, query: &BTreeMap<String, Str
     }
     let selector = |key: &str, f: &dyn Fn(&str, &str) -> bool| {
         query.get(key).is_none_or(|s| {
-            s.split(',').filter(|t| !t.is_empty()).all(|term| match term.split_once('=') {
-                Some((k, v)) => f(k.trim_end_matches('='), v),
-                None => true,
-            })
+            s.split(',')
+                .filter(|t| !t.is_empty())
+                .all(|term| match term.split_once('=') {
+                    Some((k, v)) => f(k.trim_end_matches('='), v),
+                    None => true,
+                })
         })
     };
     let field = |k: &str, v: &str| {
@@ -431,7 +468,12 @@ impl Server {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let bytes = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let body: Option<Value> = if bytes.is_empty() {
             None
         } else {
@@ -440,7 +482,11 @@ impl Server {
                 .or_else(|| serde_yaml::from_slice(&bytes).ok())
         };
         let Some(target) = parse_path(&path) else {
-            return status(StatusCode::NOT_FOUND, "NotFound", &format!("the server could not find {path}"));
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("the server could not find {path}"),
+            );
         };
         let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
         let verb = match (&method, &target.name) {
@@ -475,7 +521,11 @@ impl Server {
                 resource,
             });
             if state.down {
-                return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "the fake API server is down");
+                return status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "the fake API server is down",
+                );
             }
         }
         match verb {
@@ -527,7 +577,11 @@ impl Server {
             return status(StatusCode::BAD_REQUEST, "BadRequest", "no body");
         };
         let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
-            return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "metadata.name: Required value");
+            return status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                "metadata.name: Required value",
+            );
         };
         let ns = target.namespace.clone().unwrap_or_default();
         if KINDS[target.k].namespaced {
@@ -688,7 +742,11 @@ fn not_found(target: &Target) -> Response<Body> {
     status(
         StatusCode::NOT_FOUND,
         "NotFound",
-        &format!("{} \"{}\" not found", kind.plural, target.name.as_deref().unwrap_or_default()),
+        &format!(
+            "{} \"{}\" not found",
+            kind.plural,
+            target.name.as_deref().unwrap_or_default()
+        ),
     )
 }
 

@@ -143,7 +143,11 @@ async fn ensure_ingress_class(client: &Client, name: &str) {
     let api: Api<IngressClass> = Api::all(client.clone());
     match api.get_opt(name).await {
         Ok(Some(class)) => {
-            let controller = class.spec.as_ref().and_then(|s| s.controller.clone()).unwrap_or_default();
+            let controller = class
+                .spec
+                .as_ref()
+                .and_then(|s| s.controller.clone())
+                .unwrap_or_default();
             if controller != CONTROLLER {
                 tracing::warn!(class = %name, %controller, "IngressClass belongs to another controller; serving its Ingresses anyway");
             }
@@ -259,7 +263,9 @@ fn truncate(mut note: String) -> String {
 
 /// The addresses an Ingress's status lists: every enabled ALB of our cluster.
 fn status_ips(objects: &Objects, opts: &Options) -> Vec<IpAddr> {
-    let Some(me) = objects.zone_alb(&opts.alb_id) else { return Vec::new() };
+    let Some(me) = objects.zone_alb(&opts.alb_id) else {
+        return Vec::new();
+    };
     let cluster = objects.cluster_of(me).and_then(|c| c.metadata.name.clone());
     let mut ips: Vec<IpAddr> = objects
         .zone_albs
@@ -279,11 +285,9 @@ async fn write_ingress_status(client: &Client, objects: &Objects, opts: &Options
     let ips = status_ips(objects, opts);
     let wanted: Vec<serde_json::Value> = ips.iter().map(|ip| serde_json::json!({"ip": ip.to_string()})).collect();
     for report in reports.iter().filter(|r| r.rejected.is_none()) {
-        let Some(ingress) = objects
-            .ingresses
-            .iter()
-            .find(|i| i.metadata.name.as_deref() == Some(&report.name) && i.namespace().as_deref() == Some(&report.namespace))
-        else {
+        let Some(ingress) = objects.ingresses.iter().find(|i| {
+            i.metadata.name.as_deref() == Some(&report.name) && i.namespace().as_deref() == Some(&report.namespace)
+        }) else {
             continue;
         };
         if current_ips(ingress) == ips {
@@ -291,8 +295,13 @@ async fn write_ingress_status(client: &Client, objects: &Objects, opts: &Options
         }
         let api: Api<Ingress> = Api::namespaced(client.clone(), &report.namespace);
         let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": wanted}}});
-        match api.patch_status(&report.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => tracing::info!(ingress = %format!("{}/{}", report.namespace, report.name), ?ips, "Ingress status updated"),
+        match api
+            .patch_status(&report.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(ingress = %format!("{}/{}", report.namespace, report.name), ?ips, "Ingress status updated")
+            }
             Err(error) => tracing::warn!(ingress = %report.name, %error, "could not update Ingress status"),
         }
     }
@@ -311,4 +320,3 @@ fn current_ips(ingress: &Ingress) -> Vec<IpAddr> {
     ips.sort();
     ips
 }
-

@@ -100,13 +100,9 @@ async fn try_acquire_or_renew(api: &Api<Lease>, name: &str, identity: &str) -> R
     let spec = lease.spec.get_or_insert_with(Default::default);
     let holder = spec.holder_identity.clone().unwrap_or_default();
     let duration = SignedDuration::from_secs(i64::from(
-        spec.lease_duration_seconds
-            .unwrap_or(LEASE_DURATION.as_secs() as i32),
+        spec.lease_duration_seconds.unwrap_or(LEASE_DURATION.as_secs() as i32),
     ));
-    let expired = spec
-        .renew_time
-        .as_ref()
-        .is_none_or(|t| t.0 + duration < now);
+    let expired = spec.renew_time.as_ref().is_none_or(|t| t.0 + duration < now);
     if holder != identity && !holder.is_empty() && !expired {
         return Ok(false);
     }
@@ -126,7 +122,9 @@ async fn try_acquire_or_renew(api: &Api<Lease>, name: &str, identity: &str) -> R
 }
 
 async fn release(api: &Api<Lease>, name: &str, identity: &str) -> Result<(), kube::Error> {
-    let Some(mut lease) = api.get_opt(name).await? else { return Ok(()) };
+    let Some(mut lease) = api.get_opt(name).await? else {
+        return Ok(());
+    };
     let spec = lease.spec.get_or_insert_with(Default::default);
     if spec.holder_identity.as_deref() != Some(identity) {
         return Ok(());
@@ -138,8 +136,11 @@ async fn release(api: &Api<Lease>, name: &str, identity: &str) -> Result<(), kub
 
 /// This process's identity for leases and events: `POD_NAME` on a cluster, else host and pid.
 pub fn identity() -> String {
-    std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    })
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        })
 }

@@ -80,11 +80,17 @@ pub struct ZoneALBStatus {
     /// `pending`, `enabled`, `unhealthy`, `draining` or `disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// RFC 3339 time `state` was entered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
     /// `Healthy` (the probes' verdict) and `InDNS` (answered now), as Kubernetes conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe: Option<LastProbe>,
+    /// The last failed probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastProbe>,
 }
 
 /// One health probe's outcome.

@@ -359,9 +359,7 @@ impl RouteTable {
                     })
                 }
             }
-            table
-                .warnings
-                .extend(report.warnings.iter().map(|w| w.message.clone()));
+            table.warnings.extend(report.warnings.iter().map(|w| w.message.clone()));
             table.reports.push(report);
         }
         for rules in table.exact_hosts.values_mut().chain(table.wildcard_hosts.values_mut()) {

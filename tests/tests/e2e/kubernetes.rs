@@ -59,13 +59,20 @@ fn wait_for(api: &FakeApi, what: &str, alb: &Proc, mut f: impl FnMut(&[Recorded]
             .iter()
             .map(|r| format!("{} {} {:?}", r.method, r.path, r.body))
             .collect();
-        panic!("{what} never happened; requests:\n{}\noutput:\n{}", seen.join("\n"), alb.output())
+        panic!(
+            "{what} never happened; requests:\n{}\noutput:\n{}",
+            seen.join("\n"),
+            alb.output()
+        )
     });
 }
 
 fn status_patches<'a>(requests: &'a [Recorded], ingress: &str) -> Vec<&'a Recorded> {
     let path = format!("/apis/networking.k8s.io/v1/namespaces/shop/ingresses/{ingress}/status");
-    requests.iter().filter(|r| r.method == "PATCH" && r.path == path).collect()
+    requests
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path == path)
+        .collect()
 }
 
 fn events<'a>(requests: &'a [Recorded], reason: &str) -> Vec<&'a Value> {
@@ -81,7 +88,14 @@ fn start_zone_alb(kubeconfig: &std::path::Path, pod: &str) -> Proc {
     let alb = Proc::start(
         "zone-alb",
         Command::new(bin("zone-alb"))
-            .args(["--alb-id", "a", "--listen", "127.0.40.2:8080", "--admin-listen", "127.0.40.2:9090"])
+            .args([
+                "--alb-id",
+                "a",
+                "--listen",
+                "127.0.40.2:8080",
+                "--admin-listen",
+                "127.0.40.2:9090",
+            ])
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .env("POD_NAME", pod)
@@ -112,7 +126,9 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
     assert!(body.contains("backend-1"), "{body}");
 
     // Our IngressClass was created, naming our controller.
-    let class = api.get("IngressClass", None, "mzlb").expect("IngressClass mzlb created");
+    let class = api
+        .get("IngressClass", None, "mzlb")
+        .expect("IngressClass mzlb created");
     assert_eq!(class["spec"]["controller"], "mzlb.io/zone-alb");
 
     // One Normal event for the loaded Ingress, with exactly the fields kubectl shows.
@@ -132,8 +148,12 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
 
     // The elected writer (the only replica here) holds the Lease and sets the Ingress status
     // to every enabled ALB, with a JSON merge patch on the status subresource.
-    wait_for(&api, "the Ingress status patch", &alb, |r| !status_patches(r, "web").is_empty());
-    let lease = api.get("Lease", Some("mzlb-system"), "mzlb-zone-alb-status").expect("lease created");
+    wait_for(&api, "the Ingress status patch", &alb, |r| {
+        !status_patches(r, "web").is_empty()
+    });
+    let lease = api
+        .get("Lease", Some("mzlb-system"), "mzlb-zone-alb-status")
+        .expect("lease created");
     assert_eq!(lease["spec"]["holderIdentity"], "a/zone-alb-a-0");
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
     let requests = api.requests();
@@ -164,17 +184,26 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
     api.apply_yaml(&ingress("broken", "broken.test", "missing"));
     poll(Duration::from_secs(10), || (get("shop2.test").0 == 200).then_some(()))
         .unwrap_or_else(|| panic!("added Ingress not served:\n{}", alb.output()));
-    wait_for(&api, "the ServiceNotFound warning", &alb, |r| !events(r, "ServiceNotFound").is_empty());
+    wait_for(&api, "the ServiceNotFound warning", &alb, |r| {
+        !events(r, "ServiceNotFound").is_empty()
+    });
     let requests = api.requests();
     let warning = events(&requests, "ServiceNotFound")[0];
     assert_eq!(warning["type"], "Warning");
     assert_eq!(warning["regarding"]["name"], "broken");
     assert!(
-        warning["note"].as_str().unwrap().contains("Service shop/missing not found"),
+        warning["note"]
+            .as_str()
+            .unwrap()
+            .contains("Service shop/missing not found"),
         "{warning}"
     );
     assert_eq!(get("broken.test").0, 404, "a rejected Ingress is not served");
-    assert_eq!(get("web.test").0, 200, "one broken Ingress does not take the others down");
+    assert_eq!(
+        get("web.test").0,
+        200,
+        "one broken Ingress does not take the others down"
+    );
     // A bad annotation value is a Warning too, naming annotation and value; the rest works.
     api.apply_yaml(&ingress("shop2", "shop2.test", "app").replace(
         "generation: 1}",
@@ -184,7 +213,10 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
         !events(r, "InvalidAnnotation").is_empty()
     });
     let requests = api.requests();
-    let note = events(&requests, "InvalidAnnotation")[0]["note"].as_str().unwrap().to_owned();
+    let note = events(&requests, "InvalidAnnotation")[0]["note"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(note.contains("limit-rps") && note.contains("lots"), "{note}");
     assert_eq!(get("shop2.test").0, 200);
 
@@ -212,12 +244,18 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
     api.apply_yaml(&ingress("late", "late.test", "app"));
     poll(Duration::from_secs(10), || (get("late.test").0 == 200).then_some(()))
         .unwrap_or_else(|| panic!("Ingress added after a resumed watch not served:\n{}", alb.output()));
-    assert_eq!(ingress_lists(&api.requests()), lists_before, "a resumed watch does not list again");
+    assert_eq!(
+        ingress_lists(&api.requests()),
+        lists_before,
+        "a resumed watch does not list again"
+    );
 
     // 410 Gone forces a new list; what changed meanwhile is picked up.
     api.compact();
     api.apply_yaml(&ingress("after-gone", "gone.test", "app"));
-    wait_for(&api, "a relist after 410 Gone", &alb, |r| ingress_lists(r) > lists_before);
+    wait_for(&api, "a relist after 410 Gone", &alb, |r| {
+        ingress_lists(r) > lists_before
+    });
     poll(Duration::from_secs(15), || (get("gone.test").0 == 200).then_some(()))
         .unwrap_or_else(|| panic!("Ingress added around a 410 not served:\n{}", alb.output()));
 
@@ -274,9 +312,15 @@ fn dns_and_the_cli_use_zone_albs_from_the_api_server() {
     .unwrap_or_else(|| panic!("no ZoneALB status written:\n{}\n{}", one.output(), two.output()));
     let status = api.get("ZoneALB", None, "a").unwrap()["status"].clone();
     let conditions = status["conditions"].as_array().expect("conditions");
-    let healthy = conditions.iter().find(|c| c["type"] == "Healthy").expect("Healthy condition");
+    let healthy = conditions
+        .iter()
+        .find(|c| c["type"] == "Healthy")
+        .expect("Healthy condition");
     assert_eq!(healthy["status"], "True");
-    let in_dns = conditions.iter().find(|c| c["type"] == "InDNS").expect("InDNS condition");
+    let in_dns = conditions
+        .iter()
+        .find(|c| c["type"] == "InDNS")
+        .expect("InDNS condition");
     assert_eq!(in_dns["status"], "True");
     assert_eq!(status["lastProbe"]["ok"], true);
     let status_writers: std::collections::BTreeSet<String> = api
@@ -286,7 +330,9 @@ fn dns_and_the_cli_use_zone_albs_from_the_api_server() {
         .map(|r| r.path.clone())
         .collect();
     assert!(!status_writers.is_empty());
-    let holder = api.get("Lease", Some("mzlb-system"), "mzlb-serve-status").expect("lease")["spec"]["holderIdentity"]
+    let holder = api
+        .get("Lease", Some("mzlb-system"), "mzlb-serve-status")
+        .expect("lease")["spec"]["holderIdentity"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -309,7 +355,10 @@ fn dns_and_the_cli_use_zone_albs_from_the_api_server() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let table = cli(&["albs"]);
-    assert!(table.contains("ALB ID") && table.contains("127.0.41.2") && table.contains("zone-1"), "{table}");
+    assert!(
+        table.contains("ALB ID") && table.contains("127.0.41.2") && table.contains("zone-1"),
+        "{table}"
+    );
 
     // alb-configure patches spec.enabled; both replicas' DNS follow within a second or two.
     let out = cli(&["alb-configure", "--alb-id", "b", "--disable"]);
@@ -322,15 +371,21 @@ fn dns_and_the_cli_use_zone_albs_from_the_api_server() {
     assert_eq!(patch.body, Some(json!({"spec": {"enabled": false}})));
     assert_eq!(api.get("ZoneALB", None, "b").unwrap()["spec"]["enabled"], false);
     for server in ["127.0.41.21:5353", "127.0.41.22:5353"] {
-        poll(Duration::from_secs(5), || (answers(server) == ["127.0.41.2"]).then_some(()))
-            .unwrap_or_else(|| panic!("{server} still answers the disabled ALB"));
+        poll(Duration::from_secs(5), || {
+            (answers(server) == ["127.0.41.2"]).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{server} still answers the disabled ALB"));
     }
     poll(Duration::from_secs(10), || {
         let b = api.get("ZoneALB", None, "b")?;
         (b["status"]["state"] == "draining" || b["status"]["state"] == "disabled").then_some(())
     })
     .expect("status of the disabled ALB");
-    assert!(cli(&["albs"]).lines().any(|l| l.starts_with("b ") && l.contains("false")));
+    assert!(
+        cli(&["albs"])
+            .lines()
+            .any(|l| l.starts_with("b ") && l.contains("false"))
+    );
 
     // The API server becomes unreachable: DNS keeps answering from the last known state.
     api.set_down(true);

@@ -4,8 +4,11 @@
 use serde_yaml::Value;
 use tests::fakeapi::Recorded;
 
-/// Rules of one file: (namespaced Role?, apiGroups, resources, verbs) per rule.
-fn rules(file: &str) -> Vec<(bool, Vec<String>, Vec<String>, Vec<String>)> {
+/// One rule: whether it is from a (namespaced) Role, then apiGroups, resources and verbs.
+type Rule = (bool, Vec<String>, Vec<String>, Vec<String>);
+
+/// The rules of one file.
+fn rules(file: &str) -> Vec<Rule> {
     let path = format!("{}/../charts/mzlb/files/rbac/{file}.yaml", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let strings = |v: &Value| -> Vec<String> {
