@@ -322,3 +322,53 @@ pub fn key_of(
         name: meta.name.clone().unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn zone_alb_crd_reads_like_a_cloud_albs_listing() {
+        let crd = ZoneALB::crd();
+        assert_eq!(crd.spec.scope, "Cluster");
+        assert_eq!(crd.spec.group, "mzlb.io");
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        let columns: Vec<&str> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["Enabled", "Status", "Type", "IP", "Zone", "Age"]);
+        assert!(
+            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            "status is a subresource, so only the elected writer's patches touch it"
+        );
+        let schema = serde_json::to_value(&version.schema).unwrap();
+        let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(
+            spec["properties"]["type"]["enum"],
+            serde_json::json!(["public", "private"])
+        );
+        let status = &schema["openAPIV3Schema"]["properties"]["status"]["properties"];
+        for field in ["state", "conditions", "lastProbe"] {
+            assert!(status.get(field).is_some(), "status.{field} in the schema: {status}");
+        }
+    }
+
+    #[test]
+    fn a_zone_alb_from_the_api_server_round_trips() {
+        let alb: ZoneALB = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mzlb.io/v1alpha1", "kind": "ZoneALB",
+            "metadata": {"name": "alb1", "resourceVersion": "7"},
+            "spec": {"zone": "zone-1", "ip": "2001:db8::1", "type": "private"},
+            "status": {"state": "enabled", "lastProbe": {"time": "2026-01-01T00:00:00Z", "ok": true, "latencyMs": 1.5, "detail": "200 OK"}}
+        }))
+        .unwrap();
+        assert_eq!(alb.spec.type_, AlbType::Private);
+        assert!(alb.spec.enabled, "enabled by default");
+        assert_eq!(alb.status.unwrap().last_probe.unwrap().detail, "200 OK");
+    }
+}

@@ -870,4 +870,39 @@ endpoints: [{addresses: [10.0.0.2]}]
             );
         }
     }
+
+    #[test]
+    fn on_a_cluster_one_unservable_ingress_is_left_out_and_the_rest_served() {
+        let text = format!(
+            "{BASE}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: good, uid: u1, generation: 3}}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: good.test\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: a, port: {{number: 80}}}}}}}}\n\
+             ---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: bad}}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: bad.test\n    http:\n      paths:\n      - {{path: /x, pathType: Prefix, backend: {{service: {{name: a, port: {{number: 80}}}}}}}}\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: gone, port: {{number: 80}}}}}}}}\n"
+        );
+        let mut objects = Objects::default();
+        load_str(&text, Path::new("t.yaml"), &mut objects).unwrap();
+        let err = RouteTable::compile(&objects, DEFAULT_INGRESS_CLASS, "z")
+            .err()
+            .expect("strict fails");
+        assert!(err.to_string().contains("Service default/gone not found"), "{err}");
+
+        let t = RouteTable::compile_each(&objects, DEFAULT_INGRESS_CLASS, "z");
+        assert_eq!(t.ingresses, 1);
+        assert!(t.lookup("good.test", "/").is_some());
+        assert!(
+            t.lookup("bad.test", "/x").is_none(),
+            "nothing of a rejected Ingress is installed"
+        );
+        let good = t.reports.iter().find(|r| r.name == "good").unwrap();
+        assert!(good.rejected.is_none());
+        assert_eq!((good.uid.as_deref(), good.generation), (Some("u1"), Some(3)));
+        let bad = t.reports.iter().find(|r| r.name == "bad").unwrap();
+        let problem = bad.rejected.as_ref().unwrap();
+        assert_eq!(problem.reason, "ServiceNotFound");
+        assert!(
+            problem
+                .message
+                .contains("spec.rules[0].http.paths[1].backend.service.name"),
+            "{}",
+            problem.message
+        );
+    }
 }
