@@ -5,6 +5,7 @@ mod harness;
 mod netns;
 
 mod bad_input;
+mod chart;
 mod components;
 mod dns;
 mod failover;
