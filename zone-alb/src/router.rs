@@ -879,9 +879,7 @@ endpoints: [{addresses: [10.0.0.2]}]
         );
         let mut objects = Objects::default();
         load_str(&text, Path::new("t.yaml"), &mut objects).unwrap();
-        let err = RouteTable::compile(&objects, DEFAULT_INGRESS_CLASS, "z")
-            .err()
-            .expect("strict fails");
+        let err = RouteTable::compile(&objects, DEFAULT_INGRESS_CLASS, "z").expect_err("strict fails");
         assert!(err.to_string().contains("Service default/gone not found"), "{err}");
 
         let t = RouteTable::compile_each(&objects, DEFAULT_INGRESS_CLASS, "z");
