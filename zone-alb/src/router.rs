@@ -411,6 +411,7 @@ impl Rejection {
 }
 
 /// Where a path rule goes in the table.
+#[derive(Clone)]
 enum HostSlot {
     Any,
     Exact(String),
@@ -538,12 +539,7 @@ fn stage(
                 backend,
                 policy: policy.clone(),
             };
-            let slot = match &slot {
-                HostSlot::Any => HostSlot::Any,
-                HostSlot::Exact(h) => HostSlot::Exact(h.clone()),
-                HostSlot::Wildcard(h) => HostSlot::Wildcard(h.clone()),
-            };
-            staged.rules.push((slot, rule));
+            staged.rules.push((slot.clone(), rule));
         }
     }
     Ok(staged)
