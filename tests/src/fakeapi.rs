@@ -232,15 +232,9 @@ impl FakeApi {
         let k = index_of(kind);
         let mut state = self.state.lock().unwrap();
         let key = (k, namespace.unwrap_or_default().to_owned(), name.to_owned());
-        let object = state
-            .objects
+        state
             .remove(&key)
             .unwrap_or_else(|| panic!("no {kind} {name} to delete"));
-        state.rv += 1;
-        let rv = state.rv;
-        let mut object = object;
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        state.history.push((rv, k, "DELETED", object));
         self.wake(&state);
     }
 
@@ -323,6 +317,15 @@ fn index_of(kind: &str) -> usize {
 }
 
 impl State {
+    /// Deletes an object at a new resourceVersion; watchers see DELETED.
+    fn remove(&mut self, key: &(usize, String, String)) -> Option<Value> {
+        let mut object = self.objects.remove(key)?;
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.history.push((self.rv, key.0, "DELETED", object.clone()));
+        Some(object)
+    }
+
     fn store(&mut self, k: usize, ns: String, name: String, mut object: Value, event: &'static str) -> Value {
         self.rv += 1;
         let meta = &mut object["metadata"];
@@ -662,13 +665,9 @@ impl Server {
     fn delete(&self, target: &Target) -> Response<Body> {
         let key = self.key(target);
         let mut state = self.state.lock().unwrap();
-        let Some(mut object) = state.objects.remove(&key) else {
+        let Some(object) = state.remove(&key) else {
             return not_found(target);
         };
-        state.rv += 1;
-        let rv = state.rv;
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        state.history.push((rv, key.0, "DELETED", object.clone()));
         self.changed.send_replace((state.rv, state.epoch));
         full(StatusCode::OK, &object)
     }
