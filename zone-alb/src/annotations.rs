@@ -20,6 +20,15 @@ pub enum BalanceKind {
     Ewma,
 }
 
+/// How the ALB talks to the backend (`backend-protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendProtocol {
+    #[default]
+    Http,
+    /// TLS to the backend, without certificate verification (ingress-nginx's default).
+    Https,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CookieAffinity {
     pub name: String,
@@ -55,6 +64,7 @@ pub struct Policy {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub send_timeout: Duration,
+    pub backend_protocol: BackendProtocol,
     /// Redirect plain HTTP to HTTPS for hosts this Ingress has TLS for (default true).
     pub ssl_redirect: bool,
     /// Redirect plain HTTP to HTTPS even without a TLS section.
@@ -75,6 +85,7 @@ impl Default for Policy {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
+            backend_protocol: BackendProtocol::Http,
             ssl_redirect: true,
             force_ssl_redirect: false,
         }
@@ -226,6 +237,17 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Ann
                 Ok(secs) if secs > 0 => *slot = Duration::from_secs(secs),
                 _ => bad(name, "expected seconds".into()),
             }
+        }
+    }
+    if let Some(v) = get("backend-protocol") {
+        match v.to_ascii_uppercase().as_str() {
+            "HTTP" => p.backend_protocol = BackendProtocol::Http,
+            "HTTPS" => p.backend_protocol = BackendProtocol::Https,
+            "GRPC" | "GRPCS" | "AUTO_HTTP" | "FCGI" => bad(
+                "backend-protocol",
+                "not supported by mzlb; supported: HTTP, HTTPS".into(),
+            ),
+            _ => bad("backend-protocol", "expected HTTP or HTTPS".into()),
         }
     }
     for (name, slot) in [

@@ -26,6 +26,7 @@ pub mod server;
 pub mod source;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;

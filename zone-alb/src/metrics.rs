@@ -35,6 +35,8 @@ pub struct Metrics {
     pub duration: Family<IngressLabels, Histogram>,
     pub upstream_errors: Family<UpstreamLabels, Counter>,
     pub connections: Gauge,
+    /// Upstream connections opened; with `requests`, how well connections are reused.
+    pub upstream_connections: Counter,
     registry: Registry,
 }
 
@@ -47,6 +49,7 @@ impl Default for Metrics {
         });
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
         let connections = Gauge::default();
+        let upstream_connections = Counter::default();
         let mut registry = Registry::with_prefix("zone_alb");
         registry.register(
             "requests",
@@ -60,11 +63,17 @@ impl Default for Metrics {
         );
         registry.register("upstream_errors", "Failed upstream exchanges", upstream_errors.clone());
         registry.register("connections", "Open client connections", connections.clone());
+        registry.register(
+            "upstream_connections_opened",
+            "Connections opened to backends",
+            upstream_connections.clone(),
+        );
         Self {
             requests,
             duration,
             upstream_errors,
             connections,
+            upstream_connections,
             registry,
         }
     }

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -11,15 +11,18 @@ use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited, combinator
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
+use crate::annotations::BackendProtocol;
 use crate::metrics::{IngressLabels, Metrics, RequestLabels, UpstreamLabels, status_class};
 use crate::router::RouteTable;
+use crate::upstream::{Key, Timeouts, UpstreamError, Upstreams};
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -38,7 +41,6 @@ const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port")
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Endpoints tried for one request when connections fail.
 const MAX_ATTEMPTS: usize = 3;
 
@@ -58,9 +60,7 @@ enum ProxyError {
     #[error("backend {0} has no ready endpoint")]
     NoEndpoint(String),
     #[error("upstream {0}: {1}")]
-    Upstream(SocketAddr, hyper_util::client::legacy::Error),
-    #[error("upstream {0} did not answer within {1:?}")]
-    Timeout(SocketAddr, Duration),
+    Upstream(SocketAddr, UpstreamError),
 }
 
 impl ProxyError {
@@ -73,8 +73,8 @@ impl ProxyError {
             ProxyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
             ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(_, e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(..) => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }
@@ -82,7 +82,7 @@ impl ProxyError {
 /// The proxy shared by every connection of one zone ALB.
 pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
-    client: Client<HttpConnector, Body>,
+    upstreams: Upstreams,
     /// Peers whose X-Forwarded-* headers are believed (an L4 balancer or proxy in front).
     trusted: Vec<IpNet>,
     /// Where HTTPS is served, for ssl-redirect; `None` without a TLS listener.
@@ -103,16 +103,9 @@ impl Proxy {
         metrics: Arc<Metrics>,
         access_sample: f64,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_local_address(source_ip);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         Self {
             table,
-            client,
+            upstreams: Upstreams::new(source_ip, metrics.upstream_connections.clone()),
             trusted,
             https_port,
             metrics,
@@ -153,8 +146,8 @@ impl Proxy {
                 }
                 let kind = match &err {
                     ProxyError::Upstream(_, e) if e.is_connect() => Some("connect"),
+                    ProxyError::Upstream(_, e) if e.is_timeout() => Some("timeout"),
                     ProxyError::Upstream(..) => Some("other"),
-                    ProxyError::Timeout(..) => Some("timeout"),
                     _ => None,
                 };
                 if let Some(kind) = kind {
@@ -257,7 +250,7 @@ impl Proxy {
                     Err(_) => return Err(ProxyError::BadRequest),
                 }
             }
-            _ => incoming.boxed(),
+            _ => incoming.map_err(BoxError::from).boxed(),
         };
         let mut req = Request::from_parts(head, body);
 
@@ -281,8 +274,13 @@ impl Proxy {
         };
         let endpoint = backend.endpoints[index];
 
-        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-        let path = route.rewritten.clone().unwrap_or_else(|| req.uri().path().to_owned());
+        // Origin-form for the backend: the client's path and query, or the rewritten path.
+        let target = match (&route.rewritten, req.uri().query()) {
+            (None, _) => req.uri().path_and_query().cloned(),
+            (Some(path), None) => PathAndQuery::try_from(path.as_str()).ok(),
+            (Some(path), Some(query)) => PathAndQuery::try_from(format!("{path}?{query}")).ok(),
+        };
+        let target = Uri::from(target.ok_or(ProxyError::BadRequest)?);
         // WebSocket and other upgrades: the Upgrade header and `Connection: upgrade` go through,
         // and after a 101 the two connections are spliced.
         let upgrade = req
@@ -315,15 +313,19 @@ impl Proxy {
             1
         };
         let mut body = Some(body);
-        let timeout = policy.connect_timeout + policy.read_timeout;
+        let timeouts = Timeouts {
+            connect: policy.connect_timeout,
+            send: policy.send_timeout,
+            read: policy.read_timeout,
+        };
+        let tls = policy.backend_protocol == BackendProtocol::Https;
         let (mut index, mut endpoint) = (index, endpoint);
         seen.upstream = Some(endpoint);
         let mut attempt = 1;
         let resp = loop {
             let mut upstream = Request::new(body.take().unwrap_or_else(empty));
             *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() =
-                Uri::try_from(format!("http://{endpoint}{path}{query}")).map_err(|_| ProxyError::BadRequest)?;
+            *upstream.uri_mut() = target.clone();
             *upstream.version_mut() = Version::HTTP_11;
             // The last attempt takes the headers; earlier ones keep a copy for the next.
             *upstream.headers_mut() = if attempt == attempts {
@@ -332,12 +334,13 @@ impl Proxy {
                 parts.headers.clone()
             };
             let started = Instant::now();
-            match tokio::time::timeout(timeout, self.client.request(upstream)).await {
-                Ok(Ok(resp)) => {
+            let key = Key { addr: endpoint, tls };
+            match self.upstreams.send(key, upstream, timeouts).await {
+                Ok(resp) => {
                     backend.finished(index, Some(started.elapsed()));
                     break resp;
                 }
-                Ok(Err(e)) if e.is_connect() && attempt < attempts => {
+                Err(e) if e.is_connect() && attempt < attempts => {
                     backend.finished(index, None);
                     tracing::debug!(%endpoint, error = %e, "connect failed; retrying on another endpoint");
                     index = backend
@@ -347,13 +350,9 @@ impl Proxy {
                     seen.upstream = Some(endpoint);
                     attempt += 1;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     backend.finished(index, None);
                     return Err(ProxyError::Upstream(endpoint, e));
-                }
-                Err(_) => {
-                    backend.finished(index, None);
-                    return Err(ProxyError::Timeout(endpoint, timeout));
                 }
             }
         };
@@ -380,7 +379,7 @@ impl Proxy {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            return Ok(Response::from_parts(parts, body.boxed()));
+            return Ok(Response::from_parts(parts, body));
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -403,7 +402,7 @@ impl Proxy {
                 parts.headers.append(header::SET_COOKIE, v);
             }
         }
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(parts, body))
     }
 }
 

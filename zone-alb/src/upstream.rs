@@ -1,0 +1,444 @@
+//! Connections to backends: HTTP/1.1 over TCP, or over TLS for `backend-protocol: HTTPS`,
+//! opened from the ALB's own address and kept alive for reuse per endpoint. A connection goes
+//! back to the idle pool the moment its response body ends, so the next request on any client
+//! connection can take it without a handshake.
+//!
+//! Timeouts follow nginx's meaning: `connect` bounds the TCP (and TLS) handshake, `send` the
+//! wait for one write to the backend to make progress, `read` the wait for the response head
+//! and then for each piece of the body.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Sleep;
+use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
+
+use crate::proxy::{Body, BoxError};
+
+/// An idle connection unused for this long is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per endpoint; more are closed when released (nginx's `keepalive`).
+const MAX_IDLE_PER_ENDPOINT: usize = 128;
+
+/// Where a request goes: one endpoint, in plain HTTP or HTTPS.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Key {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub send: Duration,
+    pub read: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    #[error("not connected within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("TLS handshake: {0}")]
+    Tls(io::Error),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("no response within {0:?}")]
+    ReadTimeout(Duration),
+}
+
+impl UpstreamError {
+    /// Nothing reached the backend: the request may be sent to another endpoint.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_) | UpstreamError::Tls(_)
+        )
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, UpstreamError::ConnectTimeout(_) | UpstreamError::ReadTimeout(_))
+    }
+}
+
+type Idle = HashMap<Key, Vec<Conn>>;
+
+struct Conn {
+    sender: SendRequest<Body>,
+    /// The send timeout of the request in flight, read by the connection's writer.
+    send_timeout: Arc<AtomicU64>,
+    idle_since: Instant,
+}
+
+/// All upstream connections of one zone ALB.
+pub struct Upstreams {
+    source_ip: Option<IpAddr>,
+    tls: TlsConnector,
+    /// Held only to push or pop one connection, never across an await.
+    idle: Arc<Mutex<Idle>>,
+    /// Connections opened, for the reuse figure (new connections per request).
+    opened: Counter,
+}
+
+impl Upstreams {
+    /// `source_ip` binds upstream connections to the ALB's own address, so backends see the
+    /// zone's IP as the peer (REMOTE_ADDR), as behind a cloud ALB.
+    pub fn new(source_ip: Option<IpAddr>, opened: Counter) -> Self {
+        let idle = Arc::new(Mutex::new(Idle::new()));
+        let weak = Arc::downgrade(&idle);
+        // Without a runtime (unit tests building a proxy) nothing needs sweeping.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep(weak));
+        }
+        Self {
+            source_ip,
+            tls: TlsConnector::from(Arc::new(insecure_client_config())),
+            idle,
+            opened,
+        }
+    }
+
+    /// Sends `req` (origin-form URI, Host set) to `key` and returns the response, whose body
+    /// releases the connection for reuse when it ends.
+    pub async fn send(&self, key: Key, req: Request<Body>, t: Timeouts) -> Result<Response<Body>, UpstreamError> {
+        let mut req = req;
+        if let Some(mut conn) = self.checkout(key) {
+            // A backend may close a kept-alive connection at any moment; a request it never saw
+            // comes back and goes out on a new connection.
+            if conn.sender.ready().await.is_ok() {
+                conn.send_timeout.store(nanos(t.send), Ordering::Relaxed);
+                match tokio::time::timeout(t.read, conn.sender.try_send_request(req)).await {
+                    Ok(Ok(resp)) => return Ok(self.hand_out(key, conn, resp, t.read)),
+                    Ok(Err(mut e)) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(e.into_error().into()),
+                    },
+                    Err(_) => return Err(UpstreamError::ReadTimeout(t.read)),
+                }
+            }
+        }
+        let mut conn = self.connect(key, t).await?;
+        match tokio::time::timeout(t.read, conn.sender.send_request(req)).await {
+            Ok(Ok(resp)) => Ok(self.hand_out(key, conn, resp, t.read)),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(UpstreamError::ReadTimeout(t.read)),
+        }
+    }
+
+    /// Connections opened so far.
+    pub fn opened(&self) -> u64 {
+        self.opened.get()
+    }
+
+    fn checkout(&self, key: Key) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
+        let list = idle.get_mut(&key)?;
+        // Most recently used first: its socket is the warmest and the least likely to have
+        // been closed by the backend's own keep-alive timeout.
+        while let Some(conn) = list.pop() {
+            if !conn.sender.is_closed() && conn.idle_since.elapsed() < IDLE_TIMEOUT {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, key: Key, t: Timeouts) -> Result<Conn, UpstreamError> {
+        let send_timeout = Arc::new(AtomicU64::new(nanos(t.send)));
+        let handshake = async {
+            let stream = self.tcp(key.addr).await.map_err(UpstreamError::Connect)?;
+            let stream = if key.tls {
+                // No SNI and no certificate check, as ingress-nginx by default
+                // (`proxy-ssl-verify: off`): the backend is addressed by Pod IP.
+                let name = ServerName::IpAddress(key.addr.ip().into());
+                let tls = self.tls.connect(name, stream).await.map_err(UpstreamError::Tls)?;
+                Either::Right(tls)
+            } else {
+                Either::Left(stream)
+            };
+            let io = TokioIo::new(WriteTimeout::new(stream, send_timeout.clone()));
+            let (sender, conn) = http1::Builder::new()
+                .handshake::<_, Body>(io)
+                .await
+                .map_err(UpstreamError::Http)?;
+            Ok::<_, UpstreamError>((sender, conn))
+        };
+        let (sender, conn) = tokio::time::timeout(t.connect, handshake)
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(t.connect))??;
+        self.opened.inc();
+        tokio::spawn(async move {
+            // Upgrades (WebSocket) take the socket over after a 101.
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(Conn {
+            sender,
+            send_timeout,
+            idle_since: Instant::now(),
+        })
+    }
+
+    async fn tcp(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = self.source_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    fn hand_out(&self, key: Key, conn: Conn, resp: Response<Incoming>, read: Duration) -> Response<Body> {
+        let upgrade = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+        let (parts, body) = resp.into_parts();
+        let mut body = Pooled {
+            body,
+            conn: (!upgrade).then_some(conn),
+            pool: Arc::downgrade(&self.idle),
+            key,
+            read,
+            stalled: None,
+        };
+        if body.body.is_end_stream() {
+            body.release();
+        }
+        Response::from_parts(parts, body.boxed())
+    }
+}
+
+/// A response body that returns its connection to the pool once it has been read to the end.
+/// Dropped early, the connection goes with it (its state is unknown).
+struct Pooled {
+    body: Incoming,
+    conn: Option<Conn>,
+    pool: Weak<Mutex<Idle>>,
+    key: Key,
+    read: Duration,
+    /// Running while the backend keeps us waiting for the next piece of the body.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl Pooled {
+    fn release(&mut self) {
+        let (Some(mut conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) else {
+            return;
+        };
+        conn.idle_since = Instant::now();
+        let mut idle = pool.lock().unwrap_or_else(|poison| poison.into_inner());
+        let list = idle.entry(self.key).or_default();
+        if list.len() >= MAX_IDLE_PER_ENDPOINT {
+            list.retain(|c| !c.sender.is_closed());
+            if list.len() >= MAX_IDLE_PER_ENDPOINT {
+                list.remove(0); // the longest idle
+            }
+        }
+        list.push(conn);
+    }
+}
+
+impl hyper::body::Body for Pooled {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.stalled = None;
+                if this.body.is_end_stream() {
+                    this.release();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let read = this.read;
+                let stalled = this.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(read)));
+                ready!(stalled.as_mut().poll(cx));
+                this.conn = None;
+                Poll::Ready(Some(Err(Box::new(UpstreamError::ReadTimeout(read)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A socket whose writes fail with `TimedOut` when the backend accepts nothing for the current
+/// request's send timeout (nginx's `proxy_send_timeout`).
+struct WriteTimeout<S> {
+    io: S,
+    timeout: Arc<AtomicU64>,
+    blocked: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(io: S, timeout: Arc<AtomicU64>) -> Self {
+        Self {
+            io,
+            timeout,
+            blocked: None,
+        }
+    }
+
+    fn guard<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.blocked = None;
+            return polled;
+        }
+        let timeout = Duration::from_nanos(self.timeout.load(Ordering::Relaxed));
+        let blocked = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(blocked.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("backend accepted nothing for {timeout:?}"),
+        )))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.guard(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.guard(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.guard(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Closes idle connections that expired or that the backend closed, so an endpoint that is
+/// never used again does not keep sockets open.
+async fn sweep(idle: Weak<Mutex<Idle>>) {
+    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 2);
+    loop {
+        tick.tick().await;
+        let Some(idle) = idle.upgrade() else { return };
+        let mut idle = idle.lock().unwrap_or_else(|poison| poison.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|c| !c.sender.is_closed() && c.idle_since.elapsed() < IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// TLS to backends without certificate verification: what ingress-nginx does unless
+/// `proxy-ssl-verify` is on. The connection is still encrypted; the backend is reached by the
+/// Pod IP the cluster gave us, not by a name a certificate could vouch for.
+fn insecure_client_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    // Signatures are still checked: the handshake must prove possession of the key.
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
