@@ -1,6 +1,6 @@
 //! The demo backend (`mzlb echo`): answers every request with who served it and what the
 //! proxy told it — X-Forwarded-*, the peer address (REMOTE_ADDR) and the path — as text, or as
-//! JSON for `Accept: application/json`.
+//! JSON for `Accept: application/json`. Plain HTTP, or HTTPS with a self-signed certificate.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::error::Result;
 
@@ -35,10 +36,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 }
 
 /// Serves until `shutdown` resolves, answering each request after `delay` (to show timeouts).
+/// With `tls`, every connection is HTTPS (a backend for `backend-protocol: HTTPS`).
 pub async fn serve(
     listener: TcpListener,
     name: String,
     delay: std::time::Duration,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let name: Arc<str> = name.into();
@@ -58,9 +61,16 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(respond(&req, &name, peer))
             }
         });
+        let tls = tls.clone();
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = match tls {
+                None => builder.serve_connection(TokioIo::new(stream), service).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => builder.serve_connection(TokioIo::new(stream), service).await,
+                    Err(error) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+                },
+            };
         });
     }
 }

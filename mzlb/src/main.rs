@@ -86,6 +86,9 @@ enum Command {
         /// Answer every request this many milliseconds late.
         #[arg(long, default_value_t = 0, value_name = "MS")]
         delay_ms: u64,
+        /// Serve HTTPS with a self-signed certificate for `localhost`.
+        #[arg(long)]
+        tls: bool,
     },
     /// Run one zone ALB (the same as the `zone-alb` binary).
     ZoneAlb {
@@ -202,11 +205,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Echo { listen, name, delay_ms } => {
+        Command::Echo {
+            listen,
+            name,
+            delay_ms,
+            tls,
+        } => {
             let listener = mzlb::echo::bind(listen).await?;
-            tracing::info!(%listen, %name, "echo backend serving");
+            tracing::info!(%listen, %name, tls, "echo backend serving");
             let delay = std::time::Duration::from_millis(delay_ms);
-            mzlb::echo::serve(listener, name, delay, zone_alb::telemetry::shutdown_signal()).await;
+            let tls = tls.then(|| {
+                let key = zone_alb::tls::self_signed("localhost");
+                tokio_rustls::TlsAcceptor::from(zone_alb::tls::single_certificate_config(key))
+            });
+            mzlb::echo::serve(listener, name, delay, tls, zone_alb::telemetry::shutdown_signal()).await;
         }
         Command::ZoneAlb {
             options,

@@ -126,7 +126,7 @@ async fn start_echo_backends(objects: &Objects, cancel: &CancellationToken) -> a
                 let listener = crate::echo::bind(addr).await?;
                 let cancel = cancel.clone();
                 tokio::spawn(async move {
-                    crate::echo::serve(listener, name, Duration::ZERO, cancel.cancelled_owned()).await
+                    crate::echo::serve(listener, name, Duration::ZERO, None, cancel.cancelled_owned()).await
                 });
             }
         }

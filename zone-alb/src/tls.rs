@@ -82,9 +82,13 @@ pub fn certified_key(secret: &Secret) -> Result<Arc<CertifiedKey>, String> {
 
 /// A self-signed certificate for names no Ingress has a certificate for.
 pub fn default_certificate() -> Arc<CertifiedKey> {
-    const NAME: &str = "mzlb-default-certificate";
-    let mut params = rcgen::CertificateParams::new(vec![NAME.to_owned()]).expect("a valid DNS name");
-    params.distinguished_name.push(rcgen::DnType::CommonName, NAME);
+    self_signed("mzlb-default-certificate")
+}
+
+/// A self-signed certificate for `name` (which must be a valid DNS name).
+pub fn self_signed(name: &str) -> Arc<CertifiedKey> {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("a valid DNS name");
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
     let key_pair = rcgen::KeyPair::generate().expect("generating a key pair");
     let cert = params.self_signed(&key_pair).expect("self-signing a certificate");
     let key = PrivateKeyDer::try_from(key_pair.serialize_der()).expect("rcgen produces a PKCS#8 key");
@@ -106,6 +110,25 @@ impl ResolvesServerCert for SniResolver {
             .and_then(|name| self.table.load().tls.get(name).cloned());
         Some(chosen.unwrap_or_else(|| self.default.clone()))
     }
+}
+
+/// A server that always shows `key`, speaking HTTP/1.1 (the demo backend's HTTPS mode).
+pub fn single_certificate_config(key: Arc<CertifiedKey>) -> Arc<rustls::ServerConfig> {
+    #[derive(Debug)]
+    struct Always(Arc<CertifiedKey>);
+    impl ResolvesServerCert for Always {
+        fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Always(key)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// The server configuration: our resolver, HTTP/2 and HTTP/1.1 by ALPN.

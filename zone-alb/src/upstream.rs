@@ -74,8 +74,16 @@ impl UpstreamError {
         )
     }
 
+    /// Connect, read or send timeout: the backend did not keep up (504, as nginx).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, UpstreamError::ConnectTimeout(_) | UpstreamError::ReadTimeout(_))
+        match self {
+            UpstreamError::ConnectTimeout(_) | UpstreamError::ReadTimeout(_) => true,
+            // The send timeout surfaces as an I/O error of the connection.
+            UpstreamError::Http(e) => std::error::Error::source(e)
+                .and_then(|source| source.downcast_ref::<io::Error>())
+                .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut),
+            _ => false,
+        }
     }
 }
 

@@ -396,3 +396,167 @@ fn proxy_protocol_names_the_client() {
     let response = raw_request(addr, b"", "pp.test");
     assert!(response.is_empty(), "{response}");
 }
+
+/// A backend that accepts connections and never reads from them: writes to it stall once the
+/// socket buffers are full.
+const DEAF_BACKEND: &str = r#"
+import socket, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+srv.bind(("127.0.23.13", 9080)); srv.listen(16)
+held = []
+print("ready", flush=True)
+while True:
+    conn, _ = srv.accept()
+    held.append(conn)
+"#;
+
+#[test]
+fn backend_protocol_and_upstream_timeouts() {
+    let dir = tempdir();
+    let service = |name: &str, ip: &str, port: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{port: {port}}}]\nendpoints: [{{addresses: [{ip}]}}]\n"
+        )
+    };
+    let to = |svc: &str, doc: String| doc.replace("name: app,", &format!("name: {svc},"));
+    write(
+        dir.path(),
+        "site.yaml",
+        &[
+            single_alb_site("127.0.23.1", None, "127.0.23.10"),
+            vec![
+                service("secure", "127.0.23.11", 9443),
+                service("slow", "127.0.23.12", 9080),
+                service("deaf", "127.0.23.13", 9080),
+                to(
+                    "secure",
+                    ingress("https", "https.test", &[("backend-protocol", "HTTPS")], "/", "Prefix"),
+                ),
+                to("secure", ingress("plain", "plain.test", &[], "/", "Prefix")),
+                to(
+                    "secure",
+                    ingress("grpc", "grpc.test", &[("backend-protocol", "GRPC")], "/", "Prefix"),
+                ),
+                to(
+                    "slow",
+                    ingress("readto", "readto.test", &[("proxy-read-timeout", "1")], "/", "Prefix"),
+                ),
+                to(
+                    "deaf",
+                    ingress(
+                        "sendto",
+                        "sendto.test",
+                        &[
+                            ("proxy-send-timeout", "1"),
+                            ("proxy-read-timeout", "30"),
+                            ("proxy-body-size", "0"),
+                        ],
+                        "/",
+                        "Prefix",
+                    ),
+                ),
+            ],
+        ]
+        .concat()
+        .join("---\n"),
+    );
+    let _secure = Proc::start(
+        "tls echo",
+        Command::new(bin("mzlb")).args(["echo", "--listen", "127.0.23.11:9443", "--name", "secure", "--tls"]),
+    );
+    let _slow = Proc::start(
+        "slow echo",
+        Command::new(bin("mzlb")).args([
+            "echo",
+            "--listen",
+            "127.0.23.12:9080",
+            "--name",
+            "slow",
+            "--delay-ms",
+            "3000",
+        ]),
+    );
+    let mut deaf = Command::new("python3");
+    deaf.args(["-c", DEAF_BACKEND]);
+    let deaf = Proc::start("deaf backend", &mut deaf);
+    let alb = zone_alb(
+        dir.path(),
+        &["--admin-listen", "127.0.23.1:10254"],
+        "http://127.0.23.1:10254/healthz",
+    );
+    poll(Duration::from_secs(10), || {
+        deaf.output().contains("ready").then_some(())
+    })
+    .expect("deaf backend up");
+    let get = |host: &str, extra: &[&str]| {
+        let url = format!("http://{host}:8080/");
+        let resolve = format!("{host}:8080:127.0.23.1");
+        let mut args = vec!["--resolve", &resolve, "--max-time", "20"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    };
+
+    // backend-protocol HTTPS: TLS to the backend, which sees the forwarding headers as usual.
+    let (code, page) = get("https.test", &[]);
+    assert_eq!((code, field(&page, "Hostname")), (200, Some("secure")), "{page}");
+    assert_eq!(field(&page, "X-Forwarded-Host"), Some("https.test:8080"), "{page}");
+    assert_eq!(
+        field(&page, "REMOTE_ADDR"),
+        Some("127.0.23.1"),
+        "from the ALB's own address: {page}"
+    );
+    // Plain HTTP to a TLS backend fails as a bad gateway, not a hang.
+    assert_eq!(get("plain.test", &[]).0, 502);
+    // An unsupported protocol is reported by name; that Ingress still serves (over HTTP).
+    assert!(
+        alb.output().contains("backend-protocol") && alb.output().contains("GRPC"),
+        "{}",
+        alb.output()
+    );
+    // TLS connections to the backend are kept alive and reused too.
+    let opened = || {
+        metric(
+            &scrape("http://127.0.23.1:10254/metrics"),
+            "zone_alb_upstream_connections_opened_total",
+        )
+    };
+    let before = opened().expect("upstream connection counter");
+    assert!((0..10).all(|_| get("https.test", &[]).0 == 200));
+    assert!(
+        opened().unwrap() - before <= 1.0,
+        "ten sequential requests reuse one connection"
+    );
+
+    // proxy-read-timeout 1: a backend answering after 3 s gets 504 after about 1 s.
+    let started = std::time::Instant::now();
+    assert_eq!(get("readto.test", &[]).0, 504);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2900),
+        "{took:?}"
+    );
+
+    // proxy-send-timeout 1: a backend that stops reading a large upload gets the request
+    // abandoned after about a second of no progress (504), long before the read timeout.
+    let upload = dir.path().join("upload");
+    std::fs::write(&upload, vec![b'x'; 64 << 20]).unwrap();
+    let data = format!("@{}", upload.display());
+    let started = std::time::Instant::now();
+    let (code, _) = get("sendto.test", &["--data-binary", &data, "-H", "Expect:"]);
+    let took = started.elapsed();
+    assert_eq!(code, 504, "after {took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let metrics = scrape("http://127.0.23.1:10254/metrics");
+    assert!(
+        metric(
+            &metrics,
+            "zone_alb_upstream_errors_total{ingress=\"default/sendto\",service=\"default/deaf:80\",kind=\"timeout\"}"
+        )
+        .is_some(),
+        "{metrics}"
+    );
+}
