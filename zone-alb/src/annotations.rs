@@ -381,6 +381,16 @@ mod tests {
     }
 
     #[test]
+    fn backend_protocol_is_http_or_https() {
+        let (p, errors) = parse(Some(&annotations(&[("nginx.ingress.kubernetes.io/backend-protocol", "https")])));
+        assert_eq!((p.backend_protocol, errors.len()), (BackendProtocol::Https, 0));
+        let (p, errors) = parse(Some(&annotations(&[("mzlb.io/backend-protocol", "GRPC")])));
+        assert_eq!(p.backend_protocol, BackendProtocol::Http);
+        assert_eq!(errors[0].annotation, "mzlb.io/backend-protocol");
+        assert!(errors[0].message.contains("not supported"), "{}", errors[0]);
+    }
+
+    #[test]
     fn sizes_follow_nginx() {
         assert_eq!(parse_size("0"), Some(0));
         assert_eq!(parse_size("512"), Some(512));
