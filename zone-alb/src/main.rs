@@ -16,10 +16,17 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     zone_alb::telemetry::init();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli.workers {
-        runtime.worker_threads(n.max(1));
-    }
+    // One worker runs everything on this thread: no work-stealing bookkeeping, no wake-ups
+    // across threads (what nginx's single worker gets too).
+    let mut runtime = match cli.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(n.max(1));
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
