@@ -382,7 +382,10 @@ mod tests {
 
     #[test]
     fn backend_protocol_is_http_or_https() {
-        let (p, errors) = parse(Some(&annotations(&[("nginx.ingress.kubernetes.io/backend-protocol", "https")])));
+        let (p, errors) = parse(Some(&annotations(&[(
+            "nginx.ingress.kubernetes.io/backend-protocol",
+            "https",
+        )])));
         assert_eq!((p.backend_protocol, errors.len()), (BackendProtocol::Https, 0));
         let (p, errors) = parse(Some(&annotations(&[("mzlb.io/backend-protocol", "GRPC")])));
         assert_eq!(p.backend_protocol, BackendProtocol::Http);

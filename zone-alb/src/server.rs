@@ -98,7 +98,9 @@ pub async fn serve(
             };
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, local, scheme).await) }
+                // Boxed per request: unboxed, hyper keeps a slot the size of this future in
+                // every connection, idle or not (~4 KiB each).
+                Box::pin(async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, local, scheme).await) })
             });
             let io = match tls {
                 None => Either::Left(stream),

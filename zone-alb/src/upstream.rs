@@ -143,7 +143,9 @@ impl Upstreams {
                 }
             }
         }
-        let mut conn = self.connect(key, t).await?;
+        // Boxed: the handshake's state is large and rarely needed; inline it would be carried
+        // by every request's future (and every idle client connection).
+        let mut conn = Box::pin(self.connect(key, t)).await?;
         match tokio::time::timeout(t.read, conn.sender.send_request(req)).await {
             Ok(Ok(resp)) => Ok(self.hand_out(key, conn, resp, t.read)),
             Ok(Err(e)) => Err(e.into()),
