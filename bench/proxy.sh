@@ -3,7 +3,8 @@
 # worker each, upstream keep-alive, the same forwarding headers) in front of one fast backend,
 # driven by wrk in the same run: 64 keep-alive connections, then a new connection per request.
 # Prints per proxy: requests/s, p50/p99 latency, proxy CPU time per request (from /proc),
-# resident memory, and ratios to nginx.
+# resident memory, new upstream connections per 1000 requests (counted by the backend), and
+# ratios to nginx; then resident memory with 10 000 idle keep-alive client connections.
 #
 #   bench/proxy.sh [seconds per run, default 10]
 #
@@ -18,7 +19,12 @@ NGINX=127.0.60.1
 HAPROXY=127.0.60.2
 ALB=127.0.60.3
 
-need_commands nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl
+need_commands nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl python3:python3
+# Every proxy, and the client holding the idle connections, needs a descriptor per connection;
+# fewer idle connections are held when the descriptor limit cannot be raised far enough.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+IDLE_CONNS=$(( NOFILE - 2000 < 10000 ? NOFILE - 2000 : 10000 ))
 cargo build --release -q -p zone-alb
 
 setup_workdir
@@ -33,7 +39,11 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  server { listen $BACKEND; location / { return 200 "hello from the backend\n"; } }
+  server {
+    listen $BACKEND;
+    location / { return 200 "hello from the backend\n"; }
+    location = /status { stub_status; }
+  }
 }
 CONF
 nginx -p "$W/backend" -c "$W/backend/nginx.conf" -g 'daemon off;' & PIDS+=($!)
@@ -41,9 +51,10 @@ nginx -p "$W/backend" -c "$W/backend/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 # --- nginx as the reverse proxy -------------------------------------------------------------
 cat > "$W/nginx/nginx.conf" <<CONF
 worker_processes 1;
+worker_rlimit_nofile $NOFILE;
 error_log $W/nginx/error.log;
 pid $W/nginx/nginx.pid;
-events { worker_connections 4096; }
+events { worker_connections 15000; }
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -70,7 +81,9 @@ nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!); NGIN
 cat > "$W/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 8000
+  ulimit-n $NOFILE
+  no strict-limits
+  maxconn $(( IDLE_CONNS + 100 ))
 defaults
   mode http
   timeout connect 5s
@@ -136,14 +149,20 @@ to_us() { # wrk latency like 1.23ms / 456.00us / 1.2s → microseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'
 }
 
-declare -A RPS P50 P99 CPU MEM
+# Connections the backend has accepted so far (nginx stub_status; counts its own request too).
+accepts() { curl -sf "http://$BACKEND/status" | awk 'NR == 3 {print $1}'; }
+
+declare -A RPS P50 P99 CPU MEM UPC
 run() { # name url pid [extra wrk args]
   local name=$1 url=$2 pid=$3; shift 3
-  local before after out requests
+  local before after out requests acc_before acc_after
+  acc_before=$(accepts)
   before=$(ticks "$pid")
   out=$(wrk -t1 -c64 -d"${SECS}s" --latency "$@" "$url")
   after=$(ticks "$pid")
+  acc_after=$(accepts)
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  UPC[$name]=$(awk -v c=$(( acc_after - acc_before - 1 )) -v n="$requests" 'BEGIN {printf "%.2f", n ? c * 1000 / n : 0}')
   RPS[$name]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
   P50[$name]=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
   P99[$name]=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
@@ -153,13 +172,18 @@ run() { # name url pid [extra wrk args]
 
 report() { # title suffix
   local s=$2
-  printf '\n%s\n%-9s %10s %9s %9s %13s %8s %9s %9s\n' "$1" proxy req/s p50_us p99_us cpu_us/req rss_MiB rps/nginx cpu/nginx
+  printf '\n%s\n%-9s %10s %9s %9s %13s %8s %11s %9s %9s\n' "$1" proxy req/s p50_us p99_us cpu_us/req rss_MiB up_conn/1k \
+    rps/nginx cpu/nginx
   for p in backend nginx haproxy zone-alb; do
     local k="$p$s"
     [ -n "${RPS[$k]:-}" ] || continue
-    local cpu="${CPU[$k]}" mem="${MEM[$k]}" ratio_cpu="-"
-    if [ "$p" = backend ]; then cpu="-"; mem="-"; else ratio_cpu=$(awk -v a="${CPU[$k]}" -v b="${CPU[nginx$s]}" 'BEGIN {printf "%.2f", a / b}'); fi
-    printf '%-9s %10s %9s %9s %13s %8s %9.2f %9s\n' "$p" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}" "$cpu" "$mem" \
+    local cpu="${CPU[$k]}" mem="${MEM[$k]}" upc="${UPC[$k]}" ratio_cpu="-"
+    if [ "$p" = backend ]; then
+      cpu="-"; mem="-"; upc="-"
+    else
+      ratio_cpu=$(awk -v a="${CPU[$k]}" -v b="${CPU[nginx$s]}" 'BEGIN {printf "%.2f", a / b}')
+    fi
+    printf '%-9s %10s %9s %9s %13s %8s %11s %9.2f %9s\n' "$p" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}" "$cpu" "$mem" "$upc" \
       "$(awk -v a="${RPS[$k]}" -v b="${RPS[nginx$s]}" 'BEGIN {print a / b}')" "$ratio_cpu"
   done
 }
@@ -175,3 +199,28 @@ run nginx_new "http://$NGINX:8080/" "$NGINX_PID" -H "Connection: close"
 run haproxy_new "http://$HAPROXY:8080/" "$HAPROXY_PID" -H "Connection: close"
 run zone-alb_new "http://$ALB:8080/" "$ALB_PID" -H "Connection: close"
 report "new connection per request" "_new"
+
+# Resident memory with many idle keep-alive client connections: each made one request and then
+# sits idle, as browsers' connections do between page loads.
+idle() { # name addr pid
+  local name=$1 addr=$2 pid=$3 base held
+  base=$(rss_kib "$pid")
+  coproc HOLD { python3 bench/idle_conns.py "$addr" "$IDLE_CONNS"; }
+  # shellcheck disable=SC2153 # set by coproc
+  local hold_pid=$HOLD_PID line=""
+  read -r -t 120 line <&"${HOLD[0]}" || true
+  if [[ $line != open* ]]; then
+    echo "$name: could not open $IDLE_CONNS connections" >&2
+    kill "$hold_pid" 2>/dev/null || true
+    return
+  fi
+  held=$(rss_kib "$pid")
+  echo close >&"${HOLD[1]}"
+  wait "$hold_pid" || true
+  printf '%-9s %12.1f %14.1f %12.1f\n' "$name" "$(awk -v k="$base" 'BEGIN {print k / 1024}')" \
+    "$(awk -v k="$held" 'BEGIN {print k / 1024}')" "$(awk -v a="$held" -v b="$base" -v n="$IDLE_CONNS" 'BEGIN {print (a - b) / n}')"
+}
+printf '\n%s idle keep-alive client connections\n%-9s %12s %14s %12s\n' "$IDLE_CONNS" proxy rss_MiB_before rss_MiB_held KiB_per_conn
+idle nginx "$NGINX:8080" "$NGINX_PID"
+idle haproxy "$HAPROXY:8080" "$HAPROXY_PID"
+idle zone-alb "$ALB:8080" "$ALB_PID"
