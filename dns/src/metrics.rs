@@ -72,20 +72,49 @@ impl Metrics {
     /// Counts one answered query (`qtype` 0: no question could be read; `rcode` with the
     /// EDNS extended bits).
     pub fn count(&self, qtype: u16, rcode: u16) {
-        let t = match (qtype, RecordType::from(qtype)) {
-            (0, _) => 6,
-            (_, RecordType::A) => 0,
-            (_, RecordType::AAAA) => 1,
-            (_, RecordType::SOA) => 2,
-            (_, RecordType::NS) => 3,
-            (_, RecordType::ANY) => 4,
-            _ => 5,
-        };
-        let r = match rcode {
-            0..=5 => rcode as usize,
-            RCODE_BADVERS => 6,
-            _ => 7,
-        };
+        let (t, r) = index(qtype, rcode);
         self.handles[t][r].inc();
     }
+
+    /// Adds what a hot-path thread counted locally, and resets its tally.
+    pub fn add(&self, tally: &mut Tally) {
+        for (t, row) in tally.0.iter_mut().enumerate() {
+            for (r, n) in row.iter_mut().enumerate() {
+                if *n > 0 {
+                    self.handles[t][r].inc_by(std::mem::take(n));
+                }
+            }
+        }
+    }
+}
+
+/// Query counts kept by one hot-path thread and added to the shared counters once per batch:
+/// an atomic increment per query would bounce the counters' cache lines between the cores.
+#[derive(Default)]
+pub struct Tally([[u64; RCODES.len()]; QTYPES.len()]);
+
+impl Tally {
+    pub fn count(&mut self, qtype: u16, rcode: u16) {
+        let (t, r) = index(qtype, rcode);
+        self.0[t][r] += 1;
+    }
+}
+
+/// [qtype][rcode] position of a query's counter.
+fn index(qtype: u16, rcode: u16) -> (usize, usize) {
+    let t = match (qtype, RecordType::from(qtype)) {
+        (0, _) => 6,
+        (_, RecordType::A) => 0,
+        (_, RecordType::AAAA) => 1,
+        (_, RecordType::SOA) => 2,
+        (_, RecordType::NS) => 3,
+        (_, RecordType::ANY) => 4,
+        _ => 5,
+    };
+    let r = match rcode {
+        0..=5 => rcode as usize,
+        RCODE_BADVERS => 6,
+        _ => 7,
+    };
+    (t, r)
 }

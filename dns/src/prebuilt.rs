@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hickory_server::proto::rr::{RData, RecordType, rdata};
 use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
@@ -46,8 +45,6 @@ struct ZoneWire {
     aaaa_count: u16,
     /// The SOA record after its owner name (type, class, TTL, length, data), for NODATA.
     soa_tail: Vec<u8>,
-    /// Picks the next rotation; shared by all workers, relaxed ordering is enough.
-    next: AtomicUsize,
 }
 
 /// Every zone's pre-built answers, keyed by the zone's lower-case wire-format name.
@@ -83,14 +80,16 @@ impl Prebuilt {
             aaaa_count: v6.len() as u16,
             aaaa: rotations(&v6, RecordType::AAAA, zone.ttl),
             soa_tail,
-            next: AtomicUsize::new(0),
         };
         self.zones.insert(key, wire);
         Ok(())
     }
 
-    /// Answers `query` into `out`, or says why not.
-    pub fn answer(&self, query: &[u8], out: &mut Vec<u8>) -> Verdict {
+    /// Answers `query` into `out`, or says why not. `turn` picks the rotation of the address
+    /// list: each caller (one per hot-path thread) counts its own queries, so the order rotates
+    /// for every client (a client's socket always lands on the same thread) without a counter
+    /// shared between cores.
+    pub fn answer(&self, query: &[u8], out: &mut Vec<u8>, turn: usize) -> Verdict {
         let Some(q) = Query::parse(query) else {
             return if query.len() < HEADER_LEN || query[2] & 0x80 != 0 {
                 Verdict::Drop
@@ -128,8 +127,7 @@ impl Prebuilt {
             out.extend_from_slice(&zone.soa_tail);
         } else {
             q.write_header(query, out, RCODE_NOERROR, true, [count, 0]);
-            let n = zone.next.fetch_add(1, Ordering::Relaxed);
-            out.extend_from_slice(&variants[n % variants.len()]);
+            out.extend_from_slice(&variants[turn % variants.len()]);
         }
         q.finish(out, RCODE_NOERROR)
     }
@@ -332,7 +330,8 @@ mod tests {
 
     fn ask(p: &Prebuilt, q: &[u8]) -> (Verdict, Option<Message>) {
         let mut out = Vec::new();
-        let verdict = p.answer(q, &mut out);
+        static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let verdict = p.answer(q, &mut out, TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let msg = matches!(verdict, Verdict::Answered { .. })
             .then(|| Message::from_vec(&out).expect("hot-path responses parse"));
         (verdict, msg)
@@ -466,7 +465,7 @@ mod tests {
         let valid = query("a.demo.mzlb.test.", RecordType::A, Some(0));
         let mut out = Vec::new();
         for cut in 0..valid.len() {
-            let v = p.answer(&valid[..cut], &mut out);
+            let v = p.answer(&valid[..cut], &mut out, cut);
             assert_ne!(
                 v,
                 Verdict::Answered { qtype: 1, rcode: 0 },
@@ -484,13 +483,13 @@ mod tests {
                 let i = seed as usize % q.len();
                 q[i] = (seed >> 8) as u8;
             }
-            let _ = p.answer(&q, &mut out);
+            let _ = p.answer(&q, &mut out, 0);
         }
-        assert_eq!(p.answer(&[0; 5], &mut out), Verdict::Drop);
+        assert_eq!(p.answer(&[0; 5], &mut out, 0), Verdict::Drop);
         let mut response = valid.clone();
         response[2] |= 0x80;
         assert_eq!(
-            p.answer(&response, &mut out),
+            p.answer(&response, &mut out, 0),
             Verdict::Drop,
             "responses are never answered"
         );

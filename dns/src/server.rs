@@ -27,6 +27,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Tally;
 use crate::prebuilt::{RCODE_FORMERR, Verdict, formerr};
 use crate::{Authority, Error, Result};
 
@@ -149,6 +150,8 @@ fn hot_path(
     let mut lens = [0usize; BATCH];
     let mut sources: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
     let mut dests: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
+    let mut tally = Tally::default();
+    let mut turn = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let mut received = 0;
         {
@@ -176,11 +179,12 @@ fn hot_path(
                 continue;
             };
             let query = &bufs[i][..lens[i]];
-            match compiled.prebuilt.answer(query, &mut outs[answered]) {
+            turn = turn.wrapping_add(1);
+            match compiled.prebuilt.answer(query, &mut outs[answered], turn) {
                 Verdict::Answered { qtype, rcode } => {
                     dests[answered] = sources[i];
                     answered += 1;
-                    authority.metrics.count(qtype, u16::from(rcode));
+                    tally.count(qtype, u16::from(rcode));
                 }
                 // A full queue sheds load: the client will retry.
                 Verdict::Slow => drop(slow.try_send((query.to_vec(), src))),
@@ -188,6 +192,7 @@ fn hot_path(
             }
         }
         if answered > 0 {
+            authority.metrics.add(&mut tally);
             let iovs: Vec<[IoSlice<'_>; 1]> = outs[..answered].iter().map(|o| [IoSlice::new(o)]).collect();
             let no_cmsgs: [ControlMessage<'_>; 0] = [];
             if let Err(error) = sendmmsg(
