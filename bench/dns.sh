@@ -77,7 +77,8 @@ options => {
 CONF
 gdnsd -c "$W/gdnsd" start > "$W/gdnsd.log" 2>&1 & PIDS+=($!); GDNSD_PID=$!
 
-# --- mzlb: the same answers from objects; echo servers stand in for the ALBs' /healthz -------
+# --- mzlb: the same answers from objects, one UDP thread like the peers; echo servers stand
+# in for the ALBs' /healthz ---------------------------------------------------------------
 mkdir -p "$W/mzlb"
 {
   printf 'apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: bench}\nspec: {subdomain: bench.test, ttl: 5}\n'
@@ -89,7 +90,7 @@ for i in 1 2 3; do
   "$MZLB" echo --listen "127.0.41.$i:8080" --name "alb$i" 2>/dev/null & PIDS+=($!)
 done
 MZLB_STATE_DIR="$W/mzlb-state" "$MZLB" serve --manifests "$W/mzlb" \
-  --dns-listen "$MZLB_IP:$PORT" --api-listen "$MZLB_IP:0" > "$W/mzlb.log" 2>&1 & PIDS+=($!); MZLB_PID=$!
+  --dns-listen "$MZLB_IP:$PORT" --dns-threads 1 --api-listen "$MZLB_IP:0" > "$W/mzlb.log" 2>&1 & PIDS+=($!); MZLB_PID=$!
 
 # Wait (bounded) until each server gives the full answer.
 for ip in $NSD_IP $GDNSD_IP $MZLB_IP; do

@@ -46,6 +46,10 @@ enum Command {
         kube: KubeOptions,
         #[arg(long, default_value = DEFAULT_DNS_LISTEN, value_name = "IP:PORT")]
         dns_listen: SocketAddr,
+        /// UDP sockets (SO_REUSEPORT), each with its own thread, answering DNS (default: one
+        /// per core).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        dns_threads: Option<u16>,
         #[arg(long, default_value = DEFAULT_API_LISTEN, value_name = "IP:PORT")]
         api_listen: SocketAddr,
     },
@@ -143,12 +147,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             manifests,
             kube,
             dns_listen,
+            dns_threads,
             api_listen,
         } => {
             let cancel = tokio_util::sync::CancellationToken::new();
             let opts = mzlb::serve::ServeOptions {
                 state,
                 dns_listen,
+                dns_threads: dns_threads.map(usize::from),
                 api_listen,
             };
             let running = match manifests {

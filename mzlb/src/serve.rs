@@ -20,6 +20,8 @@ pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9901";
 pub struct ServeOptions {
     pub state: StateDir,
     pub dns_listen: SocketAddr,
+    /// UDP sockets and threads answering DNS; `None` is one per core.
+    pub dns_threads: Option<usize>,
     pub api_listen: SocketAddr,
 }
 
@@ -80,7 +82,10 @@ pub async fn start_with(
         )?
         .with_kube(kube),
     );
-    let dns_listeners = dns::bind(opts.dns_listen).await?;
+    let dns_listeners = match opts.dns_threads {
+        Some(n) => dns::bind_with(opts.dns_listen, n).await?,
+        None => dns::bind(opts.dns_listen).await?,
+    };
     let dns_addr = dns_listeners.local_addr().unwrap_or(opts.dns_listen);
     let api_listener = crate::api::bind(opts.api_listen).await?;
     let api_addr = api_listener.local_addr().unwrap_or(opts.api_listen);

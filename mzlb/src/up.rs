@@ -55,6 +55,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     wait_listening(albs.iter().map(|a| a.addr()), &mut children).await?;
 
     let serve_opts = ServeOptions {
+        dns_threads: None,
         state: opts.state.clone(),
         dns_listen: opts.dns_listen,
         api_listen: opts.api_listen,
