@@ -143,6 +143,10 @@ for url in "http://$BACKEND/" "http://$NGINX:8080/" "http://$HAPROXY:8080/" "htt
   done
   curl -sf -o /dev/null "$url" || { echo "$url does not answer" >&2; cat "$W"/*/error.log >&2 || true; exit 1; }
 done
+# An answer from a process left over from elsewhere would be measured against the wrong PID.
+for pid in "${PIDS[@]}"; do
+  kill -0 "$pid" 2>/dev/null || { echo "a server exited at start (address in use?)" >&2; exit 1; }
+done
 
 HZ=$(getconf CLK_TCK)
 to_us() { # wrk latency like 1.23ms / 456.00us / 1.2s → microseconds
