@@ -102,3 +102,15 @@ fn unknown_alb_id_lists_the_known_ones() {
         "{output}"
     );
 }
+
+#[test]
+fn dns_thread_count_out_of_range_is_refused() {
+    let dir = tempdir();
+    let state = tempdir();
+    write(dir.path(), "alb.yaml", ALB);
+    let output = refused(
+        "mzlb serve --dns-threads 0",
+        serve(dir.path(), state.path()).args(["--dns-threads", "0"]),
+    );
+    assert!(output.contains("--dns-threads"), "{output}");
+}

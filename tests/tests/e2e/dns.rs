@@ -58,7 +58,18 @@ fn authoritative_dns_behaves_like_a_real_server() {
     let serve = Proc::start(
         "mzlb serve",
         Command::new(bin("mzlb"))
-            .args(["serve", "--dns-listen", DNS, "--api-listen", API, "--manifests"])
+            // Three UDP threads: more than this machine's cores, so queries spread over
+            // several sockets whatever the core count.
+            .args([
+                "serve",
+                "--dns-listen",
+                DNS,
+                "--dns-threads",
+                "3",
+                "--api-listen",
+                API,
+                "--manifests",
+            ])
             .arg(dir.path())
             .env("MZLB_STATE_DIR", state.path()),
     );
