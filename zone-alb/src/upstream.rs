@@ -452,3 +452,124 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Empty, Full};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const T: Timeouts = Timeouts {
+        connect: Duration::from_secs(2),
+        send: Duration::from_secs(2),
+        read: Duration::from_secs(2),
+    };
+
+    fn get() -> Request<Body> {
+        let mut req = Request::new(Empty::new().map_err(|never| match never {}).boxed());
+        req.headers_mut().insert(hyper::header::HOST, "t".parse().unwrap());
+        req
+    }
+
+    /// A backend answering every request with `response`; with `close_after_each` it closes the
+    /// connection after each answer (without saying so in the response).
+    async fn backend(response: &'static [u8], close_after_each: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n) = conn.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            if conn.write_all(response).await.is_err() {
+                                return;
+                            }
+                            if close_after_each {
+                                // Keep-alive as far as the headers go, then gone: what a
+                                // backend with a short idle timeout looks like.
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn body(resp: Response<Body>) -> Result<Bytes, BoxError> {
+        Ok(resp.into_body().collect().await?.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_once_the_body_is_read() {
+        let addr = backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+        let up = Upstreams::new(None, Counter::default());
+        let key = Key { addr, tls: false };
+        for _ in 0..5 {
+            let resp = up.send(key, get(), T).await.unwrap();
+            assert_eq!(body(resp).await.unwrap(), "ok");
+        }
+        assert_eq!(up.opened(), 1);
+        // A response dropped before its end takes its connection with it.
+        let unread = up.send(key, get(), T).await.unwrap();
+        drop(unread);
+        let resp = up.send(key, get(), T).await.unwrap();
+        assert_eq!(body(resp).await.unwrap(), "ok");
+        assert_eq!(up.opened(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_backend_closed_is_replaced() {
+        let addr = backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true).await;
+        let up = Upstreams::new(None, Counter::default());
+        let key = Key { addr, tls: false };
+        for _ in 0..3 {
+            let resp = up.send(key, get(), T).await.unwrap();
+            assert_eq!(body(resp).await.unwrap(), "ok");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(up.opened(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_past_the_read_timeout_fails() {
+        // Promises 10 bytes, sends 2, then nothing.
+        let addr = backend(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok", false).await;
+        let up = Upstreams::new(None, Counter::default());
+        let t = Timeouts {
+            read: Duration::from_millis(200),
+            ..T
+        };
+        let resp = up.send(Key { addr, tls: false }, get(), t).await.unwrap();
+        let started = Instant::now();
+        let error = body(resp).await.unwrap_err();
+        assert!(error.to_string().contains("no response within"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn refused_connections_are_connect_errors() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let up = Upstreams::new(None, Counter::default());
+        let mut req = get();
+        *req.body_mut() = Full::new(Bytes::from_static(b"x"))
+            .map_err(|never| match never {})
+            .boxed();
+        let error = up.send(Key { addr, tls: false }, req, T).await.unwrap_err();
+        assert!(error.is_connect() && !error.is_timeout(), "{error}");
+    }
+}
