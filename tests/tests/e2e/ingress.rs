@@ -411,6 +411,26 @@ while True:
     held.append(conn)
 "#;
 
+/// A backend whose accept queue is full: the kernel drops further SYNs, so connecting hangs
+/// (what an unreachable Pod looks like from the node).
+const TARPIT_BACKEND: &str = r#"
+import socket, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.23.14", 9080)); srv.listen(0)
+fill = []
+for _ in range(4):
+    c = socket.socket(); c.setblocking(False)
+    try:
+        c.connect(("127.0.23.14", 9080))
+    except BlockingIOError:
+        pass
+    fill.append(c)
+    time.sleep(0.05)
+print("ready", flush=True)
+while True:
+    time.sleep(60)
+"#;
+
 #[test]
 fn backend_protocol_and_upstream_timeouts() {
     let dir = tempdir();
@@ -431,6 +451,17 @@ fn backend_protocol_and_upstream_timeouts() {
                 service("secure", "127.0.23.11", 9443),
                 service("slow", "127.0.23.12", 9080),
                 service("deaf", "127.0.23.13", 9080),
+                service("tarpit", "127.0.23.14", 9080),
+                to(
+                    "tarpit",
+                    ingress(
+                        "connto",
+                        "connto.test",
+                        &[("proxy-connect-timeout", "1")],
+                        "/",
+                        "Prefix",
+                    ),
+                ),
                 to(
                     "secure",
                     ingress("https", "https.test", &[("backend-protocol", "HTTPS")], "/", "Prefix"),
@@ -482,15 +513,18 @@ fn backend_protocol_and_upstream_timeouts() {
     let mut deaf = Command::new("python3");
     deaf.args(["-c", DEAF_BACKEND]);
     let deaf = Proc::start("deaf backend", &mut deaf);
+    let tarpit = Proc::start("tarpit backend", Command::new("python3").args(["-c", TARPIT_BACKEND]));
     let alb = zone_alb(
         dir.path(),
         &["--admin-listen", "127.0.23.1:10254"],
         "http://127.0.23.1:10254/healthz",
     );
-    poll(Duration::from_secs(10), || {
-        deaf.output().contains("ready").then_some(())
-    })
-    .expect("deaf backend up");
+    for backend in [&deaf, &tarpit] {
+        poll(Duration::from_secs(10), || {
+            backend.output().contains("ready").then_some(())
+        })
+        .unwrap_or_else(|| panic!("{} not up: {}", backend.name, backend.output()));
+    }
     let get = |host: &str, extra: &[&str]| {
         let url = format!("http://{host}:8080/");
         let resolve = format!("{host}:8080:127.0.23.1");
@@ -534,6 +568,16 @@ fn backend_protocol_and_upstream_timeouts() {
     // proxy-read-timeout 1: a backend answering after 3 s gets 504 after about 1 s.
     let started = std::time::Instant::now();
     assert_eq!(get("readto.test", &[]).0, 504);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2900),
+        "{took:?}"
+    );
+
+    // proxy-connect-timeout 1: a backend that never completes the handshake gets 504 after
+    // about a second.
+    let started = std::time::Instant::now();
+    assert_eq!(get("connto.test", &[]).0, 504);
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_millis(2900),
