@@ -1,6 +1,8 @@
 //! Proxy metrics (Prometheus text at `/metrics` on the admin listener): requests by Ingress,
 //! Service and status class, request duration per Ingress, upstream errors, open connections.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -8,26 +10,28 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+// Label values are shared strings from the routing table: building a label set per request
+// costs reference counts, not allocations.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `namespace/name`, or empty when no Ingress matched.
-    pub ingress: String,
-    pub service: String,
+    pub ingress: Arc<str>,
+    pub service: Arc<str>,
     /// `2xx`, `3xx`, `4xx`, `5xx`.
-    pub status: String,
+    pub status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngressLabels {
-    pub ingress: String,
+    pub ingress: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
-    pub ingress: String,
-    pub service: String,
+    pub ingress: Arc<str>,
+    pub service: Arc<str>,
     /// `connect`, `timeout`, `other`.
-    pub kind: String,
+    pub kind: &'static str,
 }
 
 pub struct Metrics {

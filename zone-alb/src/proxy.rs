@@ -58,7 +58,7 @@ enum ProxyError {
     #[error("bad request target")]
     BadRequest,
     #[error("backend {0} has no ready endpoint")]
-    NoEndpoint(String),
+    NoEndpoint(Arc<str>),
     #[error("upstream {0}: {1}")]
     Upstream(SocketAddr, UpstreamError),
 }
@@ -154,7 +154,7 @@ impl Proxy {
                     let labels = UpstreamLabels {
                         ingress: seen.ingress.clone(),
                         service: seen.service.clone(),
-                        kind: kind.into(),
+                        kind,
                     };
                     self.metrics.upstream_errors.get_or_create(&labels).inc();
                 }
@@ -167,7 +167,7 @@ impl Proxy {
         let labels = RequestLabels {
             ingress: seen.ingress,
             service: seen.service,
-            status: status_class(status).into(),
+            status: status_class(status),
         };
         self.metrics.requests.get_or_create(&labels).inc();
         self.metrics
@@ -204,8 +204,8 @@ impl Proxy {
         let trusted = trusted.then_some(self.trusted.as_slice());
         let client = client_ip(req.headers(), peer, trusted);
         let route = table.lookup(host, req.uri().path()).ok_or(ProxyError::NoRoute)?;
-        seen.ingress.clone_from(&route.policy.ingress);
-        seen.service.clone_from(&route.backend.name);
+        seen.ingress = route.policy.ingress.clone();
+        seen.service = route.backend.name.clone();
         let policy = &route.policy.policy;
         if scheme == Scheme::Http
             && let Some(https_port) = self.https_port
@@ -409,8 +409,8 @@ impl Proxy {
 /// What a request was routed to, for metrics and the access log (filled as it becomes known).
 #[derive(Default)]
 pub struct Seen {
-    ingress: String,
-    service: String,
+    ingress: Arc<str>,
+    service: Arc<str>,
     upstream: Option<SocketAddr>,
 }
 
@@ -536,7 +536,15 @@ fn set_forwarded(
     scheme: Scheme,
     trusted: Option<&[IpNet]>,
 ) {
-    let peer_ip = peer.ip().to_string();
+    // Formatted on the stack: this runs for every request.
+    let mut ip_buf = [0u8; 64];
+    let peer_ip = {
+        use std::io::Write as _;
+        let mut w = &mut ip_buf[..];
+        let _ = write!(w, "{}", peer.ip()); // an IPv6 address takes at most 45 bytes
+        let len = 64 - w.len();
+        std::str::from_utf8(&ip_buf[..len]).unwrap_or_default()
+    };
     let forwarded_for = |headers: &HeaderMap| {
         headers
             .get_all(X_FORWARDED_FOR)
@@ -547,10 +555,11 @@ fn set_forwarded(
             .filter(|a| !a.is_empty())
             .collect::<Vec<String>>()
     };
+    let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let (chain, real_ip) = match trusted {
         Some(nets) => {
             let mut chain = forwarded_for(headers);
-            chain.push(peer_ip.clone());
+            chain.push(peer_ip.to_owned());
             let real = chain
                 .iter()
                 .rev()
@@ -558,15 +567,13 @@ fn set_forwarded(
                     a.parse::<IpAddr>()
                         .map_or(true, |ip| !nets.iter().any(|n| n.contains(&ip)))
                 })
-                .cloned()
-                .unwrap_or_else(|| peer_ip.clone());
-            (chain.join(", "), real)
+                .map_or(peer_ip, String::as_str);
+            (value(&chain.join(", ")), value(real))
         }
-        None => (peer_ip.clone(), peer_ip.clone()),
+        None => (value(peer_ip), value(peer_ip)),
     };
-    let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    headers.insert(X_FORWARDED_FOR, value(&chain));
-    headers.insert(X_REAL_IP, value(&real_ip));
+    headers.insert(X_FORWARDED_FOR, chain);
+    headers.insert(X_REAL_IP, real_ip);
     let keep = |headers: &HeaderMap, name: &HeaderName| trusted.is_some() && headers.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme.as_str()));

@@ -37,7 +37,7 @@ enum Balancer {
 #[derive(Debug)]
 pub struct Backend {
     /// `namespace/service:port`, for logs and errors.
-    pub name: String,
+    pub name: Arc<str>,
     pub endpoints: Vec<SocketAddr>,
     balancer: Balancer,
     /// Passive health per endpoint: consecutive failures, and ejection.
@@ -64,7 +64,7 @@ impl Backend {
         };
         let health = endpoints.iter().map(|_| EndpointHealth::default()).collect();
         Self {
-            name,
+            name: name.into(),
             endpoints,
             balancer,
             health,
@@ -147,7 +147,7 @@ impl Backend {
 #[derive(Debug)]
 pub struct RoutePolicy {
     /// `namespace/name` of the Ingress, for logs.
-    pub ingress: String,
+    pub ingress: Arc<str>,
     /// Hosts this Ingress has TLS for (lower case; `*.x` wildcards), for ssl-redirect.
     pub tls_hosts: Vec<String>,
     pub policy: Policy,
@@ -463,7 +463,7 @@ fn stage(
     );
     let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut staged, warnings);
     let policy = Arc::new(RoutePolicy {
-        ingress: format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()),
+        ingress: format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into(),
         tls_hosts,
         rate_limiter: policy.rate_limit.map(RateLimiter::new),
         connection_limiter: policy.connection_limit.map(ConcurrencyLimiter::new),
@@ -754,7 +754,7 @@ endpoints: [{addresses: [10.0.0.2]}]
     }
 
     fn target(t: &RouteTable, host: &str, path: &str) -> Option<String> {
-        t.lookup(host, path).map(|r| r.backend.name.clone())
+        t.lookup(host, path).map(|r| r.backend.name.to_string())
     }
 
     #[test]
