@@ -129,15 +129,18 @@ impl Proxy {
         }
         let started = Instant::now();
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let host = request_host(&req).unwrap_or_default();
+        // Shared views of the request's own bytes, kept for the log line: no copies.
+        let uri = req.uri().clone();
+        let path = uri.path();
+        let host_value = request_host(&req);
+        let host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default();
         // One table for the whole request, even if a reload swaps it meanwhile.
         let table = self.table.load_full();
-        if table.is_alb_health_check(&host, &path) {
+        if table.is_alb_health_check(host, path) {
             return text(StatusCode::OK, "healthy");
         }
         let mut seen = Seen::default();
-        let (resp, error) = match self.forward(&table, req, &host, peer, local, scheme, &mut seen).await {
+        let (resp, error) = match self.forward(&table, req, host, peer, local, scheme, &mut seen).await {
             Ok(resp) => (resp, None),
             Err(err) => {
                 let status = err.status();
@@ -502,12 +505,12 @@ fn affinity_value(endpoint: &SocketAddr) -> String {
 }
 
 /// The host the client asked for: `Host`, or the URI authority (HTTP/2, absolute-form).
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
