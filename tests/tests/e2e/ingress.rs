@@ -33,6 +33,8 @@ fn base() -> String {
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: app-1, labels: {kubernetes.io/service-name: app}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.18.11]}, {addresses: [127.0.18.12]}]\n".to_owned(),
         ingress("limited", "limit.test", &[("limit-rps", "2"), ("limit-burst-multiplier", "1")], "/", "Prefix"),
         ingress("allow", "allow.test", &[("whitelist-source-range", "127.0.0.77/32")], "/", "Prefix"),
+        ingress("allow2", "allow2.test", &[("allowlist-source-range", "127.0.0.0/30, 127.0.0.77")], "/", "Prefix"),
+        ingress("cookiepath", "cookiepath.test", &[("affinity", "cookie"), ("session-cookie-path", "/shop")], "/", "Prefix"),
         ingress("sticky", "sticky.test", &[("affinity", "cookie"), ("session-cookie-name", "route"), ("session-cookie-max-age", "60"), ("session-cookie-samesite", "Lax")], "/", "Prefix"),
         ingress("rw", "rw.test", &[("rewrite-target", "/$2"), ("limit-rps", "lots")], "/api(/|$)(.*)", "ImplementationSpecific"),
         ingress("body", "body.test", &[("proxy-body-size", "10")], "/", "Prefix"),
@@ -96,6 +98,10 @@ fn annotations_and_reload_through_a_running_zone_alb() {
     // Allowlist: 403 from elsewhere, 200 from the allowed address.
     assert_eq!(get("allow.test", &[]).0, 403);
     assert_eq!(get("allow.test", &["--interface", "127.0.0.77"]).0, 200);
+    // allowlist- (the current name), with a CIDR list and a bare address.
+    assert_eq!(get("allow2.test", &["--interface", "127.0.0.5"]).0, 403);
+    assert_eq!(get("allow2.test", &["--interface", "127.0.0.2"]).0, 200);
+    assert_eq!(get("allow2.test", &["--interface", "127.0.0.77"]).0, 200);
 
     // Cookie affinity: the first answer sets the cookie; with it, every request lands on the
     // same backend, without it requests spread.
@@ -122,6 +128,12 @@ fn annotations_and_reload_through_a_running_zone_alb() {
         headers.to_ascii_lowercase().contains("set-cookie: route=")
             && headers.contains("Max-Age=60")
             && headers.contains("SameSite=Lax"),
+        "{headers}"
+    );
+    // session-cookie-path, and the cookie's default name (ingress-nginx's INGRESSCOOKIE).
+    let (_, headers) = get("cookiepath.test", &["-D", "-", "-o", "/dev/null"]);
+    assert!(
+        headers.to_ascii_lowercase().contains("set-cookie: ingresscookie=") && headers.contains("Path=/shop"),
         "{headers}"
     );
 
