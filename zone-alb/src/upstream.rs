@@ -215,6 +215,12 @@ impl Upstreams {
             TcpSocket::new_v6()?
         };
         if let Some(ip) = self.source_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            // Let connect() pick the port: bound first, each connection would hold its port
+            // for every destination, capping all upstream connections at the ephemeral range.
+            if ip.is_ipv4() {
+                nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)
+                    .map_err(io::Error::from)?;
+            }
             socket.bind(SocketAddr::new(ip, 0))?;
         }
         let stream = socket.connect(addr).await?;
