@@ -121,24 +121,21 @@ pub fn single_certificate_config(key: Arc<CertifiedKey>) -> Arc<rustls::ServerCo
             Some(self.0.clone())
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Always(key)));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    config(Arc::new(Always(key)), &[b"http/1.1"])
 }
 
 /// The server configuration: our resolver, HTTP/2 and HTTP/1.1 by ALPN.
 pub fn server_config(resolver: SniResolver) -> Arc<rustls::ServerConfig> {
+    config(Arc::new(resolver), &[b"h2", b"http/1.1"])
+}
+
+fn config(resolver: Arc<dyn ResolvesServerCert>, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
