@@ -619,7 +619,7 @@ pub fn text(status: StatusCode, body: &str) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-fn empty() -> Body {
+pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 

@@ -96,6 +96,13 @@ struct Conn {
     idle_since: Instant,
 }
 
+impl Conn {
+    /// Still open at the backend's end and not idle too long to be trusted.
+    fn reusable(&self) -> bool {
+        !self.sender.is_closed() && self.idle_since.elapsed() < IDLE_TIMEOUT
+    }
+}
+
 /// All upstream connections of one zone ALB.
 pub struct Upstreams {
     source_ip: Option<IpAddr>,
@@ -164,7 +171,7 @@ impl Upstreams {
         // Most recently used first: its socket is the warmest and the least likely to have
         // been closed by the backend's own keep-alive timeout.
         while let Some(conn) = list.pop() {
-            if !conn.sender.is_closed() && conn.idle_since.elapsed() < IDLE_TIMEOUT {
+            if conn.reusable() {
                 return Some(conn);
             }
         }
@@ -267,7 +274,7 @@ impl Pooled {
         let mut idle = pool.lock().unwrap_or_else(|poison| poison.into_inner());
         let list = idle.entry(self.key).or_default();
         if list.len() >= MAX_IDLE_PER_ENDPOINT {
-            list.retain(|c| !c.sender.is_closed());
+            list.retain(Conn::reusable);
             if list.len() >= MAX_IDLE_PER_ENDPOINT {
                 list.remove(0); // the longest idle
             }
@@ -395,7 +402,7 @@ async fn sweep(idle: Weak<Mutex<Idle>>) {
         let Some(idle) = idle.upgrade() else { return };
         let mut idle = idle.lock().unwrap_or_else(|poison| poison.into_inner());
         idle.retain(|_, list| {
-            list.retain(|c| !c.sender.is_closed() && c.idle_since.elapsed() < IDLE_TIMEOUT);
+            list.retain(Conn::reusable);
             !list.is_empty()
         });
     }
@@ -462,7 +469,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{Empty, Full};
+    use crate::proxy::{empty, full};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -473,7 +480,7 @@ mod tests {
     };
 
     fn get() -> Request<Body> {
-        let mut req = Request::new(Empty::new().map_err(|never| match never {}).boxed());
+        let mut req = Request::new(empty());
         req.headers_mut().insert(hyper::header::HOST, "t".parse().unwrap());
         req
     }
@@ -572,9 +579,7 @@ mod tests {
         drop(listener);
         let up = Upstreams::new(None, Counter::default());
         let mut req = get();
-        *req.body_mut() = Full::new(Bytes::from_static(b"x"))
-            .map_err(|never| match never {})
-            .boxed();
+        *req.body_mut() = full("x");
         let error = up.send(Key { addr, tls: false }, req, T).await.unwrap_err();
         assert!(error.is_connect() && !error.is_timeout(), "{error}");
     }
