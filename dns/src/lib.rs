@@ -15,7 +15,7 @@ mod server;
 pub use answer::{AnswerSet, SoaSettings, ZoneAnswers};
 pub use authority::Authority;
 pub use metrics::Metrics;
-pub use server::{Listeners, bind, bind_with, serve};
+pub use server::{Listeners, bind, serve};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

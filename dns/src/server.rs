@@ -56,13 +56,10 @@ impl Listeners {
     }
 }
 
-/// Binds UDP (one socket per core) and TCP on the same address.
-pub async fn bind(addr: SocketAddr) -> Result<Listeners> {
-    bind_with(addr, hot_path_threads()).await
-}
-
-/// Binds `udp_threads` UDP sockets (each served by its own thread) and TCP on the same address.
-pub async fn bind_with(addr: SocketAddr, udp_threads: usize) -> Result<Listeners> {
+/// Binds `udp_threads` UDP sockets (each served by its own thread; `None` is one per core) and
+/// TCP on the same address.
+pub async fn bind(addr: SocketAddr, udp_threads: Option<usize>) -> Result<Listeners> {
+    let udp_threads = udp_threads.unwrap_or_else(hot_path_threads);
     let udp_error = |source| Error::Bind {
         addr,
         proto: "udp",
@@ -72,7 +69,7 @@ pub async fn bind_with(addr: SocketAddr, udp_threads: usize) -> Result<Listeners
     // With port 0 the kernel picks the port; the other sockets and TCP take the same one.
     let addr = first.local_addr().map_err(udp_error)?;
     let mut udp = vec![first];
-    for _ in 1..udp_threads.max(1) {
+    for _ in 1..udp_threads {
         udp.push(reuseport_udp(addr).map_err(udp_error)?);
     }
     let tcp = TcpListener::bind(addr).await.map_err(|source| Error::Bind {

@@ -82,10 +82,7 @@ pub async fn start_with(
         )?
         .with_kube(kube),
     );
-    let dns_listeners = match opts.dns_threads {
-        Some(n) => dns::bind_with(opts.dns_listen, n).await?,
-        None => dns::bind(opts.dns_listen).await?,
-    };
+    let dns_listeners = dns::bind(opts.dns_listen, opts.dns_threads).await?;
     let dns_addr = dns_listeners.local_addr().unwrap_or(opts.dns_listen);
     let api_listener = crate::api::bind(opts.api_listen).await?;
     let api_addr = api_listener.local_addr().unwrap_or(opts.api_listen);
