@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Proc, bin, tempdir, write};
+use crate::harness::{Proc, bin, serve_cmd, tempdir, write};
 
 const ALB: &str = "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a1}\nspec: {zone: z1, ip: 127.0.13.1, port: 8080}\n---\n\
 apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n";
@@ -20,18 +20,7 @@ fn refused(name: &str, cmd: &mut Command) -> String {
 }
 
 fn serve(dir: &std::path::Path, state: &std::path::Path) -> Command {
-    let mut cmd = Command::new(bin("mzlb"));
-    cmd.args([
-        "serve",
-        "--dns-listen",
-        "127.0.13.53:0",
-        "--api-listen",
-        "127.0.13.53:0",
-        "--manifests",
-    ])
-    .arg(dir)
-    .env("MZLB_STATE_DIR", state);
-    cmd
+    serve_cmd("127.0.13.53:0", "127.0.13.53:0", dir, state)
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Proc, bin, curl, dig, field, poll, signal, tempdir, write};
+use crate::harness::{Proc, bin, curl, dig, field, poll, serve_cmd, signal, tempdir, write};
 
 const MANIFESTS: &str = r#"
 apiVersion: mzlb.io/v1alpha1
@@ -86,17 +86,7 @@ fn serve_zone_albs_and_backends_as_separate_processes() {
         .collect();
     let serve = Proc::start(
         "mzlb serve",
-        Command::new(bin("mzlb"))
-            .args([
-                "serve",
-                "--dns-listen",
-                &dns.to_string(),
-                "--api-listen",
-                "127.0.12.53:0",
-                "--manifests",
-            ])
-            .arg(dir.path())
-            .env("MZLB_STATE_DIR", state.path()),
+        &mut serve_cmd(&dns.to_string(), "127.0.12.53:0", dir.path(), state.path()),
     );
 
     // DNS: apex and wildcard names, case preserved-insensitive, over UDP and TCP.
@@ -237,17 +227,7 @@ fn a_disabled_alb_stays_disabled_across_restarts() {
     let serve = || {
         Proc::start(
             "mzlb serve",
-            Command::new(bin("mzlb"))
-                .args([
-                    "serve",
-                    "--dns-listen",
-                    &dns.to_string(),
-                    "--api-listen",
-                    "127.0.17.53:0",
-                    "--manifests",
-                ])
-                .arg(dir.path())
-                .env("MZLB_STATE_DIR", state.path()),
+            &mut serve_cmd(&dns.to_string(), "127.0.17.53:0", dir.path(), state.path()),
         )
     };
     let mut first = serve();

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Proc, bin, dig, metric, poll, run, scrape, tempdir, write};
+use crate::harness::{Proc, bin, dig, metric, poll, run, scrape, serve_cmd, tempdir, write};
 
 const DNS: &str = "127.0.16.53:5353";
 const API: &str = "127.0.16.53:9916";
@@ -57,21 +57,9 @@ fn authoritative_dns_behaves_like_a_real_server() {
         .collect();
     let serve = Proc::start(
         "mzlb serve",
-        Command::new(bin("mzlb"))
-            // Three UDP threads: more than this machine's cores, so queries spread over
-            // several sockets whatever the core count.
-            .args([
-                "serve",
-                "--dns-listen",
-                DNS,
-                "--dns-threads",
-                "3",
-                "--api-listen",
-                API,
-                "--manifests",
-            ])
-            .arg(dir.path())
-            .env("MZLB_STATE_DIR", state.path()),
+        // Three UDP threads: more than this machine's cores, so queries spread over several
+        // sockets whatever the core count.
+        serve_cmd(DNS, API, dir.path(), state.path()).args(["--dns-threads", "3"]),
     );
     let web = ["127.0.16.1", "127.0.16.2", "127.0.16.3"];
     poll(Duration::from_secs(20), || {

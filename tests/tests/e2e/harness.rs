@@ -225,12 +225,28 @@ pub fn single_alb_site(alb_ip: &str, tls_port: Option<u16>, backend_ip: &str) ->
         format!(
             "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {{name: a}}\nspec: {{zone: z, ip: {alb_ip}, port: 8080{tls}}}\n"
         ),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n".to_owned(),
-        format!(
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: app-1, labels: {{kubernetes.io/service-name: app}}}}\n\
-             addressType: IPv4\nports: [{{port: 9080}}]\nendpoints: [{{addresses: [{backend_ip}]}}]\n"
-        ),
+        service("app", &[backend_ip], 9080),
     ]
+}
+
+/// A Service `name` (port 80) and its EndpointSlice: every address in `ips`, ready, on `port`.
+pub fn service(name: &str, ips: &[&str], port: u16) -> String {
+    let endpoints: Vec<String> = ips.iter().map(|ip| format!("{{addresses: [{ip}]}}")).collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{port: {port}}}]\nendpoints: [{}]\n",
+        endpoints.join(", ")
+    )
+}
+
+/// `mzlb serve` on the manifests in `dir`, DNS on `dns`, control API on `api`, state in `state`.
+pub fn serve_cmd(dns: &str, api: &str, dir: &Path, state: &Path) -> Command {
+    let mut cmd = Command::new(bin("mzlb"));
+    cmd.args(["serve", "--dns-listen", dns, "--api-listen", api, "--manifests"])
+        .arg(dir)
+        .env("MZLB_STATE_DIR", state);
+    cmd
 }
 
 /// Starts `mzlb echo` listening on `listen` and answering as `name`.

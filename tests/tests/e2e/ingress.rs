@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Proc, bin, curl, echo, field, metric, poll, scrape, single_alb_site, tempdir, write, zone_alb};
+use crate::harness::{
+    Proc, bin, curl, echo, field, metric, poll, scrape, service, single_alb_site, tempdir, write, zone_alb,
+};
 
 const ALB: &str = "127.0.18.1:8080";
 
@@ -29,8 +31,7 @@ fn base() -> String {
     [
         "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n".to_owned(),
         "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a}\nspec: {zone: z, ip: 127.0.18.1, port: 8080}\n".to_owned(),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n".to_owned(),
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: app-1, labels: {kubernetes.io/service-name: app}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.18.11]}, {addresses: [127.0.18.12]}]\n".to_owned(),
+        service("app", &["127.0.18.11", "127.0.18.12"], 9080),
         ingress("limited", "limit.test", &[("limit-rps", "2"), ("limit-burst-multiplier", "1")], "/", "Prefix"),
         ingress("allow", "allow.test", &[("whitelist-source-range", "127.0.0.77/32")], "/", "Prefix"),
         ingress("allow2", "allow2.test", &[("allowlist-source-range", "127.0.0.0/30, 127.0.0.77")], "/", "Prefix"),
@@ -39,12 +40,10 @@ fn base() -> String {
         ingress("rw", "rw.test", &[("rewrite-target", "/$2"), ("limit-rps", "lots")], "/api(/|$)(.*)", "ImplementationSpecific"),
         ingress("body", "body.test", &[("proxy-body-size", "10")], "/", "Prefix"),
         ingress("ewma", "ewma.test", &[("load-balance", "ewma")], "/", "Prefix"),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: flaky}\nspec: {ports: [{port: 80}]}\n".to_owned(),
         // 127.0.18.13 has nothing listening: connections to it are refused.
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: flaky-1, labels: {kubernetes.io/service-name: flaky}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.18.13]}, {addresses: [127.0.18.11]}]\n".to_owned(),
+        service("flaky", &["127.0.18.13", "127.0.18.11"], 9080),
         ingress("retry", "retry.test", &[], "/", "Prefix").replace("name: app,", "name: flaky,"),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: slow}\nspec: {ports: [{port: 80}]}\n".to_owned(),
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: slow-1, labels: {kubernetes.io/service-name: slow}}\naddressType: IPv4\nports: [{port: 9080}]\nendpoints: [{addresses: [127.0.18.14]}]\n".to_owned(),
+        service("slow", &["127.0.18.14"], 9080),
         ingress("conn", "conn.test", &[("limit-connections", "2")], "/", "Prefix").replace("name: app,", "name: slow,"),
     ]
     .join("---\n")
@@ -446,13 +445,6 @@ while True:
 #[test]
 fn backend_protocol_and_upstream_timeouts() {
     let dir = tempdir();
-    let service = |name: &str, ip: &str, port: u16| {
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: 80}}]}}\n---\n\
-             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}\n\
-             addressType: IPv4\nports: [{{port: {port}}}]\nendpoints: [{{addresses: [{ip}]}}]\n"
-        )
-    };
     let to = |svc: &str, doc: String| doc.replace("name: app,", &format!("name: {svc},"));
     write(
         dir.path(),
@@ -460,10 +452,10 @@ fn backend_protocol_and_upstream_timeouts() {
         &[
             single_alb_site("127.0.23.1", None, "127.0.23.10"),
             vec![
-                service("secure", "127.0.23.11", 9443),
-                service("slow", "127.0.23.12", 9080),
-                service("deaf", "127.0.23.13", 9080),
-                service("tarpit", "127.0.23.14", 9080),
+                service("secure", &["127.0.23.11"], 9443),
+                service("slow", &["127.0.23.12"], 9080),
+                service("deaf", &["127.0.23.13"], 9080),
+                service("tarpit", &["127.0.23.14"], 9080),
                 to(
                     "tarpit",
                     ingress(
