@@ -4,7 +4,8 @@
 # driven by wrk in the same run: 64 keep-alive connections, then a new connection per request.
 # Prints per proxy: requests/s, p50/p99 latency, proxy CPU time per request (from /proc),
 # resident memory, new upstream connections per 1000 requests (counted by the backend), and
-# ratios to nginx; then resident memory with 10 000 idle keep-alive client connections.
+# ratios to nginx; then the keep-alive run again with one worker per core for each proxy;
+# then resident memory with 10 000 idle keep-alive client connections.
 #
 #   bench/proxy.sh [seconds per run, default 10]
 #
@@ -18,6 +19,11 @@ BACKEND=127.0.60.10:9000
 NGINX=127.0.60.1
 HAPROXY=127.0.60.2
 ALB=127.0.60.3
+# The same three again with one worker per core (zone-alb's default).
+NGINX_ALL=127.0.60.4
+HAPROXY_ALL=127.0.60.5
+ALB_ALL=127.0.60.6
+CORES=$(nproc)
 
 need_commands nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl python3:python3
 # Every proxy, and the client holding the idle connections, needs a descriptor per connection;
@@ -49,18 +55,20 @@ CONF
 nginx -p "$W/backend" -c "$W/backend/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 
 # --- nginx as the reverse proxy -------------------------------------------------------------
-cat > "$W/nginx/nginx.conf" <<CONF
-worker_processes 1;
+nginx_proxy() { # dir listen-ip workers
+  mkdir -p "$1"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes $3;
 worker_rlimit_nofile $NOFILE;
-error_log $W/nginx/error.log;
-pid $W/nginx/nginx.pid;
+error_log $1/error.log;
+pid $1/nginx.pid;
 events { worker_connections 15000; }
 http {
   access_log off;
   keepalive_requests 1000000;
   upstream app { server $BACKEND; keepalive 64; }
   server {
-    listen $NGINX:8080;
+    listen $2:8080;
     location / {
       proxy_pass http://app;
       proxy_http_version 1.1;
@@ -75,12 +83,16 @@ http {
   }
 }
 CONF
-nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!); NGINX_PID=$!
+  nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+}
+nginx_proxy "$W/nginx" "$NGINX" 1; NGINX_PID=$!
+nginx_proxy "$W/nginx_all" "$NGINX_ALL" "$CORES"; NGINX_ALL_PID=$!
 
-# --- HAProxy, one thread ------------------------------------------------------------------
-cat > "$W/haproxy.cfg" <<CONF
+# --- HAProxy ------------------------------------------------------------------------------
+haproxy_proxy() { # config-file listen-ip threads
+  cat > "$1" <<CONF
 global
-  nbthread 1
+  nbthread $3
   ulimit-n $NOFILE
   no strict-limits
   maxconn $(( IDLE_CONNS + 100 ))
@@ -91,7 +103,7 @@ defaults
   timeout server 60s
   http-reuse always
 frontend fe
-  bind $HAPROXY:8080
+  bind $2:8080
   option forwardfor
   http-request set-header X-Real-IP %[src]
   http-request set-header X-Forwarded-Proto http
@@ -101,11 +113,15 @@ frontend fe
 backend app
   server s1 $BACKEND
 CONF
-haproxy -f "$W/haproxy.cfg" -db & PIDS+=($!); HAPROXY_PID=$!
+  haproxy -f "$1" -db & PIDS+=($!)
+}
+haproxy_proxy "$W/haproxy.cfg" "$HAPROXY" 1; HAPROXY_PID=$!
+haproxy_proxy "$W/haproxy_all.cfg" "$HAPROXY_ALL" "$CORES"; HAPROXY_ALL_PID=$!
 
 # --- zone-alb -------------------------------------------------------------------------------
-mkdir -p "$W/alb"
-cat > "$W/alb/app.yaml" <<CONF
+alb_site() { # dir listen-ip
+  mkdir -p "$1"
+  cat > "$1/app.yaml" <<CONF
 apiVersion: mzlb.io/v1alpha1
 kind: MultiZoneCluster
 metadata: {name: bench}
@@ -114,7 +130,7 @@ spec: {subdomain: bench.test}
 apiVersion: mzlb.io/v1alpha1
 kind: ZoneALB
 metadata: {name: alb}
-spec: {zone: z, ip: $ALB, port: 8080}
+spec: {zone: z, ip: $2, port: 8080}
 ---
 apiVersion: v1
 kind: Service
@@ -133,10 +149,14 @@ kind: Ingress
 metadata: {name: app}
 spec: {ingressClassName: mzlb, defaultBackend: {service: {name: app, port: {number: 80}}}}
 CONF
-# One worker thread, as nginx and HAProxy get one worker.
+}
+alb_site "$W/alb" "$ALB"
+alb_site "$W/alb_all" "$ALB_ALL"
+# One worker thread, as nginx and HAProxy get one worker; then the default, one per core.
 RUST_LOG=warn target/release/zone-alb --workers 1 --manifests "$W/alb" --alb-id alb & PIDS+=($!); ALB_PID=$!
+RUST_LOG=warn target/release/zone-alb --manifests "$W/alb_all" --alb-id alb & PIDS+=($!); ALB_ALL_PID=$!
 
-for url in "http://$BACKEND/" "http://$NGINX:8080/" "http://$HAPROXY:8080/" "http://$ALB:8080/"; do
+for url in "http://$BACKEND/" http://{$NGINX,$HAPROXY,$ALB,$NGINX_ALL,$HAPROXY_ALL,$ALB_ALL}:8080/; do
   for _ in $(seq 1 100); do
     curl -sf -o /dev/null "$url" && break
     sleep 0.1
@@ -203,6 +223,10 @@ run nginx_new "http://$NGINX:8080/" "$NGINX_PID" -H "Connection: close"
 run haproxy_new "http://$HAPROXY:8080/" "$HAPROXY_PID" -H "Connection: close"
 run zone-alb_new "http://$ALB:8080/" "$ALB_PID" -H "Connection: close"
 report "new connection per request" "_new"
+run nginx_all "http://$NGINX_ALL:8080/" "$NGINX_ALL_PID"
+run haproxy_all "http://$HAPROXY_ALL:8080/" "$HAPROXY_ALL_PID"
+run zone-alb_all "http://$ALB_ALL:8080/" "$ALB_ALL_PID"
+report "keep-alive, one worker per core ($CORES) for each proxy" "_all"
 
 # Resident memory with many idle keep-alive client connections: each made one request and then
 # sits idle, as browsers' connections do between page loads.

@@ -38,6 +38,8 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start worker {index}: {source}")]
+    Worker { index: usize, source: std::io::Error },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -27,6 +27,7 @@ pub mod source;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,6 +75,10 @@ pub struct Options {
     /// Fraction of requests written to the access log (target `access`): 0 off, 1 every one.
     #[arg(long, default_value_t = 1.0, value_name = "FRACTION")]
     pub access_log_sample: f64,
+    /// Worker threads serving requests, each with its own event loop and upstream connections
+    /// (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 /// What one ALB compiled from the objects.
@@ -136,33 +141,46 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             (kube.first_load(&opts).await?, Some(kube))
         }
     };
-    let listener = server::bind(loaded.listen).await?;
+    let listener = std_listener(server::bind(loaded.listen).await?, loaded.listen)?;
     let tls_listener = match loaded.listen_tls {
-        Some(addr) => Some(server::bind(addr).await?),
+        Some(addr) => Some(std_listener(server::bind(addr).await?, addr)?),
         None => None,
     };
     for warning in &loaded.table.warnings {
         tracing::warn!("{warning}; the rest of the Ingress is served");
     }
-    tracing::info!(alb = %opts.alb_id, zone = %loaded.zone, listen = %loaded.listen, listen_tls = ?loaded.listen_tls, ingresses = loaded.table.ingresses, "zone ALB serving");
+    let workers = opts.workers.map_or_else(workers::default_count, usize::from);
+    tracing::info!(alb = %opts.alb_id, zone = %loaded.zone, listen = %loaded.listen, listen_tls = ?loaded.listen_tls, ingresses = loaded.table.ingresses, workers, "zone ALB serving");
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
-    // Upstream connections leave from the ALB's own address when it has one.
-    let source_ip = Some(loaded.listen.ip()).filter(|ip| !ip.is_unspecified());
-    let https_port = loaded.listen_tls.map(|a| a.port());
     let metrics = Arc::new(metrics::Metrics::default());
-    let proxy = Arc::new(proxy::Proxy::new(
-        table.clone(),
-        source_ip,
-        opts.trusted_proxies.clone(),
-        https_port,
-        metrics.clone(),
-        opts.access_log_sample,
-    ));
+    let shared = Arc::new(workers::Shared {
+        table: table.clone(),
+        // Upstream connections leave from the ALB's own address when it has one.
+        source_ip: Some(loaded.listen.ip()).filter(|ip| !ip.is_unspecified()),
+        trusted: opts.trusted_proxies.clone(),
+        https_port: loaded.listen_tls.map(|a| a.port()),
+        metrics: metrics.clone(),
+        access_sample: opts.access_log_sample,
+        proxy_protocol: opts.proxy_protocol,
+    });
+    let listeners = workers::Listeners {
+        plain: listener,
+        tls: tls_listener.map(|listener| {
+            let resolver = tls::SniResolver {
+                table: table.clone(),
+                default: tls::default_certificate(),
+            };
+            (listener, tokio_rustls::TlsAcceptor::from(tls::server_config(resolver)))
+        }),
+    };
     let admin = match opts.admin_listen {
         Some(addr) => Some(tokio::spawn(admin::serve(server::bind(addr).await?, metrics))),
         None => None,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
+    let running = workers::start(workers, &listeners, &shared, &cancel)?;
+    // The workers hold their own handles on the sockets.
+    drop(listeners);
     let reloader = match (kube, &opts.manifests) {
         (Some(kube), _) => tokio::spawn(kube.follow(opts.clone(), table.clone(), cancel.clone())),
         (None, Some(dir)) => tokio::spawn(watch_manifests(
@@ -175,35 +193,18 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         (None, None) => unreachable!("no manifests means Kubernetes"),
     };
 
-    let plain = server::serve(
-        listener,
-        None,
-        opts.proxy_protocol,
-        proxy.clone(),
-        cancel.clone().cancelled_owned(),
-    );
-    let secure = async {
-        if let Some(listener) = tls_listener {
-            let resolver = tls::SniResolver {
-                table,
-                default: tls::default_certificate(),
-            };
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver));
-            server::serve(
-                listener,
-                Some(acceptor),
-                opts.proxy_protocol,
-                proxy,
-                cancel.clone().cancelled_owned(),
-            )
-            .await;
+    let drained = tokio::task::spawn_blocking(move || {
+        for worker in running {
+            if worker.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
         }
-    };
+    });
     let stop = async {
         shutdown.await;
         cancel.cancel();
     };
-    tokio::join!(plain, secure, stop);
+    let (_, ()) = tokio::join!(drained, stop);
     // Give the follower a moment to hand its lease over.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), reloader).await;
     if let Some(admin) = admin {
@@ -211,6 +212,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     }
     tracing::info!(alb = %opts.alb_id, "zone ALB stopped");
     Ok(())
+}
+
+/// A bound listener handed over to the workers, each of which registers it with its own runtime.
+fn std_listener(listener: tokio::net::TcpListener, addr: SocketAddr) -> Result<std::net::TcpListener> {
+    listener.into_std().map_err(|source| Error::Listen { addr, source })
 }
 
 /// How often the manifest directory is checked for changes.

@@ -103,3 +103,16 @@ fn dns_thread_count_out_of_range_is_refused() {
     );
     assert!(output.contains("--dns-threads"), "{output}");
 }
+
+#[test]
+fn zone_alb_worker_count_out_of_range_is_refused() {
+    let dir = tempdir();
+    write(dir.path(), "alb.yaml", ALB);
+    let output = refused(
+        "zone-alb --workers 0",
+        Command::new(bin("zone-alb"))
+            .args(["--alb-id", "a1", "--workers", "0", "--manifests"])
+            .arg(dir.path()),
+    );
+    assert!(output.contains("--workers") && output.contains('0'), "{output}");
+}

@@ -85,9 +85,19 @@ fn annotations_and_reload_through_a_running_zone_alb() {
             "127.0.0.88/32",
             "--admin-listen",
             "127.0.18.1:10254",
+            // More workers than cores: limits, balancing, affinity and ejection below must
+            // hold for the ALB as a whole, whichever worker a connection lands on.
+            "--workers",
+            "4",
         ],
         &format!("http://{ALB}/healthz"),
     );
+    let workers = std::fs::read_dir(format!("/proc/{}/task", alb.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("alb-worker-"))
+        .count();
+    assert_eq!(workers, 4, "one thread per worker");
 
     // limit-rps 2 with a burst of 2: a quick run of requests gets 503 past the burst.
     let codes: Vec<u16> = (0..8).map(|_| get("limit.test", &[]).0).collect();
