@@ -141,15 +141,15 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             (kube.first_load(&opts).await?, Some(kube))
         }
     };
-    let listener = std_listener(server::bind(loaded.listen).await?, loaded.listen)?;
+    let workers = opts.workers.map_or_else(workers::default_count, usize::from);
+    let listener = workers::bind(loaded.listen, workers)?;
     let tls_listener = match loaded.listen_tls {
-        Some(addr) => Some(std_listener(server::bind(addr).await?, addr)?),
+        Some(addr) => Some(workers::bind(addr, workers)?),
         None => None,
     };
     for warning in &loaded.table.warnings {
         tracing::warn!("{warning}; the rest of the Ingress is served");
     }
-    let workers = opts.workers.map_or_else(workers::default_count, usize::from);
     tracing::info!(alb = %opts.alb_id, zone = %loaded.zone, listen = %loaded.listen, listen_tls = ?loaded.listen_tls, ingresses = loaded.table.ingresses, workers, "zone ALB serving");
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
     let metrics = Arc::new(metrics::Metrics::default());
@@ -178,9 +178,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         None => None,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
-    let running = workers::start(workers, &listeners, &shared, &cancel)?;
-    // The workers hold their own handles on the sockets.
-    drop(listeners);
+    let running = workers::start(listeners, &shared, &cancel)?;
     let reloader = match (kube, &opts.manifests) {
         (Some(kube), _) => tokio::spawn(kube.follow(opts.clone(), table.clone(), cancel.clone())),
         (None, Some(dir)) => tokio::spawn(watch_manifests(
@@ -212,11 +210,6 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     }
     tracing::info!(alb = %opts.alb_id, "zone ALB stopped");
     Ok(())
-}
-
-/// A bound listener handed over to the workers, each of which registers it with its own runtime.
-fn std_listener(listener: tokio::net::TcpListener, addr: SocketAddr) -> Result<std::net::TcpListener> {
-    listener.into_std().map_err(|source| Error::Listen { addr, source })
 }
 
 /// How often the manifest directory is checked for changes.

@@ -1,14 +1,14 @@
-//! The data plane: worker threads, each running its own single-threaded runtime over its own
-//! handle on the listening sockets and with its own upstream connection pool, as nginx runs
-//! worker processes. A connection is served start to finish on the thread that accepted it:
-//! no work stealing and no wake-ups across threads on the request path. What the workers share
-//! is read without locks (the routing table through `ArcSwap`, counters and balancer state as
-//! atomics) or locked only per client by the limits that ask for it.
+//! The data plane: worker threads, each running its own single-threaded runtime with its own
+//! listening sockets and its own upstream connection pool, as nginx runs worker processes. A
+//! connection is served start to finish on the thread that accepted it: no work stealing and
+//! no wake-ups across threads on the request path. What the workers share is read without
+//! locks (the routing table through `ArcSwap`, counters and balancer state as atomics) or
+//! locked only per client by the limits that ask for it.
 //!
-//! All workers accept from the same sockets, so binding still fails when the address is taken
-//! (unlike `SO_REUSEPORT`, which would let a second ALB silently take half the connections).
+//! Each worker listens on its own `SO_REUSEPORT` socket, so the kernel spreads connections
+//! over the workers and a new connection wakes one worker, not all of them.
 
-use std::net::{IpAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -39,34 +39,63 @@ pub struct Shared {
     pub proxy_protocol: bool,
 }
 
-/// Bound listening sockets (non-blocking), shared by all workers.
+/// Listening sockets, one per worker (non-blocking).
 pub struct Listeners {
-    pub plain: TcpListener,
-    /// With the acceptor that terminates TLS on it.
-    pub tls: Option<(TcpListener, TlsAcceptor)>,
+    pub plain: Vec<TcpListener>,
+    /// With the acceptor that terminates TLS on them.
+    pub tls: Option<(Vec<TcpListener>, TlsAcceptor)>,
 }
 
-/// Starts `count` workers serving `listeners` until `cancel` fires; each then drains its open
-/// connections and its thread ends. Fails, with nothing started, if a worker cannot be set up.
-pub fn start(
-    count: usize,
-    listeners: &Listeners,
-    shared: &Arc<Shared>,
-    cancel: &CancellationToken,
-) -> Result<Vec<JoinHandle<()>>> {
-    let mut workers = Vec::with_capacity(count);
-    for i in 0..count.max(1) {
+/// Binds `count` sockets to `addr` with `SO_REUSEPORT`, one per worker.
+///
+/// Sockets with `SO_REUSEPORT` of the same user share an address silently, so a second ALB
+/// started on a taken address would take half its connections instead of failing. A plain
+/// socket is bound first to prove the address free, as any other server's bind would.
+pub fn bind(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>> {
+    let error = |source| Error::Listen { addr, source };
+    let mut addr = addr;
+    if addr.port() != 0 {
+        drop(socket(addr, false).map_err(error)?);
+    }
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = socket(addr, true).map_err(error)?;
+        socket.listen(1024).map_err(error)?;
+        // With port 0 the kernel chose one; the other workers join it.
+        addr = socket.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
+        sockets.push(TcpListener::from(socket));
+    }
+    Ok(sockets)
+}
+
+fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As tokio's and std's listeners: restart without waiting for TIME_WAIT to pass.
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Starts a worker per plain listener, serving it (and the TLS listener of the same index)
+/// until `cancel` fires; each then drains its open connections and its thread ends. Fails,
+/// with nothing left running, if a worker cannot be set up.
+pub fn start(listeners: Listeners, shared: &Arc<Shared>, cancel: &CancellationToken) -> Result<Vec<JoinHandle<()>>> {
+    let mut workers = Vec::with_capacity(listeners.plain.len());
+    let (mut tls, acceptor) = match listeners.tls {
+        Some((sockets, acceptor)) => (sockets.into_iter(), Some(acceptor)),
+        None => (Vec::new().into_iter(), None),
+    };
+    for (i, plain) in listeners.plain.into_iter().enumerate() {
         let io_error = |source| Error::Worker { index: i, source };
-        // Runtime and socket handles are made here, so a failure stops start-up, not a thread.
+        // The runtime is made here, so a failure stops start-up rather than one thread.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(io_error)?;
-        let plain = listeners.plain.try_clone().map_err(io_error)?;
-        let tls = match &listeners.tls {
-            Some((listener, acceptor)) => Some((listener.try_clone().map_err(io_error)?, acceptor.clone())),
-            None => None,
-        };
+        let tls = tls.next().zip(acceptor.clone());
         let (shared, stop) = (shared.clone(), cancel.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("alb-worker-{i}"))

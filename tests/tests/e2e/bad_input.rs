@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Proc, bin, serve_cmd, tempdir, write};
+use crate::harness::{Proc, bin, curl, serve_cmd, tempdir, write, zone_alb};
 
 const ALB: &str = "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a1}\nspec: {zone: z1, ip: 127.0.13.1, port: 8080}\n---\n\
 apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n";
@@ -115,4 +115,28 @@ fn zone_alb_worker_count_out_of_range_is_refused() {
             .arg(dir.path()),
     );
     assert!(output.contains("--workers") && output.contains('0'), "{output}");
+}
+
+/// Each worker listens on its own `SO_REUSEPORT` socket; a second ALB on the same address must
+/// still be refused, not join in and take a share of the connections.
+#[test]
+fn a_second_zone_alb_on_a_taken_address_is_refused() {
+    let dir = tempdir();
+    write(dir.path(), "alb.yaml", &ALB.replace("name: a1", "name: a"));
+    let listen = ["--listen", "127.0.13.2:8080", "--workers", "2"];
+    let mut first = zone_alb(dir.path(), &listen, "http://127.0.13.2:8080/healthz");
+    let output = refused(
+        "second zone-alb",
+        Command::new(bin("zone-alb"))
+            .args(["--alb-id", "a"])
+            .args(listen)
+            .arg("--manifests")
+            .arg(dir.path()),
+    );
+    assert!(
+        output.contains("cannot listen on 127.0.13.2:8080") && output.contains("in use"),
+        "{output}"
+    );
+    assert!(first.is_running(), "the first ALB keeps running");
+    assert_eq!(curl(&["http://127.0.13.2:8080/healthz"]).0, 200);
 }
