@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::{
-    Proc, bin, curl, echo, field, metric, poll, scrape, service, single_alb_site, tempdir, write, zone_alb,
+    Proc, bin, curl, echo, field, metric, poll, scrape, service, signal, single_alb_site, tempdir, write, zone_alb,
 };
 
 const ALB: &str = "127.0.18.1:8080";
@@ -617,4 +617,43 @@ fn backend_protocol_and_upstream_timeouts() {
         .is_some(),
         "{metrics}"
     );
+}
+
+/// SIGTERM stops every worker from accepting, lets requests already in flight finish, and
+/// then exits.
+#[test]
+fn shutdown_finishes_requests_in_flight_on_every_worker() {
+    let dir = tempdir();
+    let mut docs = single_alb_site("127.0.24.1", None, "127.0.24.11");
+    docs.push(ingress("app", "drain.test", &[], "/", "Prefix"));
+    write(dir.path(), "site.yaml", &docs.join("---\n"));
+    let _slow = Proc::start(
+        "slow echo",
+        Command::new(bin("mzlb")).args([
+            "echo",
+            "--listen",
+            "127.0.24.11:9080",
+            "--name",
+            "slow",
+            "--delay-ms",
+            "1500",
+        ]),
+    );
+    let mut alb = zone_alb(dir.path(), &["--workers", "3"], "http://127.0.24.1:8080/healthz");
+    let url = "http://drain.test:8080/";
+    let resolve = "drain.test:8080:127.0.24.1";
+    // Several at once, so that (with three workers) more than one worker has one in flight.
+    let in_flight: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || curl(&["--resolve", resolve, url])))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    signal(alb.pid(), "TERM");
+    for request in in_flight {
+        let (code, page) = request.join().unwrap();
+        assert_eq!(code, 200, "an in-flight request is finished: {page}");
+        assert_eq!(field(&page, "Hostname"), Some("slow"), "{page}");
+    }
+    let (status, output) = alb.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "clean exit after draining:\n{output}");
+    assert_eq!(curl(&["--resolve", resolve, url]).0, 0, "nothing listens any more");
 }
