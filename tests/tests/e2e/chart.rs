@@ -303,6 +303,28 @@ fn rendered_chart_has_one_alb_per_zone_with_matching_ips_and_selectors() {
 }
 
 #[test]
+fn zone_alb_workers_are_passed_on_when_set() {
+    let alb_args = |sets: &[&str]| -> Vec<Vec<String>> {
+        of_kind::<Deployment>(&render(sets), "Deployment")
+            .iter()
+            .filter(|d| pod(d).containers[0].name == "zone-alb")
+            .map(|d| pod(d).containers[0].args.clone().unwrap_or_default())
+            .collect()
+    };
+    let default = alb_args(&[]);
+    assert!(!default.is_empty());
+    assert!(
+        default.iter().flatten().all(|a| !a.starts_with("--workers")),
+        "one per core by default: {default:?}"
+    );
+    let set = alb_args(&["zoneAlb.workers=4"]);
+    assert!(
+        set.iter().all(|args| args.contains(&"--workers=4".to_owned())),
+        "{set:?}"
+    );
+}
+
+#[test]
 fn a_dns_port_below_1024_keeps_only_net_bind_service() {
     let docs = render(&["serve.dnsPort=53"]);
     let deployments: Vec<Deployment> = of_kind(&docs, "Deployment");
@@ -376,6 +398,7 @@ fn bad_values_are_rejected_naming_the_value() {
         ("cluster.subdomain=not a name", "/cluster/subdomain"),
         ("zones[0].name=zone-1,zones[0].ip=300.1.1.1", "/zones/0/ip"),
         ("cluster.failPolicy=sometimes", "/cluster/failPolicy"),
+        ("zoneAlb.workers=0", "/zoneAlb/workers"),
     ] {
         let out = helm(&["template", "t", "charts/mzlb", "--set", set]);
         let stderr = String::from_utf8_lossy(&out.stderr);
