@@ -257,6 +257,22 @@ pub fn echo(listen: &str, name: &str) -> Proc {
     )
 }
 
+/// Starts `mzlb echo` named `slow` on `listen`, answering each request after `delay_ms`.
+pub fn slow_echo(listen: &str, delay_ms: u64) -> Proc {
+    Proc::start(
+        "slow echo",
+        Command::new(bin("mzlb")).args([
+            "echo",
+            "--listen",
+            listen,
+            "--name",
+            "slow",
+            "--delay-ms",
+            &delay_ms.to_string(),
+        ]),
+    )
+}
+
 /// Starts `zone-alb --alb-id a` on the manifests in `dir` with `extra` flags, and waits until
 /// `healthz` (a URL) answers 200.
 pub fn zone_alb(dir: &Path, extra: &[&str], healthz: &str) -> Proc {

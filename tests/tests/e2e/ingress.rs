@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::{
-    Proc, bin, curl, echo, field, metric, poll, scrape, service, signal, single_alb_site, tempdir, write, zone_alb,
+    Proc, bin, curl, echo, field, metric, poll, scrape, service, signal, single_alb_site, slow_echo, tempdir, write,
+    zone_alb,
 };
 
 const ALB: &str = "127.0.18.1:8080";
@@ -62,18 +63,7 @@ fn get(host: &str, extra: &[&str]) -> (u16, String) {
 fn annotations_and_reload_through_a_running_zone_alb() {
     let dir = tempdir();
     write(dir.path(), "base.yaml", &base());
-    let _slow = Proc::start(
-        "slow echo",
-        Command::new(bin("mzlb")).args([
-            "echo",
-            "--listen",
-            "127.0.18.14:9080",
-            "--name",
-            "slow",
-            "--delay-ms",
-            "1500",
-        ]),
-    );
+    let _slow = slow_echo("127.0.18.14:9080", 1500);
     let _backends: Vec<Proc> = ["127.0.18.11", "127.0.18.12"]
         .iter()
         .map(|ip| echo(&format!("{ip}:9080"), ip))
@@ -512,18 +502,7 @@ fn backend_protocol_and_upstream_timeouts() {
         "tls echo",
         Command::new(bin("mzlb")).args(["echo", "--listen", "127.0.23.11:9443", "--name", "secure", "--tls"]),
     );
-    let _slow = Proc::start(
-        "slow echo",
-        Command::new(bin("mzlb")).args([
-            "echo",
-            "--listen",
-            "127.0.23.12:9080",
-            "--name",
-            "slow",
-            "--delay-ms",
-            "3000",
-        ]),
-    );
+    let _slow = slow_echo("127.0.23.12:9080", 3000);
     let mut deaf = Command::new("python3");
     deaf.args(["-c", DEAF_BACKEND]);
     let deaf = Proc::start("deaf backend", &mut deaf);
@@ -627,18 +606,7 @@ fn shutdown_finishes_requests_in_flight_on_every_worker() {
     let mut docs = single_alb_site("127.0.24.1", None, "127.0.24.11");
     docs.push(ingress("app", "drain.test", &[], "/", "Prefix"));
     write(dir.path(), "site.yaml", &docs.join("---\n"));
-    let _slow = Proc::start(
-        "slow echo",
-        Command::new(bin("mzlb")).args([
-            "echo",
-            "--listen",
-            "127.0.24.11:9080",
-            "--name",
-            "slow",
-            "--delay-ms",
-            "1500",
-        ]),
-    );
+    let _slow = slow_echo("127.0.24.11:9080", 1500);
     let mut alb = zone_alb(dir.path(), &["--workers", "3"], "http://127.0.24.1:8080/healthz");
     let url = "http://drain.test:8080/";
     let resolve = "drain.test:8080:127.0.24.1";
