@@ -141,16 +141,16 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             (kube.first_load(&opts).await?, Some(kube))
         }
     };
-    let workers = opts.workers.map_or_else(workers::default_count, usize::from);
-    let listener = workers::bind(loaded.listen, workers)?;
+    let worker_count = opts.workers.map_or_else(workers::default_count, usize::from);
+    let listener = workers::bind(loaded.listen, worker_count)?;
     let tls_listener = match loaded.listen_tls {
-        Some(addr) => Some(workers::bind(addr, workers)?),
+        Some(addr) => Some(workers::bind(addr, worker_count)?),
         None => None,
     };
     for warning in &loaded.table.warnings {
         tracing::warn!("{warning}; the rest of the Ingress is served");
     }
-    tracing::info!(alb = %opts.alb_id, zone = %loaded.zone, listen = %loaded.listen, listen_tls = ?loaded.listen_tls, ingresses = loaded.table.ingresses, workers, "zone ALB serving");
+    tracing::info!(alb = %opts.alb_id, zone = %loaded.zone, listen = %loaded.listen, listen_tls = ?loaded.listen_tls, ingresses = loaded.table.ingresses, workers = worker_count, "zone ALB serving");
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
     let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(workers::Shared {
