@@ -13,6 +13,7 @@ pub mod annotations;
 pub mod balance;
 pub mod endpoints;
 pub mod error;
+pub mod fastpath;
 pub mod health;
 pub mod kube_mode;
 pub mod lease;

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -42,11 +42,11 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Endpoints tried for one request when connections fail.
-const MAX_ATTEMPTS: usize = 3;
+pub(crate) const MAX_ATTEMPTS: usize = 3;
 
 /// Which side a failure is on decides the status code.
 #[derive(Debug, thiserror::Error)]
-enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no route")]
     NoRoute,
     #[error("client address not allowed")]
@@ -64,7 +64,7 @@ enum ProxyError {
 }
 
 impl ProxyError {
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
@@ -81,12 +81,14 @@ impl ProxyError {
 
 /// The proxy shared by every connection of one zone ALB.
 pub struct Proxy {
-    table: Arc<ArcSwap<RouteTable>>,
+    pub(crate) table: Arc<ArcSwap<RouteTable>>,
     upstreams: Upstreams,
+    /// The fast path's own upstream connections (plain HTTP/1.1 sockets).
+    pub(crate) fast: crate::fastpath::pool::Pool,
     /// Peers whose X-Forwarded-* headers are believed (an L4 balancer or proxy in front).
-    trusted: Vec<IpNet>,
+    pub(crate) trusted: Vec<IpNet>,
     /// Where HTTPS is served, for ssl-redirect; `None` without a TLS listener.
-    https_port: Option<u16>,
+    pub(crate) https_port: Option<u16>,
     metrics: Arc<Metrics>,
     /// Fraction of requests written to the access log (0 off, 1 all).
     access_sample: f64,
@@ -106,6 +108,7 @@ impl Proxy {
         Self {
             table,
             upstreams: Upstreams::new(source_ip, metrics.upstream_connections.clone()),
+            fast: crate::fastpath::pool::Pool::new(source_ip, metrics.upstream_connections.clone()),
             trusted,
             https_port,
             metrics,
@@ -140,33 +143,69 @@ impl Proxy {
             return text(StatusCode::OK, "healthy");
         }
         let mut seen = Seen::default();
+        let request = RequestLine {
+            peer,
+            method: method.as_str(),
+            host,
+            path,
+        };
         let (resp, error) = match self.forward(&table, req, host, peer, local, scheme, &mut seen).await {
             Ok(resp) => (resp, None),
             Err(err) => {
-                let status = err.status();
-                if status.is_server_error() && !matches!(err, ProxyError::RateLimited) {
-                    tracing::warn!(%peer, %method, %host, %path, status = status.as_u16(), error = %err, "request failed");
-                }
-                let kind = match &err {
-                    ProxyError::Upstream(_, e) if e.is_connect() => Some("connect"),
-                    ProxyError::Upstream(_, e) if e.is_timeout() => Some("timeout"),
-                    ProxyError::Upstream(..) => Some("other"),
-                    _ => None,
-                };
-                if let Some(kind) = kind {
-                    let labels = UpstreamLabels {
-                        ingress: seen.ingress.clone(),
-                        service: seen.service.clone(),
-                        kind,
-                    };
-                    self.metrics.upstream_errors.get_or_create(&labels).inc();
-                }
+                let status = self.failed(&err, &seen, &request);
                 // Never leak internals into the body: the reason phrase is enough.
                 (text(status, status.canonical_reason().unwrap_or("error")), Some(err))
             }
         };
-        let status = resp.status().as_u16();
-        let elapsed = started.elapsed();
+        self.record(
+            seen,
+            resp.status().as_u16(),
+            started.elapsed(),
+            &request,
+            error.as_ref(),
+        );
+        resp
+    }
+
+    /// Logs and counts a request that failed; returns the status to answer with.
+    pub(crate) fn failed(&self, err: &ProxyError, seen: &Seen, request: &RequestLine<'_>) -> StatusCode {
+        let status = err.status();
+        if status.is_server_error() && !matches!(err, ProxyError::RateLimited) {
+            let RequestLine {
+                peer,
+                method,
+                host,
+                path,
+            } = request;
+            tracing::warn!(%peer, %method, %host, %path, status = status.as_u16(), error = %err, "request failed");
+        }
+        let kind = match err {
+            ProxyError::Upstream(_, e) if e.is_connect() => Some("connect"),
+            ProxyError::Upstream(_, e) if e.is_timeout() => Some("timeout"),
+            ProxyError::Upstream(..) => Some("other"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let labels = UpstreamLabels {
+                ingress: seen.ingress.clone(),
+                service: seen.service.clone(),
+                kind,
+            };
+            self.metrics.upstream_errors.get_or_create(&labels).inc();
+        }
+        status
+    }
+
+    /// Counts a finished request (status and time to the response head) and writes its access
+    /// log line when sampled.
+    pub(crate) fn record(
+        &self,
+        seen: Seen,
+        status: u16,
+        elapsed: Duration,
+        request: &RequestLine<'_>,
+        error: Option<&ProxyError>,
+    ) {
         let labels = RequestLabels {
             ingress: seen.ingress,
             service: seen.service,
@@ -180,6 +219,12 @@ impl Proxy {
             })
             .observe(elapsed.as_secs_f64());
         if self.access_sample > 0.0 && (self.access_sample >= 1.0 || rand::random::<f64>() < self.access_sample) {
+            let RequestLine {
+                peer,
+                method,
+                host,
+                path,
+            } = request;
             tracing::info!(
                 target: "access",
                 %peer, %method, %host, %path, status,
@@ -189,7 +234,6 @@ impl Proxy {
                 error = %error.map_or_else(String::new, |e| e.to_string()),
             );
         }
-        resp
     }
 
     #[allow(clippy::too_many_arguments)] // one request's context, passed once
@@ -412,9 +456,17 @@ impl Proxy {
 /// What a request was routed to, for metrics and the access log (filled as it becomes known).
 #[derive(Default)]
 pub struct Seen {
-    ingress: Arc<str>,
-    service: Arc<str>,
-    upstream: Option<SocketAddr>,
+    pub(crate) ingress: Arc<str>,
+    pub(crate) service: Arc<str>,
+    pub(crate) upstream: Option<SocketAddr>,
+}
+
+/// Who asked for what, for the logs.
+pub(crate) struct RequestLine<'a> {
+    pub peer: SocketAddr,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
 }
 
 /// How the client reached us.
@@ -596,18 +648,23 @@ fn set_forwarded(
     }
     // Kept when the client sent one (so a trace can cross us), generated otherwise.
     if !headers.contains_key(X_REQUEST_ID) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let id: [u8; 16] = rand::random();
-        let mut hex = [0u8; 32];
-        for (i, b) in id.iter().enumerate() {
-            hex[2 * i] = HEX[usize::from(b >> 4)];
-            hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
-        }
         headers.insert(
             X_REQUEST_ID,
-            HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value"),
+            HeaderValue::from_bytes(&request_id()).expect("hex digits are a valid header value"),
         );
     }
+}
+
+/// A new X-Request-ID: 128 random bits in hex, as ingress-nginx's `$req_id`.
+pub(crate) fn request_id() -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let id: [u8; 16] = rand::random();
+    let mut hex = [0u8; 32];
+    for (i, b) in id.iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    hex
 }
 
 /// A small plain-text response.

@@ -1,7 +1,6 @@
 //! The listeners: accept connections (completing the TLS handshake on the HTTPS one), serve
 //! HTTP/1.1 and HTTP/2 through the proxy, and drain in-flight requests on shutdown.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,19 +12,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::fastpath::{self, Rewound};
 use crate::proxy::{Proxy, Scheme};
 use crate::proxy_protocol;
 
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client must send a request's headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Request heads larger than this get 431.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Requests with more header fields than this get 431.
-const MAX_HEADERS: usize = 100;
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,40 +44,41 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// Serves until `shutdown` resolves, then drains open connections. With `tls`, every
-/// connection is a TLS one and requests are marked `https`.
+/// Serves until `cancel` fires, then drains open connections. With `tls`, every connection
+/// is a TLS one and requests are marked `https`; plain ones start on the HTTP/1.1 fast path
+/// (`fastpath`) and move to hyper when they need it.
 /// With `proxy_protocol`, every connection must start with a PROXY header naming the client.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     proxy_protocol: bool,
     proxy: Arc<Proxy>,
-    shutdown: impl Future<Output = ()>,
+    cancel: CancellationToken,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         // Also bounds how long an idle keep-alive connection waits for its next request.
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES)
-        .max_headers(MAX_HEADERS);
+        .header_read_timeout(fastpath::HEADER_READ_TIMEOUT)
+        .max_buf_size(fastpath::MAX_HEADER_BYTES)
+        .max_headers(fastpath::MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+        .max_header_list_size(fastpath::MAX_HEADER_BYTES as u32);
     let graceful = GracefulShutdown::new();
-    let scheme = if tls.is_some() { Scheme::Https } else { Scheme::Http };
-    tokio::pin!(shutdown);
     loop {
         let (mut stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
-            () = &mut shutdown => break,
+            () = cancel.cancelled() => break,
         };
         let Ok(local) = stream.local_addr() else { continue };
         let _ = stream.set_nodelay(true);
-        // Registered now, so shutdown also waits for connections still in their handshake.
+        // Registered now, so shutdown also waits for connections still in their handshake
+        // or on the fast path.
         let (builder, watcher, tls, proxy) = (builder.clone(), graceful.watcher(), tls.clone(), proxy.clone());
+        let cancel = cancel.clone();
         let open = Open::new(proxy.metrics().connections.clone());
         tokio::spawn(async move {
             let _open = open;
@@ -96,26 +92,30 @@ pub async fn serve(
             } else {
                 peer
             };
+            let (io, scheme) = match tls {
+                None => match fastpath::serve(&proxy, &mut stream, peer, local, &cancel).await {
+                    fastpath::Exit::Closed => return,
+                    fastpath::Exit::HandOff(read) => (Either::Left(Rewound::new(read, stream)), Scheme::Http),
+                },
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
+                    // plain connection too, idle or not.
+                    Ok(Ok(stream)) => (Either::Right(Box::new(stream)), Scheme::Https),
+                    Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            };
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
                 // Boxed per request: unboxed, hyper keeps a slot the size of this future in
                 // every connection, idle or not (~4 KiB each).
                 Box::pin(async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, local, scheme).await) })
             });
-            let io = match tls {
-                None => Either::Left(stream),
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
-                    // plain connection too, idle or not.
-                    Ok(Ok(stream)) => Either::Right(Box::new(stream)),
-                    Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                },
-            };
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
-            if let Err(error) = watcher.watch(conn).await {
+            // Boxed: connections that stay on the fast path do not carry hyper's state.
+            if let Err(error) = Box::pin(watcher.watch(conn)).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });

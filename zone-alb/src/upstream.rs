@@ -63,6 +63,13 @@ pub enum UpstreamError {
     Http(#[from] hyper::Error),
     #[error("no response within {0:?}")]
     ReadTimeout(Duration),
+    #[error("backend accepted nothing for {0:?}")]
+    SendTimeout(Duration),
+    #[error("{0}")]
+    Io(io::Error),
+    /// The backend's response broke HTTP/1.1 (fast path; hyper reports its own as `Http`).
+    #[error("invalid response: {0}")]
+    Invalid(String),
 }
 
 impl UpstreamError {
@@ -77,7 +84,7 @@ impl UpstreamError {
     /// Connect, read or send timeout: the backend did not keep up (504, as nginx).
     pub fn is_timeout(&self) -> bool {
         match self {
-            UpstreamError::ConnectTimeout(_) | UpstreamError::ReadTimeout(_) => true,
+            UpstreamError::ConnectTimeout(_) | UpstreamError::ReadTimeout(_) | UpstreamError::SendTimeout(_) => true,
             // The send timeout surfaces as an I/O error of the connection.
             UpstreamError::Http(e) => std::error::Error::source(e)
                 .and_then(|source| source.downcast_ref::<io::Error>())
@@ -181,7 +188,9 @@ impl Upstreams {
     async fn connect(&self, key: Key, t: Timeouts) -> Result<Conn, UpstreamError> {
         let send_timeout = Arc::new(AtomicU64::new(nanos(t.send)));
         let handshake = async {
-            let stream = self.tcp(key.addr).await.map_err(UpstreamError::Connect)?;
+            let stream = connect_tcp(key.addr, self.source_ip)
+                .await
+                .map_err(UpstreamError::Connect)?;
             let stream = if key.tls {
                 // No SNI and no certificate check, as ingress-nginx by default
                 // (`proxy-ssl-verify: off`): the backend is addressed by Pod IP.
@@ -215,26 +224,6 @@ impl Upstreams {
         })
     }
 
-    async fn tcp(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(ip) = self.source_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
-            // Let connect() pick the port: bound first, each connection would hold its port
-            // for every destination, capping all upstream connections at the ephemeral range.
-            if ip.is_ipv4() {
-                nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)
-                    .map_err(io::Error::from)?;
-            }
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
-        let stream = socket.connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    }
-
     fn hand_out(&self, key: Key, conn: Conn, resp: Response<Incoming>, read: Duration) -> Response<Body> {
         let upgrade = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
         let (parts, body) = resp.into_parts();
@@ -251,6 +240,28 @@ impl Upstreams {
         }
         Response::from_parts(parts, body.boxed())
     }
+}
+
+/// A TCP connection to `addr`, from `source_ip` when given (and of the same family), with
+/// Nagle off: request and response heads go out as soon as they are written.
+pub async fn connect_tcp(addr: SocketAddr, source_ip: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        // Let connect() pick the port: bound first, each connection would hold its port
+        // for every destination, capping all upstream connections at the ephemeral range.
+        if ip.is_ipv4() {
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)
+                .map_err(io::Error::from)?;
+        }
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// A response body that returns its connection to the pool once it has been read to the end.

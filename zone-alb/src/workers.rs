@@ -139,14 +139,19 @@ async fn serve(
     };
     let plain = async {
         if let Some(listener) = register(plain) {
-            let shutdown = cancel.clone().cancelled_owned();
-            server::serve(listener, None, shared.proxy_protocol, proxy.clone(), shutdown).await;
+            server::serve(listener, None, shared.proxy_protocol, proxy.clone(), cancel.clone()).await;
         }
     };
     let secure = async {
         if let Some((listener, acceptor)) = tls.and_then(|(l, acceptor)| Some((register(l)?, acceptor))) {
-            let shutdown = cancel.clone().cancelled_owned();
-            server::serve(listener, Some(acceptor), shared.proxy_protocol, proxy.clone(), shutdown).await;
+            server::serve(
+                listener,
+                Some(acceptor),
+                shared.proxy_protocol,
+                proxy.clone(),
+                cancel.clone(),
+            )
+            .await;
         }
     };
     tokio::join!(plain, secure);

@@ -9,6 +9,7 @@ mod chart;
 mod components;
 mod dns;
 mod failover;
+mod http1;
 mod ingress;
 mod kubernetes;
 mod rbac;

@@ -1,0 +1,870 @@
+//! The HTTP/1.1 fast path for plain-HTTP connections: the common exchange (a request without
+//! a body, to a route with no per-request policy) parsed with `httparse`, sent to a pooled
+//! backend connection as one write and answered with one write, the response body relayed as
+//! it arrives. It does what nginx does per request and no more: no header map, no channel
+//! between tasks, no second task per upstream connection.
+//!
+//! Everything else is hyper's: the first request the fast path does not take (a body, an
+//! upgrade, HTTP/1.0, a malformed or oversized head, a trusted peer's forwarding headers, a
+//! route with limits, allow-lists, affinity, rewrites, redirects or HTTPS backends) hands the
+//! connection, with the bytes already read, to hyper's server for the rest of its life. So
+//! each behaviour has one full implementation (`proxy`), and this one only where it is simple.
+
+pub mod framing;
+pub mod pool;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use hyper::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::annotations::BackendProtocol;
+use crate::proxy::{MAX_ATTEMPTS, Proxy, ProxyError, RequestLine, Seen, request_id};
+use crate::router::{Route, RouteTable};
+use crate::upstream::UpstreamError;
+use framing::{Chunks, Framing};
+use pool::Conn;
+
+/// A client must send a request's head within this time (also the idle keep-alive timeout).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request and response heads larger than this are not taken (hyper answers 431).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Heads with more fields than this are not taken (hyper answers 431).
+pub const MAX_HEADERS: usize = 100;
+/// A client that accepts nothing of its response for this long is dropped (nginx's
+/// `send_timeout`).
+const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Read size for request heads; most fit in far less.
+const CLIENT_READ: usize = 4096;
+/// Names listed in a request's Connection header that can be removed; more go to hyper.
+const MAX_LISTED: usize = 8;
+
+/// How a connection left the fast path.
+pub enum Exit {
+    /// It is finished: closed by the client, after `Connection: close`, on an error, on
+    /// shutdown or after the header read timeout.
+    Closed,
+    /// hyper serves it from here on, starting with these bytes (the head of a request the
+    /// fast path does not take, and anything after it).
+    HandOff(BytesMut),
+}
+
+/// Serves requests on a plain-HTTP connection until it ends or needs hyper.
+pub async fn serve(
+    proxy: &Proxy,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    cancel: &CancellationToken,
+) -> Exit {
+    // A trusted proxy's forwarding headers are kept and extended, which hyper's path does.
+    if proxy.trusted.iter().any(|net| net.contains(&peer.ip())) {
+        return Exit::HandOff(BytesMut::new());
+    }
+    let mut buf = BytesMut::new();
+    loop {
+        let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+        let request = loop {
+            if !buf.is_empty() {
+                match prepare(&buf, peer, local) {
+                    Prepared::Request(request) => break request,
+                    Prepared::HandOff => return Exit::HandOff(buf),
+                    Prepared::Incomplete if buf.len() >= MAX_HEADER_BYTES => return Exit::HandOff(buf),
+                    Prepared::Incomplete => {}
+                }
+            } else if !readable_now(stream).await {
+                // Idle between requests: hold no buffer (as nginx frees its header buffer on a
+                // kept-alive connection), so an idle connection costs little more than its socket.
+                buf = BytesMut::new();
+            }
+            if buf.capacity() - buf.len() < CLIENT_READ / 4 {
+                buf.reserve(CLIENT_READ);
+            }
+            let read = tokio::select! {
+                biased;
+                () = cancel.cancelled(), if buf.is_empty() => return Exit::Closed,
+                read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                // The client closed, reset, or sent no (complete) head in time: as hyper, close.
+                _ => return Exit::Closed,
+            }
+        };
+        let (len, close) = (request.len, request.close);
+        // Boxed: only the connection's idle state stays in its task, not an exchange's.
+        match Box::pin(handle(proxy, request, stream)).await {
+            Handled::Done => {}
+            Handled::Close => return Exit::Closed,
+            Handled::HandOff => return Exit::HandOff(buf),
+        }
+        if close {
+            return Exit::Closed;
+        }
+        buf.advance(len);
+    }
+}
+
+/// Whether the socket already has bytes (or an EOF) waiting, as far as the event loop knows.
+async fn readable_now(stream: &TcpStream) -> bool {
+    std::future::poll_fn(|cx| Poll::Ready(stream.poll_read_ready(cx).is_ready())).await
+}
+
+/// A connection handed to hyper: the bytes the fast path already read come first.
+pub struct Rewound<S> {
+    read: BytesMut,
+    io: S,
+}
+
+impl<S> Rewound<S> {
+    pub fn new(read: BytesMut, io: S) -> Self {
+        Self { read, io }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        if self.read.is_empty() {
+            self.read = BytesMut::new(); // give the memory back
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A request the fast path takes, with the head to send upstream already built.
+struct Request<'b> {
+    /// Length of the client's head in the buffer.
+    len: usize,
+    method: &'b str,
+    host: &'b str,
+    path: &'b str,
+    /// The client asked to close after this response.
+    close: bool,
+    idempotent: bool,
+    head_request: bool,
+    peer: SocketAddr,
+    upstream_head: Vec<u8>,
+}
+
+enum Prepared<'b> {
+    Incomplete,
+    HandOff,
+    Request(Request<'b>),
+}
+
+/// Headers never forwarded: hop-by-hop ones (RFC 9110 §7.6.1) and the forwarding headers we
+/// set ourselves (a client's own are not believed).
+fn dropped(name: &str) -> bool {
+    const NAMES: [&str; 12] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Parses a request head and decides whether the fast path takes it; if so, builds the head
+/// the backend gets.
+fn prepare(buf: &[u8], peer: SocketAddr, local: SocketAddr) -> Prepared<'_> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Prepared::Incomplete,
+        Err(_) => return Prepared::HandOff,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Prepared::HandOff;
+    };
+    if !target.starts_with('/') {
+        return Prepared::HandOff;
+    }
+    let mut host = None;
+    let mut close = false;
+    let mut has_id = false;
+    let mut listed: [&[u8]; MAX_LISTED] = [&[]; MAX_LISTED];
+    let mut listed_len = 0;
+    for field in req.headers.iter() {
+        let name = field.name;
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("host") {
+            match (host, std::str::from_utf8(field.value)) {
+                (None, Ok(value)) => host = Some(value),
+                _ => return Prepared::HandOff,
+            }
+        } else if is("content-length") {
+            if field.value.trim_ascii() != b"0" {
+                return Prepared::HandOff;
+            }
+        } else if is("transfer-encoding") || is("upgrade") || is("expect") {
+            return Prepared::HandOff;
+        } else if is("connection") {
+            for token in field.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") || listed_len == MAX_LISTED {
+                    return Prepared::HandOff;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    listed[listed_len] = token;
+                    listed_len += 1;
+                }
+            }
+        } else if is("x-request-id") {
+            has_id = true;
+        }
+    }
+    // HTTP/1.1 requires Host; hyper decides what to do without one.
+    let Some(host) = host else { return Prepared::HandOff };
+    let listed = &listed[..listed_len];
+
+    let mut head = Vec::with_capacity(len + 192);
+    head.extend_from_slice(method.as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for field in req.headers.iter() {
+        if dropped(field.name) || listed.iter().any(|l| l.eq_ignore_ascii_case(field.name.as_bytes())) {
+            continue;
+        }
+        head.extend_from_slice(field.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(field.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    // From an untrusted peer (the only kind served here) the forwarding headers are ours.
+    let ip = peer.ip();
+    let _ = write!(
+        head,
+        "x-forwarded-for: {ip}\r\nx-real-ip: {ip}\r\nx-forwarded-proto: http\r\nx-forwarded-port: {}\r\n",
+        local.port()
+    );
+    if !host.is_empty() {
+        let _ = write!(head, "x-forwarded-host: {host}\r\n");
+    }
+    if !has_id {
+        head.extend_from_slice(b"x-request-id: ");
+        head.extend_from_slice(&request_id());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let parsed_method = hyper::Method::from_bytes(method.as_bytes());
+    Prepared::Request(Request {
+        len,
+        method,
+        host,
+        path,
+        close,
+        idempotent: parsed_method.as_ref().is_ok_and(hyper::Method::is_idempotent),
+        head_request: method == "HEAD",
+        peer,
+        upstream_head: head,
+    })
+}
+
+/// Whether a route needs nothing the fast path leaves to `proxy`.
+fn plain(route: &Route<'_>, host: &str, https_port: Option<u16>) -> bool {
+    let p = &route.policy;
+    p.rate_limiter.is_none()
+        && p.connection_limiter.is_none()
+        && p.policy.allow.is_none()
+        && p.policy.affinity.is_none()
+        && route.rewritten.is_none()
+        && p.policy.backend_protocol == BackendProtocol::Http
+        && !(https_port.is_some() && RouteTable::redirects_to_https(route, host))
+}
+
+enum Handled {
+    /// Answered; the connection can carry the next request.
+    Done,
+    /// Answered (or cut short); the connection must close.
+    Close,
+    HandOff,
+}
+
+async fn handle(proxy: &Proxy, request: Request<'_>, stream: &mut TcpStream) -> Handled {
+    let started = Instant::now();
+    let line = RequestLine {
+        peer: request.peer,
+        method: request.method,
+        host: request.host,
+        path: request.path,
+    };
+    if request.path == crate::health::PATH {
+        return answer(stream, StatusCode::OK, "ok", request.close).await;
+    }
+    // One table for the whole request, even if a reload swaps it meanwhile.
+    let table = proxy.table.load_full();
+    if table.is_alb_health_check(request.host, request.path) {
+        return answer(stream, StatusCode::OK, "healthy", request.close).await;
+    }
+    let mut seen = Seen::default();
+    let route = table.lookup(request.host, request.path);
+    let outcome = match &route {
+        None => Err(Failure::Proxy(ProxyError::NoRoute)),
+        Some(route) if !plain(route, request.host, proxy.https_port) => return Handled::HandOff,
+        Some(route) => {
+            seen.ingress = route.policy.ingress.clone();
+            seen.service = route.backend.name.clone();
+            exchange(proxy, route, &request, stream, &mut seen).await
+        }
+    };
+    match outcome {
+        Ok(relayed) => {
+            proxy.record(seen, relayed.status, relayed.elapsed, &line, None);
+            if relayed.close { Handled::Close } else { Handled::Done }
+        }
+        Err(Failure::Proxy(error)) => {
+            let status = proxy.failed(&error, &seen, &line);
+            proxy.record(seen, status.as_u16(), started.elapsed(), &line, Some(&error));
+            // Never leak internals into the body: the reason phrase is enough.
+            answer(
+                stream,
+                status,
+                status.canonical_reason().unwrap_or("error"),
+                request.close,
+            )
+            .await
+        }
+        Err(Failure::Cut { status, elapsed, error }) => {
+            tracing::debug!(peer = %request.peer, %error, "response cut short");
+            proxy.record(seen, status, elapsed, &line, None);
+            Handled::Close
+        }
+    }
+}
+
+/// What was relayed: the status and the time to the response head, for metrics and the log.
+struct Relayed {
+    status: u16,
+    elapsed: Duration,
+    close: bool,
+}
+
+enum Failure {
+    /// Nothing was sent to the client: it gets an error response.
+    Proxy(ProxyError),
+    /// The response was under way when the client or the backend failed; the client's
+    /// connection is closed, as the only way left to say the response is incomplete.
+    Cut {
+        status: u16,
+        elapsed: Duration,
+        error: String,
+    },
+}
+
+/// Sends the request to an endpoint of the route (another one if connecting fails) and relays
+/// the response.
+async fn exchange(
+    proxy: &Proxy,
+    route: &Route<'_>,
+    request: &Request<'_>,
+    client: &mut TcpStream,
+    seen: &mut Seen,
+) -> Result<Relayed, Failure> {
+    let started = Instant::now();
+    let backend = route.backend;
+    let policy = &route.policy.policy;
+    let no_endpoint = || Failure::Proxy(ProxyError::NoEndpoint(backend.name.clone()));
+    let mut index = backend.pick().ok_or_else(no_endpoint)?;
+    let attempts = if request.idempotent {
+        backend.endpoints.len().min(MAX_ATTEMPTS)
+    } else {
+        1
+    };
+    let mut attempt = 1;
+    let (endpoint, mut conn, head) = loop {
+        let endpoint = backend.endpoints[index];
+        seen.upstream = Some(endpoint);
+        let sent = Instant::now();
+        match send(proxy, endpoint, request, policy).await {
+            Ok((conn, head)) => {
+                backend.finished(index, Some(sent.elapsed()));
+                break (endpoint, conn, head);
+            }
+            Err(e) if e.is_connect() && attempt < attempts => {
+                backend.finished(index, None);
+                tracing::debug!(%endpoint, error = %e, "connect failed; retrying on another endpoint");
+                index = backend.pick_other(index).ok_or_else(no_endpoint)?;
+                attempt += 1;
+            }
+            Err(e) => {
+                backend.finished(index, None);
+                return Err(Failure::Proxy(ProxyError::Upstream(endpoint, e)));
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    let cut = |error: String| Failure::Cut {
+        status: head.status,
+        elapsed,
+        error,
+    };
+    let close = request.close || head.framing == Framing::UntilClose;
+    let mut out = head.client_head;
+    if close {
+        out.truncate(out.len() - 2);
+        out.extend_from_slice(b"connection: close\r\n\r\n");
+    }
+    let read_timeout = policy.read_timeout;
+    // The first piece of the body usually came with the head: one write for both.
+    let mut reusable = head.reusable;
+    match head.framing {
+        Framing::Empty => {
+            write(client, &out).await.map_err(|e| cut(e.to_string()))?;
+        }
+        Framing::Length(length) => {
+            let mut left = length;
+            let take = conn.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            out.extend_from_slice(&conn.buf[..take]);
+            conn.buf.advance(take);
+            left -= take as u64;
+            write(client, &out).await.map_err(|e| cut(e.to_string()))?;
+            while left > 0 {
+                read_more(&mut conn, read_timeout)
+                    .await
+                    .map_err(|e| cut(e.to_string()))?;
+                let take = conn.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                write(client, &conn.buf[..take]).await.map_err(|e| cut(e.to_string()))?;
+                conn.buf.advance(take);
+                left -= take as u64;
+            }
+        }
+        Framing::Chunked(mut chunks) => {
+            let take = chunks.feed(&conn.buf).map_err(|e| cut(e.to_string()))?;
+            out.extend_from_slice(&conn.buf[..take]);
+            conn.buf.advance(take);
+            write(client, &out).await.map_err(|e| cut(e.to_string()))?;
+            while !chunks.done() {
+                read_more(&mut conn, read_timeout)
+                    .await
+                    .map_err(|e| cut(e.to_string()))?;
+                let take = chunks.feed(&conn.buf).map_err(|e| cut(e.to_string()))?;
+                write(client, &conn.buf[..take]).await.map_err(|e| cut(e.to_string()))?;
+                conn.buf.advance(take);
+            }
+        }
+        Framing::UntilClose => {
+            reusable = false;
+            out.extend_from_slice(&conn.buf);
+            conn.buf.clear();
+            write(client, &out).await.map_err(|e| cut(e.to_string()))?;
+            loop {
+                match read_more(&mut conn, read_timeout).await {
+                    Ok(()) => {}
+                    Err(UpstreamError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(cut(e.to_string())),
+                }
+                write(client, &conn.buf).await.map_err(|e| cut(e.to_string()))?;
+                conn.buf.clear();
+            }
+        }
+    }
+    // Anything after the response is a protocol error of the backend's; the connection is
+    // not trusted with another request.
+    if reusable && conn.buf.is_empty() {
+        proxy.fast.release(endpoint, conn);
+    }
+    Ok(Relayed {
+        status: head.status,
+        elapsed,
+        close,
+    })
+}
+
+/// Writes the request head on a pooled (or new) connection to `endpoint` and reads the
+/// response head. A pooled connection the backend had already closed is replaced by a new one
+/// for an idempotent request, as it cannot have been processed.
+async fn send(
+    proxy: &Proxy,
+    endpoint: SocketAddr,
+    request: &Request<'_>,
+    policy: &crate::annotations::Policy,
+) -> Result<(Conn, ResponseHead), UpstreamError> {
+    let mut conn = proxy.fast.get(endpoint, policy.connect_timeout).await?;
+    loop {
+        match round_trip(&mut conn, request, policy).await {
+            Ok(head) => return Ok((conn, head)),
+            Err(RoundTrip::Stale(_)) if conn.reused && request.idempotent => {
+                conn = proxy.fast.connect(endpoint, policy.connect_timeout).await?;
+            }
+            Err(RoundTrip::Stale(e) | RoundTrip::Failed(e)) => return Err(e),
+        }
+    }
+}
+
+enum RoundTrip {
+    /// The connection failed before any byte of a response: closed by the backend while idle.
+    Stale(UpstreamError),
+    Failed(UpstreamError),
+}
+
+async fn round_trip(
+    conn: &mut Conn,
+    request: &Request<'_>,
+    policy: &crate::annotations::Policy,
+) -> Result<ResponseHead, RoundTrip> {
+    let stale = |e: std::io::Error| {
+        if pool::is_stale(&e) {
+            RoundTrip::Stale(UpstreamError::Io(e))
+        } else {
+            RoundTrip::Failed(UpstreamError::Io(e))
+        }
+    };
+    match tokio::time::timeout(policy.send_timeout, conn.stream.write_all(&request.upstream_head)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(stale(e)),
+        Err(_) => return Err(RoundTrip::Failed(UpstreamError::SendTimeout(policy.send_timeout))),
+    }
+    let mut interim = Vec::new();
+    loop {
+        match parse_response(&conn.buf, request.head_request) {
+            Ok(Some(head)) if head.interim => {
+                // 1xx before the real response (103 Early Hints): passed on with it.
+                interim.extend_from_slice(&head.client_head);
+                conn.buf.advance(head.len);
+                continue;
+            }
+            Ok(Some(mut head)) => {
+                conn.buf.advance(head.len);
+                if !interim.is_empty() {
+                    interim.append(&mut head.client_head);
+                    head.client_head = interim;
+                }
+                return Ok(head);
+            }
+            Ok(None) if conn.buf.len() < MAX_HEADER_BYTES => {}
+            Ok(None) => {
+                return Err(RoundTrip::Failed(UpstreamError::Invalid(
+                    "response head too large".into(),
+                )));
+            }
+            Err(e) => return Err(RoundTrip::Failed(e)),
+        }
+        let nothing_yet = conn.buf.is_empty() && interim.is_empty();
+        match read_more(conn, policy.read_timeout).await {
+            Ok(()) => {}
+            Err(UpstreamError::Io(e)) if nothing_yet => return Err(stale(e)),
+            Err(e) => return Err(RoundTrip::Failed(e)),
+        }
+    }
+}
+
+/// Reads what the backend sent next, within the read timeout; the end of the stream is an
+/// `UnexpectedEof` error.
+async fn read_more(conn: &mut Conn, timeout: Duration) -> Result<(), UpstreamError> {
+    if conn.buf.capacity() - conn.buf.len() < pool::READ_BUFFER / 4 {
+        conn.buf.reserve(pool::READ_BUFFER);
+    }
+    match tokio::time::timeout(timeout, conn.stream.read_buf(&mut conn.buf)).await {
+        Ok(Ok(0)) => Err(UpstreamError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(UpstreamError::Io(e)),
+        Err(_) => Err(UpstreamError::ReadTimeout(timeout)),
+    }
+}
+
+async fn write(client: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(CLIENT_SEND_TIMEOUT, client.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// A small plain-text response of our own, as `proxy::text` makes for hyper.
+async fn answer(client: &mut TcpStream, status: StatusCode, body: &str, close: bool) -> Handled {
+    let mut out = Vec::with_capacity(160 + body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ndate: {}\r\n{}\r\n{body}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len() + 1,
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
+        if close { "connection: close\r\n" } else { "" },
+    );
+    match write(client, &out).await {
+        Ok(()) if !close => Handled::Done,
+        _ => Handled::Close,
+    }
+}
+
+/// A backend's response head, with the head the client gets already built.
+#[derive(Debug)]
+struct ResponseHead {
+    len: usize,
+    status: u16,
+    /// A 1xx other than 101: another head follows.
+    interim: bool,
+    framing: Framing,
+    /// The backend keeps the connection open after this response.
+    reusable: bool,
+    client_head: Vec<u8>,
+}
+
+/// Parses a response head; `None` while incomplete.
+fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, UpstreamError> {
+    let invalid = |what: &str| UpstreamError::Invalid(what.to_owned());
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(UpstreamError::Invalid(e.to_string())),
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+        return Err(invalid("no status line"));
+    };
+    if status == 101 {
+        return Err(invalid("101 Switching Protocols without an upgrade request"));
+    }
+    let interim = (100..200).contains(&status);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    // HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when asked.
+    let mut reusable = version == 1;
+    let mut listed: [&[u8]; MAX_LISTED] = [&[]; MAX_LISTED];
+    let mut listed_len = 0;
+    for field in resp.headers.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(field.value.trim_ascii())
+                .ok()
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| invalid("bad Content-Length"))?;
+            if length.is_some_and(|l| l != value) {
+                return Err(invalid("conflicting Content-Length"));
+            }
+            length = Some(value);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked only when it is the final coding; otherwise the body runs to the close.
+            let last = field.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in field.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    reusable |= version == 0;
+                } else if !token.is_empty() {
+                    if listed_len == MAX_LISTED {
+                        return Err(invalid("too many names in Connection"));
+                    }
+                    listed[listed_len] = token;
+                    listed_len += 1;
+                }
+            }
+        }
+    }
+    let no_body = interim || head_request || status == 204 || status == 304;
+    let framing = match (chunked, length) {
+        _ if no_body => Framing::Empty,
+        (Some(_), Some(_)) => return Err(invalid("both Transfer-Encoding and Content-Length")),
+        (Some(true), None) if version == 1 => Framing::Chunked(Chunks::default()),
+        (Some(_), None) => Framing::UntilClose,
+        (None, Some(0)) => Framing::Empty,
+        (None, Some(length)) => Framing::Length(length),
+        (None, None) => Framing::UntilClose,
+    };
+    let keep_encoding = matches!(framing, Framing::Chunked(_));
+    let listed = &listed[..listed_len];
+    let mut head = Vec::with_capacity(len + 32);
+    let _ = write!(head, "HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or_default());
+    for field in resp.headers.iter() {
+        let name = field.name;
+        // Hop-by-hop fields stay with the backend's connection; a chunked body is relayed as
+        // it is, so its Transfer-Encoding goes with it.
+        let hop = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "upgrade",
+        ]
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+            || (name.eq_ignore_ascii_case("transfer-encoding") && !keep_encoding)
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_bytes()));
+        if hop {
+            continue;
+        }
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(field.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    Ok(Some(ResponseHead {
+        len,
+        status,
+        interim,
+        framing,
+        reusable,
+        client_head: head,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(raw: &str) -> Option<String> {
+        let peer = "127.0.0.77:5000".parse().unwrap();
+        let local = "127.0.10.2:8080".parse().unwrap();
+        match prepare(raw.as_bytes(), peer, local) {
+            Prepared::Request(r) => {
+                assert_eq!(r.len, raw.find("\r\n\r\n").unwrap() + 4);
+                Some(String::from_utf8(r.upstream_head).unwrap())
+            }
+            Prepared::HandOff => None,
+            Prepared::Incomplete => Some("incomplete".into()),
+        }
+    }
+
+    #[test]
+    fn the_upstream_head_has_our_forwarding_headers_and_no_hop_by_hop_ones() {
+        let head = prepared(
+            "GET /a?b=1 HTTP/1.1\r\nHost: demo.test:8080\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\
+             Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nX-Request-ID: abc\r\n\
+             Accept: */*\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            head,
+            "GET /a?b=1 HTTP/1.1\r\nHost: demo.test:8080\r\nX-Request-ID: abc\r\nAccept: */*\r\n\
+             x-forwarded-for: 127.0.0.77\r\nx-real-ip: 127.0.0.77\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-port: 8080\r\nx-forwarded-host: demo.test:8080\r\n\r\n"
+        );
+        let head = prepared("GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let id = head.split("x-request-id: ").nth(1).unwrap();
+        assert_eq!(id.find('\r'), Some(32), "a request ID is generated: {head}");
+    }
+
+    #[test]
+    fn requests_the_fast_path_does_not_take_go_to_hyper() {
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+            "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost x\r\n\r\n",
+        ] {
+            assert_eq!(prepared(raw), None, "{raw}");
+        }
+        assert_eq!(prepared("GET / HTTP/1.1\r\nHost: x\r\n").as_deref(), Some("incomplete"));
+        assert!(prepared("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").is_some());
+    }
+
+    fn response(raw: &str, head_request: bool) -> Result<ResponseHead, String> {
+        parse_response(raw.as_bytes(), head_request)
+            .map_err(|e| e.to_string())
+            .map(|h| h.expect("complete"))
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let r = response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false).unwrap();
+        assert_eq!((r.framing, r.reusable, r.len), (Framing::Length(5), true, 38));
+        let r = response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap();
+        assert_eq!(r.framing, Framing::Empty, "HEAD");
+        for status in ["204 No Content", "304 Not Modified"] {
+            let r = response(&format!("HTTP/1.1 {status}\r\nContent-Length: 5\r\n\r\n"), false).unwrap();
+            assert_eq!(r.framing, Framing::Empty, "{status}");
+        }
+        let r = response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap();
+        assert!(matches!(r.framing, Framing::Chunked(_)));
+        assert!(
+            String::from_utf8(r.client_head)
+                .unwrap()
+                .contains("Transfer-Encoding: chunked\r\n")
+        );
+        let r = response("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false).unwrap();
+        assert_eq!((r.framing, r.reusable), (Framing::UntilClose, false));
+        let r = response("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap();
+        assert!(!r.reusable, "HTTP/1.0 closes by default");
+        let r = response(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(r.reusable);
+        let r = response("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", false).unwrap();
+        assert!(r.interim && r.framing == Framing::Empty);
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        ] {
+            assert!(response(bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_client_gets_the_response_head_without_hop_by_hop_fields() {
+        let r = response(
+            "HTTP/1.1 404 Nope\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
+             Content-Length: 0\r\nX-Kept: 1\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(r.client_head).unwrap(),
+            "HTTP/1.1 404 Nope\r\nContent-Length: 0\r\nX-Kept: 1\r\n\r\n"
+        );
+    }
+}
