@@ -68,6 +68,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(fastpath::MAX_HEADER_BYTES as u32);
     let graceful = GracefulShutdown::new();
+    // This worker's own node: its connections register with it, not with one shared by all
+    // workers (a lock every worker would take per request).
+    let cancel = cancel.child_token();
     loop {
         let (mut stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,

@@ -14,6 +14,7 @@ pub mod framing;
 pub mod pool;
 
 use std::io::Write as _;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -68,12 +69,17 @@ pub async fn serve(
     if proxy.trusted.iter().any(|net| net.contains(&peer.ip())) {
         return Exit::HandOff(BytesMut::new());
     }
+    // The same for every request of the connection: peer and port do not change.
+    let forwarded = forwarded_fields(peer, local);
+    // Registered once for the connection, not once per request.
+    let stop = cancel.cancelled();
+    tokio::pin!(stop);
     let mut buf = BytesMut::new();
     loop {
         let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
         let request = loop {
             if !buf.is_empty() {
-                match prepare(&buf, peer, local) {
+                match prepare(&buf, peer, &forwarded) {
                     Prepared::Request(request) => break request,
                     Prepared::HandOff => return Exit::HandOff(buf),
                     Prepared::Incomplete if buf.len() >= MAX_HEADER_BYTES => return Exit::HandOff(buf),
@@ -88,9 +94,10 @@ pub async fn serve(
                 buf.reserve(CLIENT_READ);
             }
             let read = tokio::select! {
+                // The read first: woken by it, the stop is not even looked at.
                 biased;
-                () = cancel.cancelled(), if buf.is_empty() => return Exit::Closed,
                 read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+                () = &mut stop, if buf.is_empty() => return Exit::Closed,
             };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
@@ -194,29 +201,50 @@ enum Prepared<'b> {
 /// Headers never forwarded: hop-by-hop ones (RFC 9110 §7.6.1) and the forwarding headers we
 /// set ourselves (a client's own are not believed).
 fn dropped(name: &str) -> bool {
-    const NAMES: [&str; 12] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-port",
-        "x-real-ip",
-    ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+    // By length first: most fields are compared with nothing.
+    let candidates: &[&str] = match name.len() {
+        2 => &["te"],
+        7 => &["trailer", "upgrade"],
+        9 => &["x-real-ip"],
+        10 => &["connection", "keep-alive"],
+        15 => &["x-forwarded-for"],
+        16 => &["proxy-connection", "x-forwarded-host", "x-forwarded-port"],
+        17 => &["transfer-encoding", "x-forwarded-proto"],
+        _ => return false,
+    };
+    candidates.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Hop-by-hop response fields (Transfer-Encoding is decided by the framing).
+fn hop_by_hop(name: &str) -> bool {
+    let candidates: &[&str] = match name.len() {
+        2 => &["te"],
+        7 => &["trailer", "upgrade"],
+        10 => &["connection", "keep-alive"],
+        16 => &["proxy-connection"],
+        _ => return false,
+    };
+    candidates.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The forwarding fields for a connection's requests: from an untrusted peer (the only kind
+/// served here) they are ours, whatever the client sent.
+fn forwarded_fields(peer: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    let ip = peer.ip();
+    format!(
+        "x-forwarded-for: {ip}\r\nx-real-ip: {ip}\r\nx-forwarded-proto: http\r\nx-forwarded-port: {}\r\n",
+        local.port()
+    )
+    .into_bytes()
 }
 
 /// Parses a request head and decides whether the fast path takes it; if so, builds the head
 /// the backend gets.
-fn prepare(buf: &[u8], peer: SocketAddr, local: SocketAddr) -> Prepared<'_> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf) {
+fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8]) -> Prepared<'b> {
+    // Uninitialised: zeroing 100 fields would cost more than parsing a typical head.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Prepared::Incomplete,
         Err(_) => return Prepared::HandOff,
@@ -279,15 +307,11 @@ fn prepare(buf: &[u8], peer: SocketAddr, local: SocketAddr) -> Prepared<'_> {
         head.extend_from_slice(field.value);
         head.extend_from_slice(b"\r\n");
     }
-    // From an untrusted peer (the only kind served here) the forwarding headers are ours.
-    let ip = peer.ip();
-    let _ = write!(
-        head,
-        "x-forwarded-for: {ip}\r\nx-real-ip: {ip}\r\nx-forwarded-proto: http\r\nx-forwarded-port: {}\r\n",
-        local.port()
-    );
+    head.extend_from_slice(forwarded);
     if !host.is_empty() {
-        let _ = write!(head, "x-forwarded-host: {host}\r\n");
+        head.extend_from_slice(b"x-forwarded-host: ");
+        head.extend_from_slice(host.as_bytes());
+        head.extend_from_slice(b"\r\n");
     }
     if !has_id {
         head.extend_from_slice(b"x-request-id: ");
@@ -354,7 +378,7 @@ async fn handle(proxy: &Proxy, request: Request<'_>, stream: &mut TcpStream) -> 
         Some(route) => {
             seen.ingress = route.policy.ingress.clone();
             seen.service = route.backend.name.clone();
-            exchange(proxy, route, &request, stream, &mut seen).await
+            exchange(proxy, route, &request, stream, &mut seen, started).await
         }
     };
     match outcome {
@@ -409,8 +433,8 @@ async fn exchange(
     request: &Request<'_>,
     client: &mut TcpStream,
     seen: &mut Seen,
+    started: Instant,
 ) -> Result<Relayed, Failure> {
-    let started = Instant::now();
     let backend = route.backend;
     let policy = &route.policy.policy;
     let no_endpoint = || Failure::Proxy(ProxyError::NoEndpoint(backend.name.clone()));
@@ -421,14 +445,15 @@ async fn exchange(
         1
     };
     let mut attempt = 1;
-    let (endpoint, mut conn, head) = loop {
+    let (endpoint, mut conn, head, head_at) = loop {
         let endpoint = backend.endpoints[index];
         seen.upstream = Some(endpoint);
-        let sent = Instant::now();
+        let sent = if attempt == 1 { started } else { Instant::now() };
         match send(proxy, endpoint, request, policy).await {
             Ok((conn, head)) => {
-                backend.finished(index, Some(sent.elapsed()));
-                break (endpoint, conn, head);
+                let now = Instant::now();
+                backend.finished(index, Some(now - sent));
+                break (endpoint, conn, head, now);
             }
             Err(e) if e.is_connect() && attempt < attempts => {
                 backend.finished(index, None);
@@ -442,7 +467,7 @@ async fn exchange(
             }
         }
     };
-    let elapsed = started.elapsed();
+    let elapsed = head_at - started;
     let cut = |error: String| Failure::Cut {
         status: head.status,
         elapsed,
@@ -559,14 +584,21 @@ async fn round_trip(
             RoundTrip::Failed(UpstreamError::Io(e))
         }
     };
-    match tokio::time::timeout(policy.send_timeout, conn.stream.write_all(&request.upstream_head)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(stale(e)),
-        Err(_) => return Err(RoundTrip::Failed(UpstreamError::SendTimeout(policy.send_timeout))),
+    match write_within(&mut conn.stream, &request.upstream_head, policy.send_timeout).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(RoundTrip::Failed(UpstreamError::SendTimeout(policy.send_timeout)));
+        }
+        Err(e) => return Err(stale(e)),
     }
     let mut interim = Vec::new();
     loop {
-        match parse_response(&conn.buf, request.head_request) {
+        let parsed = if conn.buf.is_empty() {
+            Ok(None)
+        } else {
+            parse_response(&conn.buf, request.head_request)
+        };
+        match parsed {
             Ok(Some(head)) if head.interim => {
                 // 1xx before the real response (103 Early Hints): passed on with it.
                 interim.extend_from_slice(&head.client_head);
@@ -613,7 +645,19 @@ async fn read_more(conn: &mut Conn, timeout: Duration) -> Result<(), UpstreamErr
 }
 
 async fn write(client: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    match tokio::time::timeout(CLIENT_SEND_TIMEOUT, client.write_all(bytes)).await {
+    write_within(client, bytes, CLIENT_SEND_TIMEOUT).await
+}
+
+/// Writes all of `bytes`, failing with `TimedOut` if the peer accepts nothing for `timeout`.
+async fn write_within(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
+    // Usually the socket takes it all at once: no timer needed.
+    let bytes = match stream.try_write(bytes) {
+        Ok(n) if n == bytes.len() => return Ok(()),
+        Ok(n) => &bytes[n..],
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => bytes,
+        Err(e) => return Err(e),
+    };
+    match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
@@ -653,9 +697,9 @@ struct ResponseHead {
 /// Parses a response head; `None` while incomplete.
 fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, UpstreamError> {
     let invalid = |what: &str| UpstreamError::Invalid(what.to_owned());
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(UpstreamError::Invalid(e.to_string())),
@@ -718,21 +762,22 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>
     let keep_encoding = matches!(framing, Framing::Chunked(_));
     let listed = &listed[..listed_len];
     let mut head = Vec::with_capacity(len + 32);
-    let _ = write!(head, "HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or_default());
+    // httparse accepts three-digit status codes only.
+    let digits = [
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ];
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(&digits);
+    head.push(b' ');
+    head.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
+    head.extend_from_slice(b"\r\n");
     for field in resp.headers.iter() {
         let name = field.name;
         // Hop-by-hop fields stay with the backend's connection; a chunked body is relayed as
         // it is, so its Transfer-Encoding goes with it.
-        let hop = [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-            "trailer",
-            "upgrade",
-        ]
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(name))
+        let hop = hop_by_hop(name)
             || (name.eq_ignore_ascii_case("transfer-encoding") && !keep_encoding)
             || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_bytes()));
         if hop {
@@ -761,7 +806,7 @@ mod tests {
     fn prepared(raw: &str) -> Option<String> {
         let peer = "127.0.0.77:5000".parse().unwrap();
         let local = "127.0.10.2:8080".parse().unwrap();
-        match prepare(raw.as_bytes(), peer, local) {
+        match prepare(raw.as_bytes(), peer, &forwarded_fields(peer, local)) {
             Prepared::Request(r) => {
                 assert_eq!(r.len, raw.find("\r\n\r\n").unwrap() + 4);
                 Some(String::from_utf8(r.upstream_head).unwrap())
