@@ -85,6 +85,8 @@ pub struct Proxy {
     upstreams: Upstreams,
     /// The fast path's own upstream connections (plain HTTP/1.1 sockets).
     pub(crate) fast: crate::fastpath::pool::Pool,
+    /// The fast path's request-head buffers not in use.
+    pub(crate) spare: crate::fastpath::Spare,
     /// Peers whose X-Forwarded-* headers are believed (an L4 balancer or proxy in front).
     pub(crate) trusted: Vec<IpNet>,
     /// Where HTTPS is served, for ssl-redirect; `None` without a TLS listener.
@@ -109,6 +111,7 @@ impl Proxy {
             table,
             upstreams: Upstreams::new(source_ip, metrics.upstream_connections.clone()),
             fast: crate::fastpath::pool::Pool::new(source_ip, metrics.upstream_connections.clone()),
+            spare: crate::fastpath::Spare::default(),
             trusted,
             https_port,
             metrics,

@@ -67,6 +67,8 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(fastpath::MAX_HEADER_BYTES as u32);
+    // Shared, not copied into every connection (it is a few hundred bytes).
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     // This worker's own node: its connections register with it, not with one shared by all
     // workers (a lock every worker would take per request).
@@ -86,7 +88,10 @@ pub async fn serve(
         tokio::spawn(async move {
             let _open = open;
             let peer = if proxy_protocol {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, proxy_protocol::read_header(&mut stream)).await {
+                // Boxed, as the TLS handshake below: what a connection holds only at its start
+                // should not be carried for its whole life.
+                let header = Box::pin(proxy_protocol::read_header(&mut stream));
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, header).await {
                     Ok(Ok(proxy_protocol::Source::Client(client))) => client,
                     Ok(Ok(proxy_protocol::Source::Peer)) => peer,
                     Ok(Err(error)) => return tracing::debug!(%peer, %error, "PROXY header refused"),
@@ -100,13 +105,15 @@ pub async fn serve(
                     fastpath::Exit::Closed => return,
                     fastpath::Exit::HandOff(read) => (Either::Left(Rewound::new(read, stream)), Scheme::Http),
                 },
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
-                    // plain connection too, idle or not.
-                    Ok(Ok(stream)) => (Either::Right(Box::new(stream)), Scheme::Https),
-                    Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(stream))).await {
+                        // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
+                        // plain connection too, idle or not.
+                        Ok(Ok(stream)) => (Either::Right(Box::new(stream)), Scheme::Https),
+                        Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             };
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();

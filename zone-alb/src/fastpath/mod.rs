@@ -17,6 +17,7 @@ use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,33 @@ const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 const CLIENT_READ: usize = 4096;
 /// Names listed in a request's Connection header that can be removed; more go to hyper.
 const MAX_LISTED: usize = 8;
+
+/// Request-head buffers between uses, per worker: a connection holds one only while a request
+/// is arriving or in flight, and taking one back costs no allocation.
+#[derive(Default)]
+pub struct Spare(Mutex<Vec<BytesMut>>);
+
+impl Spare {
+    /// As many as requests are usually in flight on one worker; beyond, buffers are freed.
+    const KEEP: usize = 256;
+
+    fn take(&self) -> BytesMut {
+        let spare = self.0.lock().unwrap_or_else(|poison| poison.into_inner()).pop();
+        spare.unwrap_or_else(|| BytesMut::with_capacity(CLIENT_READ))
+    }
+
+    fn give(&self, mut buf: BytesMut) {
+        buf.clear();
+        // Only the usual size: a buffer grown for a huge head is not kept.
+        if buf.capacity() < CLIENT_READ || buf.capacity() > 2 * CLIENT_READ {
+            return;
+        }
+        let mut spare = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
+        if spare.len() < Self::KEEP {
+            spare.push(buf);
+        }
+    }
+}
 
 /// How a connection left the fast path.
 pub enum Exit {
@@ -86,19 +114,27 @@ pub async fn serve(
                     Prepared::Incomplete => {}
                 }
             } else if !readable_now(stream).await {
-                // Idle between requests: hold no buffer (as nginx frees its header buffer on a
-                // kept-alive connection), so an idle connection costs little more than its socket.
-                buf = BytesMut::new();
+                // Idle between requests: hold no buffer while waiting (as nginx frees its
+                // header buffer on a kept-alive connection), so an idle connection costs little
+                // more than its socket.
+                proxy.spare.give(std::mem::take(&mut buf));
+                let ready = tokio::select! {
+                    // The wait first: woken by it, the stop is not even looked at.
+                    biased;
+                    ready = tokio::time::timeout_at(deadline, stream.readable()) => ready,
+                    () = &mut stop => return Exit::Closed,
+                };
+                if !matches!(ready, Ok(Ok(()))) {
+                    return Exit::Closed;
+                }
             }
-            if buf.capacity() - buf.len() < CLIENT_READ / 4 {
+            if buf.capacity() == 0 {
+                buf = proxy.spare.take();
+            } else if buf.capacity() - buf.len() < CLIENT_READ / 4 {
                 buf.reserve(CLIENT_READ);
             }
-            let read = tokio::select! {
-                // The read first: woken by it, the stop is not even looked at.
-                biased;
-                read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
-                () = &mut stop, if buf.is_empty() => return Exit::Closed,
-            };
+            // The rest of a head that has begun is awaited even on shutdown.
+            let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
             match read {
                 Ok(Ok(n)) if n > 0 => {}
                 // The client closed, reset, or sent no (complete) head in time: as hyper, close.
