@@ -230,8 +230,8 @@ fn http1_exchanges_through_the_fast_path_and_the_hand_off_to_hyper() {
         "{before} → {after} backend connections for 11 requests"
     );
 
-    // One client connection: two pipelined requests, then one with a body (hyper's), then
-    // more on the same connection, now served by hyper.
+    // One client connection: two pipelined requests, one with a body, then one with a chunked
+    // body (hyper's), then more on the same connection, now served by hyper.
     let mut conn = TcpStream::connect(ALB).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     conn.write_all(
@@ -260,8 +260,11 @@ fn http1_exchanges_through_the_fast_path_and_the_hand_off_to_hyper() {
         "{two}"
     );
 
-    conn.write_all(b"POST /three HTTP/1.1\r\nHost: web.test\r\nContent-Length: 11\r\n\r\nhello there")
+    // The body arrives in two pieces: the second is read from the socket, not with the head.
+    conn.write_all(b"POST /three HTTP/1.1\r\nHost: web.test\r\nContent-Length: 11\r\n\r\nhello")
         .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    conn.write_all(b" there").unwrap();
     let (head, three) = read_response(&mut conn);
     assert!(head.starts_with("http/1.1 200"), "{head}");
     let three = String::from_utf8_lossy(&three).to_ascii_lowercase();
@@ -270,6 +273,17 @@ fn http1_exchanges_through_the_fast_path_and_the_hand_off_to_hyper() {
         "{three}"
     );
     assert!(three.contains("x-forwarded-for: 127.0.0.1\r\n"), "{three}");
+    conn.write_all(
+        b"PUT /chunks HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let (head, chunks) = read_response(&mut conn);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let chunks = String::from_utf8_lossy(&chunks).to_ascii_lowercase();
+    assert!(
+        chunks.starts_with("put /chunks http/1.1\r\n") && chunks.ends_with("body:abc"),
+        "{chunks}"
+    );
     for path in ["/four", "/five"] {
         conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: web.test\r\n\r\n").as_bytes())
             .unwrap();
@@ -278,6 +292,27 @@ fn http1_exchanges_through_the_fast_path_and_the_hand_off_to_hyper() {
         let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
         assert!(body.starts_with(&format!("get {path} http/1.1\r\n")), "{body}");
     }
+
+    // A large body is streamed to the backend as it arrives.
+    let upload = dir.path().join("upload.bin");
+    let payload: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(&upload, &payload).unwrap();
+    let data = format!("@{}", upload.display());
+    let (code, echoed) = curl(&["-H", "Expect:", "--data-binary", &data, &url("/upload")]);
+    assert_eq!(code, 200);
+    let body = echoed.split_once("BODY:").map(|(_, b)| b).unwrap_or_default();
+    assert_eq!(body.len(), payload.len(), "whole body relayed");
+    assert!(body.as_bytes() == payload.as_slice(), "body relayed unchanged");
+    // Over the default body limit (1 MiB): 413 without reading it, and the connection closes.
+    let mut conn = TcpStream::connect(ALB).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"POST /huge HTTP/1.1\r\nHost: web.test\r\nContent-Length: 2000000\r\n\r\nstart")
+        .unwrap();
+    let (head, _) = read_response(&mut conn);
+    assert!(
+        head.starts_with("http/1.1 413") && head.contains("connection: close"),
+        "{head}"
+    );
 
     // `Connection: close` is honoured: the answer says so and the connection ends.
     let mut conn = TcpStream::connect(ALB).unwrap();

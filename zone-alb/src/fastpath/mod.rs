@@ -43,6 +43,9 @@ pub const MAX_HEADERS: usize = 100;
 /// A client that accepts nothing of its response for this long is dropped (nginx's
 /// `send_timeout`).
 const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// A client sending a request body must send some of it within this time (nginx's
+/// `client_body_timeout`).
+const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read size for request heads; most fit in far less.
 const CLIENT_READ: usize = 4096;
 /// Names listed in a request's Connection header that can be removed; more go to hyper.
@@ -141,7 +144,12 @@ pub async fn serve(
                 _ => return Exit::Closed,
             }
         };
-        let (len, close) = (request.len, request.close);
+        let mut request = request;
+        // Draining: this request is served, and its response says the connection closes.
+        if cancel.is_cancelled() {
+            request.close = true;
+        }
+        let (consumed, close) = (request.consumed(), request.close);
         // Boxed: only the connection's idle state stays in its task, not an exchange's.
         match Box::pin(handle(proxy, request, stream)).await {
             Handled::Done => {}
@@ -151,7 +159,7 @@ pub async fn serve(
         if close {
             return Exit::Closed;
         }
-        buf.advance(len);
+        buf.advance(consumed);
     }
 }
 
@@ -226,6 +234,23 @@ struct Request<'b> {
     head_request: bool,
     peer: SocketAddr,
     upstream_head: Vec<u8>,
+    /// `Content-Length` of the request body (0 without one).
+    body_len: u64,
+    /// The part of the body that came with the head; the rest is still on the socket.
+    body_read: &'b [u8],
+}
+
+impl Request<'_> {
+    /// Bytes of the client's buffer this request takes: its head and the body read with it.
+    fn consumed(&self) -> usize {
+        self.len + self.body_read.len()
+    }
+
+    /// Whether part of the body must still be read from the client, so the request cannot be
+    /// sent twice and the connection cannot go on if it is not.
+    fn streams_body(&self) -> bool {
+        (self.body_read.len() as u64) < self.body_len
+    }
 }
 
 enum Prepared<'b> {
@@ -292,6 +317,7 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8]) -> Prepared<'b
         return Prepared::HandOff;
     }
     let mut host = None;
+    let mut body_len: Option<u64> = None;
     let mut close = false;
     let mut has_id = false;
     let mut listed: [&[u8]; MAX_LISTED] = [&[]; MAX_LISTED];
@@ -305,8 +331,10 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8]) -> Prepared<'b
                 _ => return Prepared::HandOff,
             }
         } else if is("content-length") {
-            if field.value.trim_ascii() != b"0" {
-                return Prepared::HandOff;
+            match (body_len, content_length(field.value)) {
+                (None, Some(n)) => body_len = Some(n),
+                // Repeated, even with the same value, or not a number: hyper's to judge.
+                _ => return Prepared::HandOff,
             }
         } else if is("transfer-encoding") || is("upgrade") || is("expect") {
             return Prepared::HandOff;
@@ -367,7 +395,22 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8]) -> Prepared<'b
         head_request: method == "HEAD",
         peer,
         upstream_head: head,
+        body_len: body_len.unwrap_or(0),
+        body_read: &buf[len..buf
+            .len()
+            .min(len.saturating_add(usize::try_from(body_len.unwrap_or(0)).unwrap_or(usize::MAX)))],
     })
+}
+
+/// A Content-Length value: digits only (no sign, no spaces inside, no list).
+fn content_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value
+        .iter()
+        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
 /// Whether a route needs nothing the fast path leaves to `proxy`.
@@ -411,6 +454,17 @@ async fn handle(proxy: &Proxy, request: Request<'_>, stream: &mut TcpStream) -> 
     let outcome = match &route {
         None => Err(Failure::Proxy(ProxyError::NoRoute)),
         Some(route) if !plain(route, request.host, proxy.https_port) => return Handled::HandOff,
+        Some(route)
+            if route
+                .policy
+                .policy
+                .body_limit
+                .is_some_and(|limit| request.body_len > limit) =>
+        {
+            seen.ingress = route.policy.ingress.clone();
+            seen.service = route.backend.name.clone();
+            Err(Failure::Proxy(ProxyError::TooLarge))
+        }
         Some(route) => {
             seen.ingress = route.policy.ingress.clone();
             seen.service = route.backend.name.clone();
@@ -425,14 +479,15 @@ async fn handle(proxy: &Proxy, request: Request<'_>, stream: &mut TcpStream) -> 
         Err(Failure::Proxy(error)) => {
             let status = proxy.failed(&error, &seen, &line);
             proxy.record(seen, status.as_u16(), started.elapsed(), &line, Some(&error));
+            // A body left unread on the socket would be taken for the next request.
+            let close = request.close || request.streams_body();
             // Never leak internals into the body: the reason phrase is enough.
-            answer(
-                stream,
-                status,
-                status.canonical_reason().unwrap_or("error"),
-                request.close,
-            )
-            .await
+            answer(stream, status, status.canonical_reason().unwrap_or("error"), close).await
+        }
+        Err(Failure::Client(error)) => {
+            tracing::debug!(peer = %request.peer, %error, "client failed while sending its body");
+            proxy.record(seen, StatusCode::BAD_REQUEST.as_u16(), started.elapsed(), &line, None);
+            Handled::Close
         }
         Err(Failure::Cut { status, elapsed, error }) => {
             tracing::debug!(peer = %request.peer, %error, "response cut short");
@@ -459,6 +514,8 @@ enum Failure {
         elapsed: Duration,
         error: String,
     },
+    /// The client went away or stalled while sending its body.
+    Client(std::io::Error),
 }
 
 /// Sends the request to an endpoint of the route (another one if connecting fails) and relays
@@ -475,7 +532,7 @@ async fn exchange(
     let policy = &route.policy.policy;
     let no_endpoint = || Failure::Proxy(ProxyError::NoEndpoint(backend.name.clone()));
     let mut index = backend.pick().ok_or_else(no_endpoint)?;
-    let attempts = if request.idempotent {
+    let attempts = if request.idempotent && request.body_len == 0 {
         backend.endpoints.len().min(MAX_ATTEMPTS)
     } else {
         1
@@ -485,19 +542,23 @@ async fn exchange(
         let endpoint = backend.endpoints[index];
         seen.upstream = Some(endpoint);
         let sent = if attempt == 1 { started } else { Instant::now() };
-        match send(proxy, endpoint, request, policy).await {
+        match send(proxy, endpoint, request, policy, client).await {
             Ok((conn, head)) => {
                 let now = Instant::now();
                 backend.finished(index, Some(now - sent));
                 break (endpoint, conn, head, now);
             }
-            Err(e) if e.is_connect() && attempt < attempts => {
+            Err(Sent::Upstream(e)) if e.is_connect() && attempt < attempts => {
                 backend.finished(index, None);
                 tracing::debug!(%endpoint, error = %e, "connect failed; retrying on another endpoint");
                 index = backend.pick_other(index).ok_or_else(no_endpoint)?;
                 attempt += 1;
             }
-            Err(e) => {
+            Err(Sent::Client(e)) => {
+                backend.finished(index, None);
+                return Err(Failure::Client(e));
+            }
+            Err(Sent::Upstream(e)) => {
                 backend.finished(index, None);
                 return Err(Failure::Proxy(ProxyError::Upstream(endpoint, e)));
             }
@@ -589,16 +650,32 @@ async fn send(
     endpoint: SocketAddr,
     request: &Request<'_>,
     policy: &crate::annotations::Policy,
-) -> Result<(Conn, ResponseHead), UpstreamError> {
+    client: &mut TcpStream,
+) -> Result<(Conn, ResponseHead), Sent> {
     let mut conn = proxy.fast.get(endpoint, policy.connect_timeout).await?;
+    // Sending again needs the whole request at hand: not the case once its body is streamed.
+    let replayable = request.idempotent && !request.streams_body();
     loop {
-        match round_trip(&mut conn, request, policy).await {
+        match round_trip(&mut conn, request, policy, client).await {
             Ok(head) => return Ok((conn, head)),
-            Err(RoundTrip::Stale(_)) if conn.reused && request.idempotent => {
+            Err(RoundTrip::Stale(_)) if conn.reused && replayable => {
                 conn = proxy.fast.connect(endpoint, policy.connect_timeout).await?;
             }
-            Err(RoundTrip::Stale(e) | RoundTrip::Failed(e)) => return Err(e),
+            Err(RoundTrip::Stale(e) | RoundTrip::Failed(e)) => return Err(Sent::Upstream(e)),
+            Err(RoundTrip::Client(e)) => return Err(Sent::Client(e)),
         }
+    }
+}
+
+/// Why a request did not get a response head.
+enum Sent {
+    Upstream(UpstreamError),
+    Client(std::io::Error),
+}
+
+impl From<UpstreamError> for Sent {
+    fn from(e: UpstreamError) -> Self {
+        Sent::Upstream(e)
     }
 }
 
@@ -606,12 +683,15 @@ enum RoundTrip {
     /// The connection failed before any byte of a response: closed by the backend while idle.
     Stale(UpstreamError),
     Failed(UpstreamError),
+    /// Reading the rest of the body from the client failed.
+    Client(std::io::Error),
 }
 
 async fn round_trip(
     conn: &mut Conn,
     request: &Request<'_>,
     policy: &crate::annotations::Policy,
+    client: &mut TcpStream,
 ) -> Result<ResponseHead, RoundTrip> {
     let stale = |e: std::io::Error| {
         if pool::is_stale(&e) {
@@ -620,12 +700,45 @@ async fn round_trip(
             RoundTrip::Failed(UpstreamError::Io(e))
         }
     };
-    match write_within(&mut conn.stream, &request.upstream_head, policy.send_timeout).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            return Err(RoundTrip::Failed(UpstreamError::SendTimeout(policy.send_timeout)));
+    let upstream_error = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            RoundTrip::Failed(UpstreamError::SendTimeout(policy.send_timeout))
+        } else {
+            stale(e)
         }
-        Err(e) => return Err(stale(e)),
+    };
+    let send = policy.send_timeout;
+    if request.body_read.is_empty() {
+        write_within(&mut conn.stream, &request.upstream_head, send).await
+    } else {
+        // The head and the body that came with it, in one write.
+        let mut out = Vec::with_capacity(request.upstream_head.len() + request.body_read.len());
+        out.extend_from_slice(&request.upstream_head);
+        out.extend_from_slice(request.body_read);
+        write_within(&mut conn.stream, &out, send).await
+    }
+    .map_err(upstream_error)?;
+    if request.streams_body() {
+        let mut left = request.body_len - request.body_read.len() as u64;
+        let mut chunk = BytesMut::with_capacity(pool::READ_BUFFER);
+        while left > 0 {
+            chunk.clear();
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(pool::READ_BUFFER);
+            let mut limited = (&mut *client).take(want as u64);
+            match tokio::time::timeout(CLIENT_BODY_TIMEOUT, limited.read_buf(&mut chunk)).await {
+                Ok(Ok(0)) => return Err(RoundTrip::Client(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(Ok(n)) => left -= n as u64,
+                Ok(Err(e)) => return Err(RoundTrip::Client(e)),
+                Err(_) => return Err(RoundTrip::Client(std::io::ErrorKind::TimedOut.into())),
+            }
+            write_within(&mut conn.stream, &chunk, send)
+                .await
+                .map_err(|e| match upstream_error(e) {
+                    // Part of the body is gone: not a request that can be sent again.
+                    RoundTrip::Stale(e) => RoundTrip::Failed(e),
+                    other => other,
+                })?;
+        }
     }
     let mut interim = Vec::new();
     loop {
@@ -874,7 +987,9 @@ mod tests {
     #[test]
     fn requests_the_fast_path_does_not_take_go_to_hyper() {
         for raw in [
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc",
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
@@ -888,6 +1003,36 @@ mod tests {
         }
         assert_eq!(prepared("GET / HTTP/1.1\r\nHost: x\r\n").as_deref(), Some("incomplete"));
         assert!(prepared("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").is_some());
+    }
+
+    #[test]
+    fn a_body_is_taken_as_far_as_it_came_with_the_head() {
+        let peer = "127.0.0.77:5000".parse().unwrap();
+        let fields = forwarded_fields(peer, "127.0.10.2:8080".parse().unwrap());
+        let head = "POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n";
+        for (raw, read, streams) in [
+            (format!("{head}hel"), "hel", true),
+            (format!("{head}hello"), "hello", false),
+            // Pipelined: the next request is not part of the body.
+            (format!("{head}helloGET / HTTP/1.1\r\n"), "hello", false),
+        ] {
+            let Prepared::Request(r) = prepare(raw.as_bytes(), peer, &fields) else {
+                panic!("not taken: {raw}");
+            };
+            assert_eq!(
+                (r.body_len, r.body_read, r.streams_body()),
+                (5, read.as_bytes(), streams)
+            );
+            assert_eq!(r.consumed(), head.len() + read.len());
+            assert!(
+                String::from_utf8(r.upstream_head)
+                    .unwrap()
+                    .contains("Content-Length: 5\r\n")
+            );
+        }
+        assert_eq!(content_length(b" 42 "), Some(42));
+        assert_eq!(content_length(b"99999999999999999999"), None);
+        assert_eq!(content_length(b""), None);
     }
 
     fn response(raw: &str, head_request: bool) -> Result<ResponseHead, String> {
