@@ -1,12 +1,13 @@
 //! The HTTP/1.1 fast path for plain-HTTP connections: the common exchange (a request without
-//! a body, to a route with no per-request policy) parsed with `httparse`, sent to a pooled
-//! backend connection as one write and answered with one write, the response body relayed as
-//! it arrives. It does what nginx does per request and no more: no header map, no channel
-//! between tasks, no second task per upstream connection.
+//! a body or with a `Content-Length` one, to a route whose policy is at most limits and
+//! allow-lists) parsed with `httparse`, sent to a pooled backend connection as one write and
+//! answered with one write, bodies relayed as they arrive. It does what nginx does per request
+//! and no more: no header map, no channel between tasks, no second task per upstream
+//! connection.
 //!
-//! Everything else is hyper's: the first request the fast path does not take (a body, an
-//! upgrade, HTTP/1.0, a malformed or oversized head, a trusted peer's forwarding headers, a
-//! route with limits, allow-lists, affinity, rewrites, redirects or HTTPS backends) hands the
+//! Everything else is hyper's: the first request the fast path does not take (a chunked body,
+//! `Expect`, an upgrade, HTTP/1.0, a malformed or oversized head, a trusted peer's forwarding
+//! headers, a route with affinity, rewrites, redirects or HTTPS backends) hands the
 //! connection, with the bytes already read, to hyper's server for the rest of its life. So
 //! each behaviour has one full implementation (`proxy`), and this one only where it is simple.
 
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::annotations::BackendProtocol;
 use crate::proxy::{MAX_ATTEMPTS, Proxy, ProxyError, RequestLine, Seen, request_id};
+use crate::ratelimit::ConcurrencyGuard;
 use crate::router::{Route, RouteTable};
 use crate::upstream::UpstreamError;
 use framing::{Chunks, Framing};
@@ -416,13 +418,36 @@ fn content_length(value: &[u8]) -> Option<u64> {
 /// Whether a route needs nothing the fast path leaves to `proxy`.
 fn plain(route: &Route<'_>, host: &str, https_port: Option<u16>) -> bool {
     let p = &route.policy;
-    p.rate_limiter.is_none()
-        && p.connection_limiter.is_none()
-        && p.policy.allow.is_none()
-        && p.policy.affinity.is_none()
+    p.policy.affinity.is_none()
         && route.rewritten.is_none()
         && p.policy.backend_protocol == BackendProtocol::Http
         && !(https_port.is_some() && RouteTable::redirects_to_https(route, host))
+}
+
+/// The route's limits, in `proxy`'s order: allow-list (403), requests per second and requests
+/// in flight per client (503, as ingress-nginx), body size (413). The client is the peer: a
+/// trusted proxy's connections are not on the fast path.
+fn admit<'r>(route: &'r Route<'_>, request: &Request<'_>) -> Result<Option<ConcurrencyGuard<'r>>, ProxyError> {
+    let p = &route.policy;
+    let client = request.peer.ip();
+    if let Some(allow) = &p.policy.allow
+        && !allow.iter().any(|net| net.contains(&client))
+    {
+        return Err(ProxyError::Forbidden);
+    }
+    if let Some(limiter) = &p.rate_limiter
+        && !limiter.allow(client)
+    {
+        return Err(ProxyError::RateLimited);
+    }
+    let slot = match &p.connection_limiter {
+        Some(limiter) => Some(limiter.acquire(client).ok_or(ProxyError::RateLimited)?),
+        None => None,
+    };
+    if p.policy.body_limit.is_some_and(|limit| request.body_len > limit) {
+        return Err(ProxyError::TooLarge);
+    }
+    Ok(slot)
 }
 
 enum Handled {
@@ -454,21 +479,14 @@ async fn handle(proxy: &Proxy, request: Request<'_>, stream: &mut TcpStream) -> 
     let outcome = match &route {
         None => Err(Failure::Proxy(ProxyError::NoRoute)),
         Some(route) if !plain(route, request.host, proxy.https_port) => return Handled::HandOff,
-        Some(route)
-            if route
-                .policy
-                .policy
-                .body_limit
-                .is_some_and(|limit| request.body_len > limit) =>
-        {
-            seen.ingress = route.policy.ingress.clone();
-            seen.service = route.backend.name.clone();
-            Err(Failure::Proxy(ProxyError::TooLarge))
-        }
         Some(route) => {
             seen.ingress = route.policy.ingress.clone();
             seen.service = route.backend.name.clone();
-            exchange(proxy, route, &request, stream, &mut seen, started).await
+            match admit(route, &request) {
+                // The connection-limit slot is held until the exchange is over.
+                Ok(_slot) => exchange(proxy, route, &request, stream, &mut seen, started).await,
+                Err(error) => Err(Failure::Proxy(error)),
+            }
         }
     };
     match outcome {
