@@ -73,12 +73,17 @@ pub async fn serve(
     // This worker's own node: its connections register with it, not with one shared by all
     // workers (a lock every worker would take per request).
     let cancel = cancel.child_token();
+    // Bound to one address (a zone's portable IP), the local end of every connection is known:
+    // no `getsockname` per connection. Only a wildcard listener needs to ask.
+    let bound = listener.local_addr().ok().filter(|a| !a.ip().is_unspecified());
     loop {
         let (mut stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
             () = cancel.cancelled() => break,
         };
-        let Ok(local) = stream.local_addr() else { continue };
+        let Some(local) = bound.or_else(|| stream.local_addr().ok()) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         // Registered now, so shutdown also waits for connections still in their handshake
         // or on the fast path.
