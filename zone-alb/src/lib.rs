@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod error;
 pub mod fastpath;
 pub mod health;
+pub mod keepalive;
 pub mod kube_mode;
 pub mod lease;
 pub mod metrics;

@@ -7,14 +7,13 @@
 //! wait for one write to the backend to make progress, `read` the wait for the response head
 //! and then for each piece of the body.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -30,12 +29,8 @@ use tokio::time::Sleep;
 use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
+use crate::keepalive;
 use crate::proxy::{Body, BoxError};
-
-/// An idle connection unused for this long is closed rather than reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections kept per endpoint; more are closed when released (nginx's `keepalive`).
-const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
 /// Where a request goes: one endpoint, in plain HTTP or HTTPS.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -94,19 +89,17 @@ impl UpstreamError {
     }
 }
 
-type Idle = HashMap<Key, Vec<Conn>>;
+type Idle = keepalive::Idle<Key, Conn>;
 
 struct Conn {
     sender: SendRequest<Body>,
     /// The send timeout of the request in flight, read by the connection's writer.
     send_timeout: Arc<AtomicU64>,
-    idle_since: Instant,
 }
 
-impl Conn {
-    /// Still open at the backend's end and not idle too long to be trusted.
-    fn reusable(&self) -> bool {
-        !self.sender.is_closed() && self.idle_since.elapsed() < IDLE_TIMEOUT
+impl keepalive::Open for Conn {
+    fn is_open(&self) -> bool {
+        !self.sender.is_closed()
     }
 }
 
@@ -114,8 +107,7 @@ impl Conn {
 pub struct Upstreams {
     source_ip: Option<IpAddr>,
     tls: TlsConnector,
-    /// Held only to push or pop one connection, never across an await.
-    idle: Arc<Mutex<Idle>>,
+    idle: Arc<Idle>,
     /// Connections opened, for the reuse figure (new connections per request).
     opened: Counter,
 }
@@ -124,16 +116,10 @@ impl Upstreams {
     /// `source_ip` binds upstream connections to the ALB's own address, so backends see the
     /// zone's IP as the peer (REMOTE_ADDR), as behind a cloud ALB.
     pub fn new(source_ip: Option<IpAddr>, opened: Counter) -> Self {
-        let idle = Arc::new(Mutex::new(Idle::new()));
-        let weak = Arc::downgrade(&idle);
-        // Without a runtime (unit tests building a proxy) nothing needs sweeping.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(sweep(weak));
-        }
         Self {
             source_ip,
             tls: TlsConnector::from(Arc::new(insecure_client_config())),
-            idle,
+            idle: Idle::new(),
             opened,
         }
     }
@@ -142,7 +128,7 @@ impl Upstreams {
     /// releases the connection for reuse when it ends.
     pub async fn send(&self, key: Key, req: Request<Body>, t: Timeouts) -> Result<Response<Body>, UpstreamError> {
         let mut req = req;
-        if let Some(mut conn) = self.checkout(key) {
+        if let Some(mut conn) = self.idle.checkout(key) {
             // A backend may close a kept-alive connection at any moment; a request it never saw
             // comes back and goes out on a new connection.
             if conn.sender.ready().await.is_ok() {
@@ -170,19 +156,6 @@ impl Upstreams {
     /// Connections opened so far.
     pub fn opened(&self) -> u64 {
         self.opened.get()
-    }
-
-    fn checkout(&self, key: Key) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
-        let list = idle.get_mut(&key)?;
-        // Most recently used first: its socket is the warmest and the least likely to have
-        // been closed by the backend's own keep-alive timeout.
-        while let Some(conn) = list.pop() {
-            if conn.reusable() {
-                return Some(conn);
-            }
-        }
-        None
     }
 
     async fn connect(&self, key: Key, t: Timeouts) -> Result<Conn, UpstreamError> {
@@ -217,11 +190,7 @@ impl Upstreams {
                 tracing::debug!(%error, "upstream connection ended with an error");
             }
         });
-        Ok(Conn {
-            sender,
-            send_timeout,
-            idle_since: Instant::now(),
-        })
+        Ok(Conn { sender, send_timeout })
     }
 
     fn hand_out(&self, key: Key, conn: Conn, resp: Response<Incoming>, read: Duration) -> Response<Body> {
@@ -269,7 +238,7 @@ pub async fn connect_tcp(addr: SocketAddr, source_ip: Option<IpAddr>) -> io::Res
 struct Pooled {
     body: Incoming,
     conn: Option<Conn>,
-    pool: Weak<Mutex<Idle>>,
+    pool: Weak<Idle>,
     key: Key,
     read: Duration,
     /// Running while the backend keeps us waiting for the next piece of the body.
@@ -278,19 +247,9 @@ struct Pooled {
 
 impl Pooled {
     fn release(&mut self) {
-        let (Some(mut conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) else {
-            return;
-        };
-        conn.idle_since = Instant::now();
-        let mut idle = pool.lock().unwrap_or_else(|poison| poison.into_inner());
-        let list = idle.entry(self.key).or_default();
-        if list.len() >= MAX_IDLE_PER_ENDPOINT {
-            list.retain(Conn::reusable);
-            if list.len() >= MAX_IDLE_PER_ENDPOINT {
-                list.remove(0); // the longest idle
-            }
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
+            pool.release(self.key, conn);
         }
-        list.push(conn);
     }
 }
 
@@ -404,21 +363,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
     }
 }
 
-/// Closes idle connections that expired or that the backend closed, so an endpoint that is
-/// never used again does not keep sockets open.
-async fn sweep(idle: Weak<Mutex<Idle>>) {
-    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 2);
-    loop {
-        tick.tick().await;
-        let Some(idle) = idle.upgrade() else { return };
-        let mut idle = idle.lock().unwrap_or_else(|poison| poison.into_inner());
-        idle.retain(|_, list| {
-            list.retain(Conn::reusable);
-            !list.is_empty()
-        });
-    }
-}
-
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -481,6 +425,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
 mod tests {
     use super::*;
     use crate::proxy::{empty, full};
+    use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 

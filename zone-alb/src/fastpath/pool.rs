@@ -2,23 +2,19 @@
 //! requests. Each worker has its own pool, so a connection is only ever used by the thread
 //! that opened it.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
+use crate::keepalive;
 use crate::upstream::{self, UpstreamError};
 
-/// An idle connection unused for this long is closed rather than reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections kept per endpoint; more are closed when released (nginx's `keepalive`).
-const MAX_IDLE_PER_ENDPOINT: usize = 128;
 /// Read buffer of one upstream connection: a whole small response in one read, and large
 /// bodies relayed in pieces of this size.
 pub const READ_BUFFER: usize = 16 * 1024;
@@ -27,50 +23,40 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Bytes read from the backend and not yet relayed.
     pub buf: BytesMut,
-    idle_since: Instant,
     /// Taken from the pool rather than just opened: the backend may have closed it meanwhile.
     pub reused: bool,
 }
 
-impl Conn {
-    /// Not expired, and the backend has sent nothing since the last response ended: data or
-    /// a FIN there means it closed the connection (or broke the protocol).
-    fn reusable(&self) -> bool {
-        if self.idle_since.elapsed() >= IDLE_TIMEOUT {
-            return false;
-        }
-        // The readiness the event loop has already seen; no system call.
+impl keepalive::Open for Conn {
+    /// The backend has sent nothing since the last response ended: data or a FIN there means
+    /// it closed the connection (or broke the protocol). This is the readiness the event loop
+    /// has already seen: no system call.
+    fn is_open(&self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         self.stream.poll_read_ready(&mut cx).is_pending()
     }
 }
 
-type Idle = HashMap<SocketAddr, Vec<Conn>>;
-
 /// All fast-path upstream connections of one worker.
 pub struct Pool {
     source_ip: Option<IpAddr>,
-    /// Held only to push or pop one connection, never across an await.
-    idle: Arc<Mutex<Idle>>,
+    idle: Arc<keepalive::Idle<SocketAddr, Conn>>,
     opened: Counter,
 }
 
 impl Pool {
     pub fn new(source_ip: Option<IpAddr>, opened: Counter) -> Self {
-        let idle = Arc::new(Mutex::new(Idle::new()));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(sweep(Arc::downgrade(&idle)));
-        }
         Self {
             source_ip,
-            idle,
+            idle: keepalive::Idle::new(),
             opened,
         }
     }
 
     /// An idle connection to `addr`, or a new one.
     pub async fn get(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<Conn, UpstreamError> {
-        if let Some(conn) = self.checkout(addr) {
+        if let Some(mut conn) = self.idle.checkout(addr) {
+            conn.reused = true;
             return Ok(conn);
         }
         self.connect(addr, connect_timeout).await
@@ -86,53 +72,13 @@ impl Pool {
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(READ_BUFFER),
-            idle_since: Instant::now(),
             reused: false,
         })
     }
 
-    fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
-        let list = idle.get_mut(&addr)?;
-        // Most recently used first: the warmest socket, the least likely to have been closed
-        // by the backend's own keep-alive timeout.
-        while let Some(mut conn) = list.pop() {
-            if conn.reusable() {
-                conn.reused = true;
-                return Some(conn);
-            }
-        }
-        None
-    }
-
     /// Returns a connection whose exchange ended cleanly, with nothing left unread.
-    pub fn release(&self, addr: SocketAddr, mut conn: Conn) {
-        conn.idle_since = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
-        let list = idle.entry(addr).or_default();
-        if list.len() >= MAX_IDLE_PER_ENDPOINT {
-            list.retain(Conn::reusable);
-            if list.len() >= MAX_IDLE_PER_ENDPOINT {
-                list.remove(0); // the longest idle
-            }
-        }
-        list.push(conn);
-    }
-}
-
-/// Closes idle connections that expired or that the backend closed, so an endpoint that is
-/// never used again does not keep sockets open.
-async fn sweep(idle: Weak<Mutex<Idle>>) {
-    let period = IDLE_TIMEOUT / 2;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    loop {
-        tick.tick().await;
-        let Some(idle) = idle.upgrade() else { return };
-        let mut idle = idle.lock().unwrap_or_else(|poison| poison.into_inner());
-        idle.retain(|_, list| {
-            list.retain(Conn::reusable);
-            !list.is_empty()
-        });
+    pub fn release(&self, addr: SocketAddr, conn: Conn) {
+        self.idle.release(addr, conn);
     }
 }
 
@@ -168,15 +114,8 @@ mod tests {
         pool.release(addr, conn);
         assert_eq!(pool.opened.get(), 1);
         drop(server_side);
-        // Let the event loop see the FIN.
-        for _ in 0..50 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            let mut cx = Context::from_waker(Waker::noop());
-            let idle = pool.idle.lock().unwrap();
-            if idle[&addr][0].stream.poll_read_ready(&mut cx).is_ready() {
-                break;
-            }
-        }
+        // Let the event loop see the FIN (on loopback it is there at once).
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let conn = pool.get(addr, Duration::from_secs(1)).await.unwrap();
         assert!(!conn.reused, "a closed connection was reused");
         assert_eq!(pool.opened.get(), 2);
