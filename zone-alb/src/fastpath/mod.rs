@@ -68,9 +68,15 @@ impl Spare {
     }
 
     fn give(&self, mut buf: BytesMut) {
+        if buf.capacity() == 0 {
+            return;
+        }
         buf.clear();
+        // Requests taken from its front shrank its view; this takes the space back (in place:
+        // the buffer is empty and ours alone).
+        buf.reserve(CLIENT_READ);
         // Only the usual size: a buffer grown for a huge head is not kept.
-        if buf.capacity() < CLIENT_READ || buf.capacity() > 2 * CLIENT_READ {
+        if buf.capacity() > 2 * CLIENT_READ {
             return;
         }
         let mut spare = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
@@ -981,6 +987,25 @@ mod tests {
             Prepared::HandOff => None,
             Prepared::Incomplete => Some("incomplete".into()),
         }
+    }
+
+    #[test]
+    fn spare_buffers_come_back_whole_and_are_handed_out_again() {
+        let spare = Spare::default();
+        let mut buf = spare.take();
+        let at = buf.as_ptr();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        buf.advance(buf.len());
+        spare.give(buf);
+        assert_eq!(spare.0.lock().unwrap().len(), 1, "kept");
+        let again = spare.take();
+        assert_eq!(again.as_ptr(), at, "the same allocation");
+        assert!(again.is_empty() && again.capacity() >= CLIENT_READ);
+        // A buffer grown for a huge head is freed, not kept.
+        let mut big = BytesMut::with_capacity(MAX_HEADER_BYTES);
+        big.extend_from_slice(b"x");
+        spare.give(big);
+        assert_eq!(spare.0.lock().unwrap().len(), 0);
     }
 
     #[test]
