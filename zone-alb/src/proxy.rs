@@ -174,13 +174,9 @@ impl Proxy {
     pub(crate) fn failed(&self, err: &ProxyError, seen: &Seen, request: &RequestLine<'_>) -> StatusCode {
         let status = err.status();
         if status.is_server_error() && !matches!(err, ProxyError::RateLimited) {
-            let RequestLine {
-                peer,
-                method,
-                host,
-                path,
-            } = request;
-            tracing::warn!(%peer, %method, %host, %path, status = status.as_u16(), error = %err, "request failed");
+            let r = request;
+            tracing::warn!(peer = %r.peer, method = %r.method, host = %r.host, path = %r.path,
+                status = status.as_u16(), error = %err, "request failed");
         }
         let kind = match err {
             ProxyError::Upstream(_, e) if e.is_connect() => Some("connect"),
@@ -222,15 +218,10 @@ impl Proxy {
             })
             .observe(elapsed.as_secs_f64());
         if self.access_sample > 0.0 && (self.access_sample >= 1.0 || rand::random::<f64>() < self.access_sample) {
-            let RequestLine {
-                peer,
-                method,
-                host,
-                path,
-            } = request;
+            let r = request;
             tracing::info!(
                 target: "access",
-                %peer, %method, %host, %path, status,
+                peer = %r.peer, method = %r.method, host = %r.host, path = %r.path, status,
                 ms = elapsed.as_secs_f64() * 1000.0,
                 ingress = %labels.ingress,
                 upstream = %seen.upstream.map_or_else(String::new, |u| u.to_string()),
