@@ -16,9 +16,9 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
-use crate::annotations::BackendProtocol;
+use crate::annotations::{BackendProtocol, CookieAffinity};
 use crate::metrics::{IngressLabels, Metrics, RequestLabels, UpstreamLabels, status_class};
-use crate::router::RouteTable;
+use crate::router::{Backend, RouteTable};
 use crate::upstream::{Key, Timeouts, UpstreamError, Upstreams};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -300,13 +300,7 @@ impl Proxy {
             .affinity
             .as_ref()
             .and_then(|a| cookie(req.headers(), &a.name))
-            .and_then(|value| {
-                backend
-                    .endpoints
-                    .iter()
-                    .position(|ep| affinity_value(ep) == value)
-                    .map(|i| backend.take(i))
-            });
+            .and_then(|value| sticky_endpoint(backend, value));
         let index = match sticky {
             Some(i) => i,
             None => backend
@@ -426,22 +420,9 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         if let Some(affinity) = &policy.affinity
             && sticky.is_none()
+            && let Ok(v) = HeaderValue::from_str(&affinity_cookie(affinity, &endpoint))
         {
-            let mut cookie = format!(
-                "{}={}; Path={}; HttpOnly",
-                affinity.name,
-                affinity_value(&endpoint),
-                affinity.path.as_deref().unwrap_or("/")
-            );
-            if let Some(age) = affinity.max_age {
-                cookie.push_str(&format!("; Max-Age={age}"));
-            }
-            if let Some(samesite) = &affinity.samesite {
-                cookie.push_str(&format!("; SameSite={samesite}"));
-            }
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                parts.headers.append(header::SET_COOKIE, v);
-            }
+            parts.headers.append(header::SET_COOKIE, v);
         }
         Ok(Response::from_parts(parts, body))
     }
@@ -539,6 +520,33 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// The endpoint an affinity cookie's value names, if it is still one of the backend's (counted
+/// as picked, for the balancer's in-flight figures).
+pub(crate) fn sticky_endpoint(backend: &Backend, value: &str) -> Option<usize> {
+    backend
+        .endpoints
+        .iter()
+        .position(|ep| affinity_value(ep) == value)
+        .map(|i| backend.take(i))
+}
+
+/// The Set-Cookie value that pins a client to `endpoint` (ingress-nginx's attributes).
+pub(crate) fn affinity_cookie(affinity: &CookieAffinity, endpoint: &SocketAddr) -> String {
+    let mut cookie = format!(
+        "{}={}; Path={}; HttpOnly",
+        affinity.name,
+        affinity_value(endpoint),
+        affinity.path.as_deref().unwrap_or("/")
+    );
+    if let Some(age) = affinity.max_age {
+        cookie.push_str(&format!("; Max-Age={age}"));
+    }
+    if let Some(samesite) = &affinity.samesite {
+        cookie.push_str(&format!("; SameSite={samesite}"));
+    }
+    cookie
 }
 
 /// The affinity cookie's value for an endpoint: a stable hash, so every zone's ALB (same build,

@@ -1,15 +1,15 @@
 //! The HTTP/1.1 fast path for plain-HTTP connections: the common exchange (a request without
-//! a body or with a `Content-Length` one, to a route whose policy is at most limits and
-//! allow-lists) parsed with `httparse`, sent to a pooled backend connection as one write and
-//! answered with one write, bodies relayed as they arrive. It does what nginx does per request
-//! and no more: no header map, no channel between tasks, no second task per upstream
-//! connection.
+//! a body or with a `Content-Length` one, to a route whose policy is at most limits,
+//! allow-lists and cookie affinity) parsed with `httparse`, sent to a pooled backend connection
+//! as one write and answered with one write, bodies relayed as they arrive. It does what nginx
+//! does per request and no more: no header map, no channel between tasks, no second task per
+//! upstream connection.
 //!
 //! Everything else is hyper's: the first request the fast path does not take (a chunked body,
 //! `Expect`, an upgrade, HTTP/1.0, a malformed or oversized head, a trusted peer's forwarding
-//! headers, a route with affinity, rewrites, redirects or HTTPS backends) hands the
-//! connection, with the bytes already read, to hyper's server for the rest of its life. So
-//! each behaviour has one full implementation (`proxy`), and this one only where it is simple.
+//! headers, a route with rewrites, redirects or HTTPS backends) hands the connection, with the
+//! bytes already read, to hyper's server for the rest of its life. So each behaviour has one
+//! full implementation (`proxy`), and this one only where it is simple.
 
 pub mod framing;
 pub mod pool;
@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::annotations::BackendProtocol;
-use crate::proxy::{MAX_ATTEMPTS, Proxy, ProxyError, RequestLine, Seen, request_id};
+use crate::proxy::{MAX_ATTEMPTS, Proxy, ProxyError, RequestLine, Seen, affinity_cookie, request_id, sticky_endpoint};
 use crate::ratelimit::ConcurrencyGuard;
 use crate::router::{Route, RouteTable};
 use crate::upstream::UpstreamError;
@@ -52,6 +52,8 @@ const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 const CLIENT_READ: usize = 4096;
 /// Names listed in a request's Connection header that can be removed; more go to hyper.
 const MAX_LISTED: usize = 8;
+/// Cookie fields of one request (HTTP/1.1 clients send one); more go to hyper.
+const MAX_COOKIE_FIELDS: usize = 4;
 
 /// Request-head buffers between uses, per worker: a connection holds one only while a request
 /// is arriving or in flight, and taking one back costs no allocation.
@@ -246,6 +248,8 @@ struct Request<'b> {
     body_len: u64,
     /// The part of the body that came with the head; the rest is still on the socket.
     body_read: &'b [u8],
+    /// The values of its Cookie fields, for session affinity.
+    cookies: [&'b [u8]; MAX_COOKIE_FIELDS],
 }
 
 impl Request<'_> {
@@ -259,8 +263,21 @@ impl Request<'_> {
     fn streams_body(&self) -> bool {
         (self.body_read.len() as u64) < self.body_len
     }
+
+    /// The value of cookie `name`, if the client sent it.
+    fn cookie(&self, name: &str) -> Option<&'_ str> {
+        self.cookies
+            .iter()
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
 }
 
+// Short-lived, on the stack: boxing the request would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Prepared<'b> {
     Incomplete,
     HandOff,
@@ -330,6 +347,8 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8]) -> Prepared<'b
     let mut has_id = false;
     let mut listed: [&[u8]; MAX_LISTED] = [&[]; MAX_LISTED];
     let mut listed_len = 0;
+    let mut cookies: [&[u8]; MAX_COOKIE_FIELDS] = [&[]; MAX_COOKIE_FIELDS];
+    let mut cookie_count = 0;
     for field in req.headers.iter() {
         let name = field.name;
         let is = |n: &str| name.eq_ignore_ascii_case(n);
@@ -359,6 +378,12 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8]) -> Prepared<'b
             }
         } else if is("x-request-id") {
             has_id = true;
+        } else if is("cookie") {
+            if cookie_count == MAX_COOKIE_FIELDS {
+                return Prepared::HandOff;
+            }
+            cookies[cookie_count] = field.value;
+            cookie_count += 1;
         }
     }
     // HTTP/1.1 requires Host; hyper decides what to do without one.
@@ -404,6 +429,7 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8]) -> Prepared<'b
         peer,
         upstream_head: head,
         body_len: body_len.unwrap_or(0),
+        cookies,
         body_read: &buf[len..buf
             .len()
             .min(len.saturating_add(usize::try_from(body_len.unwrap_or(0)).unwrap_or(usize::MAX)))],
@@ -424,8 +450,7 @@ fn content_length(value: &[u8]) -> Option<u64> {
 /// Whether a route needs nothing the fast path leaves to `proxy`.
 fn plain(route: &Route<'_>, host: &str, https_port: Option<u16>) -> bool {
     let p = &route.policy;
-    p.policy.affinity.is_none()
-        && route.rewritten.is_none()
+    route.rewritten.is_none()
         && p.policy.backend_protocol == BackendProtocol::Http
         && !(https_port.is_some() && RouteTable::redirects_to_https(route, host))
 }
@@ -555,7 +580,14 @@ async fn exchange(
     let backend = route.backend;
     let policy = &route.policy.policy;
     let no_endpoint = || Failure::Proxy(ProxyError::NoEndpoint(backend.name.clone()));
-    let mut index = backend.pick().ok_or_else(no_endpoint)?;
+    let affinity = policy.affinity.as_ref();
+    let sticky = affinity
+        .and_then(|a| request.cookie(&a.name))
+        .and_then(|value| sticky_endpoint(backend, value));
+    let mut index = match sticky {
+        Some(index) => index,
+        None => backend.pick().ok_or_else(no_endpoint)?,
+    };
     let attempts = if request.idempotent && request.body_len == 0 {
         backend.endpoints.len().min(MAX_ATTEMPTS)
     } else {
@@ -596,9 +628,13 @@ async fn exchange(
     };
     let close = request.close || head.framing == Framing::UntilClose;
     let mut out = head.client_head;
+    if let Some(affinity) = affinity
+        && sticky.is_none()
+    {
+        add_field(&mut out, "set-cookie", &affinity_cookie(affinity, &endpoint));
+    }
     if close {
-        out.truncate(out.len() - 2);
-        out.extend_from_slice(b"connection: close\r\n\r\n");
+        add_field(&mut out, "connection", "close");
     }
     let read_timeout = policy.read_timeout;
     // The first piece of the body usually came with the head: one write for both.
@@ -664,6 +700,18 @@ async fn exchange(
         elapsed,
         close,
     })
+}
+
+/// Adds a field at the end of a head (before its empty line). A value with control characters
+/// is not added (ours are checked when annotations are parsed; this keeps it so).
+fn add_field(head: &mut Vec<u8>, name: &str, value: &str) {
+    if value.bytes().any(|b| b.is_ascii_control()) {
+        return;
+    }
+    head.truncate(head.len() - 2);
+    for part in [name, ": ", value, "\r\n\r\n"] {
+        head.extend_from_slice(part.as_bytes());
+    }
 }
 
 /// Writes the request head on a pooled (or new) connection to `endpoint` and reads the
@@ -1076,6 +1124,22 @@ mod tests {
         assert_eq!(content_length(b" 42 "), Some(42));
         assert_eq!(content_length(b"99999999999999999999"), None);
         assert_eq!(content_length(b""), None);
+    }
+
+    #[test]
+    fn cookies_are_found_in_every_cookie_field() {
+        let peer = "127.0.0.77:5000".parse().unwrap();
+        let fields = forwarded_fields(peer, "127.0.10.2:8080".parse().unwrap());
+        let raw = "GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1; route=abc\r\nCookie: x=2\r\n\r\n";
+        let Prepared::Request(r) = prepare(raw.as_bytes(), peer, &fields) else {
+            panic!("not taken");
+        };
+        assert_eq!(
+            (r.cookie("route"), r.cookie("x"), r.cookie("rout")),
+            (Some("abc"), Some("2"), None)
+        );
+        let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "Cookie: a=1\r\n".repeat(5));
+        assert!(matches!(prepare(many.as_bytes(), peer, &fields), Prepared::HandOff));
     }
 
     fn response(raw: &str, head_request: bool) -> Result<ResponseHead, String> {
