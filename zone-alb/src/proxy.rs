@@ -512,10 +512,13 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// The value of cookie `name` in the request, if any.
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    cookie_in(headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes), name)
+}
+
+/// The value of cookie `name` in these Cookie field values, if any.
+pub(crate) fn cookie_in<'v>(values: impl Iterator<Item = &'v [u8]>, name: &str) -> Option<&'v str> {
+    values
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)

@@ -19,6 +19,12 @@ use crate::fastpath::{self, Rewound};
 use crate::proxy::{Proxy, Scheme};
 use crate::proxy_protocol;
 
+/// A client must send a request's head within this time (also the idle keep-alive timeout).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Heads larger than this get 431 (the fast path leaves them to hyper, which says so).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Heads with more fields than this get 431.
+pub const MAX_HEADERS: usize = 100;
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that has not finished its TLS handshake by then is dropped.
@@ -60,13 +66,13 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         // Also bounds how long an idle keep-alive connection waits for its next request.
-        .header_read_timeout(fastpath::HEADER_READ_TIMEOUT)
-        .max_buf_size(fastpath::MAX_HEADER_BYTES)
-        .max_headers(fastpath::MAX_HEADERS);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(fastpath::MAX_HEADER_BYTES as u32);
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     // Shared, not copied into every connection (it is a few hundred bytes).
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();

@@ -29,19 +29,16 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::annotations::BackendProtocol;
-use crate::proxy::{MAX_ATTEMPTS, Proxy, ProxyError, RequestLine, Seen, affinity_cookie, request_id, sticky_endpoint};
+use crate::proxy::{
+    MAX_ATTEMPTS, Proxy, ProxyError, RequestLine, Seen, affinity_cookie, cookie_in, request_id, sticky_endpoint,
+};
 use crate::ratelimit::ConcurrencyGuard;
 use crate::router::{Route, RouteTable};
+use crate::server::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, MAX_HEADERS};
 use crate::upstream::UpstreamError;
 use framing::{Chunks, Framing};
 use pool::Conn;
 
-/// A client must send a request's head within this time (also the idle keep-alive timeout).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Request and response heads larger than this are not taken (hyper answers 431).
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Heads with more fields than this are not taken (hyper answers 431).
-pub const MAX_HEADERS: usize = 100;
 /// A client that accepts nothing of its response for this long is dropped (nginx's
 /// `send_timeout`).
 const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -266,13 +263,7 @@ impl Request<'_> {
 
     /// The value of cookie `name`, if the client sent it.
     fn cookie(&self, name: &str) -> Option<&'_ str> {
-        self.cookies
-            .iter()
-            .filter_map(|v| std::str::from_utf8(v).ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
+        cookie_in(self.cookies.iter().copied(), name)
     }
 }
 
