@@ -81,6 +81,10 @@ pub struct Options {
     /// (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
+    /// Serve every plain-HTTP request through hyper's path instead of the HTTP/1.1 fast path
+    /// (for A/B measurements, and so tests can hold both paths to the same behaviour).
+    #[arg(long)]
+    pub no_fast_path: bool,
 }
 
 /// What one ALB compiled from the objects.
@@ -164,6 +168,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         metrics: metrics.clone(),
         access_sample: opts.access_log_sample,
         proxy_protocol: opts.proxy_protocol,
+        fast_path: !opts.no_fast_path,
     });
     let listeners = workers::Listeners {
         plain: listener,

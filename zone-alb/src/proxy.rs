@@ -94,6 +94,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Fraction of requests written to the access log (0 off, 1 all).
     access_sample: f64,
+    /// Plain connections start on the fast path; `false` gives them all to hyper.
+    pub(crate) fast_path: bool,
 }
 
 impl Proxy {
@@ -106,6 +108,7 @@ impl Proxy {
         https_port: Option<u16>,
         metrics: Arc<Metrics>,
         access_sample: f64,
+        fast_path: bool,
     ) -> Self {
         Self {
             table,
@@ -116,6 +119,7 @@ impl Proxy {
             https_port,
             metrics,
             access_sample,
+            fast_path,
         }
     }
 

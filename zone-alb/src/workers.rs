@@ -37,6 +37,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub access_sample: f64,
     pub proxy_protocol: bool,
+    /// Plain connections start on the HTTP/1.1 fast path (else hyper serves them all).
+    pub fast_path: bool,
 }
 
 /// Listening sockets, one per worker (non-blocking).
@@ -127,6 +129,7 @@ async fn serve(
         shared.https_port,
         shared.metrics.clone(),
         shared.access_sample,
+        shared.fast_path,
     ));
     // Registering with this runtime's reactor only fails when the process is out of resources;
     // the other workers keep serving.
