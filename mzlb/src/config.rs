@@ -31,6 +31,8 @@ pub struct AlbConfig {
     /// `spec.enabled` in the manifest; an operator's choice in the state dir overrides it.
     pub enabled: bool,
     pub health: HealthSpec,
+    /// The `Host` probes send: `albhealth.<subdomain>`, the one host the ALB answers itself.
+    pub health_host: String,
 }
 
 impl AlbConfig {
@@ -89,6 +91,7 @@ pub fn configs(objects: &Objects) -> Result<(Vec<ClusterConfig>, Vec<AlbConfig>)
                 Some(o) => cluster.spec.health.with(o),
                 None => cluster.spec.health.clone(),
             },
+            health_host: cluster.health_host(),
         };
         if !addrs.insert(config.addr()) {
             return Err(Error::Config {

@@ -109,7 +109,7 @@ mod tests {
             albs.iter().map(|a| a.ip.to_string()).collect::<Vec<_>>(),
             ["127.0.10.1", "127.0.10.2", "127.0.10.3"]
         );
-        let table = zone_alb::router::RouteTable::compile(&objects, "mzlb", "zone-2").unwrap();
+        let table = zone_alb::router::RouteTable::compile(&objects, "mzlb", "zone-2", &Default::default()).unwrap();
         let route = table.lookup("demo.mzlb.test:8080", "/").unwrap();
         assert_eq!(
             route.backend.endpoints,

@@ -1,5 +1,6 @@
-//! Health checking: one task per ALB probes `GET /healthz` (or just connects) over its
-//! portable IP, each on its own timer so a slow ALB never delays the others; consecutive
+//! Health checking: one task per ALB probes `GET /healthz` with `Host: albhealth.<subdomain>`
+//! (the one host an ALB answers itself, so no tenant's path is shadowed), or just connects,
+//! over its portable IP, each on its own timer so a slow ALB never delays the others; consecutive
 //! success/failure thresholds (rise/fall, [`Hysteresis`]) keep one lost probe from moving DNS.
 
 use std::collections::HashMap;
@@ -75,9 +76,9 @@ pub fn spawn_checks(registry: Arc<Registry>, cancel: CancellationToken) {
             let albs = registry.albs();
             running.retain(|id, (old, stop)| {
                 // A new address or new probe settings restart the task; enabling does not.
-                let keep = albs
-                    .iter()
-                    .any(|a| &a.id == id && a.addr() == old.addr() && a.health == old.health);
+                let keep = albs.iter().any(|a| {
+                    &a.id == id && a.addr() == old.addr() && a.health == old.health && a.health_host == old.health_host
+                });
                 if !keep {
                     stop.cancel();
                 }
@@ -109,7 +110,7 @@ async fn check_loop(alb: AlbConfig, client: reqwest::Client, registry: Arc<Regis
         // or a hung ALB would take fall × (interval + timeout) to leave DNS.
         let started = tokio::time::Instant::now();
         let probe = match spec.mode {
-            ProbeMode::Http => probe_http(&client, &url, timeout).await,
+            ProbeMode::Http => probe_http(&client, &url, &alb.health_host, timeout).await,
             ProbeMode::Tcp => probe_tcp(alb.addr(), timeout).await,
         };
         registry.report(&alb.id, probe);
@@ -122,9 +123,14 @@ async fn check_loop(alb: AlbConfig, client: reqwest::Client, registry: Arc<Regis
     }
 }
 
-async fn probe_http(client: &reqwest::Client, url: &str, timeout: Duration) -> Probe {
+async fn probe_http(client: &reqwest::Client, url: &str, host: &str, timeout: Duration) -> Probe {
     let start = Instant::now();
-    let result = client.get(url).timeout(timeout).send().await;
+    let result = client
+        .get(url)
+        .header(reqwest::header::HOST, host)
+        .timeout(timeout)
+        .send()
+        .await;
     let latency = start.elapsed();
     match result {
         Ok(resp) if resp.status().is_success() => Probe::new(true, latency, resp.status().to_string()),

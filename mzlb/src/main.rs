@@ -78,6 +78,16 @@ enum Command {
         #[command(flatten)]
         kube: KubeOptions,
     },
+    /// Check a manifest directory as `serve` and the zone ALBs would read it: print every
+    /// finding (Ingresses refused, annotations that make routes fail closed or are ignored)
+    /// and exit non-zero if anything would be refused.
+    Check {
+        #[arg(long, value_name = "DIR")]
+        manifests: PathBuf,
+        /// The IngressClass the zone ALBs serve.
+        #[arg(long, default_value = zone_alb::router::DEFAULT_INGRESS_CLASS)]
+        ingress_class: String,
+    },
     /// Print the CustomResourceDefinitions (ZoneALB, MultiZoneCluster) as YAML, for
     /// `kubectl apply -f -`.
     Crd,
@@ -164,6 +174,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             zone_alb::telemetry::shutdown_signal().await;
             cancel.cancel();
             running.join().await;
+        }
+        Command::Check {
+            manifests,
+            ingress_class,
+        } => {
+            // Clusters and ALBs as `serve` reads them (this fails on the first broken one)...
+            let objects = zone_alb::source::dir::load(&manifests)?;
+            mzlb::registry::configs(&objects)?;
+            // ...then every Ingress finding, as the zone ALBs would report them.
+            let findings = zone_alb::check::findings(&objects, &ingress_class);
+            for finding in &findings {
+                println!("{finding}");
+            }
+            let errors = findings
+                .iter()
+                .filter(|f| f.severity == zone_alb::check::Severity::Error)
+                .count();
+            println!(
+                "{}: {} Ingress(es), {errors} error(s), {} warning(s)",
+                manifests.display(),
+                objects.ingresses.len(),
+                findings.len() - errors
+            );
+            anyhow::ensure!(errors == 0, "{errors} finding(s) would be refused");
         }
         Command::Crd => {
             use kube::CustomResourceExt;

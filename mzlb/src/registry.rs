@@ -562,6 +562,7 @@ mod tests {
                 cluster: "c".into(),
                 enabled: true,
                 health: HealthSpec::default(),
+                health_host: "albhealth.c.test".into(),
             },
             enabled,
             hysteresis,

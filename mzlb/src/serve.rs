@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use zone_alb::objects::Objects;
 use zone_alb::router::{DEFAULT_INGRESS_CLASS, RouteTable};
+use zone_alb::state::Store;
 
 use crate::error::Result;
 use crate::registry::{self, Registry};
@@ -47,7 +48,7 @@ pub fn load(manifests: &Path) -> Result<Objects> {
     let (_, albs) = registry::configs(&objects)?;
     // Refuse Ingresses the ALBs would refuse, so a broken directory fails here too.
     for alb in &albs {
-        RouteTable::compile(&objects, DEFAULT_INGRESS_CLASS, &alb.zone)?;
+        RouteTable::compile(&objects, DEFAULT_INGRESS_CLASS, &alb.zone, &Store::default())?;
     }
     Ok(objects)
 }

@@ -27,7 +27,7 @@ fn table(rules: usize) -> RouteTable {
     }
     let mut objects = Objects::default();
     load_str(&yaml, Path::new("bench.yaml"), &mut objects).expect("generated manifests parse");
-    RouteTable::compile(&objects, "mzlb", "z").expect("generated manifests compile")
+    RouteTable::compile(&objects, "mzlb", "z", &Default::default()).expect("generated manifests compile")
 }
 
 fn lookup(c: &mut Criterion) {

@@ -38,14 +38,10 @@ mod tests {
 
 /// Peak-EWMA with two random choices, as ingress-nginx's `ewma`: each endpoint keeps a
 /// decaying average of its response time; of two endpoints picked at random, the one with the
-/// lower `average × (in flight + 1)` wins. Lock-free: atomics only.
-#[derive(Debug)]
-pub struct Ewma {
-    stats: Vec<EndpointStats>,
-}
-
+/// lower `average × (in flight + 1)` wins. Lock-free: atomics only. The figures live with the
+/// endpoint's runtime state (`state::EndpointState`), so a new routing table keeps them.
 #[derive(Debug, Default)]
-struct EndpointStats {
+pub struct EwmaStats {
     /// Average response time in microseconds, as f64 bits.
     average: AtomicU64,
     /// When `average` was last updated, in microseconds since `epoch()`.
@@ -62,56 +58,44 @@ pub fn epoch_us() -> u64 {
     EPOCH.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
 }
 
-impl Ewma {
-    pub fn new(endpoints: usize) -> Self {
-        Self {
-            stats: (0..endpoints).map(|_| EndpointStats::default()).collect(),
+/// The index of the chosen one of `n` endpoints whose figures `stats` gives; counted in
+/// flight, the caller reports back with [`EwmaStats::finished`].
+pub fn pick_ewma<'s>(n: usize, stats: impl Fn(usize) -> &'s EwmaStats) -> Option<usize> {
+    let chosen = match n {
+        0 => return None,
+        1 => 0,
+        _ => {
+            let a = rand::random_range(0..n);
+            let b = (a + rand::random_range(1..n)) % n;
+            if stats(a).score() <= stats(b).score() { a } else { b }
         }
+    };
+    stats(chosen).started();
+    Some(chosen)
+}
+
+impl EwmaStats {
+    /// Counts a request as in flight.
+    pub fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The index of the chosen endpoint; the caller reports back with [`Ewma::finished`].
-    pub fn pick(&self) -> Option<usize> {
-        let n = self.stats.len();
-        let chosen = match n {
-            0 => return None,
-            1 => 0,
-            _ => {
-                let a = rand::random_range(0..n);
-                let b = (a + rand::random_range(1..n)) % n;
-                if self.score(a) <= self.score(b) { a } else { b }
-            }
-        };
-        self.started(chosen);
-        Some(chosen)
-    }
-
-    /// Counts a request to endpoint `i` as in flight.
-    pub fn started(&self, i: usize) {
-        if let Some(s) = self.stats.get(i) {
-            s.in_flight.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn score(&self, i: usize) -> f64 {
-        let s = &self.stats[i];
-        f64::from_bits(s.average.load(Ordering::Relaxed)) * (s.in_flight.load(Ordering::Relaxed) as f64 + 1.0)
+    fn score(&self) -> f64 {
+        f64::from_bits(self.average.load(Ordering::Relaxed)) * (self.in_flight.load(Ordering::Relaxed) as f64 + 1.0)
     }
 
     /// Undoes a pick that was not used.
-    pub fn cancel(&self, i: usize) {
-        if let Some(s) = self.stats.get(i) {
-            s.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
+    pub fn cancel(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Records a finished request (`latency` `None`: it failed; counted as slow).
-    pub fn finished(&self, i: usize, latency: Option<std::time::Duration>) {
-        let Some(s) = self.stats.get(i) else { return };
-        s.in_flight.fetch_sub(1, Ordering::Relaxed);
+    pub fn finished(&self, latency: Option<std::time::Duration>) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let now = epoch_us();
         let sample = latency.map_or(DECAY_US, |l| l.as_micros() as f64);
-        let then = s.updated.swap(now, Ordering::Relaxed);
-        let old = f64::from_bits(s.average.load(Ordering::Relaxed));
+        let then = self.updated.swap(now, Ordering::Relaxed);
+        let old = f64::from_bits(self.average.load(Ordering::Relaxed));
         let weight = (-((now.saturating_sub(then)) as f64) / DECAY_US).exp();
         // Peak-sensitive: a slower sample replaces the average at once.
         let new = if sample > old {
@@ -119,7 +103,7 @@ impl Ewma {
         } else {
             old * weight + sample * (1.0 - weight)
         };
-        s.average.store(new.to_bits(), Ordering::Relaxed);
+        self.average.store(new.to_bits(), Ordering::Relaxed);
     }
 }
 
@@ -130,11 +114,11 @@ mod ewma_tests {
 
     #[test]
     fn prefers_the_faster_endpoint() {
-        let ewma = Ewma::new(2);
+        let stats = [EwmaStats::default(), EwmaStats::default()];
         // Endpoint 0 answers in 50 ms, endpoint 1 in 1 ms.
         let serve = || {
-            let i = ewma.pick().unwrap();
-            ewma.finished(i, Some(Duration::from_millis(if i == 0 { 50 } else { 1 })));
+            let i = pick_ewma(2, |i| &stats[i]).unwrap();
+            stats[i].finished(Some(Duration::from_millis(if i == 0 { 50 } else { 1 })));
             i
         };
         for _ in 0..5 {

@@ -38,6 +38,8 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0} finding(s) would be refused")]
+    Check(usize),
     #[error("cannot start worker {index}: {source}")]
     Worker { index: usize, source: std::io::Error },
 }

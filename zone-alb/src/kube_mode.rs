@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::objects::Objects;
 use crate::router::{IngressReport, RouteTable};
 use crate::source::kube_watch::{self, KubeOptions, Scope, Watched};
+use crate::state::Store;
 use crate::{Loaded, Options, lease};
 
 /// The controller name in our IngressClass and in events.
@@ -57,11 +58,11 @@ impl Kube {
 
     /// Waits for the first complete lists and a table that compiles (our ZoneALB may be
     /// created after us).
-    pub async fn first_load(&mut self, opts: &Options) -> Result<Loaded> {
+    pub async fn first_load(&mut self, opts: &Options, state: &Store) -> Result<Loaded> {
         self.watched.ready(SYNC_TIMEOUT).await?;
         let mut last_error = String::new();
         loop {
-            match compile(&self.watched.snapshot(), opts) {
+            match compile(&self.watched.snapshot(), opts, state) {
                 Ok(loaded) => return Ok(loaded),
                 Err(error) => {
                     let text = error.to_string();
@@ -81,7 +82,13 @@ impl Kube {
 
     /// Rebuilds the table on every change (debounced) until `cancel`, recording events and,
     /// when elected, writing Ingress status.
-    pub async fn follow(mut self, opts: Options, table: Arc<ArcSwap<RouteTable>>, cancel: CancellationToken) {
+    pub async fn follow(
+        mut self,
+        opts: Options,
+        table: Arc<ArcSwap<RouteTable>>,
+        state: Arc<Store>,
+        cancel: CancellationToken,
+    ) {
         let recorder = Recorder::new(
             self.client.clone(),
             Reporter {
@@ -105,7 +112,7 @@ impl Kube {
                 tokio::select! {
                     r = self.watched.changes.changed() => if r.is_err() { return },
                     r = leader.changed() => if r.is_err() { return },
-                    _ = housekeeping.tick() => { table.load().housekeeping(); continue }
+                    _ = housekeeping.tick() => { state.sweep(); continue }
                     () = cancel.cancelled() => return,
                 }
                 tokio::time::sleep(DEBOUNCE).await;
@@ -113,7 +120,7 @@ impl Kube {
             }
             first = false;
             let objects = self.watched.snapshot();
-            match compile(&objects, &opts) {
+            match compile(&objects, &opts, &state) {
                 Ok(loaded) => {
                     tracing::debug!(ingresses = loaded.table.ingresses, "routing table rebuilt");
                     for report in &loaded.table.reports {
@@ -133,8 +140,8 @@ impl Kube {
     }
 }
 
-fn compile(objects: &Objects, opts: &Options) -> Result<Loaded> {
-    crate::compile(objects, opts, "the API server", false)
+fn compile(objects: &Objects, opts: &Options, state: &Store) -> Result<Loaded> {
+    crate::compile(objects, opts, "the API server", false, state)
 }
 
 /// Creates our IngressClass if there is none; leaves one that exists alone (an administrator

@@ -11,23 +11,27 @@
 pub mod admin;
 pub mod annotations;
 pub mod balance;
+pub mod check;
 pub mod endpoints;
 pub mod error;
 pub mod fastpath;
-pub mod health;
 pub mod keepalive;
 pub mod kube_mode;
 pub mod lease;
 pub mod metrics;
 pub mod objects;
+pub(crate) mod policy;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod source;
+pub(crate) mod splice;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub(crate) mod upload;
 pub mod upstream;
 pub mod workers;
 
@@ -52,8 +56,12 @@ pub struct Options {
     #[command(flatten)]
     pub kube: source::kube_watch::KubeOptions,
     /// This ALB's ID: the name of its ZoneALB object.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", required_unless_present = "check", default_value = "")]
     pub alb_id: String,
+    /// Read the manifests, print every finding (Ingresses refused, annotations that make
+    /// routes fail closed or are ignored) and exit: non-zero if anything is refused.
+    #[arg(long, requires = "manifests")]
+    pub check: bool,
     /// Listen here instead of the ZoneALB's ip:port.
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<SocketAddr>,
@@ -85,6 +93,11 @@ pub struct Options {
     /// (for A/B measurements, and so tests can hold both paths to the same behaviour).
     #[arg(long)]
     pub no_fast_path: bool,
+    /// Forward request header fields whose names contain `_` (dropped by default, as nginx's
+    /// `underscores_in_headers off`: CGI and WSGI backends read `X_Forwarded_For` as
+    /// `X-Forwarded-For`).
+    #[arg(long)]
+    pub underscores_in_headers: bool,
 }
 
 /// What one ALB compiled from the objects.
@@ -95,15 +108,15 @@ pub struct Loaded {
     table: RouteTable,
 }
 
-fn load(opts: &Options, dir: &Path) -> Result<Loaded> {
+fn load(opts: &Options, dir: &Path, state: &state::Store) -> Result<Loaded> {
     let objects = source::dir::load(dir)?;
-    compile(&objects, opts, &dir.display().to_string(), true)
+    compile(&objects, opts, &dir.display().to_string(), true, state)
 }
 
 /// Compiles this ALB's table; `source` names where the objects came from, for errors.
 /// `strict`: one unservable Ingress fails the whole table (a manifest directory is one
 /// change); otherwise it is left out and reported.
-fn compile(objects: &Objects, opts: &Options, source: &str, strict: bool) -> Result<Loaded> {
+fn compile(objects: &Objects, opts: &Options, source: &str, strict: bool, state: &state::Store) -> Result<Loaded> {
     let alb = objects.zone_alb(&opts.alb_id).ok_or_else(|| {
         let known: Vec<_> = objects
             .zone_albs
@@ -117,16 +130,17 @@ fn compile(objects: &Objects, opts: &Options, source: &str, strict: bool) -> Res
         }
     })?;
     let mut table = if strict {
-        RouteTable::compile(objects, &opts.ingress_class, &alb.spec.zone)?
+        RouteTable::compile(objects, &opts.ingress_class, &alb.spec.zone, state)?
     } else {
-        RouteTable::compile_each(objects, &opts.ingress_class, &alb.spec.zone)
+        RouteTable::compile_each(objects, &opts.ingress_class, &alb.spec.zone, state)
     };
-    table.health_host = objects.cluster_of(alb).map(|c| {
-        format!(
-            "albhealth.{}",
-            c.spec.subdomain.trim_end_matches('.').to_ascii_lowercase()
-        )
-    });
+    table.health_host = objects.cluster_of(alb).map(objects::MultiZoneCluster::health_host);
+    if let Some(reserved) = table.health_host.as_deref()
+        && table.has_host(reserved)
+    {
+        let warning = format!("host {reserved} is reserved for the ALB's health checks; its rules are never served");
+        table.warnings.push(warning);
+    }
     Ok(Loaded {
         zone: alb.spec.zone.clone(),
         listen: opts.listen.unwrap_or(SocketAddr::new(alb.spec.ip, alb.spec.port)),
@@ -140,11 +154,16 @@ fn compile(objects: &Objects, opts: &Options, source: &str, strict: bool) -> Res
 /// Runs one zone ALB until `shutdown` resolves. Fails before listening if the manifests are
 /// broken; once serving, a broken reload is logged and the last good table keeps serving.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()> {
+    if opts.check {
+        return check_manifests(&opts);
+    }
+    // Limits and endpoint health live here, outside the routing tables, for the process's life.
+    let state = Arc::new(state::Store::default());
     let (loaded, kube) = match &opts.manifests {
-        Some(dir) => (load(&opts, dir)?, None),
+        Some(dir) => (load(&opts, dir, &state)?, None),
         None => {
             let mut kube = kube_mode::Kube::connect(&opts).await?;
-            (kube.first_load(&opts).await?, Some(kube))
+            (kube.first_load(&opts, &state).await?, Some(kube))
         }
     };
     let worker_count = opts.workers.map_or_else(workers::default_count, usize::from);
@@ -161,14 +180,17 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(workers::Shared {
         table: table.clone(),
-        // Upstream connections leave from the ALB's own address when it has one.
-        source_ip: Some(loaded.listen.ip()).filter(|ip| !ip.is_unspecified()),
-        trusted: opts.trusted_proxies.clone(),
-        https_port: loaded.listen_tls.map(|a| a.port()),
+        proxy: proxy::Settings {
+            // Upstream connections leave from the ALB's own address when it has one.
+            source_ip: Some(loaded.listen.ip()).filter(|ip| !ip.is_unspecified()),
+            trusted: opts.trusted_proxies.clone(),
+            https_port: loaded.listen_tls.map(|a| a.port()),
+            access_sample: opts.access_log_sample,
+            fast_path: !opts.no_fast_path,
+            underscores: opts.underscores_in_headers,
+        },
         metrics: metrics.clone(),
-        access_sample: opts.access_log_sample,
         proxy_protocol: opts.proxy_protocol,
-        fast_path: !opts.no_fast_path,
     });
     let listeners = workers::Listeners {
         plain: listener,
@@ -187,11 +209,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let cancel = tokio_util::sync::CancellationToken::new();
     let running = workers::start(listeners, &shared, &cancel)?;
     let reloader = match (kube, &opts.manifests) {
-        (Some(kube), _) => tokio::spawn(kube.follow(opts.clone(), table.clone(), cancel.clone())),
+        (Some(kube), _) => tokio::spawn(kube.follow(opts.clone(), table.clone(), state.clone(), cancel.clone())),
         (None, Some(dir)) => tokio::spawn(watch_manifests(
             opts.clone(),
             dir.clone(),
             table.clone(),
+            state.clone(),
             loaded.listen,
             cancel.clone(),
         )),
@@ -219,6 +242,30 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     Ok(())
 }
 
+/// `--check`: prints every finding for the manifest directory; fails if anything is refused.
+fn check_manifests(opts: &Options) -> Result<()> {
+    let dir = opts
+        .manifests
+        .as_deref()
+        .expect("clap requires --manifests with --check");
+    let objects = source::dir::load(dir)?;
+    let findings = check::findings(&objects, &opts.ingress_class);
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let errors = findings.iter().filter(|f| f.severity == check::Severity::Error).count();
+    println!(
+        "{}: {} Ingress(es), {errors} error(s), {} warning(s)",
+        dir.display(),
+        objects.ingresses.len(),
+        findings.len() - errors
+    );
+    if errors > 0 {
+        return Err(Error::Check(errors));
+    }
+    Ok(())
+}
+
 /// How often the manifest directory is checked for changes.
 const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -229,6 +276,7 @@ async fn watch_manifests(
     opts: Options,
     dir: PathBuf,
     table: Arc<ArcSwap<RouteTable>>,
+    state: Arc<state::Store>,
     listen: SocketAddr,
     cancel: tokio_util::sync::CancellationToken,
 ) {
@@ -242,13 +290,13 @@ async fn watch_manifests(
             () = cancel.cancelled() => return,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
-        table.load().housekeeping();
+        state.sweep();
         let now = source::dir::fingerprint(&dir).ok();
         if !forced && now == last {
             continue;
         }
         last = now;
-        match load(&opts, &dir) {
+        match load(&opts, &dir, &state) {
             Ok(loaded) => {
                 if loaded.listen != listen {
                     tracing::warn!(old = %listen, new = %loaded.listen, "the ALB's address changed; restart zone-alb to listen on the new one");

@@ -184,6 +184,17 @@ pub struct MultiZoneClusterSpec {
     pub drain_seconds: Option<u32>,
 }
 
+impl MultiZoneCluster {
+    /// `albhealth.<subdomain>`: the host reserved for the ALBs' own health answer (IBM's
+    /// convention). mzlb's probes send it; no tenant can be served under it.
+    pub fn health_host(&self) -> String {
+        format!(
+            "albhealth.{}",
+            self.spec.subdomain.trim_end_matches('.').to_ascii_lowercase()
+        )
+    }
+}
+
 /// SOA fields of a cluster's zone. The serial is not here: mzlb increases it on every change.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited, combinators::BoxBody};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,68 +18,47 @@ use ipnet::IpNet;
 
 use crate::annotations::{BackendProtocol, CookieAffinity};
 use crate::metrics::{IngressLabels, Metrics, RequestLabels, UpstreamLabels, status_class};
+use crate::policy::error::Side;
+use crate::policy::{self, ProxyError, forward};
 use crate::router::{Backend, RouteTable};
+use crate::splice::splice;
+use crate::upload::Upload;
 use crate::upstream::{Key, Timeouts, UpstreamError, Upstreams};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Says why the ALB itself refused a request (fail-closed routes), beside the status.
+const X_MZLB_REASON: HeaderName = HeaderName::from_static("x-mzlb-reason");
 
 /// Endpoints tried for one request when connections fail.
 pub(crate) const MAX_ATTEMPTS: usize = 3;
 
-/// Which side a failure is on decides the status code.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ProxyError {
-    #[error("no route")]
-    NoRoute,
-    #[error("client address not allowed")]
-    Forbidden,
-    #[error("rate limit exceeded")]
-    RateLimited,
-    #[error("request body too large")]
-    TooLarge,
-    #[error("bad request target")]
-    BadRequest,
-    #[error("backend {0} has no ready endpoint")]
-    NoEndpoint(Arc<str>),
-    #[error("upstream {0}: {1}")]
-    Upstream(SocketAddr, UpstreamError),
+/// How a zone ALB's proxy behaves, from its options.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Upstream connections leave from this address (the ALB's own), so backends see the
+    /// zone's IP as the peer (REMOTE_ADDR), as behind a cloud ALB.
+    pub source_ip: Option<IpAddr>,
+    /// Peers whose X-Forwarded-* headers are believed (an L4 balancer or proxy in front).
+    pub trusted: Vec<IpNet>,
+    /// Where HTTPS is served, for ssl-redirect; `None` without a TLS listener.
+    pub https_port: Option<u16>,
+    /// Fraction of requests written to the access log (0 off, 1 all).
+    pub access_sample: f64,
+    /// Plain connections start on the fast path; `false` gives them all to hyper.
+    pub fast_path: bool,
+    /// Request fields with `_` in their names go upstream.
+    pub underscores: bool,
 }
 
-impl ProxyError {
-    pub(crate) fn status(&self) -> StatusCode {
-        match self {
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::Forbidden => StatusCode::FORBIDDEN,
-            // ingress-nginx's default `limit-req-status-code`.
-            ProxyError::RateLimited => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
-            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream(_, e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Upstream(..) => StatusCode::BAD_GATEWAY,
-        }
-    }
-}
-
-/// The proxy shared by every connection of one zone ALB.
+/// The proxy shared by every connection of one zone ALB's worker.
 pub struct Proxy {
     pub(crate) table: Arc<ArcSwap<RouteTable>>,
     upstreams: Upstreams,
@@ -87,39 +66,27 @@ pub struct Proxy {
     pub(crate) fast: crate::fastpath::pool::Pool,
     /// The fast path's request-head buffers not in use.
     pub(crate) spare: crate::fastpath::Spare,
-    /// Peers whose X-Forwarded-* headers are believed (an L4 balancer or proxy in front).
-    pub(crate) trusted: Vec<IpNet>,
-    /// Where HTTPS is served, for ssl-redirect; `None` without a TLS listener.
-    pub(crate) https_port: Option<u16>,
+    pub(crate) settings: Settings,
     metrics: Arc<Metrics>,
-    /// Fraction of requests written to the access log (0 off, 1 all).
-    access_sample: f64,
-    /// Plain connections start on the fast path; `false` gives them all to hyper.
-    pub(crate) fast_path: bool,
 }
 
 impl Proxy {
-    /// `source_ip` binds upstream connections to the ALB's own address, so backends see the
-    /// zone's IP as the peer (REMOTE_ADDR), as behind a cloud ALB.
-    pub fn new(
-        table: Arc<ArcSwap<RouteTable>>,
-        source_ip: Option<IpAddr>,
-        trusted: Vec<IpNet>,
-        https_port: Option<u16>,
-        metrics: Arc<Metrics>,
-        access_sample: f64,
-        fast_path: bool,
-    ) -> Self {
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, settings: Settings, metrics: Arc<Metrics>) -> Self {
         Self {
             table,
-            upstreams: Upstreams::new(source_ip, metrics.upstream_connections.clone()),
-            fast: crate::fastpath::pool::Pool::new(source_ip, metrics.upstream_connections.clone()),
+            upstreams: Upstreams::new(settings.source_ip, metrics.upstream_connections.clone()),
+            fast: crate::fastpath::pool::Pool::new(settings.source_ip, metrics.upstream_connections.clone()),
             spare: crate::fastpath::Spare::default(),
-            trusted,
-            https_port,
+            settings,
             metrics,
-            access_sample,
-            fast_path,
+        }
+    }
+
+    /// The forwarding rules for a connection from `peer`.
+    pub(crate) fn rules(&self, peer: SocketAddr) -> forward::Rules {
+        forward::Rules {
+            trusted: self.settings.trusted.iter().any(|net| net.contains(&peer.ip())),
+            underscores: self.settings.underscores,
         }
     }
 
@@ -134,9 +101,6 @@ impl Proxy {
         local: SocketAddr,
         scheme: Scheme,
     ) -> Response<Body> {
-        if req.uri().path() == crate::health::PATH {
-            return crate::health::respond();
-        }
         let started = Instant::now();
         let method = req.method().clone();
         // Shared views of the request's own bytes, kept for the log line: no copies.
@@ -146,8 +110,9 @@ impl Proxy {
         let host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default();
         // One table for the whole request, even if a reload swaps it meanwhile.
         let table = self.table.load_full();
-        if table.is_alb_health_check(host, path) {
-            return text(StatusCode::OK, "healthy");
+        if table.is_alb_health_check(host) {
+            // A body we do not read must not be taken for the next request: close after.
+            return own_answer(StatusCode::OK, "healthy", !req.body().is_end_stream(), None);
         }
         let mut seen = Seen::default();
         let request = RequestLine {
@@ -161,7 +126,13 @@ impl Proxy {
             Err(err) => {
                 let status = self.failed(&err, &seen, &request);
                 // Never leak internals into the body: the reason phrase is enough.
-                (text(status, status.canonical_reason().unwrap_or("error")), Some(err))
+                let resp = own_answer(
+                    status,
+                    status.canonical_reason().unwrap_or("error"),
+                    err.closes(),
+                    err.reason(),
+                );
+                (resp, Some(err))
             }
         };
         self.record(
@@ -177,7 +148,8 @@ impl Proxy {
     /// Logs and counts a request that failed; returns the status to answer with.
     pub(crate) fn failed(&self, err: &ProxyError, seen: &Seen, request: &RequestLine<'_>) -> StatusCode {
         let status = err.status();
-        if status.is_server_error() && !matches!(err, ProxyError::RateLimited) {
+        // The client's mistakes are its own business; ours and the backends' are worth a line.
+        if err.side() != Side::Client {
             let r = request;
             tracing::warn!(peer = %r.peer, method = %r.method, host = %r.host, path = %r.path,
                 status = status.as_u16(), error = %err, "request failed");
@@ -221,7 +193,8 @@ impl Proxy {
                 ingress: labels.ingress.clone(),
             })
             .observe(elapsed.as_secs_f64());
-        if self.access_sample > 0.0 && (self.access_sample >= 1.0 || rand::random::<f64>() < self.access_sample) {
+        let sample = self.settings.access_sample;
+        if sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample) {
             let r = request;
             tracing::info!(
                 target: "access",
@@ -245,59 +218,42 @@ impl Proxy {
         scheme: Scheme,
         seen: &mut Seen,
     ) -> Result<Response<Body>, ProxyError> {
-        let trusted = self.trusted.iter().any(|net| net.contains(&peer.ip()));
-        let trusted = trusted.then_some(self.trusted.as_slice());
+        let rules = self.rules(peer);
+        let trusted = rules.trusted.then_some(self.settings.trusted.as_slice());
         let client = client_ip(req.headers(), peer, trusted);
-        let route = table.lookup(host, req.uri().path()).ok_or(ProxyError::NoRoute)?;
+        // Framing and target, as the fast path checks them (it hands these to us otherwise).
+        policy::check_target(req.uri().path_and_query().map_or("", |p| p.as_str()))?;
+        policy::check_transfer_codings(
+            req.headers()
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )?;
+        let path = policy::route_path(req.uri().path())?;
+        let route = table.lookup(host, &path).ok_or(ProxyError::NoRoute)?;
         seen.ingress = route.policy.ingress.clone();
         seen.service = route.backend.name.clone();
         let policy = &route.policy.policy;
         if scheme == Scheme::Http
-            && let Some(https_port) = self.https_port
+            && let Some(https_port) = self.settings.https_port
             && RouteTable::redirects_to_https(&route, host)
+            && route.policy.unenforced.is_empty()
         {
             return Ok(redirect_to_https(host, https_port, req.uri()));
         }
-
-        if let Some(allow) = &policy.allow
-            && !allow.iter().any(|net| net.contains(&client))
-        {
-            return Err(ProxyError::Forbidden);
-        }
-        if let Some(limiter) = &route.policy.rate_limiter
-            && !limiter.allow(client)
-        {
-            return Err(ProxyError::RateLimited);
-        }
-        // Held until the response head is back (the body streams on afterwards).
-        let _slot = match &route.policy.connection_limiter {
-            Some(limiter) => Some(limiter.acquire(client).ok_or(ProxyError::RateLimited)?),
-            None => None,
-        };
         let length = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if let (Some(limit), Some(length)) = (policy.body_limit, length)
-            && length > limit
-        {
-            return Err(ProxyError::TooLarge);
-        }
-        // A body of unknown length under a limit is read (up to the limit) before it is sent
-        // on, as nginx buffers it: the client gets 413, not a half-forwarded request.
+        // Held until the response head is back (the body streams on afterwards), or for the
+        // life of a spliced upgrade.
+        let slot = policy::admit(&route, client, length)?;
+
+        // The body streams upstream as it arrives, the limit enforced as it passes.
         let (head, incoming) = req.into_parts();
-        let body: Body = match policy.body_limit {
-            Some(limit) if length.is_none() && !incoming.is_end_stream() => {
-                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-                match Limited::new(incoming, limit).collect().await {
-                    Ok(collected) => full(collected.to_bytes()),
-                    Err(e) if e.is::<LengthLimitError>() => return Err(ProxyError::TooLarge),
-                    Err(_) => return Err(ProxyError::BadRequest),
-                }
-            }
-            _ => incoming.map_err(BoxError::from).boxed(),
-        };
-        let mut req = Request::from_parts(head, body);
+        let (upload, watch) = Upload::new(incoming, policy.body_limit);
+        let replayable_body = upload.is_end_stream();
+        let mut req = Request::from_parts(head, upload.boxed());
 
         let backend = route.backend;
         let sticky = policy
@@ -320,17 +276,17 @@ impl Proxy {
             (Some(path), Some(query)) => PathAndQuery::try_from(format!("{path}?{query}")).ok(),
         };
         let target = Uri::from(target.ok_or(ProxyError::BadRequest)?);
-        // WebSocket and other upgrades: the Upgrade header and `Connection: upgrade` go through,
-        // and after a 101 the two connections are spliced.
-        let upgrade = req
-            .headers()
-            .get(header::UPGRADE)
-            .cloned()
+        // An upgrade the route allows (WebSocket, or one its annotation lists) goes through with
+        // `Connection: upgrade`, and after a 101 the two connections are spliced. Any other
+        // (h2c above all) is not honoured: its fields are dropped and the request is served
+        // as an ordinary one.
+        let upgrade = upgrade_token(req.headers())
+            .filter(|token| policy::upgrade_allowed(&route, token.as_bytes()))
             .filter(|_| connection_has(req.headers(), "upgrade"));
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let headers = &mut parts.headers;
-        strip_hop_by_hop(headers);
+        filter_request(headers, rules);
         if let Some(protocol) = &upgrade {
             headers.insert(header::UPGRADE, protocol.clone());
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -345,13 +301,14 @@ impl Proxy {
 
         // A request without a body can be sent again elsewhere when the connection could not
         // even be made; one with a body cannot be replayed.
-        let replayable = parts.method.is_idempotent() && body.is_end_stream();
+        let replayable = parts.method.is_idempotent() && replayable_body;
         let attempts = if replayable {
             backend.endpoints.len().min(MAX_ATTEMPTS)
         } else {
             1
         };
         let mut body = Some(body);
+        let mut sent = Some(watch.sent);
         let timeouts = Timeouts {
             connect: policy.connect_timeout,
             send: policy.send_timeout,
@@ -374,7 +331,7 @@ impl Proxy {
             };
             let started = Instant::now();
             let key = Key { addr: endpoint, tls };
-            match self.upstreams.send(key, upstream, timeouts).await {
+            match self.upstreams.send(key, upstream, timeouts, sent.take()).await {
                 Ok(resp) => {
                     backend.finished(index, Some(started.elapsed()));
                     break resp;
@@ -389,6 +346,11 @@ impl Proxy {
                     seen.upstream = Some(endpoint);
                     attempt += 1;
                 }
+                // The client's body crossed the limit on its way: its fault, not the backend's.
+                Err(_) if watch.too_large.load(std::sync::atomic::Ordering::Relaxed) => {
+                    backend.finished(index, Some(started.elapsed()));
+                    return Err(ProxyError::TooLarge);
+                }
                 Err(e) => {
                     backend.finished(index, None);
                     return Err(ProxyError::Upstream(endpoint, e));
@@ -396,22 +358,32 @@ impl Proxy {
             }
         };
         let mut resp = resp;
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // A 101 to a request that asked for no upgrade we allow would hand the backend a
+            // connection of its own choosing: refused.
+            let Some(client_upgrade) = client_upgrade else {
+                return Err(ProxyError::Upstream(
+                    endpoint,
+                    UpstreamError::Invalid("101 Switching Protocols without an upgrade request".into()),
+                ));
+            };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let idle = policy.read_timeout;
             tokio::spawn(async move {
+                // The in-flight slot is held as long as the spliced connection lives.
+                let _slot = slot;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
-                        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        if let Err(error) = splice(TokioIo::new(client), TokioIo::new(upstream), idle).await {
+                            tracing::debug!(%error, "spliced connection ended");
+                        }
                     }
                     Err(error) => tracing::debug!(%error, "upgrade failed"),
                 }
             });
             let (mut parts, body) = resp.into_parts();
             let protocol = parts.headers.get(header::UPGRADE).cloned();
-            strip_hop_by_hop(&mut parts.headers);
+            filter_response(&mut parts.headers);
             if let Some(protocol) = protocol {
                 parts.headers.insert(header::UPGRADE, protocol);
             }
@@ -421,7 +393,7 @@ impl Proxy {
             return Ok(Response::from_parts(parts, body));
         }
         let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        filter_response(&mut parts.headers);
         if let Some(affinity) = &policy.affinity
             && sticky.is_none()
             && let Ok(v) = HeaderValue::from_str(&affinity_cookie(affinity, &endpoint))
@@ -506,12 +478,9 @@ fn client_ip(headers: &HeaderMap, peer: SocketAddr, trusted: Option<&[IpNet]>) -
 
 /// Whether the Connection header lists `token`.
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
+    connection_listed(headers)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// The value of cookie `name` in the request, if any.
@@ -574,18 +543,46 @@ fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
     })
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
-    let listed: Vec<HeaderName> = headers
+/// The names the request's or response's `Connection` fields list.
+fn connection_listed(headers: &HeaderMap) -> Vec<&[u8]> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .flat_map(|v| forward::connection_tokens(v.as_bytes()))
+        .collect()
+}
+
+/// Removes the request fields that must not go upstream ([`forward::request_field`]).
+fn filter_request(headers: &mut HeaderMap, rules: forward::Rules) {
+    let listed = connection_listed(headers);
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| !forward::request_field(name.as_str().as_bytes(), &listed, rules))
+        .cloned()
         .collect();
-    for name in HOP_BY_HOP.iter().chain(listed.iter()) {
+    for name in dropped {
         headers.remove(name);
     }
+}
+
+/// Removes the response fields that must not go to the client ([`forward::response_field`]).
+fn filter_response(headers: &mut HeaderMap) {
+    let listed = connection_listed(headers);
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| !forward::response_field(name.as_str().as_bytes(), &listed))
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
+    }
+}
+
+/// The upgrade a request asks for: the first token of its `Upgrade` field.
+fn upgrade_token(headers: &HeaderMap) -> Option<HeaderValue> {
+    let value = headers.get(header::UPGRADE)?;
+    let first = forward::connection_tokens(value.as_bytes()).next()?;
+    HeaderValue::from_bytes(first).ok()
 }
 
 /// Sets the forwarding headers. From an untrusted peer (the default: `trusted` is `None`)
@@ -620,8 +617,15 @@ fn set_forwarded(
             .collect::<Vec<String>>()
     };
     let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    let (chain, real_ip) = match trusted {
-        Some(nets) => {
+    let Some(nets) = trusted else {
+        forward::untrusted_fields(peer.ip(), scheme.as_str(), local.port(), |name, v| {
+            headers.insert(HeaderName::from_static(name), value(v));
+        });
+        set_host_and_id(headers, host);
+        return;
+    };
+    let (chain, real_ip) = {
+        {
             let mut chain = forwarded_for(headers);
             chain.push(peer_ip.to_owned());
             let real = chain
@@ -634,27 +638,37 @@ fn set_forwarded(
                 .map_or(peer_ip, String::as_str);
             (value(&chain.join(", ")), value(real))
         }
-        None => (value(peer_ip), value(peer_ip)),
     };
     headers.insert(X_FORWARDED_FOR, chain);
     headers.insert(X_REAL_IP, real_ip);
-    let keep = |headers: &HeaderMap, name: &HeaderName| trusted.is_some() && headers.contains_key(name);
-    if !keep(headers, &X_FORWARDED_PROTO) {
+    // A trusted proxy's own values are kept.
+    if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme.as_str()));
     }
-    if !keep(headers, &X_FORWARDED_PORT) {
+    if !headers.contains_key(X_FORWARDED_PORT) {
         headers.insert(X_FORWARDED_PORT, HeaderValue::from(local.port()));
     }
-    if !keep(headers, &X_FORWARDED_HOST) {
-        match HeaderValue::from_str(host) {
-            Ok(v) if !host.is_empty() => {
-                headers.insert(X_FORWARDED_HOST, v);
-            }
-            _ => {
-                headers.remove(X_FORWARDED_HOST);
-            }
+    if headers.contains_key(X_FORWARDED_HOST) {
+        set_request_id(headers);
+    } else {
+        set_host_and_id(headers, host);
+    }
+}
+
+/// `X-Forwarded-Host` from the request's host, and an `X-Request-ID` unless the client sent one.
+fn set_host_and_id(headers: &mut HeaderMap, host: &str) {
+    match HeaderValue::from_str(host) {
+        Ok(v) if !host.is_empty() => {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+        _ => {
+            headers.remove(X_FORWARDED_HOST);
         }
     }
+    set_request_id(headers);
+}
+
+fn set_request_id(headers: &mut HeaderMap) {
     // Kept when the client sent one (so a trace can cross us), generated otherwise.
     if !headers.contains_key(X_REQUEST_ID) {
         headers.insert(
@@ -676,13 +690,23 @@ pub(crate) fn request_id() -> [u8; 32] {
     hex
 }
 
-/// A small plain-text response.
-pub fn text(status: StatusCode, body: &str) -> Response<Body> {
-    Response::builder()
+/// A small plain-text answer of the ALB's own; `close` ends the connection after it (a body
+/// or head we refused to read must not be taken for the next request). `reason` says why we
+/// refused, for operators.
+pub(crate) fn own_answer(status: StatusCode, body: &str, close: bool, reason: Option<String>) -> Response<Body> {
+    let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(full(format!("{body}\n")))
-        .expect("static response parts are valid")
+        .expect("static response parts are valid");
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(v) = reason.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        resp.headers_mut().insert(X_MZLB_REASON, v);
+    }
+    resp
 }
 
 pub fn empty() -> Body {
@@ -735,14 +759,26 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed_but_never_framing() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret, content-length, host"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
+        h.insert("x_kept", HeaderValue::from_static("1"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert(header::HOST, HeaderValue::from_static("h"));
+        let rules = forward::Rules {
+            trusted: false,
+            underscores: false,
+        };
+        filter_request(&mut h, rules);
+        let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["content-length", "host", "x-kept"]);
     }
 }

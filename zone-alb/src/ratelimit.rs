@@ -1,6 +1,9 @@
 //! Per-client limits: request rate (`limit-rps`, a token bucket per client address) and
 //! concurrency (`limit-connections`). Excess requests get 503, as ingress-nginx answers by
-//! default.
+//! default. Limiters are kept by `state::Store`, not by the routing table, so a rebuilt table
+//! neither refills the buckets nor forgets requests in flight.
+
+use std::sync::Arc;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -57,23 +60,27 @@ impl ConcurrencyLimiter {
     }
 
     /// A slot for `client`, released when the guard drops; `None` when it has `limit` already.
-    pub fn acquire(&self, client: IpAddr) -> Option<ConcurrencyGuard<'_>> {
+    /// The guard owns its limiter, so a spliced (upgraded) connection can hold it for its life.
+    pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<ConcurrencyGuard> {
         let mut map = self.in_flight.lock().expect("limiter poisoned");
         let n = map.entry(client).or_insert(0);
         if *n >= self.limit {
             return None;
         }
         *n += 1;
-        Some(ConcurrencyGuard { limiter: self, client })
+        Some(ConcurrencyGuard {
+            limiter: self.clone(),
+            client,
+        })
     }
 }
 
-pub struct ConcurrencyGuard<'a> {
-    limiter: &'a ConcurrencyLimiter,
+pub struct ConcurrencyGuard {
+    limiter: Arc<ConcurrencyLimiter>,
     client: IpAddr,
 }
 
-impl Drop for ConcurrencyGuard<'_> {
+impl Drop for ConcurrencyGuard {
     fn drop(&mut self) {
         let mut map = self.limiter.in_flight.lock().expect("limiter poisoned");
         if let Some(n) = map.get_mut(&self.client) {
@@ -104,7 +111,7 @@ mod tests {
 
     #[test]
     fn concurrency_is_bounded_per_client_and_released() {
-        let limiter = ConcurrencyLimiter::new(2);
+        let limiter = Arc::new(ConcurrencyLimiter::new(2));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let first = limiter.acquire(a).unwrap();
         let _second = limiter.acquire(a).unwrap();

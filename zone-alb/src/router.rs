@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
@@ -13,11 +13,12 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use regex::Regex;
 
 use crate::annotations::{self, BalanceKind, Policy};
-use crate::balance::{Ewma, RoundRobin, epoch_us};
+use crate::balance::{RoundRobin, epoch_us, pick_ewma};
 use crate::endpoints::{SERVICE_NAME_LABEL, ready_addresses};
 use crate::error::{Error, Result};
 use crate::objects::{Objects, key_of};
 use crate::ratelimit::{ConcurrencyLimiter, RateLimiter};
+use crate::state::{EndpointState, Store};
 use crate::tls::TlsCerts;
 
 /// Our IngressClass name unless configured otherwise.
@@ -27,28 +28,17 @@ const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-cl
 /// Bounds the memory a user-supplied path regex may compile to.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-#[derive(Debug)]
-enum Balancer {
-    RoundRobin(RoundRobin),
-    Ewma(Ewma),
-}
-
 /// One Service port and its ready endpoints.
 #[derive(Debug)]
 pub struct Backend {
     /// `namespace/service:port`, for logs and errors.
     pub name: Arc<str>,
     pub endpoints: Vec<SocketAddr>,
-    balancer: Balancer,
-    /// Passive health per endpoint: consecutive failures, and ejection.
-    health: Vec<EndpointHealth>,
-}
-
-#[derive(Debug, Default)]
-struct EndpointHealth {
-    failures: AtomicU32,
-    /// Not chosen until then (microseconds on the balancer clock).
-    ejected_until: AtomicU64,
+    balance: BalanceKind,
+    round_robin: RoundRobin,
+    /// Each endpoint's passive health and latency figures, from the state store: kept by
+    /// address across tables.
+    states: Vec<Arc<EndpointState>>,
 }
 
 /// Consecutive failures (connect errors, timeouts) that eject an endpoint...
@@ -57,29 +47,26 @@ const EJECT_AFTER: u32 = 3;
 const EJECT_FOR: Duration = Duration::from_secs(10);
 
 impl Backend {
-    fn new(name: String, endpoints: Vec<SocketAddr>, balance: BalanceKind) -> Self {
-        let balancer = match balance {
-            BalanceKind::RoundRobin => Balancer::RoundRobin(RoundRobin::default()),
-            BalanceKind::Ewma => Balancer::Ewma(Ewma::new(endpoints.len())),
-        };
-        let health = endpoints.iter().map(|_| EndpointHealth::default()).collect();
+    fn new(name: String, endpoints: Vec<SocketAddr>, balance: BalanceKind, state: &Store) -> Self {
+        let states = endpoints.iter().map(|&ep| state.endpoint(ep)).collect();
         Self {
             name: name.into(),
             endpoints,
-            balancer,
-            health,
+            balance,
+            round_robin: RoundRobin::default(),
+            states,
         }
     }
 
     fn raw_pick(&self) -> Option<usize> {
-        match &self.balancer {
-            Balancer::RoundRobin(rr) => rr.pick_index(self.endpoints.len()),
-            Balancer::Ewma(ewma) => ewma.pick(),
+        match self.balance {
+            BalanceKind::RoundRobin => self.round_robin.pick_index(self.endpoints.len()),
+            BalanceKind::Ewma => pick_ewma(self.states.len(), |i| &self.states[i].ewma),
         }
     }
 
     fn ejected(&self, i: usize) -> bool {
-        self.health[i].ejected_until.load(Ordering::Relaxed) > epoch_us()
+        self.states[i].ejected_until.load(Ordering::Relaxed) > epoch_us()
     }
 
     /// The index of the endpoint to use, skipping ejected ones while any other is left;
@@ -113,25 +100,25 @@ impl Backend {
 
     /// An endpoint chosen by other means (session affinity) is used: count it in flight.
     pub fn take(&self, index: usize) -> usize {
-        if let Balancer::Ewma(ewma) = &self.balancer {
-            ewma.started(index);
+        if self.balance == BalanceKind::Ewma {
+            self.states[index].ewma.started();
         }
         index
     }
 
     /// Undoes a pick that was not used.
     fn release(&self, index: usize) {
-        if let Balancer::Ewma(ewma) = &self.balancer {
-            ewma.cancel(index);
+        if self.balance == BalanceKind::Ewma {
+            self.states[index].ewma.cancel();
         }
     }
 
     /// Records the outcome of a request: `latency` for an answer, `None` for a failure.
     pub fn finished(&self, index: usize, latency: Option<Duration>) {
-        if let Balancer::Ewma(ewma) = &self.balancer {
-            ewma.finished(index, latency);
+        let Some(h) = self.states.get(index) else { return };
+        if self.balance == BalanceKind::Ewma {
+            h.ewma.finished(latency);
         }
-        let Some(h) = self.health.get(index) else { return };
         if latency.is_some() {
             h.failures.store(0, Ordering::Relaxed);
         } else if h.failures.fetch_add(1, Ordering::Relaxed) + 1 >= EJECT_AFTER {
@@ -151,8 +138,11 @@ pub struct RoutePolicy {
     /// Hosts this Ingress has TLS for (lower case; `*.x` wildcards), for ssl-redirect.
     pub tls_hosts: Vec<String>,
     pub policy: Policy,
-    pub rate_limiter: Option<RateLimiter>,
-    pub connection_limiter: Option<ConcurrencyLimiter>,
+    /// Annotations that make this Ingress fail closed: every request to its routes gets 503.
+    pub unenforced: Vec<Arc<str>>,
+    /// From the state store: shared with the tables before and after this one.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    pub connection_limiter: Option<Arc<ConcurrencyLimiter>>,
 }
 
 #[derive(Debug)]
@@ -268,9 +258,16 @@ impl RouteTable {
         p.policy.force_ssl_redirect || (p.policy.ssl_redirect && covered)
     }
 
-    /// Whether this request is a monitor's `GET /` to `albhealth.<subdomain>`.
-    pub fn is_alb_health_check(&self, host: &str, path: &str) -> bool {
-        path == "/" && self.health_host.as_deref().is_some_and(|h| normalize_host(host) == h)
+    /// Whether this request is for the ALB itself: any request to `albhealth.<subdomain>`, the
+    /// host reserved for health checks (IBM's convention; mzlb probes with it). No other host
+    /// is answered by the ALB, so no tenant's path is ever shadowed.
+    pub fn is_alb_health_check(&self, host: &str) -> bool {
+        self.health_host.as_deref().is_some_and(|h| normalize_host(host) == h)
+    }
+
+    /// Whether any rule names exactly this host (lower case, no port).
+    pub fn has_host(&self, host: &str) -> bool {
+        self.exact_hosts.contains_key(host)
     }
 
     /// Finds the route for `host` (any case, with or without port) and `path`. As with
@@ -295,35 +292,22 @@ impl RouteTable {
         })
     }
 
-    /// Periodic upkeep of per-route state (rate-limit buckets of clients gone quiet).
-    pub fn housekeeping(&self) {
-        let rules = self
-            .exact_hosts
-            .values()
-            .chain(self.wildcard_hosts.values())
-            .chain([&self.any_host]);
-        for rule in rules.flat_map(|r| &r.paths) {
-            if let Some(limiter) = &rule.policy.rate_limiter {
-                limiter.housekeeping();
-            }
-        }
-    }
-
     /// Compiles the Ingresses of `class` in `objects` for an ALB in `zone`. An Ingress that
     /// cannot be served (a missing Service, a bad pathType) fails the whole table: in
     /// standalone mode the manifest directory is one change, kept or rejected as a whole.
-    pub fn compile(objects: &Objects, class: &str, zone: &str) -> Result<Self> {
-        Self::compile_with(objects, class, zone, true)
+    /// Runtime state (limits, endpoint health) comes from `state`, shared with earlier tables.
+    pub fn compile(objects: &Objects, class: &str, zone: &str, state: &Store) -> Result<Self> {
+        Self::compile_with(objects, class, zone, true, state)
     }
 
     /// Like [`compile`](Self::compile), but an Ingress that cannot be served is left out and
     /// reported, and the others are served: on a cluster every Ingress is its own change, and
     /// one tenant's mistake must not take down everybody's routes.
-    pub fn compile_each(objects: &Objects, class: &str, zone: &str) -> Self {
-        Self::compile_with(objects, class, zone, false).expect("lenient compilation reports instead of failing")
+    pub fn compile_each(objects: &Objects, class: &str, zone: &str, state: &Store) -> Self {
+        Self::compile_with(objects, class, zone, false, state).expect("lenient compilation reports instead of failing")
     }
 
-    fn compile_with(objects: &Objects, class: &str, zone: &str, strict: bool) -> Result<Self> {
+    fn compile_with(objects: &Objects, class: &str, zone: &str, strict: bool, state: &Store) -> Result<Self> {
         let mut table = RouteTable::default();
         let class_is_default = objects.ingress_classes.iter().any(|c| {
             c.metadata.name.as_deref() == Some(class)
@@ -333,7 +317,7 @@ impl RouteTable {
                     .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
                     .is_some_and(|v| v == "true")
         });
-        let mut backends = BackendCache::new(objects, zone);
+        let mut backends = BackendCache::new(objects, zone, state);
         for ingress in &objects.ingresses {
             if !ingress_is_ours(ingress, class, class_is_default) {
                 continue;
@@ -346,7 +330,7 @@ impl RouteTable {
                 warnings: Vec::new(),
                 rejected: None,
             };
-            match stage(objects, ingress, &mut backends, &mut report.warnings) {
+            match stage(objects, ingress, &mut backends, state, &mut report.warnings) {
                 Ok(staged) => {
                     table.ingresses += 1;
                     staged.install(&mut table);
@@ -450,23 +434,26 @@ fn stage(
     objects: &Objects,
     ingress: &Ingress,
     backends: &mut BackendCache<'_>,
+    state: &Store,
     warnings: &mut Vec<Problem>,
 ) -> std::result::Result<Staged, Rejection> {
     let mut staged = Staged::default();
     let what = objects.describe(&key_of("Ingress", &ingress.metadata, true));
     let namespace = ingress.metadata.namespace.as_deref().unwrap_or("default");
-    let (policy, errors) = annotations::parse(ingress.metadata.annotations.as_ref());
+    let (policy, findings) = annotations::parse(ingress.metadata.annotations.as_ref());
     warnings.extend(
-        errors
+        findings
             .iter()
-            .map(|e| Problem::warning("InvalidAnnotation", format!("{what}: {e}"))),
+            .map(|f| Problem::warning(f.reason(), format!("{what}: {f}"))),
     );
     let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut staged, warnings);
+    let name: Arc<str> = format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into();
     let policy = Arc::new(RoutePolicy {
-        ingress: format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into(),
         tls_hosts,
-        rate_limiter: policy.rate_limit.map(RateLimiter::new),
-        connection_limiter: policy.connection_limit.map(ConcurrencyLimiter::new),
+        unenforced: policy.unenforced.iter().map(|k| Arc::from(k.as_str())).collect(),
+        rate_limiter: policy.rate_limit.map(|spec| state.rate_limiter(&name, spec)),
+        connection_limiter: policy.connection_limit.map(|n| state.concurrency_limiter(&name, n)),
+        ingress: name,
         policy,
     });
     let balance = policy.policy.balance;
@@ -619,14 +606,16 @@ fn normalize_host(host: &str) -> String {
 struct BackendCache<'a> {
     objects: &'a Objects,
     zone: &'a str,
+    state: &'a Store,
     built: HashMap<(String, BalanceKind), Arc<Backend>>,
 }
 
 impl<'a> BackendCache<'a> {
-    fn new(objects: &'a Objects, zone: &'a str) -> Self {
+    fn new(objects: &'a Objects, zone: &'a str, state: &'a Store) -> Self {
         Self {
             objects,
             zone,
+            state,
             built: HashMap::new(),
         }
     }
@@ -695,7 +684,7 @@ impl<'a> BackendCache<'a> {
             })
             .collect();
         let endpoints = ready_addresses(&slices, service_port.name.as_deref(), self.zone);
-        let backend = Arc::new(Backend::new(name.clone(), endpoints, balance));
+        let backend = Arc::new(Backend::new(name.clone(), endpoints, balance, self.state));
         self.built.insert((name, balance), backend.clone());
         Ok(backend)
     }
@@ -750,7 +739,7 @@ endpoints: [{addresses: [10.0.0.2]}]
     fn table(ingress: &str) -> Result<RouteTable> {
         let mut objects = Objects::default();
         load_str(&format!("{BASE}---\n{ingress}"), Path::new("t.yaml"), &mut objects)?;
-        RouteTable::compile(&objects, "mzlb", "zone-1")
+        RouteTable::compile(&objects, "mzlb", "zone-1", &Store::default())
     }
 
     fn target(t: &RouteTable, host: &str, path: &str) -> Option<String> {
@@ -846,10 +835,45 @@ endpoints: [{addresses: [10.0.0.2]}]
     }
 
     #[test]
+    fn limits_and_ejection_survive_a_rebuild() {
+        let text = format!(
+            "{BASE}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web, annotations: {{nginx.ingress.kubernetes.io/limit-rps: '1', nginx.ingress.kubernetes.io/limit-burst-multiplier: '1'}}}}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: h.test\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: a, port: {{number: 80}}}}}}}}\n"
+        );
+        let mut objects = Objects::default();
+        load_str(&text, Path::new("t.yaml"), &mut objects).unwrap();
+        let state = Store::default();
+        let client = "192.0.2.9".parse().unwrap();
+        let first = RouteTable::compile(&objects, "mzlb", "z", &state).unwrap();
+        let route = first.lookup("h.test", "/").unwrap();
+        assert!(route.policy.rate_limiter.as_ref().unwrap().allow(client));
+        for _ in 0..EJECT_AFTER {
+            route.backend.take(0);
+            route.backend.finished(0, None);
+        }
+        // Each next table is built while the one before still serves, as during a swap.
+        let check = |table: &RouteTable| {
+            let route = table.lookup("h.test", "/").unwrap();
+            assert!(
+                !route.policy.rate_limiter.as_ref().unwrap().allow(client),
+                "the bucket is not refilled by a rebuild"
+            );
+            assert!(route.backend.ejected(0), "the endpoint stays ejected");
+        };
+        let second = RouteTable::compile(&objects, "mzlb", "z", &state).unwrap();
+        check(&second);
+        drop(first);
+        let third = RouteTable::compile(&objects, "mzlb", "z", &state).unwrap();
+        check(&third);
+        drop((second, third));
+        state.sweep();
+        assert_eq!(state.len(), (0, 0, 0), "nothing holds them: swept");
+    }
+
+    #[test]
     fn failing_endpoints_are_ejected_and_skipped() {
         let eps = vec!["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()];
         for balance in [BalanceKind::RoundRobin, BalanceKind::Ewma] {
-            let b = Backend::new("b".into(), eps.clone(), balance);
+            let b = Backend::new("b".into(), eps.clone(), balance, &Store::default());
             for _ in 0..EJECT_AFTER {
                 b.take(0);
                 b.finished(0, None);
@@ -875,10 +899,11 @@ endpoints: [{addresses: [10.0.0.2]}]
         );
         let mut objects = Objects::default();
         load_str(&text, Path::new("t.yaml"), &mut objects).unwrap();
-        let err = RouteTable::compile(&objects, DEFAULT_INGRESS_CLASS, "z").expect_err("strict fails");
+        let err =
+            RouteTable::compile(&objects, DEFAULT_INGRESS_CLASS, "z", &Store::default()).expect_err("strict fails");
         assert!(err.to_string().contains("Service default/gone not found"), "{err}");
 
-        let t = RouteTable::compile_each(&objects, DEFAULT_INGRESS_CLASS, "z");
+        let t = RouteTable::compile_each(&objects, DEFAULT_INGRESS_CLASS, "z", &Store::default());
         assert_eq!(t.ingresses, 1);
         assert!(t.lookup("good.test", "/").is_some());
         assert!(

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
@@ -113,7 +113,9 @@ pub async fn serve(
                 peer
             };
             let (io, scheme) = match tls {
-                None if !proxy.fast_path => (Either::Left(Rewound::new(BytesMut::new(), stream)), Scheme::Http),
+                None if !proxy.settings.fast_path => {
+                    (Either::Left(Rewound::new(BytesMut::new(), stream)), Scheme::Http)
+                }
                 None => match fastpath::serve(&proxy, &mut stream, peer, local, &cancel).await {
                     fastpath::Exit::Closed => return,
                     fastpath::Exit::HandOff(read) => (Either::Left(Rewound::new(read, stream)), Scheme::Http),

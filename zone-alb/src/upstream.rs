@@ -25,6 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
 use tokio::time::Sleep;
 use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
@@ -125,17 +126,28 @@ impl Upstreams {
     }
 
     /// Sends `req` (origin-form URI, Host set) to `key` and returns the response, whose body
-    /// releases the connection for reuse when it ends.
-    pub async fn send(&self, key: Key, req: Request<Body>, t: Timeouts) -> Result<Response<Body>, UpstreamError> {
+    /// releases the connection for reuse when it ends. The read timeout runs from when `sent`
+    /// fires (the request body has all been read; `None`: there is none), as nginx's
+    /// `proxy_read_timeout` starts once the request is sent; until then an upload is governed
+    /// by the send timeout and the client's body timeout.
+    pub async fn send(
+        &self,
+        key: Key,
+        req: Request<Body>,
+        t: Timeouts,
+        sent: Option<oneshot::Receiver<()>>,
+    ) -> Result<Response<Body>, UpstreamError> {
         let mut req = req;
+        let mut sent = sent;
         if let Some(mut conn) = self.idle.checkout(key) {
             // A backend may close a kept-alive connection at any moment; a request it never saw
             // comes back and goes out on a new connection.
             if conn.sender.ready().await.is_ok() {
                 conn.send_timeout.store(nanos(t.send), Ordering::Relaxed);
-                match tokio::time::timeout(t.read, conn.sender.try_send_request(req)).await {
+                match read_within(t.read, sent.take(), conn.sender.try_send_request(req)).await {
                     Ok(Ok(resp)) => return Ok(self.hand_out(key, conn, resp, t.read)),
                     Ok(Err(mut e)) => match e.take_message() {
+                        // Never sent, so its body was never polled: `sent` has not fired.
                         Some(unsent) => req = unsent,
                         None => return Err(e.into_error().into()),
                     },
@@ -146,7 +158,7 @@ impl Upstreams {
         // Boxed: the handshake's state is large and rarely needed; inline it would be carried
         // by every request's future (and every idle client connection).
         let mut conn = Box::pin(self.connect(key, t)).await?;
-        match tokio::time::timeout(t.read, conn.sender.send_request(req)).await {
+        match read_within(t.read, sent, conn.sender.send_request(req)).await {
             Ok(Ok(resp)) => Ok(self.hand_out(key, conn, resp, t.read)),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(UpstreamError::ReadTimeout(t.read)),
@@ -209,6 +221,23 @@ impl Upstreams {
         }
         Response::from_parts(parts, body.boxed())
     }
+}
+
+/// Runs `exchange` with the read timeout started once `sent` fires (at once without one).
+async fn read_within<T>(
+    read: Duration,
+    sent: Option<oneshot::Receiver<()>>,
+    exchange: impl Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    tokio::pin!(exchange);
+    if let Some(sent) = sent {
+        tokio::select! {
+            done = &mut exchange => return Ok(done),
+            // Sent, or failed (the exchange then fails on its own, within the timeout).
+            _ = sent => {}
+        }
+    }
+    tokio::time::timeout(read, exchange).await
 }
 
 /// A TCP connection to `addr`, from `source_ip` when given (and of the same family), with
@@ -487,14 +516,14 @@ mod tests {
         let up = Upstreams::new(None, Counter::default());
         let key = Key { addr, tls: false };
         for _ in 0..5 {
-            let resp = up.send(key, get(), T).await.unwrap();
+            let resp = up.send(key, get(), T, None).await.unwrap();
             assert_eq!(body(resp).await.unwrap(), "ok");
         }
         assert_eq!(up.opened(), 1);
         // A response dropped before its end takes its connection with it.
-        let unread = up.send(key, get(), T).await.unwrap();
+        let unread = up.send(key, get(), T, None).await.unwrap();
         drop(unread);
-        let resp = up.send(key, get(), T).await.unwrap();
+        let resp = up.send(key, get(), T, None).await.unwrap();
         assert_eq!(body(resp).await.unwrap(), "ok");
         assert_eq!(up.opened(), 2);
     }
@@ -505,7 +534,7 @@ mod tests {
         let up = Upstreams::new(None, Counter::default());
         let key = Key { addr, tls: false };
         for _ in 0..3 {
-            let resp = up.send(key, get(), T).await.unwrap();
+            let resp = up.send(key, get(), T, None).await.unwrap();
             assert_eq!(body(resp).await.unwrap(), "ok");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -521,7 +550,7 @@ mod tests {
             read: Duration::from_millis(200),
             ..T
         };
-        let resp = up.send(Key { addr, tls: false }, get(), t).await.unwrap();
+        let resp = up.send(Key { addr, tls: false }, get(), t, None).await.unwrap();
         let started = Instant::now();
         let error = body(resp).await.unwrap_err();
         assert!(error.to_string().contains("no response within"), "{error}");
@@ -536,7 +565,7 @@ mod tests {
         let up = Upstreams::new(None, Counter::default());
         let mut req = get();
         *req.body_mut() = full("x");
-        let error = up.send(Key { addr, tls: false }, req, T).await.unwrap_err();
+        let error = up.send(Key { addr, tls: false }, req, T, None).await.unwrap_err();
         assert!(error.is_connect() && !error.is_timeout(), "{error}");
     }
 }

@@ -8,18 +8,17 @@
 //! Each worker listens on its own `SO_REUSEPORT` socket, so the kernel spreads connections
 //! over the workers and a new connection wakes one worker, not all of them.
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
-use ipnet::IpNet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{self, Proxy};
 use crate::router::RouteTable;
 use crate::server;
 
@@ -31,14 +30,9 @@ pub fn default_count() -> usize {
 /// What every worker builds its proxy and listeners from.
 pub struct Shared {
     pub table: Arc<ArcSwap<RouteTable>>,
-    pub source_ip: Option<IpAddr>,
-    pub trusted: Vec<IpNet>,
-    pub https_port: Option<u16>,
+    pub proxy: proxy::Settings,
     pub metrics: Arc<Metrics>,
-    pub access_sample: f64,
     pub proxy_protocol: bool,
-    /// Plain connections start on the HTTP/1.1 fast path (else hyper serves them all).
-    pub fast_path: bool,
 }
 
 /// Listening sockets, one per worker (non-blocking).
@@ -124,12 +118,8 @@ async fn serve(
 ) {
     let proxy = Arc::new(Proxy::new(
         shared.table.clone(),
-        shared.source_ip,
-        shared.trusted.clone(),
-        shared.https_port,
+        shared.proxy.clone(),
         shared.metrics.clone(),
-        shared.access_sample,
-        shared.fast_path,
     ));
     // Registering with this runtime's reactor only fails when the process is out of resources;
     // the other workers keep serving.

@@ -138,5 +138,8 @@ fn a_second_zone_alb_on_a_taken_address_is_refused() {
         "{output}"
     );
     assert!(first.is_running(), "the first ALB keeps running");
-    assert_eq!(curl(&["http://127.0.13.2:8080/healthz"]).0, 200);
+    assert_eq!(
+        curl(&["-H", "Host: albhealth.c.test", "http://127.0.13.2:8080/"]).0,
+        200
+    );
 }

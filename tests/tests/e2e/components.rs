@@ -148,7 +148,21 @@ fn serve_zone_albs_and_backends_as_separate_processes() {
         (200, Some("127.0.0.1")),
         "{page}"
     );
-    assert_eq!(curl(&["http://127.0.12.2:8081/healthz"]), (200, "ok\n".to_owned()));
+    // The ALB answers for itself only under the reserved host (any path); `/healthz` on any
+    // other host is the tenants'.
+    assert_eq!(
+        curl(&[
+            "-H",
+            "Host: albhealth.shop.example.test",
+            "http://127.0.12.2:8081/healthz"
+        ]),
+        (200, "healthy\n".to_owned())
+    );
+    assert_eq!(
+        curl(&["-H", "Host: nobody.test", "http://127.0.12.2:8081/healthz"]).0,
+        404,
+        "not shadowed by the ALB"
+    );
 
     // The control API: a token is required, errors are clear and nothing crashes it.
     let api: serde_json::Value =

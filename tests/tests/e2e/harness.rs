@@ -274,7 +274,8 @@ pub fn slow_echo(listen: &str, delay_ms: u64) -> Proc {
 }
 
 /// Starts `zone-alb --alb-id a` on the manifests in `dir` with `extra` flags, and waits until
-/// `healthz` (a URL) answers 200.
+/// `healthz` (a URL) answers 200 to `Host: albhealth.c.test` (the reserved health host of the
+/// cluster `c.test` every such test uses; an admin listener ignores the host).
 pub fn zone_alb(dir: &Path, extra: &[&str], healthz: &str) -> Proc {
     let alb = Proc::start(
         "zone-alb",
@@ -284,8 +285,10 @@ pub fn zone_alb(dir: &Path, extra: &[&str], healthz: &str) -> Proc {
             .arg("--manifests")
             .arg(dir),
     );
-    poll(Duration::from_secs(20), || (curl(&[healthz]).0 == 200).then_some(()))
-        .unwrap_or_else(|| panic!("zone-alb not up:\n{}", alb.output()));
+    poll(Duration::from_secs(20), || {
+        (curl(&["-H", "Host: albhealth.c.test", healthz]).0 == 200).then_some(())
+    })
+    .unwrap_or_else(|| panic!("zone-alb not up:\n{}", alb.output()));
     alb
 }
 

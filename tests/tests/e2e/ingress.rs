@@ -38,7 +38,9 @@ fn base() -> String {
         ingress("allow2", "allow2.test", &[("allowlist-source-range", "127.0.0.0/30, 127.0.0.77")], "/", "Prefix"),
         ingress("cookiepath", "cookiepath.test", &[("affinity", "cookie"), ("session-cookie-path", "/shop")], "/", "Prefix"),
         ingress("sticky", "sticky.test", &[("affinity", "cookie"), ("session-cookie-name", "route"), ("session-cookie-max-age", "60"), ("session-cookie-samesite", "Lax")], "/", "Prefix"),
-        ingress("rw", "rw.test", &[("rewrite-target", "/$2"), ("limit-rps", "lots")], "/api(/|$)(.*)", "ImplementationSpecific"),
+        ingress("rw", "rw.test", &[("rewrite-target", "/$2"), ("load-balance", "fastest")], "/api(/|$)(.*)", "ImplementationSpecific"),
+        // A protective setting whose value cannot be used fails closed: never "no allow-list".
+        ingress("badallow", "badallow.test", &[("whitelist-source-range", "10.0.0.0/33")], "/", "Prefix"),
         ingress("body", "body.test", &[("proxy-body-size", "10")], "/", "Prefix"),
         ingress("ewma", "ewma.test", &[("load-balance", "ewma")], "/", "Prefix"),
         // 127.0.18.13 has nothing listening: connections to it are refused.
@@ -136,15 +138,22 @@ fn annotations_and_reload_through_a_running_zone_alb() {
         "{headers}"
     );
 
-    // rewrite-target with capture groups; the bad limit-rps value on the same Ingress is
+    // rewrite-target with capture groups; the bad load-balance value on the same Ingress is
     // reported and the rest of it works.
     let resolve = "rw.test:8080:127.0.18.1";
     let (code, page) = curl(&["--resolve", resolve, "http://rw.test:8080/API/items/7?x=1"]);
     assert_eq!((code, field(&page, "Request")), (200, Some("GET /items/7")), "{page}");
     assert!(
-        alb.output().contains("Ingress default/rw") && alb.output().contains("limit-rps"),
+        alb.output().contains("Ingress default/rw") && alb.output().contains("load-balance"),
         "{}",
         alb.output()
+    );
+    // A bad allow-list is not "no allow-list": every request gets 503, saying why.
+    let (code, headers) = get("badallow.test", &["-D", "-", "-o", "/dev/null"]);
+    assert_eq!(code, 503, "{headers}");
+    assert!(
+        headers.contains("x-mzlb-reason: unenforced-annotation nginx.ingress.kubernetes.io/whitelist-source-range"),
+        "{headers}"
     );
 
     // Body size: 413 past proxy-body-size.
@@ -297,7 +306,10 @@ fn upgrades_are_spliced_through() {
         "up.yaml",
         &[
             single_alb_site("127.0.21.1", None, "127.0.21.11"),
-            vec![ingress("ws", "ws.test", &[], "/", "Prefix")],
+            vec![
+                ingress("ws", "ws.test", &[("upgrade-protocols", "echo")], "/", "Prefix"),
+                ingress("plain", "plain.test", &[], "/", "Prefix"),
+            ],
         ]
         .concat()
         .join("---\n"),
@@ -337,6 +349,10 @@ fn upgrades_are_spliced_through() {
     }
     // Without the upgrade headers the backend sees a plain request (hop-by-hop Upgrade dropped).
     assert_eq!(get_at("127.0.21.1", "ws.test", &["-H", "Upgrade: echo"]).0, 426);
+    // A route that does not list the token: the upgrade is not honoured, the request is an
+    // ordinary one (the backend answers it without upgrade headers).
+    let upgrade = ["-H", "Connection: Upgrade", "-H", "Upgrade: echo"];
+    assert_eq!(get_at("127.0.21.1", "plain.test", &upgrade).0, 426);
 }
 
 fn get_at(ip: &str, host: &str, extra: &[&str]) -> (u16, String) {

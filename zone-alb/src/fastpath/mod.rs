@@ -29,10 +29,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::annotations::BackendProtocol;
-use crate::proxy::{
-    MAX_ATTEMPTS, Proxy, ProxyError, RequestLine, Seen, affinity_cookie, cookie_in, request_id, sticky_endpoint,
-};
-use crate::ratelimit::ConcurrencyGuard;
+use crate::policy::{self, ProxyError, forward};
+use crate::proxy::{MAX_ATTEMPTS, Proxy, RequestLine, Seen, affinity_cookie, cookie_in, request_id, sticky_endpoint};
 use crate::router::{Route, RouteTable};
 use crate::server::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, MAX_HEADERS};
 use crate::upstream::UpstreamError;
@@ -51,6 +49,8 @@ const CLIENT_READ: usize = 4096;
 const MAX_LISTED: usize = 8;
 /// Cookie fields of one request (HTTP/1.1 clients send one); more go to hyper.
 const MAX_COOKIE_FIELDS: usize = 4;
+/// Interim (1xx) responses relayed before the final one; a backend sending more is broken.
+const MAX_INTERIM: usize = 8;
 
 /// Request-head buffers between uses, per worker: a connection holds one only while a request
 /// is arriving or in flight, and taking one back costs no allocation.
@@ -104,7 +104,8 @@ pub async fn serve(
     cancel: &CancellationToken,
 ) -> Exit {
     // A trusted proxy's forwarding headers are kept and extended, which hyper's path does.
-    if proxy.trusted.iter().any(|net| net.contains(&peer.ip())) {
+    let rules = proxy.rules(peer);
+    if rules.trusted {
         return Exit::HandOff(BytesMut::new());
     }
     // The same for every request of the connection: peer and port do not change.
@@ -117,7 +118,7 @@ pub async fn serve(
         let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
         let request = loop {
             if !buf.is_empty() {
-                match prepare(&buf, peer, &forwarded) {
+                match prepare(&buf, peer, &forwarded, rules) {
                     Prepared::Request(request) => break request,
                     Prepared::HandOff => return Exit::HandOff(buf),
                     Prepared::Incomplete if buf.len() >= MAX_HEADER_BYTES => return Exit::HandOff(buf),
@@ -275,49 +276,21 @@ enum Prepared<'b> {
     Request(Request<'b>),
 }
 
-/// Headers never forwarded: hop-by-hop ones (RFC 9110 §7.6.1) and the forwarding headers we
-/// set ourselves (a client's own are not believed).
-fn dropped(name: &str) -> bool {
-    // By length first: most fields are compared with nothing.
-    let candidates: &[&str] = match name.len() {
-        2 => &["te"],
-        7 => &["trailer", "upgrade"],
-        9 => &["x-real-ip"],
-        10 => &["connection", "keep-alive"],
-        15 => &["x-forwarded-for"],
-        16 => &["proxy-connection", "x-forwarded-host", "x-forwarded-port"],
-        17 => &["transfer-encoding", "x-forwarded-proto"],
-        _ => return false,
-    };
-    candidates.iter().any(|n| n.eq_ignore_ascii_case(name))
-}
-
-/// Hop-by-hop response fields (Transfer-Encoding is decided by the framing).
-fn hop_by_hop(name: &str) -> bool {
-    let candidates: &[&str] = match name.len() {
-        2 => &["te"],
-        7 => &["trailer", "upgrade"],
-        10 => &["connection", "keep-alive"],
-        16 => &["proxy-connection"],
-        _ => return false,
-    };
-    candidates.iter().any(|n| n.eq_ignore_ascii_case(name))
-}
-
 /// The forwarding fields for a connection's requests: from an untrusted peer (the only kind
 /// served here) they are ours, whatever the client sent.
 fn forwarded_fields(peer: SocketAddr, local: SocketAddr) -> Vec<u8> {
-    let ip = peer.ip();
-    format!(
-        "x-forwarded-for: {ip}\r\nx-real-ip: {ip}\r\nx-forwarded-proto: http\r\nx-forwarded-port: {}\r\n",
-        local.port()
-    )
-    .into_bytes()
+    let mut out = Vec::with_capacity(128);
+    forward::untrusted_fields(peer.ip(), "http", local.port(), |name, value| {
+        for part in [name, ": ", value, "\r\n"] {
+            out.extend_from_slice(part.as_bytes());
+        }
+    });
+    out
 }
 
 /// Parses a request head and decides whether the fast path takes it; if so, builds the head
 /// the backend gets.
-fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8]) -> Prepared<'b> {
+fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8], rules: forward::Rules) -> Prepared<'b> {
     // Uninitialised: zeroing 100 fields would cost more than parsing a typical head.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -329,7 +302,8 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8]) -> Prepared<'b
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Prepared::HandOff;
     };
-    if !target.starts_with('/') {
+    // Other forms, and targets over the limit (hyper's path answers 414), are hyper's.
+    if !target.starts_with('/') || policy::check_target(target).is_err() {
         return Prepared::HandOff;
     }
     let mut host = None;
@@ -387,7 +361,7 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8]) -> Prepared<'b
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for field in req.headers.iter() {
-        if dropped(field.name) || listed.iter().any(|l| l.eq_ignore_ascii_case(field.name.as_bytes())) {
+        if !forward::request_field(field.name.as_bytes(), listed, rules) {
             continue;
         }
         head.extend_from_slice(field.name.as_bytes());
@@ -446,32 +420,6 @@ fn plain(route: &Route<'_>, host: &str, https_port: Option<u16>) -> bool {
         && !(https_port.is_some() && RouteTable::redirects_to_https(route, host))
 }
 
-/// The route's limits, in `proxy`'s order: allow-list (403), requests per second and requests
-/// in flight per client (503, as ingress-nginx), body size (413). The client is the peer: a
-/// trusted proxy's connections are not on the fast path.
-fn admit<'r>(route: &'r Route<'_>, request: &Request<'_>) -> Result<Option<ConcurrencyGuard<'r>>, ProxyError> {
-    let p = &route.policy;
-    let client = request.peer.ip();
-    if let Some(allow) = &p.policy.allow
-        && !allow.iter().any(|net| net.contains(&client))
-    {
-        return Err(ProxyError::Forbidden);
-    }
-    if let Some(limiter) = &p.rate_limiter
-        && !limiter.allow(client)
-    {
-        return Err(ProxyError::RateLimited);
-    }
-    let slot = match &p.connection_limiter {
-        Some(limiter) => Some(limiter.acquire(client).ok_or(ProxyError::RateLimited)?),
-        None => None,
-    };
-    if p.policy.body_limit.is_some_and(|limit| request.body_len > limit) {
-        return Err(ProxyError::TooLarge);
-    }
-    Ok(slot)
-}
-
 enum Handled {
     /// Answered; the connection can carry the next request.
     Done,
@@ -488,28 +436,30 @@ async fn handle(proxy: &Proxy, request: Request<'_>, stream: &mut TcpStream) -> 
         host: request.host,
         path: request.path,
     };
-    if request.path == crate::health::PATH {
-        return answer(stream, StatusCode::OK, "ok", request.close).await;
-    }
     // One table for the whole request, even if a reload swaps it meanwhile.
     let table = proxy.table.load_full();
-    if table.is_alb_health_check(request.host, request.path) {
-        return answer(stream, StatusCode::OK, "healthy", request.close).await;
+    // A body still arriving would be taken for the next request: close after our answer.
+    let close = request.close || request.streams_body();
+    if table.is_alb_health_check(request.host) {
+        return answer(stream, StatusCode::OK, "healthy", close, None).await;
     }
     let mut seen = Seen::default();
-    let route = table.lookup(request.host, request.path);
-    let outcome = match &route {
-        None => Err(Failure::Proxy(ProxyError::NoRoute)),
-        Some(route) if !plain(route, request.host, proxy.https_port) => return Handled::HandOff,
-        Some(route) => {
-            seen.ingress = route.policy.ingress.clone();
-            seen.service = route.backend.name.clone();
-            match admit(route, &request) {
-                // The connection-limit slot is held until the exchange is over.
-                Ok(_slot) => exchange(proxy, route, &request, stream, &mut seen, started).await,
-                Err(error) => Err(Failure::Proxy(error)),
+    let outcome = match policy::route_path(request.path) {
+        Err(error) => Err(Failure::Proxy(error)),
+        Ok(path) => match table.lookup(request.host, &path) {
+            None => Err(Failure::Proxy(ProxyError::NoRoute)),
+            Some(route) if !plain(&route, request.host, proxy.settings.https_port) => return Handled::HandOff,
+            Some(route) => {
+                seen.ingress = route.policy.ingress.clone();
+                seen.service = route.backend.name.clone();
+                // The client is the peer: a trusted proxy's connections are not on the fast path.
+                match policy::admit(&route, request.peer.ip(), Some(request.body_len)) {
+                    // The connection-limit slot is held until the exchange is over.
+                    Ok(_slot) => exchange(proxy, &route, &request, stream, &mut seen, started).await,
+                    Err(error) => Err(Failure::Proxy(error)),
+                }
             }
-        }
+        },
     };
     match outcome {
         Ok(relayed) => {
@@ -519,10 +469,17 @@ async fn handle(proxy: &Proxy, request: Request<'_>, stream: &mut TcpStream) -> 
         Err(Failure::Proxy(error)) => {
             let status = proxy.failed(&error, &seen, &line);
             proxy.record(seen, status.as_u16(), started.elapsed(), &line, Some(&error));
-            // A body left unread on the socket would be taken for the next request.
-            let close = request.close || request.streams_body();
             // Never leak internals into the body: the reason phrase is enough.
-            answer(stream, status, status.canonical_reason().unwrap_or("error"), close).await
+            let reason = error.reason();
+            let close = close || error.closes();
+            answer(
+                stream,
+                status,
+                status.canonical_reason().unwrap_or("error"),
+                close,
+                reason.as_deref(),
+            )
+            .await
         }
         Err(Failure::Client(error)) => {
             tracing::debug!(peer = %request.peer, %error, "client failed while sending its body");
@@ -693,6 +650,16 @@ async fn exchange(
     })
 }
 
+/// Adds a field to a head still being written (no empty line yet), if its value is clean.
+fn add_field_raw(head: &mut Vec<u8>, name: &str, value: &str) {
+    if value.bytes().any(|b| b.is_ascii_control()) {
+        return;
+    }
+    for part in [name, ": ", value, "\r\n"] {
+        head.extend_from_slice(part.as_bytes());
+    }
+}
+
 /// Adds a field at the end of a head (before its empty line). A value with control characters
 /// is not added (ours are checked when annotations are parsed; this keeps it so).
 fn add_field(head: &mut Vec<u8>, name: &str, value: &str) {
@@ -804,6 +771,7 @@ async fn round_trip(
         }
     }
     let mut interim = Vec::new();
+    let mut interims = 0;
     loop {
         let parsed = if conn.buf.is_empty() {
             Ok(None)
@@ -812,7 +780,13 @@ async fn round_trip(
         };
         match parsed {
             Ok(Some(head)) if head.interim => {
-                // 1xx before the real response (103 Early Hints): passed on with it.
+                // 1xx before the real response (103 Early Hints): passed on with it, a few.
+                interims += 1;
+                if interims > MAX_INTERIM {
+                    return Err(RoundTrip::Failed(UpstreamError::Invalid(format!(
+                        "more than {MAX_INTERIM} interim responses"
+                    ))));
+                }
                 interim.extend_from_slice(&head.client_head);
                 conn.buf.advance(head.len);
                 continue;
@@ -875,18 +849,22 @@ async fn write_within(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -
     }
 }
 
-/// A small plain-text response of our own, as `proxy::text` makes for hyper.
-async fn answer(client: &mut TcpStream, status: StatusCode, body: &str, close: bool) -> Handled {
+/// A small plain-text response of our own, as `proxy::own_answer` makes for hyper.
+async fn answer(client: &mut TcpStream, status: StatusCode, body: &str, close: bool, reason: Option<&str>) -> Handled {
     let mut out = Vec::with_capacity(160 + body.len());
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ndate: {}\r\n{}\r\n{body}\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ndate: {}\r\n{}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len() + 1,
         httpdate::fmt_http_date(std::time::SystemTime::now()),
         if close { "connection: close\r\n" } else { "" },
     );
+    if let Some(reason) = reason {
+        add_field_raw(&mut out, "x-mzlb-reason", reason);
+    }
+    let _ = write!(out, "\r\n{body}\n");
     match write(client, &out).await {
         Ok(()) if !close => Handled::Done,
         _ => Handled::Close,
@@ -989,10 +967,12 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>
         let name = field.name;
         // Hop-by-hop fields stay with the backend's connection; a chunked body is relayed as
         // it is, so its Transfer-Encoding goes with it.
-        let hop = hop_by_hop(name)
-            || (name.eq_ignore_ascii_case("transfer-encoding") && !keep_encoding)
-            || listed.iter().any(|l| l.eq_ignore_ascii_case(name.as_bytes()));
-        if hop {
+        let kept = if name.eq_ignore_ascii_case("transfer-encoding") {
+            keep_encoding
+        } else {
+            forward::response_field(name.as_bytes(), listed)
+        };
+        if !kept {
             continue;
         }
         head.extend_from_slice(name.as_bytes());
@@ -1015,10 +995,15 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>
 mod tests {
     use super::*;
 
+    const RULES: forward::Rules = forward::Rules {
+        trusted: false,
+        underscores: false,
+    };
+
     fn prepared(raw: &str) -> Option<String> {
         let peer = "127.0.0.77:5000".parse().unwrap();
         let local = "127.0.10.2:8080".parse().unwrap();
-        match prepare(raw.as_bytes(), peer, &forwarded_fields(peer, local)) {
+        match prepare(raw.as_bytes(), peer, &forwarded_fields(peer, local), RULES) {
             Prepared::Request(r) => {
                 assert_eq!(r.len, raw.find("\r\n\r\n").unwrap() + 4);
                 Some(String::from_utf8(r.upstream_head).unwrap())
@@ -1067,6 +1052,41 @@ mod tests {
     }
 
     #[test]
+    fn connection_cannot_remove_framing_host_or_forwarding_fields() {
+        let smuggled = "GET /admin HTTP/1.1\r\nHost: h.test\r\n\r\n";
+        let raw = format!(
+            "POST / HTTP/1.1\r\nHost: h.test\r\nConnection: content-length, host, x-forwarded-for, x-other\r\n\
+             Content-Length: {}\r\nX-Other: 1\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n{smuggled}",
+            smuggled.len()
+        );
+        let head = prepared(&raw).unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}\r\n", smuggled.len())),
+            "{head}"
+        );
+        assert!(head.contains("Host: h.test\r\n"), "{head}");
+        assert!(head.contains("x-forwarded-for: 127.0.0.77\r\n"), "{head}");
+        assert!(!head.contains("6.6.6.6") && !head.contains("X-Other"), "{head}");
+    }
+
+    #[test]
+    fn the_forwarding_family_and_underscore_names_are_dropped() {
+        let head = prepared(
+            "GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=6.6.6.6;proto=https\r\nX-Forwarded-Ssl: on\r\n\
+             X-Forwarded-Scheme: https\r\nX-Forwarded-Prefix: /evil\r\nX-Forwarded-Proto: https\r\n\
+             X-Forwarded-Port: 443\r\nX-Forwarded-Host: evil\r\nX_Forwarded_For: 6.6.6.6\r\n\
+             Transfer_Encoding: chunked\r\nHTTP2-Settings: AAA\r\nX-Request-ID: id\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            head,
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Request-ID: id\r\nx-forwarded-for: 127.0.0.77\r\n\
+             x-real-ip: 127.0.0.77\r\nx-forwarded-proto: http\r\nx-forwarded-port: 8080\r\n\
+             x-forwarded-host: h\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn requests_the_fast_path_does_not_take_go_to_hyper() {
         for raw in [
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
@@ -1080,6 +1100,7 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
             "GET / HTTP/1.1\r\nHost x\r\n\r\n",
+            &format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(policy::MAX_TARGET)),
         ] {
             assert_eq!(prepared(raw), None, "{raw}");
         }
@@ -1098,7 +1119,7 @@ mod tests {
             // Pipelined: the next request is not part of the body.
             (format!("{head}helloGET / HTTP/1.1\r\n"), "hello", false),
         ] {
-            let Prepared::Request(r) = prepare(raw.as_bytes(), peer, &fields) else {
+            let Prepared::Request(r) = prepare(raw.as_bytes(), peer, &fields, RULES) else {
                 panic!("not taken: {raw}");
             };
             assert_eq!(
@@ -1122,7 +1143,7 @@ mod tests {
         let peer = "127.0.0.77:5000".parse().unwrap();
         let fields = forwarded_fields(peer, "127.0.10.2:8080".parse().unwrap());
         let raw = "GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1; route=abc\r\nCookie: x=2\r\n\r\n";
-        let Prepared::Request(r) = prepare(raw.as_bytes(), peer, &fields) else {
+        let Prepared::Request(r) = prepare(raw.as_bytes(), peer, &fields, RULES) else {
             panic!("not taken");
         };
         assert_eq!(
@@ -1130,7 +1151,10 @@ mod tests {
             (Some("abc"), Some("2"), None)
         );
         let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "Cookie: a=1\r\n".repeat(5));
-        assert!(matches!(prepare(many.as_bytes(), peer, &fields), Prepared::HandOff));
+        assert!(matches!(
+            prepare(many.as_bytes(), peer, &fields, RULES),
+            Prepared::HandOff
+        ));
     }
 
     fn response(raw: &str, head_request: bool) -> Result<ResponseHead, String> {
@@ -1180,6 +1204,17 @@ mod tests {
 
     #[test]
     fn the_client_gets_the_response_head_without_hop_by_hop_fields() {
+        let r = response(
+            "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello",
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.framing, Framing::Length(5));
+        assert_eq!(
+            String::from_utf8(r.client_head).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            "a listed Content-Length is the framing: kept"
+        );
         let r = response(
             "HTTP/1.1 404 Nope\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
              Content-Length: 0\r\nX-Kept: 1\r\n\r\n",

@@ -1,0 +1,80 @@
+//! `zone-alb --check --manifests DIR` (and `mzlb check`): reads the manifests and compiles
+//! them as a zone ALB would, then lists every finding: Ingresses that cannot be served,
+//! annotations that make routes fail closed, values that were ignored. Exits non-zero when
+//! anything would be refused, so a pipeline can stop a change before it reaches a cluster.
+
+use std::fmt;
+
+use crate::annotations::FindingKind;
+use crate::objects::Objects;
+use crate::router::RouteTable;
+use crate::state::Store;
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Something is refused: an Ingress left out, or routes that answer 503 (fail closed).
+    Error,
+    /// Served, with a setting ignored or left at its default.
+    Warning,
+}
+
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub severity: Severity,
+    /// The Kubernetes event reason, e.g. `UnsupportedAnnotation`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{level}: {}: {}", self.reason, self.message)
+    }
+}
+
+/// Every finding for the Ingresses of `class` in `objects`, in manifest order.
+pub fn findings(objects: &Objects, class: &str) -> Vec<Finding> {
+    // The zone only decides which endpoints are preferred, never what is refused.
+    let zone = objects.zone_albs.first().map_or("", |a| a.spec.zone.as_str());
+    let table = RouteTable::compile_each(objects, class, zone, &Store::default());
+    let mut out = Vec::new();
+    for report in &table.reports {
+        if let Some(rejected) = &report.rejected {
+            out.push(Finding {
+                severity: Severity::Error,
+                reason: rejected.reason,
+                message: rejected.message.clone(),
+            });
+        }
+        for warning in &report.warnings {
+            let fails_closed = warning.reason == FindingKind::Unenforced.reason();
+            out.push(Finding {
+                severity: if fails_closed {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                reason: warning.reason,
+                message: warning.message.clone(),
+            });
+        }
+    }
+    for cluster in &objects.clusters {
+        let reserved = cluster.health_host();
+        if table.has_host(&reserved) {
+            out.push(Finding {
+                severity: Severity::Warning,
+                reason: "ReservedHost",
+                message: format!(
+                    "host {reserved} is reserved for the ALBs' health checks; rules for it are never served"
+                ),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,102 @@
+//! Why a request was not relayed, and so which status the client gets. Each error knows its
+//! side, as pingora's do: the client's mistakes are 4xx, the backend's 502/504, a refusal of
+//! our own policy 403/503, and our own failures 500.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::StatusCode;
+
+use super::path::PathError;
+use crate::upstream::UpstreamError;
+
+/// Whose fault a failure is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The request broke a rule (framing, path, limits, allow-lists).
+    Client,
+    /// The backend failed or broke HTTP.
+    Upstream,
+    /// Our own configuration refuses the route (a security setting we cannot enforce).
+    Policy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("no route")]
+    NoRoute,
+    #[error("client address not allowed")]
+    Forbidden,
+    #[error("rate limit exceeded")]
+    RateLimited,
+    #[error("request body too large")]
+    TooLarge,
+    #[error("bad request target")]
+    BadRequest,
+    #[error("path: {0}")]
+    BadPath(PathError),
+    #[error("request target longer than {} bytes", super::MAX_TARGET)]
+    TargetTooLong,
+    #[error("transfer coding other than chunked")]
+    UnsupportedCoding,
+    /// The route's Ingress asks for protection mzlb does not enforce (fail closed).
+    #[error("unenforced annotation {0}")]
+    Unenforced(Arc<str>),
+    #[error("backend {0} has no ready endpoint")]
+    NoEndpoint(Arc<str>),
+    #[error("upstream {0}: {1}")]
+    Upstream(SocketAddr, UpstreamError),
+}
+
+impl ProxyError {
+    pub(crate) fn side(&self) -> Side {
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::Forbidden
+            | ProxyError::RateLimited
+            | ProxyError::TooLarge
+            | ProxyError::BadRequest
+            | ProxyError::BadPath(_)
+            | ProxyError::TargetTooLong
+            | ProxyError::UnsupportedCoding => Side::Client,
+            ProxyError::Unenforced(_) => Side::Policy,
+            ProxyError::NoEndpoint(_) | ProxyError::Upstream(..) => Side::Upstream,
+        }
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            // ingress-nginx's default `limit-req-status-code`.
+            ProxyError::RateLimited => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRequest | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TargetTooLong => StatusCode::URI_TOO_LONG,
+            // nginx: "client sent unknown Transfer-Encoding".
+            ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Unenforced(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(_, e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(..) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The connection must close after the answer: what follows on it cannot be trusted to
+    /// start a request (a head or body we refused to read).
+    pub(crate) fn closes(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest | ProxyError::BadPath(_) | ProxyError::TargetTooLong | ProxyError::UnsupportedCoding
+        )
+    }
+
+    /// The `x-mzlb-reason` an answer of ours carries, so an operator can tell a refusal of
+    /// policy from a backend's own answer; nothing internal (no addresses) is in it.
+    pub(crate) fn reason(&self) -> Option<String> {
+        match self {
+            ProxyError::Unenforced(key) => Some(format!("unenforced-annotation {key}")),
+            _ => None,
+        }
+    }
+}
