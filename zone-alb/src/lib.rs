@@ -8,22 +8,22 @@
 //!
 //! This crate also owns the object model shared with `mzlb` ([`objects`], [`source`]).
 
-pub mod admin;
-pub mod annotations;
-pub mod balance;
+pub(crate) mod admin;
+pub(crate) mod annotations;
+pub(crate) mod balance;
 pub mod check;
-pub mod endpoints;
-pub mod error;
-pub mod fastpath;
-pub mod keepalive;
-pub mod kube_mode;
+pub(crate) mod endpoints;
+pub(crate) mod error;
+pub(crate) mod fastpath;
+pub(crate) mod keepalive;
+pub(crate) mod kube_mode;
 pub mod lease;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod objects;
 pub(crate) mod policy;
-pub mod proxy;
-pub mod proxy_protocol;
-pub mod ratelimit;
+pub(crate) mod proxy;
+pub(crate) mod proxy_protocol;
+pub(crate) mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod source;
@@ -32,8 +32,8 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub(crate) mod upload;
-pub mod upstream;
-pub mod workers;
+pub(crate) mod upstream;
+pub(crate) mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;

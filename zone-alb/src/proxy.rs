@@ -22,7 +22,7 @@ use crate::policy::error::Side;
 use crate::policy::{self, ProxyError, forward};
 use crate::router::{Backend, RouteTable};
 use crate::splice::splice;
-use crate::upload::Upload;
+use crate::upload::{Fault, Upload};
 use crate::upstream::{Key, Timeouts, UpstreamError, Upstreams};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -251,7 +251,7 @@ impl Proxy {
 
         // The body streams upstream as it arrives, the limit enforced as it passes.
         let (head, incoming) = req.into_parts();
-        let (upload, watch) = Upload::new(incoming, policy.body_limit);
+        let (upload, mut watch) = Upload::new(incoming, policy.body_limit);
         let replayable_body = upload.is_end_stream();
         let mut req = Request::from_parts(head, upload.boxed());
 
@@ -308,7 +308,7 @@ impl Proxy {
             1
         };
         let mut body = Some(body);
-        let mut sent = Some(watch.sent);
+        let mut sent = watch.sent.take();
         let timeouts = Timeouts {
             connect: policy.connect_timeout,
             send: policy.send_timeout,
@@ -346,10 +346,15 @@ impl Proxy {
                     seen.upstream = Some(endpoint);
                     attempt += 1;
                 }
-                // The client's body crossed the limit on its way: its fault, not the backend's.
-                Err(_) if watch.too_large.load(std::sync::atomic::Ordering::Relaxed) => {
+                // The client's body failed on its way (over the limit, malformed, stalled): its
+                // fault, not the backend's.
+                Err(_) if let Some(fault) = watch.fault() => {
                     backend.finished(index, Some(started.elapsed()));
-                    return Err(ProxyError::TooLarge);
+                    return Err(match fault {
+                        Fault::TooLarge => ProxyError::TooLarge,
+                        Fault::Malformed => ProxyError::BadRequest,
+                        Fault::Stalled => ProxyError::BodyTimeout,
+                    });
                 }
                 Err(e) => {
                     backend.finished(index, None);
@@ -357,6 +362,14 @@ impl Proxy {
                 }
             }
         };
+        // Both framings at once is a smuggling attempt or a broken backend (RFC 9112 §6.3):
+        // refused, as the fast path refuses it; the connection goes with the response.
+        if resp.headers().contains_key(header::TRANSFER_ENCODING) && resp.headers().contains_key(header::CONTENT_LENGTH)
+        {
+            backend.finished(index, None);
+            let invalid = UpstreamError::Invalid("both Transfer-Encoding and Content-Length".into());
+            return Err(ProxyError::Upstream(endpoint, invalid));
+        }
         let mut resp = resp;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // A 101 to a request that asked for no upgrade we allow would hand the backend a

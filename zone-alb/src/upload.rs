@@ -7,7 +7,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -37,33 +37,62 @@ pub(crate) struct Upload<B = Incoming> {
     stalled: Option<Pin<Box<Sleep>>>,
     /// Fired once the whole body has been read (dropped unfired if it fails).
     sent: Option<oneshot::Sender<()>>,
-    /// Set when the limit was crossed, so the caller can answer 413 rather than 502.
-    too_large: Arc<AtomicBool>,
+    /// Set when the client's side failed, so the caller answers 4xx rather than 502.
+    fault: Arc<AtomicU8>,
+}
+
+/// How the client's side of an upload failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Over the body limit (413).
+    TooLarge = 1,
+    /// A body that breaks HTTP (a malformed chunk), or a client gone mid-body (400).
+    Malformed = 2,
+    /// Nothing of it for the client body timeout (408, as nginx).
+    Stalled = 3,
 }
 
 /// What the caller keeps of an upload.
 pub(crate) struct Watch {
-    /// Resolves when the body has all been read (or has failed).
-    pub sent: oneshot::Receiver<()>,
-    pub too_large: Arc<AtomicBool>,
+    /// Resolves when the body has all been read (or has failed); taken by the exchange.
+    pub sent: Option<oneshot::Receiver<()>>,
+    fault: Arc<AtomicU8>,
+}
+
+impl Watch {
+    /// Whether (and how) the upload failed on the client's side.
+    pub(crate) fn fault(&self) -> Option<Fault> {
+        match self.fault.load(Ordering::Relaxed) {
+            1 => Some(Fault::TooLarge),
+            2 => Some(Fault::Malformed),
+            3 => Some(Fault::Stalled),
+            _ => None,
+        }
+    }
 }
 
 impl<B: hyper::body::Body> Upload<B> {
     pub(crate) fn new(body: B, limit: Option<u64>) -> (Self, Watch) {
         let (tx, rx) = oneshot::channel();
-        let too_large = Arc::new(AtomicBool::new(false));
+        let fault = Arc::new(AtomicU8::new(0));
         let mut upload = Self {
             body,
             limit,
             passed: 0,
             stalled: None,
             sent: Some(tx),
-            too_large: too_large.clone(),
+            fault: fault.clone(),
         };
         if upload.body.is_end_stream() {
             upload.finished();
         }
-        (upload, Watch { sent: rx, too_large })
+        let watch = Watch { sent: Some(rx), fault };
+        (upload, watch)
+    }
+
+    fn failed(&mut self, fault: Fault) {
+        self.fault.store(fault as u8, Ordering::Relaxed);
+        self.sent = None;
     }
 
     fn finished(&mut self) {
@@ -91,8 +120,7 @@ where
                     if let Some(limit) = this.limit
                         && this.passed > limit
                     {
-                        this.too_large.store(true, Ordering::Relaxed);
-                        this.sent = None;
+                        this.failed(Fault::TooLarge);
                         return Poll::Ready(Some(Err(Box::new(UploadError::TooLarge(limit)))));
                     }
                 }
@@ -102,7 +130,7 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.sent = None;
+                this.failed(Fault::Malformed);
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
@@ -114,7 +142,7 @@ where
                     .stalled
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLIENT_BODY_TIMEOUT)));
                 ready!(stalled.as_mut().poll(cx));
-                this.sent = None;
+                this.failed(Fault::Stalled);
                 Poll::Ready(Some(Err(Box::new(UploadError::Stalled(CLIENT_BODY_TIMEOUT)))))
             }
         }
@@ -145,27 +173,39 @@ mod tests {
     #[tokio::test]
     async fn a_body_within_the_limit_passes_whole_and_says_when_it_is_sent() {
         let (upload, mut watch) = Upload::new(chunks(&["hel", "lo"]), Some(5));
-        assert!(watch.sent.try_recv().is_err(), "not yet");
+        assert!(watch.sent.as_mut().unwrap().try_recv().is_err(), "not yet");
         let body = upload.collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"hello");
-        watch.sent.await.expect("signalled at the end");
-        assert!(!watch.too_large.load(Ordering::Relaxed));
+        watch.sent.take().unwrap().await.expect("signalled at the end");
+        assert_eq!(watch.fault(), None);
     }
 
     #[tokio::test]
     async fn a_body_over_the_limit_fails_as_it_crosses_it() {
-        let (upload, watch) = Upload::new(chunks(&["hel", "lo", "!"]), Some(5));
+        let (upload, mut watch) = Upload::new(chunks(&["hel", "lo", "!"]), Some(5));
         let error = upload.collect().await.expect_err("over the limit");
         assert!(error.to_string().contains("larger than 5"), "{error}");
-        assert!(watch.too_large.load(Ordering::Relaxed));
-        assert!(watch.sent.await.is_err(), "never sent whole");
+        assert_eq!(watch.fault(), Some(Fault::TooLarge));
+        assert!(watch.sent.take().unwrap().await.is_err(), "never sent whole");
+    }
+
+    #[tokio::test]
+    async fn a_broken_body_is_the_clients_fault() {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"a"))),
+            Err("invalid chunk size".into()),
+        ];
+        let (upload, watch) = Upload::new(StreamBody::new(futures::stream::iter(frames)), None);
+        upload.collect().await.expect_err("malformed");
+        assert_eq!(watch.fault(), Some(Fault::Malformed));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_client_that_stops_sending_fails_the_upload() {
         let stream = futures::stream::pending::<Result<Frame<Bytes>, BoxError>>();
-        let (upload, _watch) = Upload::new(StreamBody::new(stream), None);
+        let (upload, watch) = Upload::new(StreamBody::new(stream), None);
         let error = upload.collect().await.expect_err("stalled");
         assert!(error.to_string().contains("sent nothing"), "{error}");
+        assert_eq!(watch.fault(), Some(Fault::Stalled));
     }
 }

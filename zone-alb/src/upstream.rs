@@ -114,6 +114,12 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
+    /// Connections opened so far (tests; the metric counts them in service).
+    #[cfg(test)]
+    fn opened(&self) -> u64 {
+        self.opened.get()
+    }
+
     /// `source_ip` binds upstream connections to the ALB's own address, so backends see the
     /// zone's IP as the peer (REMOTE_ADDR), as behind a cloud ALB.
     pub fn new(source_ip: Option<IpAddr>, opened: Counter) -> Self {
@@ -163,11 +169,6 @@ impl Upstreams {
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(UpstreamError::ReadTimeout(t.read)),
         }
-    }
-
-    /// Connections opened so far.
-    pub fn opened(&self) -> u64 {
-        self.opened.get()
     }
 
     async fn connect(&self, key: Key, t: Timeouts) -> Result<Conn, UpstreamError> {

@@ -22,6 +22,9 @@ pub fn bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--bins", "-p", "mzlb", "-p", "zone-alb"]);
+        // Set for the test binary, it would differ from what the outer build saw, and build
+        // scripts that watch it (ring's) would rebuild everything above them on every run.
+        cmd.env_remove("CARGO_MANIFEST_DIR");
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }

@@ -14,7 +14,7 @@ use crate::harness::{
 
 const ALB: &str = "127.0.18.1:8080";
 
-fn ingress(name: &str, host: &str, annotations: &[(&str, &str)], path: &str, path_type: &str) -> String {
+pub(crate) fn ingress(name: &str, host: &str, annotations: &[(&str, &str)], path: &str, path_type: &str) -> String {
     let mut doc = format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n");
     if !annotations.is_empty() {
         doc.push_str("  annotations:\n");

@@ -31,6 +31,8 @@ pub(crate) enum ProxyError {
     RateLimited,
     #[error("request body too large")]
     TooLarge,
+    #[error("client sent nothing of its body for {:?}", crate::upload::CLIENT_BODY_TIMEOUT)]
+    BodyTimeout,
     #[error("bad request target")]
     BadRequest,
     #[error("path: {0}")]
@@ -55,6 +57,7 @@ impl ProxyError {
             | ProxyError::Forbidden
             | ProxyError::RateLimited
             | ProxyError::TooLarge
+            | ProxyError::BodyTimeout
             | ProxyError::BadRequest
             | ProxyError::BadPath(_)
             | ProxyError::TargetTooLong
@@ -71,6 +74,7 @@ impl ProxyError {
             // ingress-nginx's default `limit-req-status-code`.
             ProxyError::RateLimited => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BadRequest | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::TargetTooLong => StatusCode::URI_TOO_LONG,
             // nginx: "client sent unknown Transfer-Encoding".
@@ -87,7 +91,12 @@ impl ProxyError {
     pub(crate) fn closes(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadRequest | ProxyError::BadPath(_) | ProxyError::TargetTooLong | ProxyError::UnsupportedCoding
+            ProxyError::BadRequest
+                | ProxyError::BadPath(_)
+                | ProxyError::TargetTooLong
+                | ProxyError::UnsupportedCoding
+                | ProxyError::TooLarge
+                | ProxyError::BodyTimeout
         )
     }
 
