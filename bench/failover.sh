@@ -51,12 +51,12 @@ start_alb 2; ALB2_PID=$!
 MZLB_STATE_DIR="$W/state" "$BIN/mzlb" serve --manifests "$W/m" --dns-listen "$MZLB_DNS:$PORT" \
   --api-listen "$MZLB_DNS:0" > "$W/mzlb.log" 2>&1 & PIDS+=($!)
 
-# --- gdnsd watching the same three ALBs' /healthz -----------------------------------------
+# --- gdnsd probing the same three ALBs as mzlb does (Host: albhealth.<subdomain>) ---------
 mkdir -p "$W/g/zones" /run/gdnsd
 cat > "$W/g/config" <<CONF
 options => { listen => [ $GDNSD_DNS:$PORT ], udp_threads => 1, tcp_threads => 1 }
 service_types => {
-  alb_http => { plugin => http_status, port => 8080, url_path => "/healthz", interval => 2, timeout => 1, up_thresh => 1, ok_thresh => 1, down_thresh => 1 }
+  alb_http => { plugin => http_status, port => 8080, url_path => "/healthz", vhost => "albhealth.app.bench.test", interval => 2, timeout => 1, up_thresh => 1, ok_thresh => 1, down_thresh => 1 }
 }
 plugins => {
   multifo => {

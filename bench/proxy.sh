@@ -8,6 +8,7 @@
 # then resident memory with 10 000 idle keep-alive client connections.
 #
 #   bench/proxy.sh [seconds per run, default 10]
+#   ALB_BASE=/path/to/other/zone-alb bench/proxy.sh   # A/B: that build too, in the same run
 #
 # Installs nginx-light, haproxy and wrk with apt-get if missing (run as root).
 set -euo pipefail
@@ -23,6 +24,8 @@ ALB=127.0.60.3
 NGINX_ALL=127.0.60.4
 HAPROXY_ALL=127.0.60.5
 ALB_ALL=127.0.60.6
+# Another zone-alb build (ALB_BASE), one worker, measured beside this one for A/B figures.
+ALB_B=127.0.60.7
 CORES=$(nproc)
 
 need_commands nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl python3:python3
@@ -155,8 +158,14 @@ alb_site "$W/alb_all" "$ALB_ALL"
 # One worker thread, as nginx and HAProxy get one worker; then the default, one per core.
 RUST_LOG=warn target/release/zone-alb --workers 1 --manifests "$W/alb" --alb-id alb & PIDS+=($!); ALB_PID=$!
 RUST_LOG=warn target/release/zone-alb --manifests "$W/alb_all" --alb-id alb & PIDS+=($!); ALB_ALL_PID=$!
+URLS=("http://$BACKEND/" http://{$NGINX,$HAPROXY,$ALB,$NGINX_ALL,$HAPROXY_ALL,$ALB_ALL}:8080/)
+if [ -n "${ALB_BASE:-}" ]; then
+  alb_site "$W/alb_base" "$ALB_B"
+  RUST_LOG=warn "$ALB_BASE" --workers 1 --manifests "$W/alb_base" --alb-id alb & PIDS+=($!); ALB_B_PID=$!
+  URLS+=("http://$ALB_B:8080/")
+fi
 
-for url in "http://$BACKEND/" http://{$NGINX,$HAPROXY,$ALB,$NGINX_ALL,$HAPROXY_ALL,$ALB_ALL}:8080/; do
+for url in "${URLS[@]}"; do
   for _ in $(seq 1 100); do
     curl -sf -o /dev/null "$url" && break
     sleep 0.1
@@ -198,7 +207,7 @@ report() { # title suffix
   local s=$2
   printf '\n%s\n%-9s %10s %9s %9s %13s %8s %11s %9s %9s\n' "$1" proxy req/s p50_us p99_us cpu_us/req rss_MiB up_conn/1k \
     rps/nginx cpu/nginx
-  for p in backend nginx haproxy zone-alb; do
+  for p in backend nginx haproxy zone-alb base; do
     local k="$p$s"
     [ -n "${RPS[$k]:-}" ] || continue
     local cpu="${CPU[$k]}" mem="${MEM[$k]}" upc="${UPC[$k]}" ratio_cpu="-"
@@ -218,10 +227,12 @@ run backend "http://$BACKEND/" "$BACKEND_PID"
 run nginx "http://$NGINX:8080/" "$NGINX_PID"
 run haproxy "http://$HAPROXY:8080/" "$HAPROXY_PID"
 run zone-alb "http://$ALB:8080/" "$ALB_PID"
+[ -z "${ALB_BASE:-}" ] || run base "http://$ALB_B:8080/" "$ALB_B_PID"
 report "keep-alive (64 connections)" ""
 run nginx_new "http://$NGINX:8080/" "$NGINX_PID" -H "Connection: close"
 run haproxy_new "http://$HAPROXY:8080/" "$HAPROXY_PID" -H "Connection: close"
 run zone-alb_new "http://$ALB:8080/" "$ALB_PID" -H "Connection: close"
+[ -z "${ALB_BASE:-}" ] || run base_new "http://$ALB_B:8080/" "$ALB_B_PID" -H "Connection: close"
 report "new connection per request" "_new"
 run nginx_all "http://$NGINX_ALL:8080/" "$NGINX_ALL_PID"
 run haproxy_all "http://$HAPROXY_ALL:8080/" "$HAPROXY_ALL_PID"

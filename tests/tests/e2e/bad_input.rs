@@ -143,3 +143,67 @@ fn a_second_zone_alb_on_a_taken_address_is_refused() {
         200
     );
 }
+
+/// `zone-alb --check` and `mzlb check` list every finding and fail on what would be refused:
+/// a security annotation mzlb does not enforce is an error (its routes would answer 503), an
+/// unknown one a warning.
+#[test]
+fn check_lists_findings_and_fails_on_unenforced_annotations() {
+    let dir = tempdir();
+    write(dir.path(), "alb.yaml", ALB);
+    write(
+        dir.path(),
+        "svc.yaml",
+        &crate::harness::service("app", &["127.0.13.11"], 9080),
+    );
+    let guarded = write(
+        dir.path(),
+        "guarded.yaml",
+        &crate::ingress::ingress(
+            "guarded",
+            "h.test",
+            &[("auth-url", "http://auth/verify")],
+            "/admin",
+            "Prefix",
+        ),
+    );
+    write(
+        dir.path(),
+        "open.yaml",
+        &crate::ingress::ingress("open", "h.test", &[("proxy-buffering", "off")], "/", "Prefix"),
+    );
+    let zone_alb_check = || {
+        let mut cmd = Command::new(bin("zone-alb"));
+        cmd.args(["--check", "--manifests"]).arg(dir.path());
+        cmd
+    };
+    let mzlb_check = || {
+        let mut cmd = Command::new(bin("mzlb"));
+        cmd.args(["check", "--manifests"]).arg(dir.path());
+        cmd
+    };
+    for output in [
+        refused("zone-alb --check", &mut zone_alb_check()),
+        refused("mzlb check", &mut mzlb_check()),
+    ] {
+        assert!(
+            output.contains("error: UnsupportedAnnotation: Ingress default/guarded")
+                && output.contains("nginx.ingress.kubernetes.io/auth-url"),
+            "{output}"
+        );
+        assert!(
+            output.contains("warning: IgnoredAnnotation: Ingress default/open")
+                && output.contains("nginx.ingress.kubernetes.io/proxy-buffering"),
+            "{output}"
+        );
+        assert!(output.contains("1 error(s), 1 warning(s)"), "{output}");
+    }
+    // Without the unenforced annotation: warnings only, success.
+    std::fs::remove_file(guarded).unwrap();
+    for (name, mut cmd) in [("zone-alb --check", zone_alb_check()), ("mzlb check", mzlb_check())] {
+        let mut p = Proc::start(name, &mut cmd);
+        let (status, output) = p.wait_exit(Duration::from_secs(20));
+        assert!(status.success(), "{name}:\n{output}");
+        assert!(output.contains("0 error(s), 1 warning(s)"), "{output}");
+    }
+}

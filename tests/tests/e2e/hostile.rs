@@ -21,6 +21,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Proc, bin, curl, poll, single_alb_site, tempdir, write};
+use crate::ingress::ingress;
 
 const FAST: &str = "127.0.26.1:8080";
 const HYPER: &str = "127.0.26.2:8080";
@@ -1608,17 +1609,6 @@ fn run_rows(label: &'static str, addr: &str, lane: Option<IpAddr>, rows: &[Row],
 // ---------------------------------------------------------------------------------------------
 // The site and the proxies.
 
-fn ingress(name: &str, host: &str, annotation: Option<(&str, &str)>, path: &str) -> String {
-    let annotations = annotation.map_or(String::new(), |(k, v)| {
-        format!("  annotations:\n    nginx.ingress.kubernetes.io/{k}: '{v}'\n")
-    });
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n{annotations}\
-         spec:\n  ingressClassName: mzlb\n  rules:\n  - host: {host}\n    http:\n      paths:\n      \
-         - {{path: '{path}', pathType: Prefix, backend: {{service: {{name: app, port: {{number: 80}}}}}}}}\n"
-    )
-}
-
 fn site() -> String {
     [
         single_alb_site("127.0.26.1", None, "127.0.26.11"),
@@ -1626,17 +1616,19 @@ fn site() -> String {
             ingress(
                 "admin",
                 "h.test",
-                Some(("whitelist-source-range", "10.0.0.0/8")),
+                &[("whitelist-source-range", "10.0.0.0/8")],
                 "/admin",
+                "Prefix",
             ),
-            ingress("open", "h.test", None, "/"),
+            ingress("open", "h.test", &[], "/", "Prefix"),
             ingress(
                 "guarded",
                 "auth.test",
-                Some(("auth-url", "http://auth.example/verify")),
+                &[("auth-url", "http://auth.example/verify")],
                 "/admin",
+                "Prefix",
             ),
-            ingress("pub", "auth.test", None, "/"),
+            ingress("pub", "auth.test", &[], "/", "Prefix"),
         ],
     ]
     .concat()

@@ -12,8 +12,9 @@ use crate::harness::{Proc, curl, poll, single_alb_site, tempdir, write, zone_alb
 
 const ALB: &str = "127.0.25.1:8080";
 
-/// Answers by path; everything else echoes the request head and body it received.
-const BACKEND: &str = r#"
+/// Answers by path; everything else echoes the request head and body it received. Listens on
+/// 127.0.25.11:9080 (other tests replace the address).
+pub(crate) const BACKEND: &str = r#"
 import socket, sys, threading
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -118,7 +119,7 @@ fn url(path: &str) -> String {
 }
 
 /// Reads one response (framed by Content-Length or chunked) from `conn`: head and body.
-fn read_response(conn: &mut TcpStream) -> (String, Vec<u8>) {
+pub(crate) fn read_response(conn: &mut TcpStream) -> (String, Vec<u8>) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {

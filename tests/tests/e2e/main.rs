@@ -16,4 +16,5 @@ mod kubernetes;
 mod rbac;
 mod rebuilds;
 mod tls;
+mod uploads;
 mod walkthrough;
