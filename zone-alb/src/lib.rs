@@ -11,6 +11,8 @@
 pub(crate) mod admin;
 pub(crate) mod annotations;
 pub(crate) mod balance;
+#[cfg(test)]
+mod both_paths;
 pub mod check;
 pub(crate) mod endpoints;
 pub(crate) mod error;

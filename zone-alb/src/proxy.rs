@@ -632,7 +632,7 @@ fn set_forwarded(
     let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let Some(nets) = trusted else {
         forward::untrusted_fields(peer.ip(), scheme.as_str(), local.port(), |name, v| {
-            headers.insert(HeaderName::from_static(name), value(v));
+            headers.insert(HeaderName::from_static(name), value(&v.to_string()));
         });
         set_host_and_id(headers, host);
         return;

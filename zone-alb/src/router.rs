@@ -2,6 +2,7 @@
 //! `pathType` semantics and each Ingress's annotation policy. A new table is built on every
 //! change and swapped in whole.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -253,7 +254,7 @@ impl RouteTable {
         let host = normalize_host(host);
         let covered = p.tls_hosts.iter().any(|h| match h.strip_prefix("*.") {
             Some(parent) => host.split_once('.').is_some_and(|(_, rest)| rest == parent),
-            None => *h == host,
+            None => *h == *host,
         });
         p.policy.force_ssl_redirect || (p.policy.ssl_redirect && covered)
     }
@@ -277,7 +278,7 @@ impl RouteTable {
         let host = normalize_host(host);
         let rules = self
             .exact_hosts
-            .get(host.as_str())
+            .get(host.as_ref())
             .or_else(|| {
                 let (_, parent) = host.split_once('.')?;
                 self.wildcard_hosts.get(parent)
@@ -591,14 +592,20 @@ fn ingress_is_ours(ingress: &Ingress, class: &str, class_is_default: bool) -> bo
     }
 }
 
-/// Lower case, no port, no trailing dot: the form host rules are stored in.
-fn normalize_host(host: &str) -> String {
+/// Lower case, no port, no trailing dot: the form host rules are stored in. Borrowed when the
+/// host is already lower case, as nearly every client sends it: no allocation per request.
+fn normalize_host(host: &str) -> Cow<'_, str> {
     let without_port = if host.starts_with('[') {
         host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[')
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let bare = without_port.trim_end_matches('.');
+    if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(bare.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(bare)
+    }
 }
 
 /// Resolves Ingress backends to Services and endpoints, sharing one `Backend` (and so one

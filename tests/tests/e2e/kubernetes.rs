@@ -204,34 +204,24 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
         200,
         "one broken Ingress does not take the others down"
     );
+    // Applies shop2 with one annotation and returns the note of the first event `reason`.
+    let annotated = |generation: u32, annotation: &str, reason: &str| {
+        api.apply_yaml(&ingress("shop2", "shop2.test", "app").replace(
+            "generation: 1}",
+            &format!("generation: {generation}, annotations: {{nginx.ingress.kubernetes.io/{annotation}}}}}"),
+        ));
+        wait_for(&api, &format!("the {reason} warning"), &alb, |r| {
+            !events(r, reason).is_empty()
+        });
+        let requests = api.requests();
+        events(&requests, reason)[0]["note"].as_str().unwrap().to_owned()
+    };
     // A bad annotation value is a Warning too, naming annotation and value; the rest works.
-    api.apply_yaml(&ingress("shop2", "shop2.test", "app").replace(
-        "generation: 1}",
-        "generation: 2, annotations: {nginx.ingress.kubernetes.io/load-balance: fastest}}",
-    ));
-    wait_for(&api, "the InvalidAnnotation warning", &alb, |r| {
-        !events(r, "InvalidAnnotation").is_empty()
-    });
-    let requests = api.requests();
-    let note = events(&requests, "InvalidAnnotation")[0]["note"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let note = annotated(2, "load-balance: fastest", "InvalidAnnotation");
     assert!(note.contains("load-balance") && note.contains("fastest"), "{note}");
     assert_eq!(get("shop2.test").0, 200);
     // A protection mzlb does not enforce fails closed: a Warning naming the key, and 503.
-    api.apply_yaml(&ingress("shop2", "shop2.test", "app").replace(
-        "generation: 1}",
-        "generation: 3, annotations: {nginx.ingress.kubernetes.io/auth-url: 'http://auth.shop/verify'}}",
-    ));
-    wait_for(&api, "the UnsupportedAnnotation warning", &alb, |r| {
-        !events(r, "UnsupportedAnnotation").is_empty()
-    });
-    let requests = api.requests();
-    let note = events(&requests, "UnsupportedAnnotation")[0]["note"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let note = annotated(3, "auth-url: 'http://auth.shop/verify'", "UnsupportedAnnotation");
     assert!(note.contains("nginx.ingress.kubernetes.io/auth-url"), "{note}");
     poll(Duration::from_secs(10), || (get("shop2.test").0 == 503).then_some(()))
         .unwrap_or_else(|| panic!("an Ingress with auth-url is served without it:\n{}", alb.output()));

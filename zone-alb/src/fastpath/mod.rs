@@ -95,10 +95,39 @@ pub enum Exit {
     HandOff(BytesMut),
 }
 
+/// What the fast path needs of a client connection: a byte stream, and two things a TCP socket
+/// gives for free, with fallbacks for in-memory streams (tests drive the fast path through
+/// `tokio::io::duplex`).
+pub(crate) trait Client: AsyncRead + AsyncWrite + Unpin {
+    /// Ready to read, as far as the event loop knows, without reading: an idle connection waits
+    /// holding no buffer.
+    fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// A write that never waits: most responses fit the socket's buffer, and need no timer.
+    fn try_write(&self, _bytes: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl Client for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+
+    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        TcpStream::try_write(self, bytes)
+    }
+}
+
+#[cfg(test)]
+impl Client for tokio::io::DuplexStream {}
+
 /// Serves requests on a plain-HTTP connection until it ends or needs hyper.
-pub async fn serve(
+pub async fn serve<C: Client>(
     proxy: &Proxy,
-    stream: &mut TcpStream,
+    stream: &mut C,
     peer: SocketAddr,
     local: SocketAddr,
     cancel: &CancellationToken,
@@ -132,7 +161,7 @@ pub async fn serve(
                 let ready = tokio::select! {
                     // The wait first: woken by it, the stop is not even looked at.
                     biased;
-                    ready = tokio::time::timeout_at(deadline, stream.readable()) => ready,
+                    ready = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| stream.poll_read_ready(cx))) => ready,
                     () = &mut stop => return Exit::Closed,
                 };
                 if !matches!(ready, Ok(Ok(()))) {
@@ -172,7 +201,7 @@ pub async fn serve(
 }
 
 /// Whether the socket already has bytes (or an EOF) waiting, as far as the event loop knows.
-async fn readable_now(stream: &TcpStream) -> bool {
+async fn readable_now<C: Client>(stream: &C) -> bool {
     std::future::poll_fn(|cx| Poll::Ready(stream.poll_read_ready(cx).is_ready())).await
 }
 
@@ -281,9 +310,7 @@ enum Prepared<'b> {
 fn forwarded_fields(peer: SocketAddr, local: SocketAddr) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     forward::untrusted_fields(peer.ip(), "http", local.port(), |name, value| {
-        for part in [name, ": ", value, "\r\n"] {
-            out.extend_from_slice(part.as_bytes());
-        }
+        let _ = write!(out, "{name}: {value}\r\n");
     });
     out
 }
@@ -428,7 +455,7 @@ enum Handled {
     HandOff,
 }
 
-async fn handle(proxy: &Proxy, request: Request<'_>, stream: &mut TcpStream) -> Handled {
+async fn handle<C: Client>(proxy: &Proxy, request: Request<'_>, stream: &mut C) -> Handled {
     let started = Instant::now();
     let line = RequestLine {
         peer: request.peer,
@@ -517,11 +544,11 @@ enum Failure {
 
 /// Sends the request to an endpoint of the route (another one if connecting fails) and relays
 /// the response.
-async fn exchange(
+async fn exchange<C: Client>(
     proxy: &Proxy,
     route: &Route<'_>,
     request: &Request<'_>,
-    client: &mut TcpStream,
+    client: &mut C,
     seen: &mut Seen,
     started: Instant,
 ) -> Result<Relayed, Failure> {
@@ -675,12 +702,12 @@ fn add_field(head: &mut Vec<u8>, name: &str, value: &str) {
 /// Writes the request head on a pooled (or new) connection to `endpoint` and reads the
 /// response head. A pooled connection the backend had already closed is replaced by a new one
 /// for an idempotent request, as it cannot have been processed.
-async fn send(
+async fn send<C: Client>(
     proxy: &Proxy,
     endpoint: SocketAddr,
     request: &Request<'_>,
     policy: &crate::annotations::Policy,
-    client: &mut TcpStream,
+    client: &mut C,
 ) -> Result<(Conn, ResponseHead), Sent> {
     let mut conn = proxy.fast.get(endpoint, policy.connect_timeout).await?;
     // Sending again needs the whole request at hand: not the case once its body is streamed.
@@ -717,11 +744,11 @@ enum RoundTrip {
     Client(std::io::Error),
 }
 
-async fn round_trip(
+async fn round_trip<C: Client>(
     conn: &mut Conn,
     request: &Request<'_>,
     policy: &crate::annotations::Policy,
-    client: &mut TcpStream,
+    client: &mut C,
 ) -> Result<ResponseHead, RoundTrip> {
     let stale = |e: std::io::Error| {
         if pool::is_stale(&e) {
@@ -830,12 +857,12 @@ async fn read_more(conn: &mut Conn, timeout: Duration) -> Result<(), UpstreamErr
     }
 }
 
-async fn write(client: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+async fn write<C: Client>(client: &mut C, bytes: &[u8]) -> std::io::Result<()> {
     write_within(client, bytes, CLIENT_SEND_TIMEOUT).await
 }
 
 /// Writes all of `bytes`, failing with `TimedOut` if the peer accepts nothing for `timeout`.
-async fn write_within(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
+async fn write_within<C: Client>(stream: &mut C, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
     // Usually the socket takes it all at once: no timer needed.
     let bytes = match stream.try_write(bytes) {
         Ok(n) if n == bytes.len() => return Ok(()),
@@ -850,7 +877,13 @@ async fn write_within(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -
 }
 
 /// A small plain-text response of our own, as `proxy::own_answer` makes for hyper.
-async fn answer(client: &mut TcpStream, status: StatusCode, body: &str, close: bool, reason: Option<&str>) -> Handled {
+async fn answer<C: Client>(
+    client: &mut C,
+    status: StatusCode,
+    body: &str,
+    close: bool,
+    reason: Option<&str>,
+) -> Handled {
     let mut out = Vec::with_capacity(160 + body.len());
     let _ = write!(
         out,
