@@ -334,8 +334,9 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Fin
         }
     }
 
-    // A limit that cannot be used fails closed rather than meaning "unlimited".
-    const POSITIVE: &str = "expected a positive whole number";
+    // A limit that cannot be used fails closed rather than meaning "unlimited". `0` is no
+    // limit, as ingress-nginx reads it (its users write it to switch a limit off).
+    const POSITIVE: &str = "expected a whole number (0: no limit)";
     if let Some(v) = r.get("limit-rps") {
         match positive(v) {
             Some(rps) => {
@@ -344,12 +345,14 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Fin
                     burst_multiplier: 5,
                 });
             }
+            None if v == "0" => {}
             None => r.unusable("limit-rps", POSITIVE),
         }
     }
     if let Some(v) = r.get("limit-connections") {
         match positive(v) {
             Some(n) => p.connection_limit = Some(n),
+            None if v == "0" => {}
             None => r.unusable("limit-connections", POSITIVE),
         }
     }
@@ -974,8 +977,10 @@ mod tests {
             ],
         ),
         // Limits: an unusable one fails closed rather than meaning "unlimited".
+        // `0` is no limit, as in ingress-nginx: nothing to enforce, nothing to report.
+        (&[(n!("limit-rps"), "0")], &[], &[]),
         (
-            &[(n!("limit-rps"), "0")],
+            &[(n!("limit-rps"), "00")],
             &[n!("limit-rps")],
             &[(n!("limit-rps"), Unenforced)],
         ),
@@ -994,11 +999,7 @@ mod tests {
             &[m!("limit-rps")],
             &[(m!("limit-rps"), Unenforced)],
         ),
-        (
-            &[(n!("limit-connections"), "0")],
-            &[n!("limit-connections")],
-            &[(n!("limit-connections"), Unenforced)],
-        ),
+        (&[(n!("limit-connections"), "0")], &[], &[]),
         (
             &[(n!("limit-rps"), "5"), (n!("limit-burst-multiplier"), "x")],
             &[n!("limit-burst-multiplier")],

@@ -67,7 +67,12 @@ async fn backend() -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
                     let fields: Vec<(String, String)> = req
                         .headers
                         .iter()
-                        .map(|f| (f.name.to_ascii_lowercase(), String::from_utf8_lossy(f.value).into_owned()))
+                        .map(|f| {
+                            (
+                                f.name.to_ascii_lowercase(),
+                                String::from_utf8_lossy(f.value).into_owned(),
+                            )
+                        })
                         .collect();
                     let length: usize = fields
                         .iter()
@@ -214,8 +219,16 @@ async fn both(raw: &str) -> Vec<(String, bool, Vec<Received>)> {
         out.push((response, closed, received));
     }
     let status = |r: &str| r.split(' ').nth(1).map(str::to_owned);
-    assert_eq!(status(&out[0].0), status(&out[1].0), "the paths answer alike: {raw:?}\n{out:?}");
-    let shape = |r: &[Received]| r.iter().map(|x| (x.method.clone(), x.target.clone(), x.body.clone())).collect::<Vec<_>>();
+    assert_eq!(
+        status(&out[0].0),
+        status(&out[1].0),
+        "the paths answer alike: {raw:?}\n{out:?}"
+    );
+    let shape = |r: &[Received]| {
+        r.iter()
+            .map(|x| (x.method.clone(), x.target.clone(), x.body.clone()))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(shape(&out[0].2), shape(&out[1].2), "the backend gets the same: {raw:?}");
     out
 }
@@ -250,7 +263,13 @@ async fn the_forwarding_family_and_underscore_names_are_ours_on_either_path() {
         assert_eq!(r.field("x-forwarded-proto"), Some("http"));
         assert_eq!(r.field("x-forwarded-port"), Some("8080"));
         assert_eq!(r.field("x-forwarded-host"), Some("h.test"));
-        for gone in ["forwarded", "x-forwarded-ssl", "x-forwarded-scheme", "x-forwarded-prefix", "x_forwarded_for"] {
+        for gone in [
+            "forwarded",
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "x-forwarded-prefix",
+            "x_forwarded_for",
+        ] {
             assert_eq!(r.field(gone), None, "{gone} reached the backend: {r:?}");
         }
     }

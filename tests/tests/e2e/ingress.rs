@@ -307,7 +307,17 @@ fn upgrades_are_spliced_through() {
         &[
             single_alb_site("127.0.21.1", None, "127.0.21.11"),
             vec![
-                ingress("ws", "ws.test", &[("upgrade-protocols", "echo")], "/", "Prefix"),
+                ingress(
+                    "ws",
+                    "ws.test",
+                    &[
+                        ("upgrade-protocols", "echo"),
+                        ("limit-connections", "1"),
+                        ("proxy-read-timeout", "2"),
+                    ],
+                    "/",
+                    "Prefix",
+                ),
                 ingress("plain", "plain.test", &[], "/", "Prefix"),
             ],
         ]
@@ -347,6 +357,24 @@ fn upgrades_are_spliced_through() {
         conn.read_exact(&mut buf).unwrap();
         assert_eq!(String::from_utf8_lossy(&buf), message.to_uppercase());
     }
+    // The spliced connection holds the client's one limit-connections slot...
+    assert_eq!(
+        get_at("127.0.21.1", "ws.test", &[]).0,
+        503,
+        "the slot is held while spliced"
+    );
+    // ...until it has been silent both ways for proxy-read-timeout (2 s): then it is closed.
+    let silent = std::time::Instant::now();
+    assert_eq!(conn.read(&mut byte).unwrap(), 0, "closed, not more bytes");
+    let waited = silent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "closed after {waited:?} of silence"
+    );
+    poll(Duration::from_secs(5), || {
+        (get_at("127.0.21.1", "ws.test", &[]).0 == 426).then_some(())
+    })
+    .expect("the slot is released with the spliced connection");
     // Without the upgrade headers the backend sees a plain request (hop-by-hop Upgrade dropped).
     assert_eq!(get_at("127.0.21.1", "ws.test", &["-H", "Upgrade: echo"]).0, 426);
     // A route that does not list the token: the upgrade is not honoured, the request is an
