@@ -82,6 +82,10 @@ pub struct Policy {
     /// Annotation keys that make this Ingress fail closed (empty: served normally). Each of its
     /// routes answers 503.
     pub unenforced: Vec<String>,
+    /// `canary: "true"`: an alternative backend for another Ingress's rules. mzlb does not split
+    /// traffic yet, so such an Ingress is left out (as a canary of weight 0): installed, it
+    /// would compete with the main Ingress for the same paths and could take all of them.
+    pub canary: bool,
 }
 
 impl Default for Policy {
@@ -103,6 +107,7 @@ impl Default for Policy {
             force_ssl_redirect: false,
             upgrade_protocols: Vec::new(),
             unenforced: Vec::new(),
+            canary: false,
         }
     }
 }
@@ -421,6 +426,20 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Fin
             Some(b) => p.force_ssl_redirect = b,
             // The default would serve plain HTTP where HTTPS may have been demanded.
             None => r.unusable("force-ssl-redirect", BOOL),
+        }
+    }
+    if let Some(v) = r.get("canary") {
+        match parse_bool(v) {
+            Some(true) => {
+                p.canary = true;
+                r.ignored(
+                    "canary",
+                    "canary traffic splitting is not supported by mzlb yet: the Ingress is left out and \
+                     all traffic goes to the main one",
+                );
+            }
+            Some(false) => {}
+            None => r.invalid("canary", "expected true or false"),
         }
     }
     if let Some(v) = r.get("use-regex") {

@@ -254,7 +254,8 @@ async fn connection_cannot_unframe_a_request_on_either_path() {
 async fn the_forwarding_family_and_underscore_names_are_ours_on_either_path() {
     let raw = "GET /x HTTP/1.1\r\nHost: h.test\r\nForwarded: for=6.6.6.6;proto=https\r\nX-Forwarded-For: 6.6.6.6\r\n\
                X-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Scheme: https\r\n\
-               X-Forwarded-Prefix: /evil\r\nX_Forwarded_For: 6.6.6.6\r\nConnection: close\r\n\r\n";
+               X-Forwarded-Prefix: /evil\r\nX_Forwarded_For: 6.6.6.6\r\nX-Scheme: https\r\n\
+               X-Original-URL: /admin\r\nConnection: close\r\n\r\n";
     for (response, _, received) in both(raw).await {
         assert!(response.starts_with("http/1.1 200"), "{response}");
         let r = &received[0];
@@ -269,6 +270,8 @@ async fn the_forwarding_family_and_underscore_names_are_ours_on_either_path() {
             "x-forwarded-scheme",
             "x-forwarded-prefix",
             "x_forwarded_for",
+            "x-scheme",
+            "x-original-url",
         ] {
             assert_eq!(r.field(gone), None, "{gone} reached the backend: {r:?}");
         }
@@ -277,7 +280,16 @@ async fn the_forwarding_family_and_underscore_names_are_ours_on_either_path() {
 
 #[tokio::test]
 async fn spelling_tricks_meet_the_rule_they_spell_on_either_path() {
-    for target in ["//admin", "/%61dmin", "/x/../admin", "/./admin", "/admin/"] {
+    for target in [
+        "//admin",
+        "/%61dmin",
+        "/x/../admin",
+        "/./admin",
+        "/admin/",
+        "/admin%2Fusers",
+        "/public/..%2Fadmin",
+        "/admin#x",
+    ] {
         let raw = format!("GET {target} HTTP/1.1\r\nHost: h.test\r\n\r\n");
         for (response, _, received) in both(&raw).await {
             assert!(response.starts_with("http/1.1 403"), "{target}: {response}");
@@ -294,6 +306,29 @@ async fn spelling_tricks_meet_the_rule_they_spell_on_either_path() {
     // Matching is normalised; the backend still gets the target as sent.
     for (_, _, received) in both("GET /x/../public HTTP/1.1\r\nHost: h.test\r\n\r\n").await {
         assert_eq!(received[0].target, "/x/../public");
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_hosts_are_refused_on_either_path() {
+    for raw in [
+        "GET /admin HTTP/1.1\r\nHost: h.test\r\nHost: other.test\r\n\r\n",
+        "GET /admin HTTP/1.1\r\nHost: other.test:1@h.test\r\n\r\n",
+        "GET /admin HTTP/1.1\r\nHost: h.test/admin\r\n\r\n",
+    ] {
+        for (response, closed, received) in both(raw).await {
+            assert!(response.starts_with("http/1.1 400"), "{raw:?}: {response}");
+            assert!(closed && received.is_empty(), "{raw:?}");
+        }
+    }
+    // Upper case, a port and a trailing dot are one host.
+    for raw in [
+        "GET /admin HTTP/1.1\r\nHost: H.TEST:8080\r\n\r\n",
+        "GET /admin HTTP/1.1\r\nHost: h.test.\r\n\r\n",
+    ] {
+        for (response, _, _) in both(raw).await {
+            assert!(response.starts_with("http/1.1 403"), "{raw:?}: {response}");
+        }
     }
 }
 

@@ -229,7 +229,7 @@ fn record(
     };
     match &report.rejected {
         Some(problem) => {
-            tracing::warn!(ingress = %format!("{}/{}", report.namespace, report.name), reason = problem.reason, "{}; the Ingress is not served", problem.message);
+            tracing::warn!(ingress = %format!("{}/{}", report.namespace, report.name), reason = problem.reason, "{}; the Ingress's paths that use it answer 503", problem.message);
             let _ = events.send((
                 event(EventType::Warning, problem.reason, problem.message.clone(), "Reject"),
                 reference.clone(),

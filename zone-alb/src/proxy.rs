@@ -223,6 +223,14 @@ impl Proxy {
         let client = client_ip(req.headers(), peer, trusted);
         // Framing and target, as the fast path checks them (it hands these to us otherwise).
         policy::check_target(req.uri().path_and_query().map_or("", |p| p.as_str()))?;
+        // One Host, and one a backend cannot read as another: the route is chosen by it.
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        if let Some(first) = hosts.next() {
+            policy::check_host(first.as_bytes())?;
+        }
+        if hosts.next().is_some() {
+            return Err(ProxyError::BadRequest);
+        }
         policy::check_transfer_codings(
             req.headers()
                 .get_all(header::TRANSFER_ENCODING)
@@ -478,15 +486,34 @@ fn redirect_to_https(host: &str, https_port: u16, uri: &Uri) -> Response<Body> {
 /// X-Forwarded-For that is not itself a trusted proxy.
 fn client_ip(headers: &HeaderMap, peer: SocketAddr, trusted: Option<&[IpNet]>) -> IpAddr {
     let Some(nets) = trusted else { return peer.ip() };
-    headers
+    let entries: Vec<&str> = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-        .rev()
-        .find(|ip| !nets.iter().any(|n| n.contains(ip)))
-        .unwrap_or(peer.ip())
+        .map(str::trim)
+        .collect();
+    // From the right: trusted hops are skipped; the first other address is the client. An
+    // entry that is no address ends the walk at the peer: skipping it would let whatever the
+    // client wrote to its left pass for the client.
+    for entry in entries.iter().rev() {
+        let Some(ip) = forwarded_ip(entry) else {
+            return peer.ip();
+        };
+        if !nets.iter().any(|n| n.contains(&ip)) {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+/// An X-Forwarded-For entry's address: `ip`, `ip:port` or `[v6]:port` (some balancers append
+/// the port).
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    entry.parse::<SocketAddr>().ok().map(|a| a.ip())
 }
 
 /// Whether the Connection header lists `token`.

@@ -131,6 +131,20 @@ impl Backend {
     }
 }
 
+impl RoutePolicy {
+    /// The same policy, refusing every request with `reason` (fail closed).
+    fn refusing(&self, reason: &str) -> RoutePolicy {
+        RoutePolicy {
+            ingress: self.ingress.clone(),
+            tls_hosts: self.tls_hosts.clone(),
+            policy: self.policy.clone(),
+            unenforced: vec![Arc::from(reason)],
+            rate_limiter: self.rate_limiter.clone(),
+            connection_limiter: self.connection_limiter.clone(),
+        }
+    }
+}
+
 /// An Ingress's policy and the state that goes with it.
 #[derive(Debug)]
 pub struct RoutePolicy {
@@ -332,7 +346,18 @@ impl RouteTable {
                 rejected: None,
             };
             match stage(objects, ingress, &mut backends, state, &mut report.warnings) {
-                Ok(staged) => {
+                Ok(mut staged) => {
+                    match staged.unresolved.take() {
+                        // A manifest directory is one change: refused whole.
+                        Some(rejection) if strict => return Err(rejection.error),
+                        Some(rejection) => {
+                            report.rejected = Some(Problem {
+                                reason: rejection.reason,
+                                message: rejection.error.to_string(),
+                            })
+                        }
+                        None => {}
+                    }
                     table.ingresses += 1;
                     staged.install(&mut table);
                 }
@@ -409,6 +434,9 @@ struct Staged {
     default: Option<(Arc<Backend>, Arc<RoutePolicy>)>,
     rules: Vec<(HostSlot, PathRule)>,
     certs: Vec<(String, Arc<rustls::sign::CertifiedKey>)>,
+    /// The first backend that could not be resolved (a missing Service or port): its paths are
+    /// installed without endpoints, so they answer 503 instead of falling to another rule.
+    unresolved: Option<Rejection>,
 }
 
 impl Staged {
@@ -447,11 +475,18 @@ fn stage(
             .iter()
             .map(|f| Problem::warning(f.reason(), format!("{what}: {f}"))),
     );
+    if policy.canary {
+        return Ok(staged);
+    }
     let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut staged, warnings);
     let name: Arc<str> = format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into();
     let policy = Arc::new(RoutePolicy {
         tls_hosts,
-        unenforced: policy.unenforced.iter().map(|k| Arc::from(k.as_str())).collect(),
+        unenforced: policy
+            .unenforced
+            .iter()
+            .map(|k| Arc::from(format!("unenforced-annotation {k}")))
+            .collect(),
         rate_limiter: policy.rate_limit.map(|spec| state.rate_limiter(&name, spec)),
         connection_limiter: policy.connection_limit.map(|n| state.concurrency_limiter(&name, n)),
         ingress: name,
@@ -460,7 +495,7 @@ fn stage(
     let balance = policy.policy.balance;
     let Some(spec) = &ingress.spec else { return Ok(staged) };
     if let Some(default) = &spec.default_backend {
-        let backend = backends.get(namespace, default, balance, &what, "spec.defaultBackend")?;
+        let backend = backends.resolve(namespace, default, balance, &what, "spec.defaultBackend", &mut staged)?;
         staged.default = Some((backend, policy.clone()));
     }
     for (r, rule) in spec.rules.iter().flatten().enumerate() {
@@ -501,12 +536,24 @@ fn stage(
                     match re {
                         Ok(re) => Matcher::Regex(re),
                         Err(e) => {
-                            // Like a bad annotation value: this path is left out, the rest of
-                            // the Ingress works.
+                            // Left out, its requests would fall to a less specific rule, perhaps
+                            // without the protection this one has: the literal path answers 503.
                             warnings.push(Problem::warning(
                                 "InvalidPathRegex",
-                                format!("{what}: {field}.path `{path_value}` is not a valid regular expression: {e}"),
+                                format!(
+                                    "{what}: {field}.path `{path_value}` is not a valid regular expression: {e}; \
+                                     it answers 503"
+                                ),
                             ));
+                            let backend =
+                                backends.resolve(namespace, &path.backend, balance, &what, &field, &mut staged)?;
+                            let rule = PathRule {
+                                path: path_value,
+                                matcher: Matcher::Prefix,
+                                backend,
+                                policy: Arc::new(policy.refusing("invalid-path-regex")),
+                            };
+                            staged.rules.push((slot.clone(), rule));
                             continue;
                         }
                     }
@@ -520,7 +567,14 @@ fn stage(
                     ));
                 }
             };
-            let backend = backends.get(namespace, &path.backend, balance, &what, &format!("{field}.backend"))?;
+            let backend = backends.resolve(
+                namespace,
+                &path.backend,
+                balance,
+                &what,
+                &format!("{field}.backend"),
+                &mut staged,
+            )?;
             let rule = PathRule {
                 path: path_value,
                 matcher,
@@ -618,6 +672,34 @@ struct BackendCache<'a> {
 }
 
 impl<'a> BackendCache<'a> {
+    /// [`get`](Self::get), except that a Service or port that is not found gives a backend
+    /// without endpoints (503) and is remembered in `staged`; only malformed references fail.
+    fn resolve(
+        &mut self,
+        namespace: &str,
+        backend: &IngressBackend,
+        balance: BalanceKind,
+        what: &str,
+        field: &str,
+        staged: &mut Staged,
+    ) -> std::result::Result<Arc<Backend>, Rejection> {
+        match self.get(namespace, backend, balance, what, field) {
+            Ok(backend) => Ok(backend),
+            Err(rejection) if rejection.reason == "InvalidIngress" => Err(rejection),
+            Err(rejection) => {
+                let name = backend.service.as_ref().map_or("", |s| s.name.as_str());
+                let unresolved = Backend::new(
+                    format!("{namespace}/{name} (unresolved)"),
+                    Vec::new(),
+                    balance,
+                    self.state,
+                );
+                staged.unresolved.get_or_insert(rejection);
+                Ok(Arc::new(unresolved))
+            }
+        }
+    }
+
     fn new(objects: &'a Objects, zone: &'a str, state: &'a Store) -> Self {
         Self {
             objects,
@@ -828,6 +910,9 @@ endpoints: [{addresses: [10.0.0.2]}]
         assert_eq!(route.rewritten.as_deref(), Some("/items/1"));
         assert_eq!(t.lookup("x", "/api").unwrap().rewritten.as_deref(), Some("/"));
         assert!(t.lookup("x", "/other").is_none());
+        // The path whose regex does not compile is not left out: it refuses (503).
+        let refused = t.lookup("x", "/bad(").unwrap();
+        assert_eq!(&*refused.policy.unenforced[0], "invalid-path-regex");
         assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
         assert!(
             t.warnings[0].contains("Ingress default/rw") && t.warnings[0].contains("load-balance"),
@@ -899,7 +984,7 @@ endpoints: [{addresses: [10.0.0.2]}]
     }
 
     #[test]
-    fn on_a_cluster_one_unservable_ingress_is_left_out_and_the_rest_served() {
+    fn on_a_cluster_an_unresolvable_backend_answers_503_and_never_falls_through() {
         let text = format!(
             "{BASE}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: good, uid: u1, generation: 3}}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: good.test\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: a, port: {{number: 80}}}}}}}}\n\
              ---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: bad}}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: bad.test\n    http:\n      paths:\n      - {{path: /x, pathType: Prefix, backend: {{service: {{name: a, port: {{number: 80}}}}}}}}\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: gone, port: {{number: 80}}}}}}}}\n"
@@ -911,11 +996,17 @@ endpoints: [{addresses: [10.0.0.2]}]
         assert!(err.to_string().contains("Service default/gone not found"), "{err}");
 
         let t = RouteTable::compile_each(&objects, DEFAULT_INGRESS_CLASS, "z", &Store::default());
-        assert_eq!(t.ingresses, 1);
+        assert_eq!(t.ingresses, 2);
         assert!(t.lookup("good.test", "/").is_some());
+        assert_eq!(
+            t.lookup("bad.test", "/x").unwrap().backend.endpoints.len(),
+            1,
+            "its good paths are served"
+        );
+        let unresolved = t.lookup("bad.test", "/y").unwrap();
         assert!(
-            t.lookup("bad.test", "/x").is_none(),
-            "nothing of a rejected Ingress is installed"
+            unresolved.backend.endpoints.is_empty(),
+            "the unresolved path is installed without endpoints (503), so nothing falls through"
         );
         let good = t.reports.iter().find(|r| r.name == "good").unwrap();
         assert!(good.rejected.is_none());

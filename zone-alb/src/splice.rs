@@ -21,13 +21,16 @@ where
     let mut from_upstream = vec![0u8; BUFFER];
     let (mut client_open, mut upstream_open) = (true, true);
     let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+    // An absurd timeout (an annotation's) must not overflow the clock: a day is for ever here.
+    let idle = idle.min(Duration::from_secs(86_400));
     let mut deadline = Instant::now() + idle;
     while client_open || upstream_open {
         tokio::select! {
             read = client.read(&mut from_client), if client_open => match read? {
                 0 => {
                     client_open = false;
-                    let _ = upstream.shutdown().await;
+                    // Bounded too: on TLS a shutdown writes, to a peer that may not read.
+                    let _ = tokio::time::timeout(idle, upstream.shutdown()).await;
                 }
                 n => tokio::time::timeout(idle, upstream.write_all(&from_client[..n]))
                     .await
@@ -36,7 +39,7 @@ where
             read = upstream.read(&mut from_upstream), if upstream_open => match read? {
                 0 => {
                     upstream_open = false;
-                    let _ = client.shutdown().await;
+                    let _ = tokio::time::timeout(idle, client.shutdown()).await;
                 }
                 n => tokio::time::timeout(idle, client.write_all(&from_upstream[..n]))
                     .await

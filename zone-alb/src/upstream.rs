@@ -150,7 +150,7 @@ impl Upstreams {
             // comes back and goes out on a new connection.
             if conn.sender.ready().await.is_ok() {
                 conn.send_timeout.store(nanos(t.send), Ordering::Relaxed);
-                match read_within(t.read, sent.take(), conn.sender.try_send_request(req)).await {
+                match read_within(t.read, &mut sent, conn.sender.try_send_request(req)).await {
                     Ok(Ok(resp)) => return Ok(self.hand_out(key, conn, resp, t.read)),
                     Ok(Err(mut e)) => match e.take_message() {
                         // Never sent, so its body was never polled: `sent` has not fired.
@@ -164,7 +164,7 @@ impl Upstreams {
         // Boxed: the handshake's state is large and rarely needed; inline it would be carried
         // by every request's future (and every idle client connection).
         let mut conn = Box::pin(self.connect(key, t)).await?;
-        match read_within(t.read, sent, conn.sender.send_request(req)).await {
+        match read_within(t.read, &mut sent, conn.sender.send_request(req)).await {
             Ok(Ok(resp)) => Ok(self.hand_out(key, conn, resp, t.read)),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(UpstreamError::ReadTimeout(t.read)),
@@ -224,18 +224,20 @@ impl Upstreams {
     }
 }
 
-/// Runs `exchange` with the read timeout started once `sent` fires (at once without one).
+/// Runs `exchange` with the read timeout started once `sent` fires (at once without one). A
+/// `sent` that has not fired stays in place, for the same request sent again on a new
+/// connection (a kept-alive one the backend had closed hands it back unsent).
 async fn read_within<T>(
     read: Duration,
-    sent: Option<oneshot::Receiver<()>>,
+    sent: &mut Option<oneshot::Receiver<()>>,
     exchange: impl Future<Output = T>,
 ) -> Result<T, tokio::time::error::Elapsed> {
     tokio::pin!(exchange);
-    if let Some(sent) = sent {
+    if let Some(rx) = sent.as_mut() {
         tokio::select! {
             done = &mut exchange => return Ok(done),
             // Sent, or failed (the exchange then fails on its own, within the timeout).
-            _ = sent => {}
+            _ = rx => *sent = None,
         }
     }
     tokio::time::timeout(read, exchange).await
@@ -556,6 +558,35 @@ mod tests {
         let error = body(resp).await.unwrap_err();
         assert!(error.to_string().contains("no response within"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_read_timeout_waits_for_the_body_even_across_a_resend() {
+        let (tx, rx) = oneshot::channel::<()>();
+        let mut sent = Some(rx);
+        // A first exchange that ends before the body was sent (handed back unsent) leaves the
+        // signal in place for the next one.
+        assert_eq!(read_within(Duration::from_secs(1), &mut sent, async { 1 }).await, Ok(1));
+        assert!(sent.is_some());
+        // The next exchange outlasts the read timeout while the upload goes on: no timeout yet.
+        let exchange = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            2
+        };
+        let upload = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = tx.send(());
+        };
+        let (result, ()) = tokio::join!(read_within(Duration::from_secs(3), &mut sent, exchange), upload);
+        assert_eq!(
+            result,
+            Ok(2),
+            "3 s of upload, then 2 s of reading: within the 3 s read timeout"
+        );
+        assert!(sent.is_none());
+        // Once sent, the timeout applies.
+        let slow = tokio::time::sleep(Duration::from_secs(10));
+        assert!(read_within(Duration::from_secs(1), &mut sent, slow).await.is_err());
     }
 
     #[tokio::test]

@@ -198,7 +198,11 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
             .contains("Service shop/missing not found"),
         "{warning}"
     );
-    assert_eq!(get("broken.test").0, 404, "a rejected Ingress is not served");
+    assert_eq!(
+        get("broken.test").0,
+        503,
+        "a path whose Service is missing answers 503: it never falls to another rule"
+    );
     assert_eq!(
         get("web.test").0,
         200,

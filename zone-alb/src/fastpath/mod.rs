@@ -329,8 +329,9 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8], rules: forward
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Prepared::HandOff;
     };
-    // Other forms, and targets over the limit (hyper's path answers 414), are hyper's.
-    if !target.starts_with('/') || policy::check_target(target).is_err() {
+    // Other forms, targets over the limit (hyper's path answers 414) and targets with a
+    // fragment (hyper's URI drops it before routing) are hyper's.
+    if !target.starts_with('/') || policy::check_target(target).is_err() || target.contains('#') {
         return Prepared::HandOff;
     }
     let mut host = None;
@@ -346,7 +347,8 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8], rules: forward
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if is("host") {
             match (host, std::str::from_utf8(field.value)) {
-                (None, Ok(value)) => host = Some(value),
+                // A host hyper's path would refuse is refused there (400).
+                (None, Ok(value)) if policy::check_host(field.value).is_ok() => host = Some(value),
                 _ => return Prepared::HandOff,
             }
         } else if is("content-length") {

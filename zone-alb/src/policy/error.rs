@@ -41,8 +41,9 @@ pub(crate) enum ProxyError {
     TargetTooLong,
     #[error("transfer coding other than chunked")]
     UnsupportedCoding,
-    /// The route's Ingress asks for protection mzlb does not enforce (fail closed).
-    #[error("unenforced annotation {0}")]
+    /// The route refuses every request (fail closed): its Ingress asks for protection mzlb
+    /// does not enforce, or its rule could not be compiled.
+    #[error("refused: {0}")]
     Unenforced(Arc<str>),
     #[error("backend {0} has no ready endpoint")]
     NoEndpoint(Arc<str>),
@@ -104,7 +105,7 @@ impl ProxyError {
     /// policy from a backend's own answer; nothing internal (no addresses) is in it.
     pub(crate) fn reason(&self) -> Option<String> {
         match self {
-            ProxyError::Unenforced(key) => Some(format!("unenforced-annotation {key}")),
+            ProxyError::Unenforced(reason) => Some(reason.to_string()),
             _ => None,
         }
     }

@@ -32,6 +32,16 @@ pub(crate) fn check_target(target: &str) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// A `Host` value: a registered name or an IP literal, with an optional port (RFC 9110 §7.2,
+/// RFC 3986 §3.2.2). Anything else (`a.test:1@b.test`, spaces, `/`) could be read as another
+/// host by a backend than the one we routed by: 400.
+pub(crate) fn check_host(value: &[u8]) -> Result<(), ProxyError> {
+    let ok = value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'[' | b']' | b'%'));
+    if ok { Ok(()) } else { Err(ProxyError::BadRequest) }
+}
+
 /// `Transfer-Encoding` values of a request: only exactly `chunked` is served, as nginx does;
 /// another coding under it would reach the backend decoded by nobody (501). (A coding other
 /// than a final `chunked` never gets here: the parser refuses it with 400.)
@@ -115,6 +125,34 @@ mod tests {
             &["gzip", "chunked"],
         ] {
             assert!(!ok(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hosts_table() {
+        for ok in [
+            "h.test",
+            "H.TEST:8080",
+            "127.0.0.1:80",
+            "[::1]:8080",
+            "xn--bcher-kva.test",
+            "h.test.",
+            "",
+        ] {
+            assert!(check_host(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "a.test:1@b.test",
+            "a b",
+            "a/b",
+            "a?b",
+            "a#b",
+            "a\\b",
+            "a\tb",
+            "user@h.test",
+            "h.test,h2.test",
+        ] {
+            assert!(check_host(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 

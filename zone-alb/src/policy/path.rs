@@ -4,7 +4,11 @@
 //! must compare equal, or a rule on `/admin` is bypassed by `//admin`, `/%61dmin` or `/x/../admin`.
 //! [`normalize`] gives every path one canonical spelling (unreserved escapes decoded, other escapes
 //! upper-cased, `/` runs merged, dot-segments removed) and refuses what cannot be resolved safely.
-//! Nothing is decoded twice, and `%2F` stays data, not a separator, as the upstream sees it.
+//! Nothing is decoded twice. `%2F` is decoded too, and so is a separator here: nginx matches
+//! `location`s against the fully decoded path, and many backends (WSGI's `PATH_INFO`, ASGI's
+//! `path`, older Go muxes) decode it before routing, so `/admin%2Fusers` must meet the rule on
+//! `/admin`, not the open one on `/`. Only matching sees this form; the backend gets the target
+//! as the client sent it.
 
 use std::borrow::Cow;
 
@@ -104,7 +108,7 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
             return Err(PathError::BadEscape);
         };
         let byte = (h << 4) | l;
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
             out.push(char::from(byte));
         } else {
             out.push('%');
@@ -155,9 +159,12 @@ mod tests {
         ("/x/%2e./admin", Ok("/admin")),
         ("/x//..//admin", Ok("/admin")),
         ("/x/y/../../admin", Ok("/admin")),
-        ("/%2fadmin", Ok("/%2Fadmin")),
-        ("/%2e%2e%2fadmin", Ok("/..%2Fadmin")),
-        ("/..%2fadmin", Ok("/..%2Fadmin")),
+        // `%2F` separates, as in nginx's matching: these climb or meet `/admin`.
+        ("/%2fadmin", Ok("/admin")),
+        ("/%2e%2e%2fadmin", Err(AboveRoot)),
+        ("/..%2fadmin", Err(AboveRoot)),
+        ("/public/..%2Fadmin", Ok("/admin")),
+        ("/admin%2Fusers", Ok("/admin/users")),
         // Decoding is one pass. Only an escape's own digits are upper-cased: the `2e` after `%25`
         // is literal text, and paths are case-sensitive.
         ("/%2561dmin", Ok("/%2561dmin")),
@@ -167,10 +174,10 @@ mod tests {
         ("/%252F", Ok("/%252F")),
         ("/%25", Ok("/%25")),
         ("/%2525", Ok("/%2525")),
-        // Reserved and non-ASCII escapes stay encoded, upper-cased.
-        ("/a%2Fb", Ok("/a%2Fb")),
-        ("/a%2fb", Ok("/a%2Fb")),
-        ("/%2f%2F", Ok("/%2F%2F")),
+        ("/a%2Fb", Ok("/a/b")),
+        ("/a%2fb", Ok("/a/b")),
+        ("/%2f%2F", Ok("/")),
+        // Other reserved and non-ASCII escapes stay encoded, upper-cased.
         ("/%00", Ok("/%00")),
         ("/%3b", Ok("/%3B")),
         ("/%3F", Ok("/%3F")),
@@ -307,7 +314,9 @@ mod tests {
         let plain = "/a".repeat(N);
         assert!(matches!(normalize(&plain), Ok(Cow::Borrowed(_))));
         let escapes = "/%2f".repeat(N);
-        assert_eq!(normalize(&escapes).as_deref(), Ok("/%2F".repeat(N).as_str()));
+        assert_eq!(normalize(&escapes).as_deref(), Ok("/"));
+        let escapes = "/%3b".repeat(N);
+        assert_eq!(normalize(&escapes).as_deref(), Ok("/%3B".repeat(N).as_str()));
     }
 
     /// Independent, deliberately naive model: decode, merge `//` until none remain, then the
@@ -331,7 +340,7 @@ mod tests {
             }
             let text = std::str::from_utf8(digits).unwrap();
             let byte = u8::from_str_radix(text, 16).unwrap();
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
                 decoded.push(byte);
             } else {
                 decoded.push(b'%');
