@@ -1395,6 +1395,33 @@ fn view(events: &[Event]) -> BackendView<'_> {
     v
 }
 
+/// The backend connection an event happened on.
+fn event_conn(e: &Event) -> u64 {
+    match e {
+        Event::Raw(conn, _) | Event::Unparsable(conn, _) | Event::Tunnel(conn, ..) => *conn,
+        Event::Request(got) => got.conn,
+    }
+}
+
+/// Connections that carried bytes that are no complete request, or an unparsable one.
+fn unfinished_conns(events: &[Event]) -> Vec<u64> {
+    let mut raw: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        match e {
+            Event::Raw(conn, bytes) => *raw.entry(*conn).or_default() += bytes.len(),
+            Event::Request(got) => {
+                *raw.entry(got.conn).or_default() -= got.wire.min(raw.get(&got.conn).copied().unwrap_or(0))
+            }
+            Event::Unparsable(conn, _) => out.push(*conn),
+            // A tunnel's bytes are its own; the connection is never an HTTP one again.
+            Event::Tunnel(conn, ..) => out.push(*conn),
+        }
+    }
+    out.extend(raw.into_iter().filter(|&(_, left)| left > 0).map(|(conn, _)| conn));
+    out
+}
+
 fn summary(seen: &Seen) -> String {
     let statuses: Vec<String> = seen.finals.iter().map(|r| r.status.to_string()).collect();
     let mut s = if statuses.is_empty() {
@@ -1555,9 +1582,14 @@ struct Verdict {
 fn run_rows(label: &'static str, addr: &str, lane: Option<IpAddr>, rows: &[Row], backend: &Backend) -> Vec<Verdict> {
     let addr: SocketAddr = addr.parse().unwrap();
     let mut verdicts: Vec<Verdict> = Vec::new();
+    // Backend connections a row left with bytes that are no complete request (an aborted body):
+    // a correct proxy never sends on them again, so bytes that still trickle in on them (a
+    // backend thread starved of CPU reads them late) belong to that row, not to a later one.
+    let mut unfinished: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for row in rows {
         // Whatever reached the backend after the previous row was judged belongs to that row.
-        let late = backend.drain(lane);
+        let mut late = backend.drain(lane);
+        late.retain(|(_, e)| !unfinished.contains(&event_conn(e)));
         if let Some(previous) = verdicts.last_mut()
             && !late.is_empty()
         {
@@ -1579,7 +1611,13 @@ fn run_rows(label: &'static str, addr: &str, lane: Option<IpAddr>, rows: &[Row],
                 (backend.requests(lane) >= expected).then_some(())
             });
         }
-        seen.backend = backend.drain(lane).into_iter().map(|(_, e)| e).collect();
+        seen.backend = backend
+            .drain(lane)
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| !unfinished.contains(&event_conn(e)))
+            .collect();
+        unfinished.extend(unfinished_conns(&seen.backend));
         let applicable: Vec<&Outcome> = row
             .expect
             .iter()
