@@ -69,6 +69,12 @@ pub fn pick_ewma<'s>(n: usize, stats: impl Fn(usize) -> &'s EwmaStats) -> Option
 }
 
 impl EwmaStats {
+    /// Requests counted in flight.
+    #[cfg(test)]
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// Counts a request as in flight.
     pub fn started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);

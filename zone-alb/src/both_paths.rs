@@ -333,6 +333,19 @@ async fn ambiguous_hosts_are_refused_on_either_path() {
 }
 
 #[tokio::test]
+async fn connect_is_refused_on_either_path() {
+    for raw in [
+        "CONNECT /admin HTTP/1.1\r\nHost: h.test\r\n\r\n",
+        "CONNECT h.test:443 HTTP/1.1\r\nHost: h.test:443\r\n\r\n",
+    ] {
+        for (response, closed, received) in both(raw).await {
+            assert!(response.starts_with("http/1.1 405"), "{raw:?}: {response}");
+            assert!(closed && received.is_empty(), "{raw:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn unenforced_protection_fails_closed_on_either_path() {
     for target in ["/admin", "//admin", "/%61dmin", "/admin/x"] {
         let raw = format!("GET {target} HTTP/1.1\r\nHost: auth.test\r\n\r\n");

@@ -20,7 +20,7 @@ use crate::annotations::{BackendProtocol, CookieAffinity};
 use crate::metrics::{IngressLabels, Metrics, RequestLabels, UpstreamLabels, status_class};
 use crate::policy::error::Side;
 use crate::policy::{self, ProxyError, forward};
-use crate::router::{Backend, RouteTable};
+use crate::router::{Backend, InFlight, RouteTable};
 use crate::splice::splice;
 use crate::upload::{Fault, Upload};
 use crate::upstream::{Key, Timeouts, UpstreamError, Upstreams};
@@ -221,6 +221,9 @@ impl Proxy {
         let rules = self.rules(peer);
         let trusted = rules.trusted.then_some(self.settings.trusted.as_slice());
         let client = client_ip(req.headers(), peer, trusted);
+        if req.method() == hyper::Method::CONNECT {
+            return Err(ProxyError::Connect);
+        }
         // Framing and target, as the fast path checks them (it hands these to us otherwise).
         policy::check_target(req.uri().path_and_query().map_or("", |p| p.as_str()))?;
         // One Host, and one a backend cannot read as another: the route is chosen by it.
@@ -276,6 +279,7 @@ impl Proxy {
                 .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?,
         };
         let endpoint = backend.endpoints[index];
+        let mut in_flight = InFlight::new(backend, index);
 
         // Origin-form for the backend: the client's path and query, or the rewritten path.
         let target = match (&route.rewritten, req.uri().query()) {
@@ -340,24 +344,22 @@ impl Proxy {
             let started = Instant::now();
             let key = Key { addr: endpoint, tls };
             match self.upstreams.send(key, upstream, timeouts, sent.take()).await {
-                Ok(resp) => {
-                    backend.finished(index, Some(started.elapsed()));
-                    break resp;
-                }
+                Ok(resp) => break (resp, started.elapsed()),
                 Err(e) if e.is_connect() && attempt < attempts => {
-                    backend.finished(index, None);
+                    in_flight.finished(None);
                     tracing::debug!(%endpoint, error = %e, "connect failed; retrying on another endpoint");
                     index = backend
                         .pick_other(index)
                         .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
+                    in_flight.moved(index);
                     endpoint = backend.endpoints[index];
                     seen.upstream = Some(endpoint);
                     attempt += 1;
                 }
                 // The client's body failed on its way (over the limit, malformed, stalled): its
                 // fault, not the backend's.
+                // No outcome for the endpoint: the guard gives its count back.
                 Err(_) if let Some(fault) = watch.fault() => {
-                    backend.finished(index, Some(started.elapsed()));
                     return Err(match fault {
                         Fault::TooLarge => ProxyError::TooLarge,
                         Fault::Malformed => ProxyError::BadRequest,
@@ -365,27 +367,33 @@ impl Proxy {
                     });
                 }
                 Err(e) => {
-                    backend.finished(index, None);
+                    in_flight.finished(None);
                     return Err(ProxyError::Upstream(endpoint, e));
                 }
             }
         };
+        let (resp, latency) = resp;
         // Both framings at once is a smuggling attempt or a broken backend (RFC 9112 §6.3):
         // refused, as the fast path refuses it; the connection goes with the response.
         if resp.headers().contains_key(header::TRANSFER_ENCODING) && resp.headers().contains_key(header::CONTENT_LENGTH)
         {
-            backend.finished(index, None);
+            in_flight.finished(None);
             let invalid = UpstreamError::Invalid("both Transfer-Encoding and Content-Length".into());
             return Err(ProxyError::Upstream(endpoint, invalid));
         }
+        in_flight.finished(Some(latency));
         let mut resp = resp;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // A 101 to a request that asked for no upgrade we allow would hand the backend a
             // connection of its own choosing: refused.
-            let Some(client_upgrade) = client_upgrade else {
+            // ...and so would one to another protocol than the one asked for and allowed.
+            let switched_to = resp.headers().get(header::UPGRADE).map(HeaderValue::as_bytes);
+            let asked = upgrade.as_ref().map(HeaderValue::as_bytes);
+            let same = matches!((switched_to, asked), (Some(to), Some(asked)) if to.eq_ignore_ascii_case(asked));
+            let (Some(client_upgrade), true) = (client_upgrade, same) else {
                 return Err(ProxyError::Upstream(
                     endpoint,
-                    UpstreamError::Invalid("101 Switching Protocols without an upgrade request".into()),
+                    UpstreamError::Invalid("101 Switching Protocols to a protocol not asked for".into()),
                 ));
             };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);

@@ -108,7 +108,7 @@ impl Backend {
     }
 
     /// Undoes a pick that was not used.
-    fn release(&self, index: usize) {
+    pub(crate) fn release(&self, index: usize) {
         if self.balance == BalanceKind::Ewma {
             self.states[index].ewma.cancel();
         }
@@ -141,6 +141,46 @@ impl RoutePolicy {
             unenforced: vec![Arc::from(reason)],
             rate_limiter: self.rate_limiter.clone(),
             connection_limiter: self.connection_limiter.clone(),
+        }
+    }
+}
+
+/// One request's claim on an endpoint: counted in flight (EWMA) from the pick until
+/// [`InFlight::finished`] reports the outcome, once. Dropped unreported (the client went away
+/// mid-request, or the request was refused before it was sent) it gives the count back without
+/// an outcome, so an endpoint's figures never drift with abandoned requests: they outlive the
+/// routing table, in the state store.
+pub(crate) struct InFlight<'b> {
+    backend: &'b Backend,
+    index: Option<usize>,
+}
+
+impl<'b> InFlight<'b> {
+    pub(crate) fn new(backend: &'b Backend, index: usize) -> Self {
+        Self {
+            backend,
+            index: Some(index),
+        }
+    }
+
+    /// Reports the outcome: `latency` for an answer, `None` for a failure. Later calls do
+    /// nothing.
+    pub(crate) fn finished(&mut self, latency: Option<Duration>) {
+        if let Some(index) = self.index.take() {
+            self.backend.finished(index, latency);
+        }
+    }
+
+    /// The request moves on to another endpoint (a retry), already picked and counted.
+    pub(crate) fn moved(&mut self, index: usize) {
+        self.index = Some(index);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(index) = self.index.take() {
+            self.backend.release(index);
         }
     }
 }
@@ -959,6 +999,22 @@ endpoints: [{addresses: [10.0.0.2]}]
         drop((second, third));
         state.sweep();
         assert_eq!(state.len(), (0, 0, 0), "nothing holds them: swept");
+    }
+
+    #[test]
+    fn an_abandoned_request_gives_its_in_flight_count_back_once() {
+        let eps = vec!["10.0.0.1:80".parse().unwrap()];
+        let b = Backend::new("b".into(), eps, BalanceKind::Ewma, &Store::default());
+        let i = b.pick().unwrap();
+        assert_eq!(b.states[i].ewma.in_flight(), 1);
+        drop(InFlight::new(&b, i));
+        assert_eq!(b.states[i].ewma.in_flight(), 0, "dropped unreported: given back");
+        let i = b.pick().unwrap();
+        let mut claim = InFlight::new(&b, i);
+        claim.finished(Some(Duration::from_millis(1)));
+        claim.finished(None);
+        drop(claim);
+        assert_eq!(b.states[i].ewma.in_flight(), 0, "reported once, not again on drop");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::annotations::BackendProtocol;
 use crate::policy::{self, ProxyError, forward};
 use crate::proxy::{MAX_ATTEMPTS, Proxy, RequestLine, Seen, affinity_cookie, cookie_in, request_id, sticky_endpoint};
-use crate::router::{Route, RouteTable};
+use crate::router::{InFlight, Route, RouteTable};
 use crate::server::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, MAX_HEADERS};
 use crate::upstream::UpstreamError;
 use framing::{Chunks, Framing};
@@ -329,6 +329,10 @@ fn prepare<'b>(buf: &'b [u8], peer: SocketAddr, forwarded: &[u8], rules: forward
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Prepared::HandOff;
     };
+    // Refused on hyper's path (405).
+    if method == "CONNECT" {
+        return Prepared::HandOff;
+    }
     // Other forms, targets over the limit (hyper's path answers 414) and targets with a
     // fragment (hyper's URI drops it before routing) are hyper's.
     if !target.starts_with('/') || policy::check_target(target).is_err() || target.contains('#') {
@@ -565,6 +569,7 @@ async fn exchange<C: Client>(
         Some(index) => index,
         None => backend.pick().ok_or_else(no_endpoint)?,
     };
+    let mut in_flight = InFlight::new(backend, index);
     let attempts = if request.idempotent && request.body_len == 0 {
         backend.endpoints.len().min(MAX_ATTEMPTS)
     } else {
@@ -578,21 +583,20 @@ async fn exchange<C: Client>(
         match send(proxy, endpoint, request, policy, client).await {
             Ok((conn, head)) => {
                 let now = Instant::now();
-                backend.finished(index, Some(now - sent));
+                in_flight.finished(Some(now - sent));
                 break (endpoint, conn, head, now);
             }
             Err(Sent::Upstream(e)) if e.is_connect() && attempt < attempts => {
-                backend.finished(index, None);
+                in_flight.finished(None);
                 tracing::debug!(%endpoint, error = %e, "connect failed; retrying on another endpoint");
                 index = backend.pick_other(index).ok_or_else(no_endpoint)?;
+                in_flight.moved(index);
                 attempt += 1;
             }
-            Err(Sent::Client(e)) => {
-                backend.finished(index, None);
-                return Err(Failure::Client(e));
-            }
+            // The client's fault: no outcome for the endpoint (the guard gives its count back).
+            Err(Sent::Client(e)) => return Err(Failure::Client(e)),
             Err(Sent::Upstream(e)) => {
-                backend.finished(index, None);
+                in_flight.finished(None);
                 return Err(Failure::Proxy(ProxyError::Upstream(endpoint, e)));
             }
         }

@@ -41,6 +41,9 @@ pub(crate) enum ProxyError {
     TargetTooLong,
     #[error("transfer coding other than chunked")]
     UnsupportedCoding,
+    /// CONNECT would make the ALB a tunnel to wherever the client names.
+    #[error("CONNECT is not served")]
+    Connect,
     /// The route refuses every request (fail closed): its Ingress asks for protection mzlb
     /// does not enforce, or its rule could not be compiled.
     #[error("refused: {0}")]
@@ -62,7 +65,8 @@ impl ProxyError {
             | ProxyError::BadRequest
             | ProxyError::BadPath(_)
             | ProxyError::TargetTooLong
-            | ProxyError::UnsupportedCoding => Side::Client,
+            | ProxyError::UnsupportedCoding
+            | ProxyError::Connect => Side::Client,
             ProxyError::Unenforced(_) => Side::Policy,
             ProxyError::NoEndpoint(_) | ProxyError::Upstream(..) => Side::Upstream,
         }
@@ -80,6 +84,7 @@ impl ProxyError {
             ProxyError::TargetTooLong => StatusCode::URI_TOO_LONG,
             // nginx: "client sent unknown Transfer-Encoding".
             ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Connect => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unenforced(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_, e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
@@ -96,6 +101,7 @@ impl ProxyError {
                 | ProxyError::BadPath(_)
                 | ProxyError::TargetTooLong
                 | ProxyError::UnsupportedCoding
+                | ProxyError::Connect
                 | ProxyError::TooLarge
                 | ProxyError::BodyTimeout
         )
