@@ -203,8 +203,12 @@ pub struct RoutePolicy {
 #[derive(Debug)]
 enum Matcher {
     Exact,
-    /// `Prefix`, and `ImplementationSpecific`, which we define as Prefix.
+    /// `Prefix`: element-wise, as Kubernetes defines it.
     Prefix,
+    /// `ImplementationSpecific`: a plain string prefix, as ingress-nginx's `location /path`.
+    /// Its users put protection on such paths expecting it to cover `/admin.json`,
+    /// `/admin-panel` and `/admin;jsessionid=...` too; element-wise, those would fall to `/`.
+    StringPrefix,
     /// `use-regex` / `rewrite-target`: case-insensitive, anchored at the start, as nginx's `~*`.
     Regex(Regex),
 }
@@ -238,6 +242,7 @@ impl PathRule {
                     None => false,
                 }
             }
+            Matcher::StringPrefix => path.starts_with(self.path.as_str()),
             Matcher::Regex(re) => re.is_match(path),
         }
     }
@@ -589,7 +594,7 @@ fn stage(
                                 backends.resolve(namespace, &path.backend, balance, &what, &field, &mut staged)?;
                             let rule = PathRule {
                                 path: path_value,
-                                matcher: Matcher::Prefix,
+                                matcher: Matcher::StringPrefix,
                                 backend,
                                 policy: Arc::new(policy.refusing("invalid-path-regex")),
                             };
@@ -599,7 +604,8 @@ fn stage(
                     }
                 }
                 "Exact" => Matcher::Exact,
-                "Prefix" | "ImplementationSpecific" => Matcher::Prefix,
+                "Prefix" => Matcher::Prefix,
+                "ImplementationSpecific" => Matcher::StringPrefix,
                 other => {
                     return Err(invalid(
                         format!("{field}.pathType"),
@@ -893,6 +899,24 @@ endpoints: [{addresses: [10.0.0.2]}]
             t.lookup("x.test", "/").unwrap().backend.endpoints,
             vec!["10.0.0.1:9001".parse().unwrap()]
         );
+    }
+
+    #[test]
+    fn implementation_specific_is_a_string_prefix_as_in_ingress_nginx() {
+        let t = table(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: x.test\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: a, port: {name: http}}}}\n      - {path: /admin, pathType: ImplementationSpecific, backend: {service: {name: b, port: {number: 8080}}}}\n",
+        )
+        .unwrap();
+        for path in [
+            "/admin",
+            "/admin/x",
+            "/admin.json",
+            "/admin-panel",
+            "/admin;jsessionid=1/users",
+        ] {
+            assert_eq!(target(&t, "x.test", path).as_deref(), Some("default/b:8080"), "{path}");
+        }
+        assert_eq!(target(&t, "x.test", "/adm").as_deref(), Some("default/a:80"));
     }
 
     #[test]
