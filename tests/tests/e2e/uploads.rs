@@ -109,5 +109,32 @@ fn slow_uploads_stream_and_the_read_timeout_starts_once_they_are_sent() {
         let mut rest = Vec::new();
         let _ = std::io::Read::read_to_end(&mut conn, &mut rest);
         assert!(rest.is_empty(), "{alb}: nothing after the 413: {rest:?}");
+
+        // A declared length over the limit is refused before the body is read; the client is
+        // still sending it, and must get the 413 rather than a reset connection.
+        for _ in 0..5 {
+            let mut conn = TcpStream::connect(alb).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let head = "POST /big HTTP/1.1\r\nHost: up.test\r\nContent-Length: 4194304\r\n\r\n";
+            conn.write_all(head.as_bytes()).unwrap();
+            let mut writer = conn.try_clone().unwrap();
+            let pump = thread::spawn(move || {
+                let block = vec![b'x'; 65536];
+                for _ in 0..64 {
+                    if writer.write_all(&block).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut answer = [0u8; 12];
+            let got = std::io::Read::read_exact(&mut conn, &mut answer);
+            assert!(
+                got.is_ok() && answer.starts_with(b"HTTP/1.1 413"),
+                "{alb}: {got:?} {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            drop(conn);
+            let _ = pump.join();
+        }
     }
 }

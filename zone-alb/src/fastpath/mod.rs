@@ -906,7 +906,32 @@ async fn answer<C: Client>(
     let _ = write!(out, "\r\n{body}\n");
     match write(client, &out).await {
         Ok(()) if !close => Handled::Done,
-        _ => Handled::Close,
+        Ok(()) => {
+            linger(client).await;
+            Handled::Close
+        }
+        Err(_) => Handled::Close,
+    }
+}
+
+/// How long, and how much, a closing connection's unread input is read and thrown away.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// After an answer that closes the connection while the client may still be sending (a body
+/// we refused to read), our side is shut and the rest read and discarded for a moment: closed
+/// with unread bytes, the kernel would reset the connection and the client could lose the
+/// answer (nginx's lingering close).
+async fn linger<C: Client>(client: &mut C) {
+    let _ = tokio::time::timeout(LINGER, client.shutdown()).await;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut scratch = [0u8; 4096];
+    let mut read = 0;
+    while read < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, client.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => break,
+        }
     }
 }
 
