@@ -37,39 +37,8 @@ http {
 CONF
 nginx -p "$W/backend" -c "$W/backend/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 
-site() { # dir listen-ip
-  mkdir -p "$1"
-  cat > "$1/app.yaml" <<CONF
-apiVersion: mzlb.io/v1alpha1
-kind: MultiZoneCluster
-metadata: {name: bench}
-spec: {subdomain: bench.test}
----
-apiVersion: mzlb.io/v1alpha1
-kind: ZoneALB
-metadata: {name: alb}
-spec: {zone: z, ip: $2, port: 8080}
----
-apiVersion: v1
-kind: Service
-metadata: {name: app}
-spec: {ports: [{port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: app-1, labels: {kubernetes.io/service-name: app}}
-addressType: IPv4
-ports: [{port: ${BACKEND##*:}}]
-endpoints: [{addresses: [${BACKEND%%:*}]}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: app}
-spec: {ingressClassName: mzlb, defaultBackend: {service: {name: app, port: {number: 80}}}}
-CONF
-}
-site "$W/a" "$A"
-site "$W/b" "$B"
+alb_site "$W/a" "$A" "$BACKEND"
+alb_site "$W/b" "$B" "$BACKEND"
 RUST_LOG=warn target/release/zone-alb --workers 1 --manifests "$W/a" --alb-id alb & PIDS+=($!); A_PID=$!
 RUST_LOG=warn "$B_BIN" --workers 1 --manifests "$W/b" --alb-id alb & PIDS+=($!); B_PID=$!
 for url in "http://$BACKEND/" "http://$A:8080/" "http://$B:8080/"; do

@@ -57,3 +57,37 @@ cleanup() {
   wait 2>/dev/null || true
   rm -rf "$W"
 }
+
+# A zone-alb manifest directory: one cluster, one ZoneALB on <listen-ip>:8080, and an Ingress
+# whose default backend is the Service in front of <backend ip:port>.
+alb_site() { # dir listen-ip backend
+  mkdir -p "$1"
+  cat > "$1/app.yaml" <<CONF
+apiVersion: mzlb.io/v1alpha1
+kind: MultiZoneCluster
+metadata: {name: bench}
+spec: {subdomain: bench.test}
+---
+apiVersion: mzlb.io/v1alpha1
+kind: ZoneALB
+metadata: {name: alb}
+spec: {zone: z, ip: $2, port: 8080}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: app-1, labels: {kubernetes.io/service-name: app}}
+addressType: IPv4
+ports: [{port: ${3##*:}}]
+endpoints: [{addresses: [${3%%:*}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: app}
+spec: {ingressClassName: mzlb, defaultBackend: {service: {name: app, port: {number: 80}}}}
+CONF
+}

@@ -122,45 +122,14 @@ haproxy_proxy "$W/haproxy.cfg" "$HAPROXY" 1; HAPROXY_PID=$!
 haproxy_proxy "$W/haproxy_all.cfg" "$HAPROXY_ALL" "$CORES"; HAPROXY_ALL_PID=$!
 
 # --- zone-alb -------------------------------------------------------------------------------
-alb_site() { # dir listen-ip
-  mkdir -p "$1"
-  cat > "$1/app.yaml" <<CONF
-apiVersion: mzlb.io/v1alpha1
-kind: MultiZoneCluster
-metadata: {name: bench}
-spec: {subdomain: bench.test}
----
-apiVersion: mzlb.io/v1alpha1
-kind: ZoneALB
-metadata: {name: alb}
-spec: {zone: z, ip: $2, port: 8080}
----
-apiVersion: v1
-kind: Service
-metadata: {name: app}
-spec: {ports: [{port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: app-1, labels: {kubernetes.io/service-name: app}}
-addressType: IPv4
-ports: [{port: ${BACKEND##*:}}]
-endpoints: [{addresses: [${BACKEND%%:*}]}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: app}
-spec: {ingressClassName: mzlb, defaultBackend: {service: {name: app, port: {number: 80}}}}
-CONF
-}
-alb_site "$W/alb" "$ALB"
-alb_site "$W/alb_all" "$ALB_ALL"
+alb_site "$W/alb" "$ALB" "$BACKEND"
+alb_site "$W/alb_all" "$ALB_ALL" "$BACKEND"
 # One worker thread, as nginx and HAProxy get one worker; then the default, one per core.
 RUST_LOG=warn target/release/zone-alb --workers 1 --manifests "$W/alb" --alb-id alb & PIDS+=($!); ALB_PID=$!
 RUST_LOG=warn target/release/zone-alb --manifests "$W/alb_all" --alb-id alb & PIDS+=($!); ALB_ALL_PID=$!
 URLS=("http://$BACKEND/" http://{$NGINX,$HAPROXY,$ALB,$NGINX_ALL,$HAPROXY_ALL,$ALB_ALL}:8080/)
 if [ -n "${ALB_BASE:-}" ]; then
-  alb_site "$W/alb_base" "$ALB_B"
+  alb_site "$W/alb_base" "$ALB_B" "$BACKEND"
   RUST_LOG=warn "$ALB_BASE" --workers 1 --manifests "$W/alb_base" --alb-id alb & PIDS+=($!); ALB_B_PID=$!
   URLS+=("http://$ALB_B:8080/")
 fi
