@@ -15,6 +15,7 @@ metadata:
 spec:
   subdomain: demo.mzlb.test   # mzlb is authoritative for this name and every name below it
   ttl: 5                      # seconds; bounds how long clients keep a failed zone
+  # Probes send Host: albhealth.demo.mzlb.test, the one host an ALB answers itself.
   health: {path: /healthz, intervalMs: 200, timeoutMs: 150, rise: 2, fall: 3}
 ---
 apiVersion: mzlb.io/v1alpha1
@@ -55,7 +56,9 @@ spec:
   - {name: http, port: 80, targetPort: 9080}
 ---
 # Two replicas per zone. Zone hints make each zone's ALB prefer its own zone's pods, so the
-# page tells which zone served you.
+# page tells which zone served you. Loopback addresses are for `mzlb up` only: a real API
+# server refuses them ("may not be in the loopback range"), and on a cluster Kubernetes writes
+# EndpointSlices itself from the Service's selector, so leave this object out there.
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
