@@ -23,19 +23,7 @@ need_commands nginx:nginx-light wrk:wrk curl:curl
 cargo build --release -q -p zone-alb
 setup_workdir
 
-mkdir -p "$W/backend"
-cat > "$W/backend/nginx.conf" <<CONF
-worker_processes 1;
-error_log $W/backend/error.log;
-pid $W/backend/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen $BACKEND; location / { return 200 "hello from the backend\n"; } }
-}
-CONF
-nginx -p "$W/backend" -c "$W/backend/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+backend_nginx "$W/backend" "$BACKEND"; PIDS+=($!)
 
 alb_site "$W/a" "$A" "$BACKEND"
 alb_site "$W/b" "$B" "$BACKEND"

@@ -91,3 +91,25 @@ metadata: {name: app}
 spec: {ingressClassName: mzlb, defaultBackend: {service: {name: app, port: {number: 80}}}}
 CONF
 }
+
+# The benchmarks' backend: one nginx worker answering a 23-byte body at <ip:port>, with
+# stub_status on /status (the count of connections it accepted). Started in the background.
+backend_nginx() { # dir listen
+  mkdir -p "$1"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes 1;
+error_log $1/error.log;
+pid $1/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen $2;
+    location / { return 200 "hello from the backend\n"; }
+    location = /status { stub_status; }
+  }
+}
+CONF
+  nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' &
+}

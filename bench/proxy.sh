@@ -39,23 +39,8 @@ cargo build --release -q -p zone-alb
 setup_workdir
 
 # --- the backend: nginx answering a small body --------------------------------------------
-mkdir -p "$W/backend" "$W/nginx"
-cat > "$W/backend/nginx.conf" <<CONF
-worker_processes 1;
-error_log $W/backend/error.log;
-pid $W/backend/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen $BACKEND;
-    location / { return 200 "hello from the backend\n"; }
-    location = /status { stub_status; }
-  }
-}
-CONF
-nginx -p "$W/backend" -c "$W/backend/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+mkdir -p "$W/nginx"
+backend_nginx "$W/backend" "$BACKEND"; PIDS+=($!)
 
 # --- nginx as the reverse proxy -------------------------------------------------------------
 nginx_proxy() { # dir listen-ip workers

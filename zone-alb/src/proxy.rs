@@ -298,7 +298,7 @@ impl Proxy {
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let headers = &mut parts.headers;
-        filter_request(headers, rules);
+        retain_fields(headers, |name, listed| forward::request_field(name, listed, rules));
         if let Some(protocol) = &upgrade {
             headers.insert(header::UPGRADE, protocol.clone());
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -320,7 +320,6 @@ impl Proxy {
             1
         };
         let mut body = Some(body);
-        let mut sent = watch.sent.take();
         let timeouts = Timeouts {
             connect: policy.connect_timeout,
             send: policy.send_timeout,
@@ -343,7 +342,7 @@ impl Proxy {
             };
             let started = Instant::now();
             let key = Key { addr: endpoint, tls };
-            match self.upstreams.send(key, upstream, timeouts, sent.take()).await {
+            match self.upstreams.send(key, upstream, timeouts, watch.sent.take()).await {
                 Ok(resp) => break (resp, started.elapsed()),
                 Err(e) if e.is_connect() && attempt < attempts => {
                     in_flight.finished(None);
@@ -357,8 +356,8 @@ impl Proxy {
                     attempt += 1;
                 }
                 // The client's body failed on its way (over the limit, malformed, stalled): its
-                // fault, not the backend's.
-                // No outcome for the endpoint: the guard gives its count back.
+                // fault, not the backend's, so no outcome for the endpoint (the guard gives its
+                // in-flight count back).
                 Err(_) if let Some(fault) = watch.fault() => {
                     return Err(match fault {
                         Fault::TooLarge => ProxyError::TooLarge,
@@ -384,9 +383,8 @@ impl Proxy {
         in_flight.finished(Some(latency));
         let mut resp = resp;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // A 101 to a request that asked for no upgrade we allow would hand the backend a
-            // connection of its own choosing: refused.
-            // ...and so would one to another protocol than the one asked for and allowed.
+            // A 101 to a request that asked for no upgrade we allow, or to another protocol than
+            // the one asked for, would hand the backend a connection of its own choosing: refused.
             let switched_to = resp.headers().get(header::UPGRADE).map(HeaderValue::as_bytes);
             let asked = upgrade.as_ref().map(HeaderValue::as_bytes);
             let same = matches!((switched_to, asked), (Some(to), Some(asked)) if to.eq_ignore_ascii_case(asked));
@@ -412,7 +410,7 @@ impl Proxy {
             });
             let (mut parts, body) = resp.into_parts();
             let protocol = parts.headers.get(header::UPGRADE).cloned();
-            filter_response(&mut parts.headers);
+            retain_fields(&mut parts.headers, forward::response_field);
             if let Some(protocol) = protocol {
                 parts.headers.insert(header::UPGRADE, protocol);
             }
@@ -422,7 +420,7 @@ impl Proxy {
             return Ok(Response::from_parts(parts, body));
         }
         let (mut parts, body) = resp.into_parts();
-        filter_response(&mut parts.headers);
+        retain_fields(&mut parts.headers, forward::response_field);
         if let Some(affinity) = &policy.affinity
             && sticky.is_none()
             && let Ok(v) = HeaderValue::from_str(&affinity_cookie(affinity, &endpoint))
@@ -600,25 +598,13 @@ fn connection_listed(headers: &HeaderMap) -> Vec<&[u8]> {
         .collect()
 }
 
-/// Removes the request fields that must not go upstream ([`forward::request_field`]).
-fn filter_request(headers: &mut HeaderMap, rules: forward::Rules) {
+/// Removes the fields `keep` refuses, given each name and the names `Connection` lists: the
+/// request's ([`forward::request_field`]) or the response's ([`forward::response_field`]).
+fn retain_fields(headers: &mut HeaderMap, keep: impl Fn(&[u8], &[&[u8]]) -> bool) {
     let listed = connection_listed(headers);
     let dropped: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| !forward::request_field(name.as_str().as_bytes(), &listed, rules))
-        .cloned()
-        .collect();
-    for name in dropped {
-        headers.remove(name);
-    }
-}
-
-/// Removes the response fields that must not go to the client ([`forward::response_field`]).
-fn filter_response(headers: &mut HeaderMap) {
-    let listed = connection_listed(headers);
-    let dropped: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| !forward::response_field(name.as_str().as_bytes(), &listed))
+        .filter(|name| !keep(name.as_str().as_bytes(), &listed))
         .cloned()
         .collect();
     for name in dropped {
@@ -645,25 +631,6 @@ fn set_forwarded(
     scheme: Scheme,
     trusted: Option<&[IpNet]>,
 ) {
-    // Formatted on the stack: this runs for every request.
-    let mut ip_buf = [0u8; 64];
-    let peer_ip = {
-        use std::io::Write as _;
-        let mut w = &mut ip_buf[..];
-        let _ = write!(w, "{}", peer.ip()); // an IPv6 address takes at most 45 bytes
-        let len = 64 - w.len();
-        std::str::from_utf8(&ip_buf[..len]).unwrap_or_default()
-    };
-    let forwarded_for = |headers: &HeaderMap| {
-        headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|a| a.trim().to_owned())
-            .filter(|a| !a.is_empty())
-            .collect::<Vec<String>>()
-    };
     let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let Some(nets) = trusted else {
         forward::untrusted_fields(peer.ip(), scheme.as_str(), local.port(), |name, v| {
@@ -672,22 +639,26 @@ fn set_forwarded(
         set_host_and_id(headers, host);
         return;
     };
-    let (chain, real_ip) = {
-        {
-            let mut chain = forwarded_for(headers);
-            chain.push(peer_ip.to_owned());
-            let real = chain
-                .iter()
-                .rev()
-                .find(|a| {
-                    a.parse::<IpAddr>()
-                        .map_or(true, |ip| !nets.iter().any(|n| n.contains(&ip)))
-                })
-                .map_or(peer_ip, String::as_str);
-            (value(&chain.join(", ")), value(real))
-        }
-    };
-    headers.insert(X_FORWARDED_FOR, chain);
+    let mut chain: Vec<String> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    let peer_ip = peer.ip().to_string();
+    chain.push(peer_ip.clone());
+    let real_ip = chain
+        .iter()
+        .rev()
+        .find(|a| {
+            a.parse::<IpAddr>()
+                .map_or(true, |ip| !nets.iter().any(|n| n.contains(&ip)))
+        })
+        .map_or(peer_ip.as_str(), String::as_str);
+    let real_ip = value(real_ip);
+    headers.insert(X_FORWARDED_FOR, value(&chain.join(", ")));
     headers.insert(X_REAL_IP, real_ip);
     // A trusted proxy's own values are kept.
     if !headers.contains_key(X_FORWARDED_PROTO) {
@@ -824,7 +795,7 @@ mod tests {
             trusted: false,
             underscores: false,
         };
-        filter_request(&mut h, rules);
+        retain_fields(&mut h, |name, listed| forward::request_field(name, listed, rules));
         let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         kept.sort_unstable();
         assert_eq!(kept, ["content-length", "host", "x-kept"]);

@@ -683,16 +683,6 @@ async fn exchange<C: Client>(
     })
 }
 
-/// Adds a field to a head still being written (no empty line yet), if its value is clean.
-fn add_field_raw(head: &mut Vec<u8>, name: &str, value: &str) {
-    if value.bytes().any(|b| b.is_ascii_control()) {
-        return;
-    }
-    for part in [name, ": ", value, "\r\n"] {
-        head.extend_from_slice(part.as_bytes());
-    }
-}
-
 /// Adds a field at the end of a head (before its empty line). A value with control characters
 /// is not added (ours are checked when annotations are parsed; this keeps it so).
 fn add_field(head: &mut Vec<u8>, name: &str, value: &str) {
@@ -893,7 +883,7 @@ async fn answer<C: Client>(
     let mut out = Vec::with_capacity(160 + body.len());
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ndate: {}\r\n{}",
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ndate: {}\r\n{}\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len() + 1,
@@ -901,9 +891,9 @@ async fn answer<C: Client>(
         if close { "connection: close\r\n" } else { "" },
     );
     if let Some(reason) = reason {
-        add_field_raw(&mut out, "x-mzlb-reason", reason);
+        add_field(&mut out, "x-mzlb-reason", reason);
     }
-    let _ = write!(out, "\r\n{body}\n");
+    let _ = writeln!(out, "{body}");
     match write(client, &out).await {
         Ok(()) if !close => Handled::Done,
         Ok(()) => {
