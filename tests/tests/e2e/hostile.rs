@@ -13,7 +13,7 @@
 //! that column is information only.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,8 @@ const NGINX: &str = "127.0.26.3:8080";
 const BACKEND: &str = "127.0.26.11:9080";
 /// Rows that need a known client address connect from here.
 const CLIENT_IP: &str = "127.0.26.77";
+/// `Backend::settle` connects to the backend from here, never a lane.
+const FENCE_IP: &str = "127.0.26.99";
 /// The longest wait for anything that should arrive (other tests may be loading the machine).
 const WAIT: Duration = Duration::from_secs(5);
 /// How long to watch, after the expected responses, for one more (or for the close).
@@ -81,9 +83,20 @@ enum Event {
 /// Every event, with the address the connection came from (which ALB).
 type Log = Arc<Mutex<Vec<(IpAddr, Event)>>>;
 
+/// A connection the backend is serving, for [`Backend::settle`].
+struct Live {
+    conn: u64,
+    peer: SocketAddr,
+    /// A second handle on the socket, only ever peeked at without blocking.
+    socket: TcpStream,
+    /// Set from taking bytes off the socket until they are parsed and logged.
+    busy: Arc<AtomicBool>,
+}
+
 struct Backend {
     addr: SocketAddr,
     log: Log,
+    live: Arc<Mutex<Vec<Live>>>,
     stop: Arc<AtomicBool>,
     accepter: Option<JoinHandle<()>>,
 }
@@ -93,9 +106,10 @@ impl Backend {
         let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("backend on {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
         let log: Log = Arc::default();
+        let live: Arc<Mutex<Vec<Live>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let accepter = {
-            let (log, stop) = (log.clone(), stop.clone());
+            let (log, live, stop) = (log.clone(), live.clone(), stop.clone());
             let count = AtomicU64::new(0);
             thread::spawn(move || {
                 for stream in listener.incoming() {
@@ -103,19 +117,62 @@ impl Backend {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    let peer = stream.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+                    let Ok(peer) = stream.peer_addr() else { continue };
+                    let Ok(socket) = stream.try_clone() else { continue };
                     let conn = count.fetch_add(1, Ordering::SeqCst) + 1;
-                    let (log, stop) = (log.clone(), stop.clone());
-                    thread::spawn(move || serve_backend(stream, peer, conn, &log, &stop));
+                    let busy = Arc::new(AtomicBool::new(false));
+                    live.lock().unwrap().push(Live {
+                        conn,
+                        peer,
+                        socket,
+                        busy: busy.clone(),
+                    });
+                    let (log, live, stop) = (log.clone(), live.clone(), stop.clone());
+                    thread::spawn(move || {
+                        serve_backend(stream, peer.ip(), conn, &log, &busy, &stop);
+                        // Dropping the second handle too, so the proxy sees the close.
+                        live.lock().unwrap().retain(|l| l.conn != conn);
+                    });
                 }
             })
         };
         Backend {
             addr,
             log,
+            live,
             stop,
             accepter: Some(accepter),
         }
+    }
+
+    /// Waits until everything the proxy has sent so far from `lane` is in the log: every
+    /// connection it opened is accepted, and every byte that reached a connection's socket is
+    /// logged (and parsed, where it completes a request). A backend thread starved of CPU can
+    /// otherwise read a row's bytes after the row was judged, and they would land in the next.
+    fn settle(&self, lane: Option<IpAddr>) {
+        // Accepts are first in, first out: once this connection is in `live`, so is every one
+        // the proxy opened before it.
+        let fence = connect(self.addr, Some(FENCE_IP.parse().unwrap()));
+        if let Ok(fence) = &fence
+            && let Ok(me) = fence.local_addr()
+        {
+            poll(WAIT, || {
+                self.live.lock().unwrap().iter().any(|l| l.peer == me).then_some(())
+            });
+        }
+        drop(fence);
+        let settled = poll(WAIT, || {
+            let live = self.live.lock().unwrap();
+            live.iter()
+                .filter(|l| lane.is_none_or(|ip| l.peer.ip() == ip))
+                // Queue first, then `busy`: the thread raises `busy` before it takes bytes off.
+                .all(|l| !has_unread(&l.socket) && !l.busy.load(Ordering::SeqCst))
+                .then_some(())
+        });
+        assert!(
+            settled.is_some(),
+            "the backend did not catch up with the proxy within {WAIT:?}"
+        );
     }
 
     /// Takes the events of connections from `lane` (all of them for `None`).
@@ -157,14 +214,18 @@ enum After {
 
 /// Serves one connection from the proxy: parse, record, answer; until EOF, an unparsable
 /// request, a minute of silence or the end of the test.
-fn serve_backend(mut s: TcpStream, peer: IpAddr, conn: u64, log: &Log, stop: &AtomicBool) {
+fn serve_backend(mut s: TcpStream, peer: IpAddr, conn: u64, log: &Log, busy: &AtomicBool, stop: &AtomicBool) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let push = |e: Event| log.lock().unwrap().push((peer, e));
     let mut buf = Vec::new();
     let mut heard = Instant::now();
     let mut tmp = vec![0u8; 16384];
     loop {
-        match parse_request(&buf) {
+        let parsed = parse_request(&buf);
+        if matches!(parsed, Parsed::Need) {
+            busy.store(false, Ordering::SeqCst);
+        }
+        match parsed {
             Parsed::Bad(why) => {
                 push(Event::Unparsable(conn, why));
                 return;
@@ -187,17 +248,17 @@ fn serve_backend(mut s: TcpStream, peer: IpAddr, conn: u64, log: &Log, stop: &At
                         if !buf.is_empty() {
                             push(Event::Tunnel(conn, std::mem::take(&mut buf), true));
                         }
-                        tunnel(s, peer, conn, log, stop);
+                        busy.store(false, Ordering::SeqCst);
+                        tunnel(s, peer, conn, log, busy, stop);
                         return;
                     }
                 }
             }
             Parsed::Need => {}
         }
-        match s.read(&mut tmp) {
+        match take_logged(&mut s, &mut tmp, busy, |bytes| push(Event::Raw(conn, bytes.to_vec()))) {
             Ok(0) => return,
             Ok(n) => {
-                push(Event::Raw(conn, tmp[..n].to_vec()));
                 buf.extend_from_slice(&tmp[..n]);
                 heard = Instant::now();
             }
@@ -211,17 +272,48 @@ fn serve_backend(mut s: TcpStream, peer: IpAddr, conn: u64, log: &Log, stop: &At
     }
 }
 
+/// Reads what has arrived into `tmp`, logging it before it leaves the kernel's queue and raising
+/// `busy` before it does: at every moment, a byte that reached the socket is either still
+/// queued, or logged with `busy` up until the caller has done with it (`Backend::settle`).
+fn take_logged(
+    s: &mut TcpStream,
+    tmp: &mut [u8],
+    busy: &AtomicBool,
+    log: impl FnOnce(&[u8]),
+) -> std::io::Result<usize> {
+    let n = s.peek(tmp)?;
+    if n > 0 {
+        log(&tmp[..n]);
+        busy.store(true, Ordering::SeqCst);
+        s.read_exact(&mut tmp[..n])?;
+    }
+    Ok(n)
+}
+
+/// Whether bytes wait in the socket's receive queue (without blocking, and without touching the
+/// blocking mode the serving thread's handle shares).
+fn has_unread(s: &TcpStream) -> bool {
+    let mut one = [std::mem::MaybeUninit::<u8>::uninit()];
+    matches!(
+        socket2::SockRef::from(s).recv_with_flags(&mut one, libc::MSG_PEEK | libc::MSG_DONTWAIT),
+        Ok(n) if n > 0
+    )
+}
+
 /// After a 101: every byte is recorded and sent back upper-cased.
-fn tunnel(mut s: TcpStream, peer: IpAddr, conn: u64, log: &Log, stop: &AtomicBool) {
+fn tunnel(mut s: TcpStream, peer: IpAddr, conn: u64, log: &Log, busy: &AtomicBool, stop: &AtomicBool) {
     let mut tmp = vec![0u8; 16384];
     let mut heard = Instant::now();
     loop {
-        match s.read(&mut tmp) {
+        let logged = take_logged(&mut s, &mut tmp, busy, |bytes| {
+            log.lock()
+                .unwrap()
+                .push((peer, Event::Tunnel(conn, bytes.to_vec(), false)));
+        });
+        busy.store(false, Ordering::SeqCst);
+        match logged {
             Ok(0) => return,
             Ok(n) => {
-                log.lock()
-                    .unwrap()
-                    .push((peer, Event::Tunnel(conn, tmp[..n].to_vec(), false)));
                 if s.write_all(&tmp[..n].to_ascii_uppercase()).is_err() {
                     return;
                 }
@@ -1611,6 +1703,7 @@ fn run_rows(label: &'static str, addr: &str, lane: Option<IpAddr>, rows: &[Row],
                 (backend.requests(lane) >= expected).then_some(())
             });
         }
+        backend.settle(lane);
         seen.backend = backend
             .drain(lane)
             .into_iter()
