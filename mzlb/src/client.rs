@@ -104,6 +104,14 @@ pub fn table(albs: &[AlbStatus]) -> String {
         "Last Error",
     ];
     let mut out = columns(&header, &rows);
+    // Each prober's view, where replicas share theirs: what the verdict (Status) was taken from.
+    if albs.iter().any(|a| a.probers.len() > 1) {
+        out.push_str("\nprobers (verdict from the fresh views: a majority moves it):\n");
+        for a in albs {
+            let views: Vec<String> = a.probers.iter().map(|v| describe_view(now, v)).collect();
+            out.push_str(&format!("  {}: {}\n", a.id, views.join(", ")));
+        }
+    }
     let mut clusters: Vec<(&str, FailPolicy)> = albs.iter().map(|a| (a.cluster.as_str(), a.fail_policy)).collect();
     clusters.dedup();
     for (cluster, policy) in clusters {
@@ -159,6 +167,30 @@ fn now_ms() -> u64 {
 
 fn ago(now: u64, at_ms: u64) -> String {
     format!("{:.1}s", now.saturating_sub(at_ms) as f64 / 1000.0)
+}
+
+fn describe_view(now: u64, v: &crate::verdict::View) -> String {
+    let mut s = format!("{} {} for {}", v.prober, health_word(v.health), ago(now, v.since_ms));
+    if v.health == crate::registry::Health::Unhealthy
+        && let Some(e) = &v.last_error
+    {
+        s.push_str(&format!(" ({e})"));
+    }
+    if v.own {
+        s.push_str(" [this replica]");
+    }
+    if !v.fresh {
+        s.push_str(" [stale: not counted]");
+    }
+    s
+}
+
+fn health_word(h: crate::registry::Health) -> &'static str {
+    match h {
+        crate::registry::Health::Healthy => "healthy",
+        crate::registry::Health::Unhealthy => "unhealthy",
+        crate::registry::Health::Pending => "pending",
+    }
 }
 
 fn describe_probe(now: u64, p: &crate::registry::Probe) -> String {

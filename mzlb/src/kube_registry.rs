@@ -39,6 +39,23 @@ pub async fn start(kube: &KubeOptions, opts: ServeOptions, cancel: CancellationT
     let running = crate::serve::start_with(objects, opts, cancel.clone(), Some(client.clone())).await?;
     tokio::spawn(follow(watched.clone(), running.registry.clone(), cancel.clone()));
     let namespace = KubeOptions::namespace(&client);
+    // Replicas agree on health through one ProberReport each.
+    let me = lease::identity();
+    running.registry.set_identity(me.clone());
+    tokio::spawn(crate::probers::publish(
+        client.clone(),
+        namespace.clone(),
+        running.registry.clone(),
+        me.clone(),
+        cancel.clone(),
+    ));
+    tokio::spawn(crate::probers::follow(
+        client.clone(),
+        namespace.clone(),
+        running.registry.clone(),
+        me,
+        cancel.clone(),
+    ));
     let leader = lease::campaign(
         client.clone(),
         &namespace,
@@ -197,8 +214,9 @@ fn millis(rfc3339: &str) -> Option<u64> {
         .map(|t| t.as_millisecond().max(0) as u64)
 }
 
-/// What `mzlb albs` shows for a ZoneALB read from the API server.
-pub fn alb_status(alb: &ZoneALB, objects: &Objects) -> AlbStatus {
+/// What `mzlb albs` shows for a ZoneALB read from the API server, with every prober's view
+/// from `reports`.
+pub fn alb_status(alb: &ZoneALB, objects: &Objects, reports: &[crate::probers::ProberReport]) -> AlbStatus {
     let status = alb.status.clone().unwrap_or_default();
     let condition = |t: &str| {
         status
@@ -223,7 +241,17 @@ pub fn alb_status(alb: &ZoneALB, objects: &Objects) -> AlbStatus {
         detail: p.detail.clone(),
     };
     let cluster = objects.cluster_of(alb);
+    let mut probers: Vec<crate::verdict::View> = reports
+        .iter()
+        .filter_map(|r| {
+            let mut view = crate::probers::views_of(r).remove(&alb.name_any())?;
+            view.fresh = crate::probers::looks_fresh(r);
+            Some(view)
+        })
+        .collect();
+    probers.sort_by(|a, b| a.prober.cmp(&b.prober));
     AlbStatus {
+        probers,
         id: alb.name_any(),
         cluster: cluster.and_then(|c| c.metadata.name.clone()).unwrap_or_default(),
         zone: alb.spec.zone.clone(),
@@ -254,7 +282,17 @@ pub async fn list(client: &Client) -> Result<Vec<AlbStatus>> {
         clusters: clusters.list(&Default::default()).await.map_err(kube_error)?.items,
         ..Default::default()
     };
-    let mut out: Vec<AlbStatus> = objects.zone_albs.iter().map(|a| alb_status(a, &objects)).collect();
+    // Without the ProberReport CRD (an older chart) there are just no views to show.
+    let reports = match crate::probers::list(client).await {
+        Ok(reports) => reports,
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(e) => return Err(kube_error(e)),
+    };
+    let mut out: Vec<AlbStatus> = objects
+        .zone_albs
+        .iter()
+        .map(|a| alb_status(a, &objects, &reports))
+        .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }

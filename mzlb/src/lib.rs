@@ -16,9 +16,11 @@ pub mod events;
 pub mod health;
 pub mod kube_registry;
 pub mod metrics;
+pub mod probers;
 pub mod registry;
 pub mod serve;
 pub mod state;
 pub mod up;
+pub mod verdict;
 
 pub use error::{Error, Result};

@@ -204,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let crds = [
                 serde_yaml::to_string(&zone_alb::objects::ZoneALB::crd())?,
                 serde_yaml::to_string(&zone_alb::objects::MultiZoneCluster::crd())?,
+                serde_yaml::to_string(&mzlb::probers::ProberReport::crd())?,
             ];
             print!("{}", crds.join("---\n"));
         }

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub health_changes: Family<AlbLabels, Counter>,
     /// 1 for each cluster's active fail policy (`open` or `closed`).
     pub fail_policy: Family<PolicyLabels, Gauge>,
+    /// Probers whose views count now, this replica included.
+    pub probers_live: Gauge,
+    /// 1 while a replica on a cluster hears from no other prober and decides alone.
+    pub deciding_alone: Gauge,
 }
 
 impl Metrics {
@@ -59,6 +63,16 @@ impl Metrics {
             "alb_health_changes",
             "ALB health transitions",
             self.health_changes.clone(),
+        );
+        registry.register(
+            "probers_live",
+            "Probers whose health views count now, this replica included",
+            self.probers_live.clone(),
+        );
+        registry.register(
+            "deciding_alone",
+            "Whether this replica hears from no other prober and decides from its own probes alone",
+            self.deciding_alone.clone(),
         );
     }
 }

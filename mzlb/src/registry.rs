@@ -5,7 +5,7 @@
 //! Only the control path (probe results, enable/disable, status reads) takes the lock here;
 //! DNS queries read the published answer set without locking.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,9 +19,10 @@ use crate::events::{Event, Events};
 use crate::health::Hysteresis;
 use crate::metrics::{AlbLabels, ClusterLabels, Metrics};
 use crate::state::StateDir;
+use crate::verdict::{self, Peer, View};
 
 /// Health as the probes tell it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Not probed yet: never answered on a guess.
@@ -96,7 +97,11 @@ pub struct AlbStatus {
     pub state: AlbState,
     /// When `state` was entered (Unix milliseconds).
     pub since_ms: u64,
+    /// The agreed verdict: from every fresh prober's view (see [`verdict`]).
     pub health: Health,
+    /// Every prober's view of this ALB, this replica's own first.
+    #[serde(default)]
+    pub probers: Vec<View>,
     /// Whether DNS answers this ALB's IP now.
     pub in_dns: bool,
     /// The cluster's policy when every enabled ALB is unhealthy.
@@ -108,7 +113,15 @@ pub struct AlbStatus {
 struct Entry {
     config: AlbConfig,
     enabled: bool,
+    /// This replica's own view, from its probes.
     hysteresis: Hysteresis,
+    /// When the own view last changed (Unix milliseconds).
+    own_since_ms: u64,
+    /// The agreed health, from every fresh prober's view; what DNS follows.
+    verdict: Health,
+    /// The views the verdict was last taken from, and who carried it.
+    views: Vec<View>,
+    explained: String,
     /// Successful probes still needed after an enable before the ALB is answered again.
     rising: u32,
     /// A disabled ALB is draining until then.
@@ -123,6 +136,10 @@ impl Entry {
     fn new(config: AlbConfig, enabled: bool) -> Self {
         Entry {
             hysteresis: Hysteresis::new(config.health.rise, config.health.fall),
+            own_since_ms: now_ms(),
+            verdict: Health::Pending,
+            views: Vec::new(),
+            explained: String::new(),
             config,
             enabled,
             rising: 0,
@@ -152,7 +169,18 @@ impl Entry {
     }
 
     fn health(&self) -> Health {
-        self.hysteresis.state()
+        self.verdict
+    }
+
+    fn own_view(&self, me: &str) -> View {
+        View {
+            prober: me.to_owned(),
+            health: self.hysteresis.state(),
+            since_ms: self.own_since_ms,
+            last_error: self.last_error.as_ref().map(|p| p.detail.clone()),
+            fresh: true,
+            own: true,
+        }
     }
 
     fn current_state(&self, now: Instant) -> AlbState {
@@ -175,6 +203,12 @@ struct Inner {
     answered: Option<HashSet<String>>,
     failing_open: HashSet<String>,
     events: Events,
+    /// This replica's name among the probers.
+    me: String,
+    /// The other probers' latest reports.
+    peers: HashMap<String, Peer>,
+    /// Whether the last refresh found no fresh peer while peers are expected (on a cluster).
+    alone: bool,
 }
 
 pub struct Registry {
@@ -190,6 +224,8 @@ pub struct Registry {
     changes: tokio::sync::watch::Sender<u64>,
     /// On Kubernetes, enable/disable is written to the ZoneALB's `spec.enabled`.
     kube: Option<kube::Client>,
+    /// Bumped when this replica's own view of any ALB changes (its report follows it).
+    own: tokio::sync::watch::Sender<u64>,
 }
 
 impl Registry {
@@ -218,6 +254,7 @@ impl Registry {
             inner: Mutex::new(Inner {
                 clusters,
                 entries,
+                me: "local".into(),
                 ..Default::default()
             }),
             authority,
@@ -226,11 +263,17 @@ impl Registry {
             config: tokio::sync::watch::Sender::new(0),
             changes: tokio::sync::watch::Sender::new(0),
             kube: None,
+            own: tokio::sync::watch::Sender::new(0),
         };
         let mut inner = registry.inner.lock().expect("registry poisoned");
         registry.refresh(&mut inner, "start")?;
         drop(inner);
         Ok(registry)
+    }
+
+    /// Names this replica among the probers (its pod name on a cluster).
+    pub fn set_identity(&self, me: String) {
+        self.lock().me = me;
     }
 
     /// Writes enable/disable to Kubernetes from now on.
@@ -265,8 +308,11 @@ impl Registry {
         let Some(entry) = inner.entries.iter_mut().find(|e| e.config.id == id) else {
             return;
         };
-        let before = entry.health();
+        let before = entry.hysteresis.state();
         let after = entry.hysteresis.observe(probe.ok);
+        if before != after {
+            entry.own_since_ms = now_ms();
+        }
         if entry.rising > 0 {
             entry.rising = if probe.ok {
                 entry.rising - 1
@@ -274,17 +320,14 @@ impl Registry {
                 entry.config.health.rise
             };
         }
-        if before != after {
-            self.metrics
-                .health_changes
-                .get_or_create(&alb_labels(&entry.config))
-                .inc();
-        }
         let cause = format!("probe: {}", probe.detail);
         if !probe.ok {
             entry.last_error = Some(probe.clone());
         }
         entry.last_probe = Some(probe);
+        if before != after {
+            self.own.send_modify(|n| *n += 1);
+        }
         if let Err(error) = self.refresh(&mut inner, &cause) {
             tracing::error!(%error, "could not publish DNS answers; the previous ones stay");
         }
@@ -361,6 +404,49 @@ impl Registry {
         self.refresh(&mut inner, "configuration changed")
     }
 
+    /// Takes a peer's report (its views of the ALBs it probes), seen changed just now.
+    pub fn peer_report(&self, prober: &str, views: HashMap<String, View>) {
+        let mut inner = self.lock();
+        if prober == inner.me {
+            return;
+        }
+        inner.peers.insert(
+            prober.to_owned(),
+            Peer {
+                views,
+                seen_at: Instant::now(),
+            },
+        );
+        if let Err(error) = self.refresh(&mut inner, &format!("report from {prober}")) {
+            tracing::error!(%error, "could not publish DNS answers; the previous ones stay");
+        }
+    }
+
+    /// Forgets a peer whose report was deleted.
+    pub fn peer_gone(&self, prober: &str) {
+        let mut inner = self.lock();
+        if inner.peers.remove(prober).is_some()
+            && let Err(error) = self.refresh(&mut inner, &format!("{prober} stopped reporting"))
+        {
+            tracing::error!(%error, "could not publish DNS answers; the previous ones stay");
+        }
+    }
+
+    /// This replica's own view of every ALB, for its report.
+    pub fn own_views(&self) -> Vec<(String, View)> {
+        let inner = self.lock();
+        inner
+            .entries
+            .iter()
+            .map(|e| (e.config.id.clone(), e.own_view(&inner.me)))
+            .collect()
+    }
+
+    /// Wakes when this replica's own view of an ALB changes.
+    pub fn subscribe_own(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.own.subscribe()
+    }
+
     /// Wakes on every change of the ALBs' settings (not of their health).
     pub fn subscribe_config(&self) -> tokio::sync::watch::Receiver<u64> {
         self.config.subscribe()
@@ -391,10 +477,16 @@ impl Registry {
     /// set if it changed.
     fn refresh(&self, inner: &mut Inner, cause: &str) -> Result<()> {
         let now = Instant::now();
+        self.decide(inner, now);
         let Inner { entries, events, .. } = inner;
         for entry in entries.iter_mut() {
             let state = entry.current_state(now);
             if state != entry.state {
+                let cause = if entry.views.len() > 1 {
+                    format!("{cause}; {}", entry.explained)
+                } else {
+                    cause.to_owned()
+                };
                 self.changes.send_modify(|n| *n += 1);
                 tracing::info!(alb = %entry.config.id, from = %entry.state, to = %state, %cause, "ALB state changed");
                 let at_ms = now_ms();
@@ -403,7 +495,7 @@ impl Registry {
                     alb: entry.config.id.clone(),
                     from: entry.state,
                     to: state,
-                    cause: cause.to_owned(),
+                    cause,
                 });
                 entry.state = state;
                 entry.since_ms = at_ms;
@@ -459,6 +551,50 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Takes every ALB's verdict from the fresh views, its own and its peers'.
+    fn decide(&self, inner: &mut Inner, now: Instant) {
+        let fresh_peers = inner.peers.values().filter(|p| p.is_fresh(now)).count();
+        let alone = self.kube.is_some() && fresh_peers == 0;
+        if alone != inner.alone {
+            if alone {
+                tracing::warn!("no fresh report from any other prober: deciding from this replica's own probes alone");
+            } else {
+                tracing::info!(peers = fresh_peers, "deciding with the other probers again");
+            }
+            inner.alone = alone;
+        }
+        self.metrics.probers_live.set(fresh_peers as i64 + 1);
+        self.metrics.deciding_alone.set(i64::from(alone));
+        let Inner { entries, peers, me, .. } = inner;
+        for entry in entries.iter_mut() {
+            let mut views = vec![entry.own_view(me)];
+            let mut others: Vec<View> = peers
+                .iter()
+                .filter_map(|(name, peer)| {
+                    let mut view = peer.views.get(&entry.config.id)?.clone();
+                    view.prober.clone_from(name);
+                    view.fresh = peer.is_fresh(now);
+                    view.own = false;
+                    Some(view)
+                })
+                .collect();
+            others.sort_by(|a, b| a.prober.cmp(&b.prober));
+            views.extend(others);
+            let verdict = verdict::decide(entry.verdict, &views);
+            entry.explained = verdict::explain(&verdict, &views);
+            if verdict.health != entry.verdict {
+                self.metrics
+                    .health_changes
+                    .get_or_create(&alb_labels(&entry.config))
+                    .inc();
+                entry.verdict = verdict.health;
+            }
+            entry.views = views;
+        }
+    }
+}
+
 fn status_of(clusters: &[ClusterConfig], entry: &Entry, answered: &HashSet<String>) -> AlbStatus {
     let c = &entry.config;
     let fail_policy = clusters
@@ -475,6 +611,7 @@ fn status_of(clusters: &[ClusterConfig], entry: &Entry, answered: &HashSet<Strin
         state: entry.state,
         since_ms: entry.since_ms,
         health: entry.health(),
+        probers: entry.views.clone(),
         in_dns: answered.contains(&c.id),
         fail_policy,
         last_probe: entry.last_probe.clone(),
@@ -554,6 +691,10 @@ mod tests {
             Health::Unhealthy => drop(hysteresis.observe(false)),
         }
         Entry {
+            own_since_ms: 0,
+            verdict: health,
+            views: Vec::new(),
+            explained: String::new(),
             config: AlbConfig {
                 id: id.into(),
                 zone: "z".into(),

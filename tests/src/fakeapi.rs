@@ -59,6 +59,7 @@ const KINDS: &[Kind] = &[
         false,
         true,
     ),
+    kind("apis/mzlb.io/v1alpha1", "proberreports", "ProberReport", true, false),
     kind("apis/coordination.k8s.io/v1", "leases", "Lease", true, false),
     kind("apis/events.k8s.io/v1", "events", "Event", true, false),
 ];
