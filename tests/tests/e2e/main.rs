@@ -4,6 +4,7 @@
 mod harness;
 mod netns;
 
+mod agreement;
 mod bad_input;
 mod chart;
 mod components;

@@ -62,6 +62,39 @@ impl Net {
         ip(&["-n", ns, "link", "set", "eth0", if up { "up" } else { "down" }]);
     }
 
+    /// Gives the hub's bridge an address (CIDR), so something in the hub namespace (see
+    /// [`Net::in_hub`]) is reachable from every host.
+    pub fn hub_addr(&self, addr: &str) {
+        ip(&["-n", &self.hub, "addr", "add", addr, "dev", "br0"]);
+    }
+
+    /// Runs `f` on a thread inside the hub namespace: sockets it creates live there (threads it
+    /// starts stay there too).
+    pub fn in_hub<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.hub);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+                f()
+            })
+            .join()
+            .expect("thread in the hub namespace")
+        })
+    }
+
+    /// Takes away `ns`'s route to `dest` (a blackhole route: connecting fails at once, nothing
+    /// leaves the namespace), or gives it back.
+    pub fn cut(&self, ns: &str, dest: &str, cut: bool) {
+        let route = format!("{dest}/32");
+        if cut {
+            ip(&["-n", ns, "route", "add", "blackhole", &route]);
+        } else {
+            ip(&["-n", ns, "route", "del", "blackhole", &route]);
+        }
+    }
+
     /// A command to run inside `ns`.
     pub fn exec(ns: &str, program: &std::path::Path) -> Command {
         let mut cmd = Command::new("ip");
