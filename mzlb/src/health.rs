@@ -32,6 +32,13 @@ impl Hysteresis {
         }
     }
 
+    /// New thresholds for the runs to come; the state stays (editing the health settings
+    /// must not send a healthy ALB back to pending, which would empty the answer).
+    pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
+        self.rise = rise.max(1);
+        self.fall = fall.max(1);
+    }
+
     pub fn state(&self) -> Health {
         self.state
     }

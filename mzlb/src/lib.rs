@@ -20,6 +20,7 @@ pub mod probers;
 pub mod registry;
 pub mod serve;
 pub mod state;
+pub mod store;
 pub mod up;
 pub mod verdict;
 

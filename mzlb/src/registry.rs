@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, Events};
 use crate::health::Hysteresis;
 use crate::metrics::{AlbLabels, ClusterLabels, Metrics};
-use crate::state::StateDir;
+use crate::store::Store;
 use crate::verdict::{self, Peer, View};
 
 /// Health as the probes tell it.
@@ -214,16 +214,13 @@ struct Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     authority: dns::Authority,
-    /// Where operators' choices are kept; `None` on Kubernetes, where `spec.enabled` is the
-    /// record and every replica reads it.
-    state: Option<StateDir>,
+    /// Where operators' choices are recorded (`None`: kept in memory only).
+    store: Option<Store>,
     metrics: Metrics,
     /// Bumped when the set of ALBs or their settings change (health checks follow it), and
     /// when any state changes (status writers follow it).
     config: tokio::sync::watch::Sender<u64>,
     changes: tokio::sync::watch::Sender<u64>,
-    /// On Kubernetes, enable/disable is written to the ZoneALB's `spec.enabled`.
-    kube: Option<kube::Client>,
     /// Bumped when this replica's own view of any ALB changes (its report follows it).
     own: tokio::sync::watch::Sender<u64>,
 }
@@ -235,17 +232,17 @@ impl Registry {
         clusters: Vec<ClusterConfig>,
         albs: Vec<AlbConfig>,
         authority: dns::Authority,
-        state: Option<StateDir>,
+        store: Option<Store>,
         metrics: Metrics,
     ) -> Result<Self> {
-        let choices = match &state {
-            Some(state) => state.read_choices()?,
+        let choices = match &store {
+            Some(store) => store.initial_choices()?,
             None => Default::default(),
         };
         let entries = albs
             .into_iter()
             .map(|config| {
-                let enabled = choices.enabled.get(&config.id).copied().unwrap_or(config.enabled);
+                let enabled = choices.get(&config.id).copied().unwrap_or(config.enabled);
                 Entry::new(config, enabled)
             })
             .collect();
@@ -258,11 +255,10 @@ impl Registry {
                 ..Default::default()
             }),
             authority,
-            state,
+            store,
             metrics,
             config: tokio::sync::watch::Sender::new(0),
             changes: tokio::sync::watch::Sender::new(0),
-            kube: None,
             own: tokio::sync::watch::Sender::new(0),
         };
         let mut inner = registry.inner.lock().expect("registry poisoned");
@@ -276,20 +272,14 @@ impl Registry {
         self.lock().me = me;
     }
 
-    /// Writes enable/disable to Kubernetes from now on.
-    pub fn with_kube(mut self, kube: Option<kube::Client>) -> Self {
-        self.kube = kube;
-        self
-    }
-
-    /// An operator's enable or disable: on Kubernetes written to `spec.enabled` first (so
-    /// every replica and the object agree), then applied here at once.
+    /// An operator's enable or disable: recorded in the store first (the state directory, or
+    /// `spec.enabled` so every replica and the object agree), then applied here at once.
     pub async fn configure(&self, id: &str, enabled: bool) -> Result<AlbStatus> {
-        if let Some(client) = &self.kube {
-            if !self.lock().entries.iter().any(|e| e.config.id == id) {
-                return Err(Error::UnknownAlb(id.to_owned()));
-            }
-            crate::kube_registry::set_enabled(client, id, enabled).await?;
+        if !self.lock().entries.iter().any(|e| e.config.id == id) {
+            return Err(Error::UnknownAlb(id.to_owned()));
+        }
+        if let Some(store) = &self.store {
+            store.record_choice(id, enabled).await?;
         }
         self.set_enabled(id, enabled)
     }
@@ -333,9 +323,9 @@ impl Registry {
         }
     }
 
-    /// Enables or disables an ALB: saved durably first (standalone), then DNS follows at
-    /// once. A disabled ALB drains; an enabled one must pass `rise` probes before it is
-    /// answered again.
+    /// Enables or disables an ALB in memory (what [`Registry::configure`] recorded, or a changed
+    /// `spec.enabled`): DNS follows at once. A disabled ALB drains; an enabled one must pass
+    /// `rise` probes before it is answered again.
     pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<AlbStatus> {
         let mut inner = self.lock();
         let drain = inner
@@ -350,11 +340,6 @@ impl Registry {
             .find(|e| e.config.id == id)
             .expect("found above");
         if entry.enabled != enabled {
-            if let Some(state) = &self.state {
-                let mut choices = state.read_choices()?;
-                choices.enabled.insert(id.to_owned(), enabled);
-                state.write_choices(&choices)?;
-            }
             entry.set_enabled(enabled, drain);
             let cause = if enabled {
                 "enabled by operator"
@@ -384,7 +369,7 @@ impl Registry {
                 Some(i) => {
                     let mut entry = old.swap_remove(i);
                     if entry.config.health != config.health {
-                        entry.hysteresis = Hysteresis::new(config.health.rise, config.health.fall);
+                        entry.hysteresis.set_thresholds(config.health.rise, config.health.fall);
                     }
                     if entry.config.enabled != config.enabled && entry.enabled != config.enabled {
                         entry.set_enabled(config.enabled, drain);
@@ -555,7 +540,7 @@ impl Registry {
     /// Takes every ALB's verdict from the fresh views, its own and its peers'.
     fn decide(&self, inner: &mut Inner, now: Instant) {
         let fresh_peers = inner.peers.values().filter(|p| p.is_fresh(now)).count();
-        let alone = self.kube.is_some() && fresh_peers == 0;
+        let alone = self.store.as_ref().is_some_and(Store::is_cluster) && fresh_peers == 0;
         if alone != inner.alone {
             if alone {
                 tracing::warn!("no fresh report from any other prober: deciding from this replica's own probes alone");
@@ -787,13 +772,13 @@ mod tests {
     fn registry(dir: &std::path::Path) -> Registry {
         let mut config = entry("a", true, Health::Pending).config;
         config.health.rise = 2;
-        let state = StateDir::resolve(Some(dir.to_path_buf()));
+        let state = crate::state::StateDir::resolve(Some(dir.to_path_buf()));
         state.create().unwrap();
         Registry::new(
             cluster(FailPolicy::Open),
             vec![config],
             dns::Authority::new(),
-            Some(state),
+            Some(Store::files(state)),
             Metrics::default(),
         )
         .unwrap()
@@ -840,5 +825,27 @@ mod tests {
             ]
         );
         assert!(matches!(r.set_enabled("nope", false), Err(Error::UnknownAlb(_))));
+    }
+
+    #[test]
+    fn editing_health_settings_keeps_a_healthy_alb_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path());
+        assert_eq!(probe(&r, true), AlbState::Enabled);
+        let mut config = r.albs()[0].clone();
+        config.health.interval_ms = 500;
+        config.health.fall = 5;
+        r.reconfigure(cluster(FailPolicy::Open), vec![config]).unwrap();
+        let s = &r.status()[0];
+        assert_eq!(
+            (s.state, s.in_dns),
+            (AlbState::Enabled, true),
+            "no reset to pending (an empty answer resolvers cache)"
+        );
+        // The new thresholds apply: four failures keep it, the fifth takes it out.
+        for _ in 0..4 {
+            assert_eq!(probe(&r, false), AlbState::Enabled);
+        }
+        assert_eq!(probe(&r, false), AlbState::Unhealthy);
     }
 }

@@ -14,6 +14,7 @@ use zone_alb::state::Store;
 use crate::error::Result;
 use crate::registry::{self, Registry};
 use crate::state::{ApiEndpoint, StateDir};
+use crate::store::Store as ChoiceStore;
 
 pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5353";
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9901";
@@ -73,16 +74,16 @@ pub async fn start_with(
     let authority = dns::Authority::new();
     let metrics = crate::metrics::Metrics::default();
     let prometheus = Arc::new(crate::metrics::registry(authority.metrics(), &metrics));
-    let registry = Arc::new(
-        Registry::new(
-            clusters,
-            albs,
-            authority.clone(),
-            kube.is_none().then(|| opts.state.clone()),
-            metrics,
-        )?
-        .with_kube(kube),
-    );
+    let registry = Arc::new(Registry::new(
+        clusters,
+        albs,
+        authority.clone(),
+        Some(match kube {
+            Some(client) => ChoiceStore::Kube(client),
+            None => ChoiceStore::files(opts.state.clone()),
+        }),
+        metrics,
+    )?);
     let dns_listeners = dns::bind(opts.dns_listen, opts.dns_threads).await?;
     let dns_addr = dns_listeners.local_addr().unwrap_or(opts.dns_listen);
     let api_listener = crate::api::bind(opts.api_listen).await?;

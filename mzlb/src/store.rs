@@ -1,0 +1,66 @@
+//! Where an operator's choices are recorded: the state directory standalone, `spec.enabled`
+//! on a cluster. The registry calls one interface, so the two modes differ only here and in
+//! where peers' observations come from ([`crate::probers`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::state::StateDir;
+
+#[derive(Clone)]
+pub enum Store {
+    /// Standalone: choices in the state directory (fsync'd), overriding the manifests.
+    Files {
+        state: StateDir,
+        /// Serialises read-modify-write of the choices file, apart from the registry's lock.
+        writing: Arc<tokio::sync::Mutex<()>>,
+    },
+    /// On a cluster: `spec.enabled` is the record, every replica follows it through its watch.
+    Kube(kube::Client),
+}
+
+impl Store {
+    pub fn files(state: StateDir) -> Self {
+        Store::Files {
+            state,
+            writing: Arc::default(),
+        }
+    }
+
+    /// The choices that override the objects' `spec.enabled` at start.
+    pub fn initial_choices(&self) -> Result<BTreeMap<String, bool>> {
+        match self {
+            Store::Files { state, .. } => Ok(state.read_choices()?.enabled),
+            Store::Kube(_) => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Records an enable or disable durably, before it takes effect. The file is written and
+    /// fsync'd on a blocking thread with no registry lock held, so probes and DNS never wait
+    /// on the disk.
+    pub async fn record_choice(&self, id: &str, enabled: bool) -> Result<()> {
+        match self {
+            Store::Files { state, writing } => {
+                let _one_writer = writing.lock().await;
+                let state_path = state.path().to_path_buf();
+                let (state, id) = (state.clone(), id.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    let mut choices = state.read_choices()?;
+                    choices.enabled.insert(id, enabled);
+                    state.write_choices(&choices)
+                })
+                .await
+                .map_err(|e| Error::State {
+                    path: state_path.clone(),
+                    source: std::io::Error::other(e),
+                })?
+            }
+            Store::Kube(client) => crate::kube_registry::set_enabled(client, id, enabled).await.map(drop),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Store::Kube(_))
+    }
+}
