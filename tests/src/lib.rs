@@ -3,3 +3,4 @@
 //! share that is more than a helper: a fake Kubernetes API server.
 
 pub mod fakeapi;
+pub mod schema;
