@@ -110,6 +110,8 @@ struct State {
     /// Bumped to end every open watch.
     epoch: u64,
     down: bool,
+    /// Requests for these resources (e.g. `ingresses/status`) are answered only after a delay.
+    stalls: BTreeMap<String, Duration>,
 }
 
 /// A running fake API server; stops when dropped.
@@ -288,6 +290,17 @@ impl FakeApi {
         state.down = down;
         state.epoch += 1;
         self.wake(&state);
+    }
+
+    /// Answers every request for `resource` (e.g. `ingresses/status`) only after `delay`, as an
+    /// overloaded API server would; `Duration::ZERO` ends the stall.
+    pub fn stall(&self, resource: &str, delay: Duration) {
+        let mut state = self.state.lock().unwrap();
+        if delay.is_zero() {
+            state.stalls.remove(resource);
+        } else {
+            state.stalls.insert(resource.to_owned(), delay);
+        }
     }
 
     /// Every request so far.
@@ -516,8 +529,9 @@ impl Server {
             Some(sub) => format!("{}/{sub}", kind.plural),
             None => kind.plural.to_owned(),
         };
-        {
+        let stall = {
             let mut state = self.state.lock().unwrap();
+            let stall = state.stalls.get(&resource).copied();
             state.requests.push(Recorded {
                 method: method.to_string(),
                 path: path.clone(),
@@ -535,6 +549,10 @@ impl Server {
                     "the fake API server is down",
                 );
             }
+            stall
+        };
+        if let Some(delay) = stall {
+            tokio::time::sleep(delay).await;
         }
         match verb {
             "watch" => self.watch(target, query),

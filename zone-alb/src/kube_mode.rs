@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, ResourceExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -97,13 +97,14 @@ impl Kube {
             },
         );
         let events = spawn_event_writer(recorder);
-        let mut leader = lease::campaign(
+        let leader = lease::campaign(
             self.client.clone(),
             &self.namespace,
             STATUS_LEASE,
             self.identity.clone(),
             cancel.clone(),
         );
+        let status = spawn_status_writer(self.client.clone(), opts.clone(), leader, cancel.clone());
         let mut reported: HashMap<String, String> = HashMap::new();
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         let mut first = true;
@@ -111,7 +112,6 @@ impl Kube {
             if !first {
                 tokio::select! {
                     r = self.watched.changes.changed() => if r.is_err() { return },
-                    r = leader.changed() => if r.is_err() { return },
                     _ = housekeeping.tick() => { state.sweep(); continue }
                     () = cancel.cancelled() => return,
                 }
@@ -128,9 +128,8 @@ impl Kube {
                     }
                     let reports = loaded.table.reports.clone();
                     table.store(Arc::new(loaded.table));
-                    if *leader.borrow() {
-                        write_ingress_status(&self.client, &objects, &opts, &reports).await;
-                    }
+                    // The writer takes the latest; the next swap never waits on the API server.
+                    status.send_replace(Some(Arc::new((objects, reports))));
                 }
                 Err(error) => {
                     tracing::error!(%error, "change rejected; the last good routing table keeps serving")
@@ -138,6 +137,37 @@ impl Kube {
             }
         }
     }
+}
+
+/// What the Ingress status should reflect: the objects and the reports of the latest table.
+type StatusWork = Option<Arc<(Objects, Vec<IngressReport>)>>;
+
+/// Writes Ingress status in its own task, while elected, from the latest table only: a slow or
+/// absent API server delays status, never a routing-table swap.
+fn spawn_status_writer(
+    client: Client,
+    opts: Options,
+    mut leader: watch::Receiver<bool>,
+    cancel: CancellationToken,
+) -> watch::Sender<StatusWork> {
+    let (tx, mut rx) = watch::channel::<StatusWork>(None);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                r = leader.changed() => if r.is_err() { return },
+                () = cancel.cancelled() => return,
+            }
+            let work = rx.borrow_and_update().clone();
+            if let Some(work) = work
+                && *leader.borrow()
+            {
+                let (objects, reports) = &*work;
+                write_ingress_status(&client, objects, &opts, reports).await;
+            }
+        }
+    });
+    tx
 }
 
 fn compile(objects: &Objects, opts: &Options, state: &Store) -> Result<Loaded> {

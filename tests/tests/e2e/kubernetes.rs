@@ -178,6 +178,21 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
             .is_some_and(|p| p.body == Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": "127.0.40.2"}]}}})))
     });
 
+    // An API server slow to take status writes delays status, never the routing table: with
+    // Ingress status patches stalled, a new Ingress (whose status is then being written) and
+    // the one after it are both served at once.
+    api.stall("ingresses/status", Duration::from_secs(8));
+    api.apply_yaml(&ingress("slow1", "slow1.test", "app"));
+    poll(Duration::from_secs(5), || (get("slow1.test").0 == 200).then_some(()))
+        .unwrap_or_else(|| panic!("Ingress slow1 not served:\n{}", alb.output()));
+    wait_for(&api, "the stalled status patch", &alb, |r| {
+        !status_patches(r, "slow1").is_empty()
+    });
+    api.apply_yaml(&ingress("slow2", "slow2.test", "app"));
+    poll(Duration::from_secs(3), || (get("slow2.test").0 == 200).then_some(()))
+        .unwrap_or_else(|| panic!("a stalled status write held back the routing table:\n{}", alb.output()));
+    api.stall("ingresses/status", Duration::ZERO);
+
     // Watch event ADDED: a new Ingress is served; one whose Service is missing is rejected
     // with a Warning event naming the reason, and the others keep working.
     api.apply_yaml(&ingress("shop2", "shop2.test", "app"));
