@@ -15,9 +15,9 @@ use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use crate::{Error, Result, ZoneAnswers};
 
-const HEADER_LEN: usize = 12;
+use crate::wire::{HEADER_LEN, TYPE_OPT, options_fit};
+
 const CLASS_IN: u16 = 1;
-const TYPE_OPT: u16 = 41;
 /// UDP payload size we advertise (the DNS flag day 2020 value).
 pub const EDNS_PAYLOAD: u16 = 1232;
 
@@ -88,15 +88,17 @@ impl Prebuilt {
     /// Answers `query` into `out`, or says why not. `turn` picks the rotation of the address
     /// list: each caller (one per hot-path thread) counts its own queries, so the order rotates
     /// for every client (a client's socket always lands on the same thread) without a counter
-    /// shared between cores.
-    pub fn answer(&self, query: &[u8], out: &mut Vec<u8>, turn: usize) -> Verdict {
-        let Some(q) = Query::parse(query) else {
+    /// shared between cores. Over TCP (`tcp`) any answer fits; over UDP the client's payload
+    /// size (512 without EDNS) bounds it.
+    pub fn answer(&self, query: &[u8], out: &mut Vec<u8>, turn: usize, tcp: bool) -> Verdict {
+        let Some(mut q) = Query::parse(query) else {
             return if query.len() < HEADER_LEN || query[2] & 0x80 != 0 {
                 Verdict::Drop
             } else {
                 Verdict::Slow
             };
         };
+        q.tcp = tcp;
         let mut zone = None;
         let mut apex_offset = 0;
         for &start in &q.label_starts[..q.labels] {
@@ -140,6 +142,10 @@ struct Query {
     question_end: usize,
     /// The client's EDNS payload size, if it sent OPT (version 0).
     edns_payload: Option<u16>,
+    /// DO in the client's OPT, copied to ours (RFC 3225).
+    dnssec_ok: bool,
+    /// Answered over TCP: no size limit but the message's.
+    tcp: bool,
     lower_name: [u8; 255],
     name_len: usize,
     label_starts: [u8; 128],
@@ -160,6 +166,8 @@ impl Query {
             qtype: 0,
             question_end: 0,
             edns_payload: None,
+            dnssec_ok: false,
+            tcp: false,
             lower_name: [0; 255],
             name_len: 0,
             label_starts: [0; 128],
@@ -196,11 +204,13 @@ impl Query {
                 return None;
             }
             let rdlen = u16_at(pos + 9)? as usize;
-            if pos + 11 + rdlen != p.len() {
+            // Options (cookies, NSID, ...) are ignored, as RFC 6891 allows, but must be
+            // well-formed: a malformed OPT goes to the slow path, which answers FORMERR.
+            if pos + 11 + rdlen != p.len() || !options_fit(&p[pos + 11..]) {
                 return None;
             }
-            // Options (cookies, NSID, ...) are ignored, as RFC 6891 allows.
             q.edns_payload = Some(u16_at(pos + 3)?.max(512));
+            q.dnssec_ok = p[pos + 7] & 0x80 != 0;
         } else if pos != p.len() {
             return None;
         }
@@ -227,12 +237,12 @@ impl Query {
             Some(payload) => {
                 out.extend_from_slice(&[0, 0, 41]);
                 out.extend_from_slice(&EDNS_PAYLOAD.to_be_bytes());
-                out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+                out.extend_from_slice(&[0, 0, if self.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
                 usize::from(payload)
             }
             None => 512,
         };
-        if out.len() > limit {
+        if out.len() > limit && !(self.tcp && out.len() <= usize::from(u16::MAX)) {
             return Verdict::Slow;
         }
         Verdict::Answered {
@@ -331,7 +341,12 @@ mod tests {
     fn ask(p: &Prebuilt, q: &[u8]) -> (Verdict, Option<Message>) {
         let mut out = Vec::new();
         static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let verdict = p.answer(q, &mut out, TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let verdict = p.answer(
+            q,
+            &mut out,
+            TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            false,
+        );
         let msg = matches!(verdict, Verdict::Answered { .. })
             .then(|| Message::from_vec(&out).expect("hot-path responses parse"));
         (verdict, msg)
@@ -465,7 +480,7 @@ mod tests {
         let valid = query("a.demo.mzlb.test.", RecordType::A, Some(0));
         let mut out = Vec::new();
         for cut in 0..valid.len() {
-            let v = p.answer(&valid[..cut], &mut out, cut);
+            let v = p.answer(&valid[..cut], &mut out, cut, false);
             assert_ne!(
                 v,
                 Verdict::Answered { qtype: 1, rcode: 0 },
@@ -483,13 +498,13 @@ mod tests {
                 let i = seed as usize % q.len();
                 q[i] = (seed >> 8) as u8;
             }
-            let _ = p.answer(&q, &mut out, 0);
+            let _ = p.answer(&q, &mut out, 0, false);
         }
-        assert_eq!(p.answer(&[0; 5], &mut out, 0), Verdict::Drop);
+        assert_eq!(p.answer(&[0; 5], &mut out, 0, false), Verdict::Drop);
         let mut response = valid.clone();
         response[2] |= 0x80;
         assert_eq!(
-            p.answer(&response, &mut out, 0),
+            p.answer(&response, &mut out, 0, false),
             Verdict::Drop,
             "responses are never answered"
         );
