@@ -320,9 +320,8 @@ async fn respond(
         Screen::Drop => return false,
         Screen::FormErr => {
             tracing::debug!(%src, "malformed query");
-            formerr(query, out);
             authority.metrics.count(0, u16::from(RCODE_FORMERR));
-            return true;
+            return formerr(query, out);
         }
         Screen::Pass { dnssec_ok } => dnssec_ok,
     };
@@ -330,9 +329,8 @@ async fn respond(
         Ok(request) => request,
         Err(error) => {
             tracing::debug!(%src, %error, "malformed query");
-            formerr(query, out);
             authority.metrics.count(0, u16::from(RCODE_FORMERR));
-            return true;
+            return formerr(query, out);
         }
     };
     let capture = Capture {
@@ -445,7 +443,9 @@ mod tests {
         if !answered {
             return None;
         }
-        let m = hickory_server::proto::op::Message::from_vec(&out).expect("every response parses");
+        let Ok(m) = hickory_server::proto::op::Message::from_vec(&out) else {
+            return Some((u16::MAX, u16::MAX, None)); // unparseable
+        };
         assert_eq!(m.metadata.id, 0xABCD);
         assert_eq!(
             m.metadata.message_type,
@@ -539,11 +539,16 @@ mod tests {
             ),
             ("shorter than a header", vec![1, 2, 3], None),
         ];
+        let mut wrong = Vec::new();
         for protocol in [DnsProtocol::Udp, DnsProtocol::Tcp] {
             for (what, q, want) in &rows {
-                assert_eq!(answer(&authority, q, protocol).await, *want, "{what} over {protocol}");
+                let got = answer(&authority, q, protocol).await;
+                if got != *want {
+                    wrong.push(format!("{what} over {protocol}: got {got:?}, want {want:?}"));
+                }
             }
         }
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 
     /// A real TCP connection: a response is never answered, and the queries after it are.
