@@ -430,8 +430,8 @@ mod tests {
     /// What a client gets: (rcode with EDNS bits, question count, DO in the response's OPT).
     type Seen = Option<(u16, u16, Option<bool>)>;
 
-    /// Answers `q` the way the server does: the hot path, then `respond`.
-    async fn answer(authority: &Authority, q: &[u8], protocol: DnsProtocol) -> Seen {
+    /// The response to `q` the way the server makes it: the hot path, then `respond`.
+    async fn full(authority: &Authority, q: &[u8], protocol: DnsProtocol) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         let tcp = protocol == DnsProtocol::Tcp;
         let verdict = authority.current().prebuilt.answer(q, &mut out, 0, tcp);
@@ -440,9 +440,11 @@ mod tests {
             Verdict::Drop => false,
             Verdict::Slow => respond(authority, q, "127.0.0.1:5300".parse().unwrap(), protocol, &mut out).await,
         };
-        if !answered {
-            return None;
-        }
+        answered.then_some(out)
+    }
+
+    async fn answer(authority: &Authority, q: &[u8], protocol: DnsProtocol) -> Seen {
+        let out = full(authority, q, protocol).await?;
         let Ok(m) = hickory_server::proto::op::Message::from_vec(&out) else {
             return Some((u16::MAX, u16::MAX, None)); // unparseable
         };
@@ -549,6 +551,39 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    /// The apex NS has the NS TTL, and never the ALBs' addresses as glue.
+    #[tokio::test]
+    async fn apex_ns_has_its_own_ttl_and_glue() {
+        for (ns_addresses, glue) in [
+            (vec![], vec![]),
+            (vec!["192.0.2.53".parse().unwrap()], vec!["192.0.2.53"]),
+        ] {
+            let authority = Authority::new();
+            let soa = SoaSettings {
+                ns_addresses,
+                ns_ttl: 7200,
+                ..SoaSettings::default()
+            };
+            let zone = ZoneAnswers {
+                origin: "demo.mzlb.test".into(),
+                ttl: 5,
+                addresses: vec!["127.0.10.1".parse().unwrap()],
+                soa,
+            };
+            authority.publish(&AnswerSet { zones: vec![zone] }).unwrap();
+            let q = query(DEMO, 2, 0, &[]);
+            let out = full(&authority, &q, DnsProtocol::Udp).await.unwrap();
+            let m = hickory_server::proto::op::Message::from_vec(&out).unwrap();
+            assert_eq!(m.answers.len(), 1);
+            assert_eq!(
+                (m.answers[0].ttl, m.answers[0].data.to_string()),
+                (7200, "ns.demo.mzlb.test.".to_owned())
+            );
+            let additional: Vec<String> = m.additionals.iter().map(|r| r.data.to_string()).collect();
+            assert_eq!(additional, glue);
+        }
     }
 
     /// A real TCP connection: a response is never answered, and the queries after it are.
