@@ -10,12 +10,14 @@ mod answer;
 mod authority;
 mod metrics;
 mod prebuilt;
+mod ratelimit;
 mod server;
 mod wire;
 
 pub use answer::{AnswerSet, SoaSettings, ZoneAnswers};
 pub use authority::Authority;
 pub use metrics::Metrics;
+pub use ratelimit::RateLimit;
 pub use server::{Listeners, bind, serve};
 
 #[derive(Debug, thiserror::Error)]

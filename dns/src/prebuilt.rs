@@ -358,6 +358,18 @@ impl Query {
     }
 }
 
+/// The empty, truncated (TC=1) response that tells a rate-limited client to retry over TCP:
+/// the question is echoed, so resolvers match it to their query. False for anything the hot
+/// path would not parse (such a packet is just dropped).
+pub fn truncated(query: &[u8], out: &mut Vec<u8>) -> bool {
+    let Some(q) = Query::parse(query) else {
+        return false;
+    };
+    q.write_header(query, out, RCODE_NOERROR, false, [0, 0, 0]);
+    out[2] |= 0x02;
+    matches!(q.finish(out, RCODE_NOERROR), Verdict::Answered { .. })
+}
+
 /// A FORMERR response for a packet with a readable header but nothing else usable.
 pub fn formerr(query: &[u8], out: &mut Vec<u8>) -> bool {
     if query.len() < HEADER_LEN || query[2] & 0x80 != 0 {
@@ -503,7 +515,8 @@ mod tests {
         let none = SoaSettings::default();
         use RecordType::*;
         // (settings, name, type, rcode, answers, authority records)
-        let rows: Vec<(&str, &SoaSettings, &str, RecordType, u8, &[&str], usize)> = vec![
+        type Row<'a> = (&'a str, &'a SoaSettings, &'a str, RecordType, u8, &'a [&'a str], usize);
+        let rows: Vec<Row<'_>> = vec![
             ("no glue", &none, "ns.demo.mzlb.test.", A, 0, &[], 1),
             ("no glue, case", &none, "NS.Demo.mzlb.test.", AAAA, 0, &[], 1),
             ("no glue", &none, "ns.demo.mzlb.test.", ANY, 0, &[], 1),
@@ -560,11 +573,7 @@ mod tests {
             let (verdict, m) = ask(&p, &query(name, rtype, None));
             let got = m.map(|m| {
                 assert!(m.metadata.authoritative, "{what}");
-                (
-                    u8::from(m.metadata.response_code.low()),
-                    addresses(&m),
-                    m.authorities.len(),
-                )
+                (m.metadata.response_code.low(), addresses(&m), m.authorities.len())
             });
             let want = Some((
                 rcode,
@@ -684,6 +693,24 @@ mod tests {
             ),
             "fits in 4096"
         );
+    }
+
+    #[test]
+    fn truncated_answers_echo_the_question_and_nothing_else() {
+        let mut out = Vec::new();
+        for edns in [None, Some(0)] {
+            assert!(truncated(&query("Www.demo.mzlb.test.", RecordType::A, edns), &mut out));
+            let m = Message::from_vec(&out).unwrap();
+            assert!(m.metadata.truncation && m.answers.is_empty() && m.authorities.is_empty());
+            assert_eq!(
+                (m.metadata.id, m.queries[0].name().to_string()),
+                (0xBEEF, "Www.demo.mzlb.test.".into())
+            );
+            assert_eq!(m.edns.is_some(), edns.is_some());
+        }
+        let mut pointer = query("a.demo.mzlb.test.", RecordType::A, None);
+        pointer.splice(12..14, [0xC0, 0x0C]);
+        assert!(!truncated(&pointer, &mut out), "only well-formed queries get one");
     }
 
     #[test]

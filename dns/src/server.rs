@@ -32,8 +32,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Tally;
-use crate::prebuilt::{RCODE_FORMERR, Verdict, formerr};
-use crate::wire::{Screen, screen, set_dnssec_ok};
+use crate::prebuilt::{RCODE_FORMERR, Verdict, formerr, truncated};
+use crate::ratelimit::{Decision, Limiter, RateLimit};
+use crate::wire::{HEADER_LEN, Screen, screen, set_dnssec_ok};
 use crate::{Authority, Error, Result};
 
 /// Idle TCP connections are closed after this long (DoS protection).
@@ -97,8 +98,14 @@ fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Serves `authority` on `listeners` until `shutdown` is cancelled.
-pub async fn serve(listeners: Listeners, authority: Authority, shutdown: CancellationToken) -> Result<()> {
+/// Serves `authority` on `listeners` until `shutdown` is cancelled, limiting UDP responses
+/// per client prefix as `rate_limit` says.
+pub async fn serve(
+    listeners: Listeners,
+    authority: Authority,
+    rate_limit: RateLimit,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let addr = listeners.local_addr().ok();
     let io_error = |source| Error::Bind {
         addr: addr.unwrap_or(([0, 0, 0, 0], 0).into()),
@@ -111,19 +118,27 @@ pub async fn serve(listeners: Listeners, authority: Authority, shutdown: Cancell
     let (slow_tx, slow_rx) = mpsc::channel(SLOW_QUEUE);
     let stop = Arc::new(AtomicBool::new(false));
     let threads = listeners.udp.len();
+    let limiter = Arc::new(Limiter::new(rate_limit));
     let mut handles = Vec::new();
     for (i, socket) in listeners.udp.into_iter().enumerate() {
         let (authority, slow_tx, stop) = (authority.clone(), slow_tx.clone(), stop.clone());
+        let limiter = limiter.clone();
         let handle = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || hot_path(socket, &authority, &slow_tx, &stop))
+            .spawn(move || hot_path(socket, &authority, &limiter, &slow_tx, &stop))
             .map_err(io_error)?;
         handles.push(handle);
     }
     drop(slow_tx);
     let slow = tokio::spawn(slow_path_loop(slow_rx, reply_socket, authority.clone()));
 
-    tracing::info!(?addr, udp_threads = threads, "authoritative DNS serving (udp, tcp)");
+    tracing::info!(
+        ?addr,
+        udp_threads = threads,
+        rate_limit = rate_limit.responses_per_second,
+        slip = rate_limit.slip,
+        "authoritative DNS serving (udp, tcp)"
+    );
     tcp_serve(listeners.tcp, authority, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || handles.into_iter().for_each(|h| drop(h.join()))).await;
@@ -137,10 +152,12 @@ fn hot_path_threads() -> usize {
 }
 
 /// Receives a batch (blocking for the first packet only), answers what the pre-built responses
-/// cover, sends the answers in one batch, and queues the rest for hickory.
+/// cover, sends the answers in one batch, and queues the rest for hickory. Every packet that
+/// may get a response is counted against its prefix's rate limit first.
 fn hot_path(
     socket: std::net::UdpSocket,
     authority: &Authority,
+    limiter: &Limiter,
     slow: &mpsc::Sender<(Vec<u8>, SocketAddr)>,
     stop: &AtomicBool,
 ) {
@@ -154,6 +171,7 @@ fn hot_path(
     let mut dests: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
     let mut tally = Tally::default();
     let mut turn = 0usize;
+    let mut limited = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let mut received = 0;
         {
@@ -175,12 +193,31 @@ fn hot_path(
             }
         }
         let compiled = authority.current();
+        let now = limiter.now();
         let mut answered = 0;
         for i in 0..received {
             let Some(src) = sources[i].as_ref().and_then(socket_addr).filter(|a| a.port() != 0) else {
                 continue;
             };
             let query = &bufs[i][..lens[i]];
+            // Packets that get no response anyway do not use up the client's budget.
+            if query.len() >= HEADER_LEN && query[2] & 0x80 == 0 {
+                match limiter.check(src.ip(), now, &mut limited) {
+                    Decision::Answer => {}
+                    Decision::Slip => {
+                        tally.limited(true);
+                        if truncated(query, &mut outs[answered]) {
+                            dests[answered] = sources[i];
+                            answered += 1;
+                        }
+                        continue;
+                    }
+                    Decision::Drop => {
+                        tally.limited(false);
+                        continue;
+                    }
+                }
+            }
             turn = turn.wrapping_add(1);
             match compiled.prebuilt.answer(query, &mut outs[answered], turn, false) {
                 Verdict::Answered { qtype, rcode } => {
@@ -193,8 +230,8 @@ fn hot_path(
                 Verdict::Drop => {}
             }
         }
+        authority.metrics.add(&mut tally);
         if answered > 0 {
-            authority.metrics.add(&mut tally);
             let iovs: Vec<[IoSlice<'_>; 1]> = outs[..answered].iter().map(|o| [IoSlice::new(o)]).collect();
             let no_cmsgs: [ControlMessage<'_>; 0] = [];
             if let Err(error) = sendmmsg(
@@ -592,7 +629,7 @@ mod tests {
         let listeners = bind("127.0.0.1:0".parse().unwrap(), Some(1)).await.unwrap();
         let addr = listeners.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(listeners, authority(), shutdown.clone()));
+        let server = tokio::spawn(serve(listeners, authority(), RateLimit::default(), shutdown.clone()));
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         let mut response = query(b"\x05ab", 1, 0, &[]);
         response[2] |= 0x80;
