@@ -56,7 +56,10 @@ struct ZoneWire {
 }
 
 /// An in-zone name server name: the wildcard must not answer it with the ALBs' addresses, or
-/// resolvers following the NS record would send their DNS queries to the ALBs.
+/// resolvers following the NS record would send their DNS queries to the ALBs. Without
+/// configured addresses it is NODATA, as NSD answers a name that owns records but none of the
+/// type asked: the name exists (the zone's own NS record names it), and NXDOMAIN would deny
+/// it and, by RFC 8020, everything below it.
 struct NsWire {
     /// Lower-case wire-format name.
     key: Box<[u8]>,
