@@ -77,7 +77,8 @@ options => {
 CONF
 gdnsd -c "$W/gdnsd" start > "$W/gdnsd.log" 2>&1 & PIDS+=($!); GDNSD_PID=$!
 
-# --- mzlb: the same answers from objects, one UDP thread like the peers; echo servers stand
+# --- mzlb: the same answers from objects, one UDP thread like the peers, rate limiting off
+# like NSD (dnsperf sends from one address); echo servers stand
 # in for the ALBs' /healthz ---------------------------------------------------------------
 mkdir -p "$W/mzlb"
 {
@@ -90,7 +91,7 @@ for i in 1 2 3; do
   "$MZLB" echo --listen "127.0.41.$i:8080" --name "alb$i" 2>/dev/null & PIDS+=($!)
 done
 MZLB_STATE_DIR="$W/mzlb-state" "$MZLB" serve --manifests "$W/mzlb" \
-  --dns-listen "$MZLB_IP:$PORT" --dns-threads 1 --api-listen "$MZLB_IP:0" > "$W/mzlb.log" 2>&1 & PIDS+=($!); MZLB_PID=$!
+  --dns-listen "$MZLB_IP:$PORT" --dns-threads 1 --dns-rate-limit 0 --api-listen "$MZLB_IP:0" > "$W/mzlb.log" 2>&1 & PIDS+=($!); MZLB_PID=$!
 
 # Wait (bounded) until each server gives the full answer.
 for ip in $NSD_IP $GDNSD_IP $MZLB_IP; do

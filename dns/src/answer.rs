@@ -23,8 +23,13 @@ pub struct ZoneAnswers {
 /// SOA fields other than the serial, which the server maintains itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SoaSettings {
-    /// Primary name server; `None` means `ns.<origin>`.
+    /// Primary name server, also the zone's NS record; `None` means `ns.<origin>`.
     pub mname: Option<String>,
+    /// The name server's addresses, answered for its name when that is inside the zone (glue).
+    /// Empty: an in-zone name server name is answered NODATA, never by the wildcard.
+    pub ns_addresses: Vec<IpAddr>,
+    /// TTL of the NS record and of the name server's addresses.
+    pub ns_ttl: u32,
     /// Hostmaster mailbox in DNS form; `None` means `hostmaster.<origin>`.
     pub rname: Option<String>,
     pub refresh: i32,
@@ -38,6 +43,9 @@ impl Default for SoaSettings {
     fn default() -> Self {
         Self {
             mname: None,
+            ns_addresses: Vec::new(),
+            // A day, as zone files usually give NS records: they change rarely.
+            ns_ttl: 86400,
             rname: None,
             refresh: 3600,
             retry: 600,

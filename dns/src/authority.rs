@@ -125,7 +125,21 @@ fn build_zone(zone: &ZoneAnswers, serial: u32) -> Result<(Name, rdata::SOA, InMe
         set.insert(Record::from_rdata(name.clone(), ttl, data), serial);
     };
     add(&origin, s.minimum, RData::SOA(soa.clone()));
-    add(&origin, s.refresh.max(0) as u32, RData::NS(rdata::NS(mname)));
+    add(&origin, s.ns_ttl, RData::NS(rdata::NS(mname.clone())));
+    let in_zone = origin.zone_of(&mname) && mname.num_labels() > origin.num_labels();
+    if !s.ns_addresses.is_empty() && !in_zone {
+        return Err(zone_error(
+            zone,
+            format!("name server addresses are only served for a name server inside the zone, not `{mname}`"),
+        ));
+    }
+    for ip in &s.ns_addresses {
+        let data = match ip {
+            IpAddr::V4(v4) => RData::A(rdata::A(*v4)),
+            IpAddr::V6(v6) => RData::AAAA(rdata::AAAA(*v6)),
+        };
+        add(&mname, s.ns_ttl, data);
+    }
     for name in [&origin, &wildcard] {
         for ip in &zone.addresses {
             let data = match ip {

@@ -3,18 +3,21 @@
 //! The caller (mzlb) decides which ALB addresses each zone answers and publishes them as an
 //! [`AnswerSet`]; [`Authority::publish`] compiles that into hickory zone handlers and
 //! pre-built wire answers and swaps them in atomically, so the very next query sees the
-//! change and queries never take a lock. [`bind`] and [`serve`] run UDP (hot path first, then
-//! hickory) and TCP (hickory).
+//! change and queries never take a lock. [`bind`] and [`serve`] run UDP and TCP: the hot path
+//! first, then screening for malformed input, then hickory.
 
 mod answer;
 mod authority;
 mod metrics;
 mod prebuilt;
+mod ratelimit;
 mod server;
+mod wire;
 
 pub use answer::{AnswerSet, SoaSettings, ZoneAnswers};
 pub use authority::Authority;
 pub use metrics::Metrics;
+pub use ratelimit::RateLimit;
 pub use server::{Listeners, bind, serve};
 
 #[derive(Debug, thiserror::Error)]

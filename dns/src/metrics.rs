@@ -20,12 +20,23 @@ const RCODES: [&str; 8] = [
 ];
 const RCODE_BADVERS: u16 = 16;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub action: &'static str,
+}
+
+/// What happened to rate-limited responses, indexed as in [`Tally`].
+const LIMIT_ACTIONS: [&str; 2] = ["dropped", "slipped"];
+
 #[derive(Clone)]
 pub struct Metrics {
     queries: Family<QueryLabels, Counter>,
     /// Pre-created handles into `queries`, indexed [qtype][rcode].
     handles: Vec<Vec<Counter>>,
     pub answer_set_changes: Counter,
+    rate_limited: Family<LimitLabels, Counter>,
+    /// Pre-created handles into `rate_limited`, indexed as `LIMIT_ACTIONS`.
+    limit_handles: Vec<Counter>,
 }
 
 impl Default for Metrics {
@@ -47,10 +58,17 @@ impl Default for Metrics {
                     .collect()
             })
             .collect();
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        let limit_handles = LIMIT_ACTIONS
+            .iter()
+            .map(|action| rate_limited.get_or_create(&LimitLabels { action }).clone())
+            .collect();
         Self {
             queries,
             handles,
             answer_set_changes: Counter::default(),
+            rate_limited,
+            limit_handles,
         }
     }
 }
@@ -67,6 +85,11 @@ impl Metrics {
             "Times the set of answered addresses changed",
             self.answer_set_changes.clone(),
         );
+        registry.register(
+            "dns_rate_limited",
+            "UDP responses over a client prefix's rate limit: dropped, or slipped (sent truncated)",
+            self.rate_limited.clone(),
+        );
     }
 
     /// Counts one answered query (`qtype` 0: no question could be read; `rcode` with the
@@ -78,7 +101,12 @@ impl Metrics {
 
     /// Adds what a hot-path thread counted locally, and resets its tally.
     pub fn add(&self, tally: &mut Tally) {
-        for (t, row) in tally.0.iter_mut().enumerate() {
+        for (counter, n) in self.limit_handles.iter().zip(&mut tally.limited) {
+            if *n > 0 {
+                counter.inc_by(std::mem::take(n));
+            }
+        }
+        for (t, row) in tally.queries.iter_mut().enumerate() {
             for (r, n) in row.iter_mut().enumerate() {
                 if *n > 0 {
                     self.handles[t][r].inc_by(std::mem::take(n));
@@ -91,12 +119,20 @@ impl Metrics {
 /// Query counts kept by one hot-path thread and added to the shared counters once per batch:
 /// an atomic increment per query would bounce the counters' cache lines between the cores.
 #[derive(Default)]
-pub struct Tally([[u64; RCODES.len()]; QTYPES.len()]);
+pub struct Tally {
+    queries: [[u64; RCODES.len()]; QTYPES.len()],
+    /// Rate-limited responses: dropped, slipped.
+    limited: [u64; LIMIT_ACTIONS.len()],
+}
 
 impl Tally {
     pub fn count(&mut self, qtype: u16, rcode: u16) {
         let (t, r) = index(qtype, rcode);
-        self.0[t][r] += 1;
+        self.queries[t][r] += 1;
+    }
+
+    pub fn limited(&mut self, slipped: bool) {
+        self.limited[usize::from(slipped)] += 1;
     }
 }
 

@@ -144,6 +144,32 @@ fn cluster_config(c: &zone_alb::objects::MultiZoneCluster, what: &str) -> Result
         },
         None => None,
     };
+    // The name server's addresses are glue: answered only for a name inside the zone (an
+    // outside name is some other server's to answer).
+    if !soa.name_server_addresses.is_empty() {
+        let ns = mname.as_deref().map_or_else(
+            || format!("ns.{subdomain}"),
+            |m| m.trim_end_matches('.').to_ascii_lowercase(),
+        );
+        if !ns.ends_with(&format!(".{subdomain}")) {
+            return Err(invalid(
+                "spec.soa.nameServerAddresses",
+                format!(
+                    "only served for a name server inside `{subdomain}`; `{ns}` (spec.soa.primaryNameServer) is not"
+                ),
+            ));
+        }
+        if let Some(ip) = soa
+            .name_server_addresses
+            .iter()
+            .find(|ip| ip.is_unspecified() || ip.is_multicast())
+        {
+            return Err(invalid(
+                "spec.soa.nameServerAddresses",
+                format!("{ip} is not a unicast address a resolver can query"),
+            ));
+        }
+    }
     let defaults = dns::SoaSettings::default();
     Ok(ClusterConfig {
         name: c.metadata.name.clone().unwrap_or_default(),
@@ -153,6 +179,8 @@ fn cluster_config(c: &zone_alb::objects::MultiZoneCluster, what: &str) -> Result
         drain: Duration::from_secs(u64::from(c.spec.drain_seconds.unwrap_or(c.spec.ttl.saturating_add(2)))),
         soa: dns::SoaSettings {
             mname,
+            ns_addresses: soa.name_server_addresses.clone(),
+            ns_ttl: soa.ns_ttl.unwrap_or(defaults.ns_ttl),
             rname,
             refresh: soa.refresh.unwrap_or(defaults.refresh),
             retry: soa.retry.unwrap_or(defaults.retry),
@@ -218,6 +246,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("served by another MultiZoneCluster"), "{err}");
+    }
+
+    #[test]
+    fn name_server_settings_default_to_a_day_and_glue_only_in_the_zone() {
+        let (clusters, _) = load(&format!("{CLUSTER}spec: {{subdomain: c.test}}\n")).unwrap();
+        assert_eq!((clusters[0].soa.ns_ttl, clusters[0].soa.ns_addresses.len()), (86400, 0));
+        let (clusters, _) = load(&format!(
+            "{CLUSTER}spec: {{subdomain: c.test, soa: {{nsTtl: 3600, nameServerAddresses: [192.0.2.53, '2001:db8::53']}}}}\n"
+        ))
+        .unwrap();
+        let soa = &clusters[0].soa;
+        assert_eq!(soa.ns_ttl, 3600);
+        assert_eq!(
+            soa.ns_addresses,
+            ["192.0.2.53".parse::<IpAddr>().unwrap(), "2001:db8::53".parse().unwrap()]
+        );
+        let (clusters, _) = load(&format!(
+            "{CLUSTER}spec: {{subdomain: c.test, soa: {{primaryNameServer: NS1.C.Test., nameServerAddresses: [192.0.2.53]}}}}\n"
+        ))
+        .unwrap();
+        assert_eq!(clusters[0].soa.ns_addresses.len(), 1);
+        // (soa settings, what the error must say)
+        let rows = [
+            (
+                "{primaryNameServer: ns.other.test, nameServerAddresses: [192.0.2.53]}",
+                "`ns.other.test` (spec.soa.primaryNameServer) is not",
+            ),
+            (
+                "{primaryNameServer: c.test, nameServerAddresses: [192.0.2.53]}",
+                "inside `c.test`",
+            ),
+            (
+                "{primaryNameServer: xc.test, nameServerAddresses: [192.0.2.53]}",
+                "inside `c.test`",
+            ),
+            ("{nameServerAddresses: [0.0.0.0]}", "0.0.0.0 is not a unicast address"),
+            ("{nameServerAddresses: ['ff02::1']}", "ff02::1 is not a unicast address"),
+            ("{nameServerAddresses: [ns.c.test]}", "nameServerAddresses"),
+            ("{nsTtl: -1}", "nsTtl"),
+        ];
+        for (soa, want) in rows {
+            let err = load(&format!("{CLUSTER}spec: {{subdomain: c.test, soa: {soa}}}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{soa}: {err}");
+            if !soa.contains("ns.c.test") && !soa.contains("-1") {
+                assert!(err.contains("field `spec.soa.nameServerAddresses`"), "{soa}: {err}");
+            }
+        }
     }
 
     #[test]

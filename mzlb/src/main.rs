@@ -21,6 +21,30 @@ struct Cli {
     command: Command,
 }
 
+/// Response-rate limiting of DNS over UDP, per client prefix (/24 IPv4, /56 IPv6), so the
+/// server cannot amplify spoofed floods. TCP is never limited.
+#[derive(clap::Args)]
+struct RateLimitArgs {
+    /// UDP responses per second to one client prefix; 0 turns rate limiting off.
+    #[arg(long, value_name = "N", default_value_t = dns::RateLimit::default().responses_per_second,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    dns_rate_limit: u32,
+    /// Past the limit, every Nth response is sent truncated (TC) so real clients retry over
+    /// TCP, and the others are dropped; 0 drops them all.
+    #[arg(long, value_name = "N", default_value_t = dns::RateLimit::default().slip,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    dns_rate_limit_slip: u32,
+}
+
+impl From<RateLimitArgs> for dns::RateLimit {
+    fn from(args: RateLimitArgs) -> Self {
+        Self {
+            responses_per_second: args.dns_rate_limit,
+            slip: args.dns_rate_limit_slip,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole multi-zone setup on loopback: the built-in demo, or your manifests.
@@ -35,6 +59,8 @@ enum Command {
         dns_listen: SocketAddr,
         #[arg(long, default_value = DEFAULT_API_LISTEN, value_name = "IP:PORT")]
         api_listen: SocketAddr,
+        #[command(flatten)]
+        rate_limit: RateLimitArgs,
     },
     /// Run the multi-zone load balancer: health checks, authoritative DNS, control API. With
     /// `--manifests` from a directory; otherwise from the ZoneALB and MultiZoneCluster objects
@@ -52,6 +78,8 @@ enum Command {
         dns_threads: Option<u16>,
         #[arg(long, default_value = DEFAULT_API_LISTEN, value_name = "IP:PORT")]
         api_listen: SocketAddr,
+        #[command(flatten)]
+        rate_limit: RateLimitArgs,
     },
     /// List the zone ALBs with their state and health (from Kubernetes when a kubeconfig is
     /// given or found and no local `mzlb up`/`serve` is running).
@@ -143,6 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             manifests,
             dns_listen,
             api_listen,
+            rate_limit,
             ..
         } => {
             mzlb::up::run(mzlb::up::UpOptions {
@@ -150,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 state,
                 dns_listen,
                 api_listen,
+                dns_rate_limit: rate_limit.into(),
             })
             .await?;
         }
@@ -159,6 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dns_listen,
             dns_threads,
             api_listen,
+            rate_limit,
         } => {
             let cancel = tokio_util::sync::CancellationToken::new();
             let opts = mzlb::serve::ServeOptions {
@@ -166,6 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dns_listen,
                 dns_threads: dns_threads.map(usize::from),
                 api_listen,
+                dns_rate_limit: rate_limit.into(),
             };
             let running = match manifests {
                 Some(dir) => mzlb::serve::start(mzlb::serve::load(&dir)?, opts, cancel.clone()).await?,

@@ -25,6 +25,8 @@ pub struct ServeOptions {
     /// UDP sockets and threads answering DNS; `None` is one per core.
     pub dns_threads: Option<usize>,
     pub api_listen: SocketAddr,
+    /// UDP response-rate limiting per client prefix.
+    pub dns_rate_limit: dns::RateLimit,
 }
 
 /// A started multi-zone load balancer.
@@ -97,8 +99,9 @@ pub async fn start_with(
 
     let mut tasks = JoinSet::new();
     let dns_cancel = cancel.clone();
+    let rate_limit = opts.dns_rate_limit;
     tasks.spawn(async move {
-        if let Err(error) = dns::serve(dns_listeners, authority, dns_cancel).await {
+        if let Err(error) = dns::serve(dns_listeners, authority, rate_limit, dns_cancel).await {
             tracing::error!(%error, "DNS server stopped");
         }
     });

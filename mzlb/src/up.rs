@@ -23,6 +23,7 @@ pub struct UpOptions {
     pub state: StateDir,
     pub dns_listen: std::net::SocketAddr,
     pub api_listen: std::net::SocketAddr,
+    pub dns_rate_limit: dns::RateLimit,
 }
 
 /// Runs everything until Ctrl-C or SIGTERM, then stops what it started.
@@ -59,6 +60,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         state: opts.state.clone(),
         dns_listen: opts.dns_listen,
         api_listen: opts.api_listen,
+        dns_rate_limit: opts.dns_rate_limit,
     };
     let running = serve::start(objects, serve_opts, cancel.clone()).await?;
     wait_first_round(&running.registry).await;

@@ -200,6 +200,7 @@ impl MultiZoneCluster {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SoaSpec {
     /// Primary name server, also served as the apex NS record; default `ns.<subdomain>`.
+    /// Delegate the subdomain to this name.
     pub primary_name_server: Option<String>,
     /// Responsible mailbox, as `hostmaster@example.com` or in DNS form; default
     /// `hostmaster.<subdomain>`.
@@ -210,6 +211,12 @@ pub struct SoaSpec {
     pub expire: Option<i32>,
     /// Negative-caching TTL in seconds; default the cluster's `ttl`.
     pub minimum: Option<u32>,
+    /// Addresses of the primary name server (mzlb's DNS Service), answered for its name when
+    /// that is inside the subdomain. Without them the name server's name has no addresses here
+    /// (it is never answered with the ALBs' addresses by the wildcard).
+    pub name_server_addresses: Vec<IpAddr>,
+    /// TTL of the NS record and the name server's addresses, in seconds; default 86400.
+    pub ns_ttl: Option<u32>,
 }
 
 /// How mzlb probes each ALB of a cluster.

@@ -325,6 +325,52 @@ fn zone_alb_workers_are_passed_on_when_set() {
 }
 
 #[test]
+fn the_name_server_is_the_dns_services_address() {
+    let soa = |sets: &[&str]| {
+        let docs = render(sets);
+        let clusters: Vec<MultiZoneCluster> = of_kind(&docs, "MultiZoneCluster");
+        let services: Vec<Service> = of_kind(&docs, "Service");
+        let dns = services
+            .iter()
+            .find(|s| s.metadata.name.as_deref().is_some_and(|n| n.ends_with("-dns")))
+            .and_then(|s| s.spec.as_ref()?.cluster_ip.clone());
+        (clusters[0].spec.soa.clone(), dns)
+    };
+    let (default, cluster_ip) = soa(&[]);
+    assert_eq!(
+        (
+            default.name_server_addresses.len(),
+            default.ns_ttl,
+            default.primary_name_server,
+            cluster_ip
+        ),
+        (0, Some(86400), None, None),
+        "nothing to point at without a fixed address"
+    );
+    let (lb, _) = soa(&[
+        "serve.dnsService.type=LoadBalancer",
+        "serve.dnsService.loadBalancerIP=172.18.255.53",
+    ]);
+    assert_eq!(
+        lb.name_server_addresses,
+        ["172.18.255.53".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let (fixed, cluster_ip) = soa(&["serve.dnsService.clusterIP=10.96.0.53", "cluster.nameServer.ttl=3600"]);
+    assert_eq!(
+        fixed.name_server_addresses,
+        ["10.96.0.53".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!((fixed.ns_ttl, cluster_ip.as_deref()), (Some(3600), Some("10.96.0.53")));
+    let (named, _) = soa(&[
+        "cluster.nameServer.name=dns1.demo.mzlb.test",
+        "cluster.nameServer.addresses={192.0.2.1,2001:db8::1}",
+        "serve.dnsService.loadBalancerIP=172.18.255.53",
+    ]);
+    assert_eq!(named.primary_name_server.as_deref(), Some("dns1.demo.mzlb.test"));
+    assert_eq!(named.name_server_addresses.len(), 2, "explicit addresses win");
+}
+
+#[test]
 fn a_dns_port_below_1024_keeps_only_net_bind_service() {
     let docs = render(&["serve.dnsPort=53"]);
     let deployments: Vec<Deployment> = of_kind(&docs, "Deployment");
@@ -399,6 +445,11 @@ fn bad_values_are_rejected_naming_the_value() {
         ("zones[0].name=zone-1,zones[0].ip=300.1.1.1", "/zones/0/ip"),
         ("cluster.failPolicy=sometimes", "/cluster/failPolicy"),
         ("zoneAlb.workers=0", "/zoneAlb/workers"),
+        (
+            "cluster.nameServer.addresses={300.1.1.1}",
+            "/cluster/nameServer/addresses/0",
+        ),
+        ("cluster.nameServer.name=not a name", "/cluster/nameServer/name"),
     ] {
         let out = helm(&["template", "t", "charts/mzlb", "--set", set]);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -255,3 +255,286 @@ fn authoritative_dns_behaves_like_a_real_server() {
         "{metrics}"
     );
 }
+
+/// `q` with `records` appended to its additional section.
+fn with_additional(mut q: Vec<u8>, count: u16, records: &[u8]) -> Vec<u8> {
+    q[10..12].copy_from_slice(&count.to_be_bytes());
+    q.extend_from_slice(records);
+    q
+}
+
+/// An OPT record: payload 1232, version 0, `flags` high byte, and `rdata`.
+fn opt(flags: u8, rdata: &[u8]) -> Vec<u8> {
+    let mut o = vec![0, 0, 41, 0x04, 0xD0, 0, 0, flags, 0];
+    o.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    o.extend_from_slice(rdata);
+    o
+}
+
+/// Sends `q` over UDP and returns the response, or `None` after a quiet 500 ms.
+fn udp_exchange(server: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    udp.send_to(q, server).unwrap();
+    let mut buf = [0u8; 4096];
+    udp.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+}
+
+/// Writes each message on one TCP connection at once and reads back `answers` responses.
+fn tcp_exchange(server: SocketAddr, messages: &[&[u8]], answers: usize) -> Vec<Vec<u8>> {
+    let mut tcp = TcpStream::connect(server).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut burst = Vec::new();
+    for m in messages {
+        burst.extend_from_slice(&(m.len() as u16).to_be_bytes());
+        burst.extend_from_slice(m);
+    }
+    tcp.write_all(&burst).unwrap();
+    (0..answers)
+        .map(|_| {
+            let mut len = [0u8; 2];
+            tcp.read_exact(&mut len).unwrap();
+            let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+            tcp.read_exact(&mut msg).unwrap();
+            msg
+        })
+        .collect()
+}
+
+/// A header-only FORMERR answering query `id`: the well-formed answer NSD gives.
+fn assert_header_only_formerr(what: &str, id: u16, msg: &[u8]) {
+    assert!(
+        msg.len() == 12
+            && msg[..2] == id.to_be_bytes()
+            && msg[2] & 0x80 != 0
+            && msg[3] & 0x0F == 1
+            && msg[4..].iter().all(|&b| b == 0),
+        "{what}: header-only FORMERR expected, got {msg:?}"
+    );
+}
+
+const NSC_DNS: &str = "127.0.14.53:5353";
+const NSC_API: &str = "127.0.14.53:9914";
+
+/// What a compliance tester found, each checked the way it found it: the DO bit, malformed
+/// EDNS, compressed questions, responses over TCP, and the name server's own name.
+#[test]
+fn dns_answers_edge_cases_as_nsd_does() {
+    let dir = tempdir();
+    let state = tempdir();
+    write(
+        dir.path(),
+        "clusters.yaml",
+        "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: glued}\n\
+         spec: {subdomain: glued.example.test, soa: {nameServerAddresses: [192.0.2.53], nsTtl: 3600}}\n---\n\
+         apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: plain}\nspec: {subdomain: plain.example.test}\n---\n\
+         apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: g1}\nspec: {zone: z1, ip: 127.0.14.1, port: 8080, cluster: glued}\n---\n\
+         apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: p1}\nspec: {zone: z1, ip: 127.0.14.2, port: 8080, cluster: plain}\n",
+    );
+    let dns: SocketAddr = NSC_DNS.parse().unwrap();
+    let serve = Proc::start("mzlb serve", &mut serve_cmd(NSC_DNS, NSC_API, dir.path(), state.path()));
+    // Nothing listens behind the ALBs: both clusters fail open and answer their one ALB.
+    poll(Duration::from_secs(20), || {
+        (dig(dns, "plain.example.test", "A", &[]).answers == ["127.0.14.2"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("plain never answered; serve said:\n{}", serve.output()));
+
+    // 1. DO is copied into the response's OPT, on the hot path (A) and hickory's (SOA), over
+    // UDP and TCP; without DO it stays clear.
+    for (rtype, transport) in [("A", "+notcp"), ("SOA", "+notcp"), ("A", "+tcp"), ("SOA", "+tcp")] {
+        let d = dig(dns, "glued.example.test", rtype, &["+dnssec", transport]);
+        assert!(
+            d.raw.contains("; EDNS: version: 0, flags: do;"),
+            "{rtype} {transport}: {}",
+            d.raw
+        );
+        let d = dig(dns, "glued.example.test", rtype, &[transport]);
+        assert!(
+            d.raw.contains("; EDNS: version: 0, flags:;"),
+            "{rtype} {transport}: {}",
+            d.raw
+        );
+    }
+    // An option overrunning OPT, a truncated option header, two OPTs: FORMERR, on both
+    // transports.
+    let a = query(0x0101, "glued.example.test", 1);
+    let malformed = [
+        (
+            "option overruns OPT",
+            with_additional(a.clone(), 1, &opt(0, &[0, 10, 0, 12, 1, 2, 3, 4, 5, 6, 7, 8])),
+        ),
+        (
+            "option header cut",
+            with_additional(a.clone(), 1, &opt(0x80, &[0, 10, 0])),
+        ),
+        (
+            "two OPT records",
+            with_additional(a.clone(), 2, &[opt(0, &[]), opt(0, &[])].concat()),
+        ),
+        // 2. A compressed question: the pointer leads into the header (`www` + offset 2).
+        ("pointer in the question", {
+            let mut q = a[..12].to_vec();
+            q.extend_from_slice(b"\x03www\xC0\x02\x00\x01\x00\x01");
+            q
+        }),
+        ("question is a pointer", {
+            let mut q = a[..12].to_vec();
+            q.extend_from_slice(b"\xC0\x0C\x00\x01\x00\x01");
+            q
+        }),
+    ];
+    for (what, q) in &malformed {
+        let udp = udp_exchange(dns, q).unwrap_or_else(|| panic!("{what}: no UDP answer"));
+        assert_header_only_formerr(what, 0x0101, &udp);
+        assert_header_only_formerr(what, 0x0101, &tcp_exchange(dns, &[q], 1)[0]);
+    }
+    let badvers = dig(dns, "glued.example.test", "A", &["+edns=1", "+noednsneg", "+tcp"]);
+    assert_eq!(badvers.status, "BADVERS", "{}", badvers.raw);
+
+    // 3. Responses are never answered: not over UDP, not over TCP, parseable or not; the
+    // query after them on the same connection is.
+    let mut response = query(0x0202, "glued.example.test", 1);
+    response[2] |= 0x80;
+    let mut broken_response = response[..20].to_vec();
+    broken_response[1] = 0x03;
+    for r in [&response, &broken_response] {
+        assert_eq!(udp_exchange(dns, r), None, "UDP response answered");
+    }
+    let next = query(0x0204, "glued.example.test", 1);
+    let answers = tcp_exchange(dns, &[&response, &broken_response, &next], 1);
+    assert_eq!(answers[0][..2], [0x02, 0x04], "the first TCP answer is the query's");
+
+    // 4. The name server's name: its configured address (glue), never the ALBs'.
+    for transport in ["+notcp", "+tcp"] {
+        let ns = dig(dns, "ns.glued.example.test", "A", &[transport]);
+        assert_eq!(ns.answers, ["192.0.2.53"], "{}", ns.raw);
+        assert!(
+            ns.raw.contains("ns.glued.example.test.\t3600\tIN\tA\t192.0.2.53"),
+            "{}",
+            ns.raw
+        );
+        let ns = dig(dns, "ns.plain.example.test", "A", &[transport]);
+        assert_eq!((ns.status.as_str(), ns.answers.len()), ("NOERROR", 0), "{}", ns.raw);
+        let ns = dig(dns, "NS.Plain.example.test", "ANY", &[transport]);
+        assert_eq!((ns.status.as_str(), ns.answers.len()), ("NOERROR", 0), "{}", ns.raw);
+        let below = dig(dns, "x.ns.plain.example.test", "A", &[transport]);
+        assert_eq!(below.status, "NXDOMAIN", "{}", below.raw);
+    }
+    let apex = dig(dns, "glued.example.test", "NS", &[]);
+    assert!(
+        apex.raw
+            .contains("glued.example.test.\t3600\tIN\tNS\tns.glued.example.test."),
+        "{}",
+        apex.raw
+    );
+    assert!(
+        apex.raw.contains("ns.glued.example.test.\t3600\tIN\tA\t192.0.2.53"),
+        "glue: {}",
+        apex.raw
+    );
+    // 5. The NS TTL is a day by default, and the ALBs are nobody's glue.
+    let apex = dig(dns, "plain.example.test", "NS", &[]);
+    assert!(
+        apex.raw
+            .contains("plain.example.test.\t86400\tIN\tNS\tns.plain.example.test."),
+        "{}",
+        apex.raw
+    );
+    assert!(!apex.raw.contains("127.0.14.2"), "{}", apex.raw);
+    assert_eq!(
+        dig(dns, "www.plain.example.test", "A", &[]).answers,
+        ["127.0.14.2"],
+        "the wildcard still answers"
+    );
+}
+
+const RRL_DNS: &str = "127.0.15.53:5353";
+const RRL_API: &str = "127.0.15.53:9915";
+
+/// A flood from one address gets at most the limit in full answers, some truncated ones and
+/// silence for the rest, while another prefix, and TCP from the flooded one, are answered.
+#[test]
+fn udp_responses_are_rate_limited_per_prefix() {
+    const LIMIT: usize = 20;
+    let dir = tempdir();
+    let state = tempdir();
+    write(
+        dir.path(),
+        "clusters.yaml",
+        "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: rl}\nspec: {subdomain: rl.example.test}\n---\n\
+         apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: r1}\nspec: {zone: z1, ip: 127.0.15.1, port: 8080}\n",
+    );
+    let dns: SocketAddr = RRL_DNS.parse().unwrap();
+    let serve = Proc::start(
+        "mzlb serve",
+        serve_cmd(RRL_DNS, RRL_API, dir.path(), state.path()).args([
+            "--dns-rate-limit",
+            &LIMIT.to_string(),
+            "--dns-rate-limit-slip",
+            "2",
+        ]),
+    );
+    poll(Duration::from_secs(20), || {
+        (dig(dns, "rl.example.test", "A", &["-b", "127.0.34.1"]).answers == ["127.0.15.1"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("rl never answered; serve said:\n{}", serve.output()));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let udp = UdpSocket::bind("127.0.32.1:0").unwrap();
+            // Reading paces the flood: at most 20 queries per 10 ms, so the machine stays usable.
+            udp.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+            let started = std::time::Instant::now();
+            let (mut sent, mut full, mut truncated) = (0usize, 0usize, 0usize);
+            let mut buf = [0u8; 512];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || started.elapsed() < Duration::from_secs(1) {
+                for _ in 0..20 {
+                    udp.send_to(&query(sent as u16, "www.rl.example.test", 1), dns).unwrap();
+                    sent += 1;
+                }
+                while let Ok((n, _)) = udp.recv_from(&mut buf) {
+                    let (tc, answers) = (buf[2] & 0x02 != 0, u16::from_be_bytes([buf[6], buf[7]]));
+                    match (tc, answers) {
+                        (false, a) if a > 0 => full += 1,
+                        (true, 0) if n > 12 && buf[5] == 1 => truncated += 1,
+                        _ => panic!("neither an answer nor an empty truncated one: {:?}", &buf[..n]),
+                    }
+                }
+            }
+            (sent, full, truncated, started.elapsed())
+        })
+    };
+    // While the flood runs: another prefix is answered over UDP, the flooded one over TCP.
+    for _ in 0..3 {
+        assert_eq!(
+            dig(dns, "other.rl.example.test", "A", &["-b", "127.0.33.1"]).answers,
+            ["127.0.15.1"],
+            "another /24 keeps its budget"
+        );
+        assert_eq!(
+            dig(dns, "tcp.rl.example.test", "A", &["-b", "127.0.32.9", "+tcp"]).answers,
+            ["127.0.15.1"],
+            "TCP is never limited"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, full, truncated, elapsed) = flood.join().unwrap();
+    // Fixed one-second windows: a flood lasting d seconds touches at most ⌊d⌋ + 2 of them.
+    let windows = elapsed.as_secs() as usize + 2;
+    assert!(
+        full <= LIMIT * windows,
+        "{full} full answers to {sent} queries in {elapsed:?}"
+    );
+    assert!(truncated > 0, "no truncated answers to {sent} queries");
+    assert!(
+        full + truncated < sent,
+        "nothing dropped: {full} + {truncated} of {sent}"
+    );
+    let metrics = scrape(&format!("http://{RRL_API}/metrics"));
+    for action in ["dropped", "slipped"] {
+        let n = metric(&metrics, &format!("mzlb_dns_rate_limited_total{{action=\"{action}\"}}")).unwrap_or(0.0);
+        assert!(n > 0.0, "{action}: {metrics}");
+    }
+}
