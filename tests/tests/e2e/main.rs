@@ -13,6 +13,7 @@ mod hostile;
 mod http1;
 mod ingress;
 mod kubernetes;
+mod lease;
 mod manifest_watch;
 mod rbac;
 mod rebuilds;
