@@ -107,6 +107,9 @@ struct State {
     /// A watch from a version older than this gets 410 Gone.
     oldest: u64,
     requests: Vec<Recorded>,
+    /// Kind index: the next replace of an object of this kind finds it changed by someone
+    /// else first (a new resourceVersion), so it gets 409 Conflict.
+    race_next_replace: Option<usize>,
     /// Bumped to end every open watch.
     epoch: u64,
     down: bool,
@@ -301,6 +304,18 @@ impl FakeApi {
         } else {
             state.stalls.insert(resource.to_owned(), delay);
         }
+    }
+
+    /// Someone else writes the next object of `kind` a client replaces, just before the client
+    /// does: the client's resourceVersion is stale and it gets 409 Conflict, as from the real
+    /// API server.
+    pub fn race_next_replace(&self, kind: &str) {
+        self.state.lock().unwrap().race_next_replace = Some(index_of(kind));
+    }
+
+    /// Whether the race set up by [`race_next_replace`](Self::race_next_replace) happened.
+    pub fn raced(&self) -> bool {
+        self.state.lock().unwrap().race_next_replace.is_none()
     }
 
     /// Every request so far.
@@ -640,6 +655,12 @@ impl Server {
         };
         let key = self.key(target);
         let mut state = self.state.lock().unwrap();
+        if state.race_next_replace == Some(key.0)
+            && let Some(current) = state.objects.get(&key).cloned()
+        {
+            state.race_next_replace = None;
+            state.store(key.0, key.1.clone(), key.2.clone(), current, "MODIFIED");
+        }
         let Some(current) = state.objects.get(&key) else {
             return not_found(target);
         };

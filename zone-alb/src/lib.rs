@@ -64,6 +64,12 @@ pub struct Options {
     /// routes fail closed or are ignored) and exit: non-zero if anything is refused.
     #[arg(long, requires = "manifests")]
     pub check: bool,
+    /// How often the manifest directory is also polled, in milliseconds. Changes are seen at
+    /// once through file-system events; polling catches what those miss (network
+    /// filesystems, no inotify watches left).
+    #[arg(long, value_name = "MS", default_value_t = 1000, env = "MZLB_MANIFESTS_POLL_MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub manifests_poll_ms: u64,
     /// Listen here instead of the ZoneALB's ip:port.
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<SocketAddr>,
@@ -161,6 +167,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     }
     // Limits and endpoint health live here, outside the routing tables, for the process's life.
     let state = Arc::new(state::Store::default());
+    // Watching starts before the first load, so that no change is missed in between.
+    let changes = opts.manifests.as_deref().map(|dir| {
+        let poll = std::time::Duration::from_millis(opts.manifests_poll_ms);
+        source::dir::Watcher::new(dir, poll)
+    });
     let (loaded, kube) = match &opts.manifests {
         Some(dir) => (load(&opts, dir, &state)?, None),
         None => {
@@ -210,17 +221,18 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let running = workers::start(listeners, &shared, &cancel)?;
-    let reloader = match (kube, &opts.manifests) {
-        (Some(kube), _) => tokio::spawn(kube.follow(opts.clone(), table.clone(), state.clone(), cancel.clone())),
-        (None, Some(dir)) => tokio::spawn(watch_manifests(
+    let reloader = match (kube, &opts.manifests, changes) {
+        (Some(kube), _, _) => tokio::spawn(kube.follow(opts.clone(), table.clone(), state.clone(), cancel.clone())),
+        (None, Some(dir), Some(changes)) => tokio::spawn(watch_manifests(
             opts.clone(),
             dir.clone(),
+            changes,
             table.clone(),
             state.clone(),
             loaded.listen,
             cancel.clone(),
         )),
-        (None, None) => unreachable!("no manifests means Kubernetes"),
+        (None, _, _) => unreachable!("no manifests means Kubernetes"),
     };
 
     let drained = tokio::task::spawn_blocking(move || {
@@ -268,8 +280,8 @@ fn check_manifests(opts: &Options) -> Result<()> {
     Ok(())
 }
 
-/// How often the manifest directory is checked for changes.
-const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often runtime state no table uses any more is swept away.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Rebuilds the routing table when the manifest directory changes (or on SIGHUP) and swaps it
 /// in atomically. A broken change is logged, naming the file and field, and the last good
@@ -277,6 +289,7 @@ const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 async fn watch_manifests(
     opts: Options,
     dir: PathBuf,
+    mut changes: source::dir::Watcher,
     table: Arc<ArcSwap<RouteTable>>,
     state: Arc<state::Store>,
     listen: SocketAddr,
@@ -284,20 +297,18 @@ async fn watch_manifests(
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).ok();
-    let mut last = source::dir::fingerprint(&dir).ok();
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     loop {
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
+        tokio::select! {
+            () = changes.changed() => {}
+            _ = sweep.tick() => {
+                state.sweep();
+                continue;
+            }
             () = cancel.cancelled() => return,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-        };
-        state.sweep();
-        let now = source::dir::fingerprint(&dir).ok();
-        if !forced && now == last {
-            continue;
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {}
         }
-        last = now;
+        state.sweep();
         match load(&opts, &dir, &state) {
             Ok(loaded) => {
                 if loaded.listen != listen {

@@ -14,6 +14,8 @@ mod hostile;
 mod http1;
 mod ingress;
 mod kubernetes;
+mod lease;
+mod manifest_watch;
 mod rbac;
 mod rebuilds;
 mod tls;

@@ -1,7 +1,14 @@
 //! Standalone mode: a directory of plain Kubernetes YAML manifests (multi-document files and
-//! `v1 List` allowed), read into the typed objects the API server would return.
+//! `v1 List` allowed), read into the typed objects the API server would return, and a
+//! [`Watcher`] that says when they may have changed.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use notify::event::{AccessKind, AccessMode, EventKind};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
@@ -30,9 +37,11 @@ pub fn load(dir: &Path) -> Result<Objects> {
     Ok(objects)
 }
 
-/// What the manifest files look like on disk (path, size, modification time), to notice
-/// changes cheaply.
-pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>> {
+/// What the manifest files look like on disk: path, size and modification time of each.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// What the manifest files look like on disk, to notice changes cheaply.
+pub fn fingerprint(dir: &Path) -> Result<Fingerprint> {
     let mut files = Vec::new();
     collect_files(dir, &mut files)?;
     files.sort();
@@ -45,6 +54,149 @@ pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<std::time::Sy
             (f, len, modified)
         })
         .collect())
+}
+
+/// After a file-system event, wait until the directory has been quiet this long: editors and
+/// `kubectl cp` write a file in several steps, and each half-written state would be a reload
+/// (rejected if broken, but noisy and slower than waiting).
+pub const DEBOUNCE_QUIET: Duration = Duration::from_millis(20);
+/// ...but never longer than this after the first event, so constant churn still reloads.
+pub const DEBOUNCE_MAX: Duration = Duration::from_millis(150);
+
+/// Says when the manifest directory may have changed: at once (after [`DEBOUNCE_QUIET`]) on a
+/// file-system event, and by polling the files' sizes and modification times for what events
+/// miss (no inotify watches left, network and FUSE filesystems without events).
+pub struct Watcher {
+    dir: PathBuf,
+    /// `None` when file-system events are unavailable; polling alone then.
+    events: Option<Events>,
+    poll: tokio::time::Interval,
+    last: Option<Fingerprint>,
+    /// (first event, quiet until): events seen and not yet reported. Kept here rather than
+    /// in `changed`'s future so that a `select!` dropping it loses nothing.
+    pending: Option<(Instant, Instant)>,
+}
+
+struct Events {
+    /// Dropping it ends the watch.
+    _watcher: notify::RecommendedWatcher,
+    /// Holds one permit when events arrived since `changed` last looked.
+    wake: Arc<Notify>,
+}
+
+impl Watcher {
+    /// Watches `dir` (and its subdirectories), polling it every `poll` as well. Must be called
+    /// within a Tokio runtime.
+    pub fn new(dir: &Path, poll: Duration) -> Watcher {
+        let events = match watch_events(dir) {
+            Ok(events) => Some(events),
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, poll_ms = poll.as_millis(), "no file-system events for the manifest directory; polling it");
+                None
+            }
+        };
+        Watcher::with_events(dir, events, poll)
+    }
+
+    fn with_events(dir: &Path, events: Option<Events>, poll: Duration) -> Watcher {
+        let mut poll = tokio::time::interval_at(Instant::now() + poll, poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Watcher {
+            dir: dir.to_path_buf(),
+            events,
+            poll,
+            last: fingerprint(dir).ok(),
+            pending: None,
+        }
+    }
+
+    /// Whether file-system events are watched (else changes are only polled for).
+    pub fn has_events(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// Resolves when the manifests may have changed since the last call (or since `new`).
+    /// Cancel-safe: dropped in a `select!`, it forgets nothing.
+    pub async fn changed(&mut self) {
+        loop {
+            let quiet_until = self.pending.map(|(_, until)| until);
+            let wake = self.events.as_ref().map(|e| &*e.wake);
+            tokio::select! {
+                () = async { match wake { Some(wake) => wake.notified().await, None => std::future::pending().await } } => {
+                    let now = Instant::now();
+                    let first = self.pending.map_or(now, |(first, _)| first);
+                    self.pending = Some((first, (now + DEBOUNCE_QUIET).min(first + DEBOUNCE_MAX)));
+                }
+                () = tokio::time::sleep_until(quiet_until.unwrap_or_else(Instant::now)), if quiet_until.is_some() => {
+                    self.pending = None;
+                    // Polling compares with what the files looked like when this reload began.
+                    self.last = fingerprint(&self.dir).ok();
+                    return;
+                }
+                _ = self.poll.tick() => {
+                    let now = fingerprint(&self.dir).ok();
+                    if now != self.last {
+                        self.last = now;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn watch_events(dir: &Path) -> std::result::Result<Events, notify::Error> {
+    use notify::Watcher as _;
+    let wake = Arc::new(Notify::new());
+    let root = dir.to_path_buf();
+    let waker = wake.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // An error (a lost event queue, say) may hide a change: look again to be safe.
+        if event.as_ref().map_or(true, |e| relevant(&root, e)) {
+            waker.notify_one();
+        }
+    })?;
+    // Recursive, as `load` is; and the directory itself, not the files: files are created,
+    // renamed over and removed, and a mounted ConfigMap swaps its `..data` symlink.
+    watcher.watch(dir, notify::RecursiveMode::Recursive)?;
+    Ok(Events {
+        _watcher: watcher,
+        wake,
+    })
+}
+
+/// Whether an event below `root` may change what [`load`] reads: not opens and reads (ours
+/// among them), and not editors' hidden swap files or backups.
+fn relevant(root: &Path, event: &notify::Event) -> bool {
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+        EventKind::Access(_) => return false,
+        _ => {}
+    }
+    event.need_rescan() || event.paths.is_empty() || event.paths.iter().any(|p| relevant_path(root, p))
+}
+
+fn relevant_path(root: &Path, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(root) else {
+        return true;
+    };
+    let names: Vec<&str> = relative.iter().filter_map(|n| n.to_str()).collect();
+    let Some((last, parents)) = names.split_last() else {
+        return true; // the directory itself
+    };
+    // `load` skips hidden files and directories, but reads the ConfigMap files that link
+    // through `..data` into kubelet's `..<timestamp>` directories.
+    let ignored = |name: &str| name.starts_with('.') && !name.starts_with("..");
+    if parents.iter().any(|name| ignored(name)) || ignored(last) {
+        return false;
+    }
+    if last.starts_with("..") {
+        return true; // `..data`, `..data_tmp`, `..2026_12_02_13_45_09.1234`
+    }
+    match Path::new(last).extension().and_then(|e| e.to_str()) {
+        Some(ext) => matches!(ext, "yaml" | "yml"),
+        None => true, // a directory, perhaps
+    }
 }
 
 /// Parses one file's text into `objects`; `file` is only used to name errors.
@@ -254,5 +406,103 @@ mod tests {
         assert!(err.contains("test.yaml (document 1): not valid YAML"), "{err}");
         let err = parse("kind: Service\n").unwrap_err().to_string();
         assert!(err.contains("missing field `apiVersion`"), "{err}");
+    }
+    #[test]
+    fn events_that_matter() {
+        let root = Path::new("/m");
+        let table = [
+            ("/m/site.yaml", true),
+            ("/m/sub/site.yml", true),
+            ("/m/sub", true),
+            ("/m", true),
+            ("/elsewhere", true),
+            // kubelet's ConfigMap swap: new directory, `..data_tmp` renamed over `..data`.
+            ("/m/..data", true),
+            ("/m/..data_tmp", true),
+            ("/m/..2026_12_02_13_45_09.1234", true),
+            ("/m/..2026_12_02_13_45_09.1234/site.yaml", true),
+            // Editors' swap files and backups, and hidden directories `load` skips.
+            ("/m/.site.yaml.swp", false),
+            ("/m/site.yaml~", false),
+            ("/m/notes.txt", false),
+            ("/m/.git/index", false),
+            ("/m/.git/objects/ab", false),
+        ];
+        for (path, want) in table {
+            assert_eq!(relevant_path(root, Path::new(path)), want, "{path}");
+        }
+        let open = notify::Event::new(EventKind::Access(AccessKind::Open(notify::event::AccessMode::Any)))
+            .add_path("/m/site.yaml".into());
+        assert!(!relevant(root, &open), "our own reads are not changes");
+        let closed =
+            notify::Event::new(EventKind::Access(AccessKind::Close(AccessMode::Write))).add_path("/m/site.yaml".into());
+        assert!(relevant(root, &closed));
+        let overflow = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert!(relevant(root, &overflow), "a lost queue may hide a change");
+    }
+
+    const SITE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n";
+    /// Long enough that only an event, never a poll, can explain a change seen in a test.
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    async fn sees_change(watcher: &mut Watcher) -> bool {
+        tokio::time::timeout(Duration::from_secs(5), watcher.changed())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn events_report_writes_renames_and_removals_without_polling() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut watcher = Watcher::new(dir.path(), NEVER);
+        assert!(watcher.has_events());
+        std::fs::write(dir.path().join("a.yaml"), SITE).unwrap();
+        assert!(sees_change(&mut watcher).await, "a new file");
+        std::fs::write(dir.path().join("a.yaml"), format!("{SITE}# edited\n")).unwrap();
+        assert!(sees_change(&mut watcher).await, "a rewritten file");
+        std::fs::write(dir.path().join("b.tmp"), SITE).unwrap();
+        std::fs::rename(dir.path().join("b.tmp"), dir.path().join("b.yaml")).unwrap();
+        assert!(sees_change(&mut watcher).await, "a file renamed into place");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert!(sees_change(&mut watcher).await, "a new directory");
+        std::fs::write(dir.path().join("sub/c.yaml"), SITE).unwrap();
+        assert!(sees_change(&mut watcher).await, "a file in the new directory");
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        assert!(sees_change(&mut watcher).await, "a removed file");
+    }
+
+    #[tokio::test]
+    async fn events_report_a_configmap_swap() {
+        // What kubelet does to a mounted ConfigMap: the files are links through `..data` into a
+        // timestamped directory; an update writes a new directory and renames a new `..data`
+        // link over the old one. No file the reader opens is written.
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        std::fs::create_dir(path("..v1")).unwrap();
+        std::fs::write(path("..v1/site.yaml"), SITE).unwrap();
+        symlink("..v1", path("..data")).unwrap();
+        symlink("..data/site.yaml", path("site.yaml")).unwrap();
+        let mut watcher = Watcher::new(dir.path(), NEVER);
+
+        std::fs::create_dir(path("..v2")).unwrap();
+        std::fs::write(path("..v2/site.yaml"), format!("{SITE}# v2\n")).unwrap();
+        symlink("..v2", path("..data_tmp")).unwrap();
+        std::fs::rename(path("..data_tmp"), path("..data")).unwrap();
+        std::fs::remove_dir_all(path("..v1")).unwrap();
+        assert!(sees_change(&mut watcher).await);
+        let text = std::fs::read_to_string(path("site.yaml")).unwrap();
+        assert!(text.ends_with("# v2\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn polling_finds_changes_without_events() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), SITE).unwrap();
+        let mut watcher = Watcher::with_events(dir.path(), None, Duration::from_millis(20));
+        let unchanged = tokio::time::timeout(Duration::from_millis(200), watcher.changed()).await;
+        assert!(unchanged.is_err(), "nothing changed, nothing reported");
+        std::fs::write(dir.path().join("a.yaml"), format!("{SITE}# edited\n")).unwrap();
+        assert!(sees_change(&mut watcher).await);
     }
 }
