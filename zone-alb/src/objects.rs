@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name": "Zone", "type": "string", "jsonPath": ".spec.zone"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ZoneALBSpec {
     /// The zone (data centre) this ALB serves, e.g. `zone-1`.
     pub zone: String,
@@ -107,7 +107,7 @@ pub struct LastProbe {
 
 /// Any of the cluster's health settings, overridden for one ALB.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct HealthOverride {
     pub mode: Option<ProbeMode>,
     pub path: Option<String>,
@@ -163,7 +163,7 @@ pub enum FailPolicy {
     plural = "multizoneclusters",
     shortname = "mzc"
 )]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct MultiZoneClusterSpec {
     /// The DNS zone mzlb is authoritative for, e.g. `demo.mzlb.test`; the apex and every name
     /// below it resolve to the healthy, enabled ALBs.
@@ -197,7 +197,7 @@ impl MultiZoneCluster {
 
 /// SOA fields of a cluster's zone. The serial is not here: mzlb increases it on every change.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct SoaSpec {
     /// Primary name server, also served as the apex NS record; default `ns.<subdomain>`.
     /// Delegate the subdomain to this name.
@@ -221,7 +221,7 @@ pub struct SoaSpec {
 
 /// How mzlb probes each ALB of a cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct HealthSpec {
     pub mode: ProbeMode,
     pub path: String,
@@ -388,5 +388,26 @@ mod tests {
         assert_eq!(alb.spec.type_, AlbType::Private);
         assert!(alb.spec.enabled, "enabled by default");
         assert_eq!(alb.status.unwrap().last_probe.unwrap().detail, "200 OK");
+    }
+
+    #[test]
+    fn objects_from_the_api_server_are_read_leniently() {
+        // A newer chart's CRD may carry fields this replica does not know yet: the API server
+        // keeps them, and they must not fail the whole list for us during the rollout.
+        let alb: ZoneALB = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mzlb.io/v1alpha1", "kind": "ZoneALB",
+            "metadata": {"name": "alb1"},
+            "spec": {"zone": "zone-1", "ip": "10.0.0.1", "weight": 3, "health": {"rise": 1, "jitter": 5}},
+            "status": {"state": "enabled", "newCondition": {}}
+        }))
+        .expect("unknown fields from a newer version are ignored");
+        assert_eq!(alb.spec.health.and_then(|h| h.rise), Some(1));
+        let cluster: MultiZoneCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mzlb.io/v1alpha1", "kind": "MultiZoneCluster",
+            "metadata": {"name": "c"},
+            "spec": {"subdomain": "c.test", "soa": {"refresh": 60, "future": true}, "more": []}
+        }))
+        .expect("unknown fields from a newer version are ignored");
+        assert_eq!(cluster.spec.soa.refresh, Some(60));
     }
 }

@@ -263,12 +263,12 @@ fn add_value(value: Value, origin: &Origin, objects: &mut Objects) -> Result<()>
             }
         }
         ("mzlb.io/v1alpha1", "ZoneALB") => {
-            let obj: crate::objects::ZoneALB = typed(value, origin, &kind)?;
+            let obj: crate::objects::ZoneALB = strict(value, origin, &kind)?;
             register(objects, origin, key_of("ZoneALB", &obj.metadata, false), &obj.metadata)?;
             objects.zone_albs.push(obj);
         }
         ("mzlb.io/v1alpha1", "MultiZoneCluster") => {
-            let obj: crate::objects::MultiZoneCluster = typed(value, origin, &kind)?;
+            let obj: crate::objects::MultiZoneCluster = strict(value, origin, &kind)?;
             let key = key_of("MultiZoneCluster", &obj.metadata, false);
             register(objects, origin, key, &obj.metadata)?;
             objects.clusters.push(obj);
@@ -326,6 +326,41 @@ fn typed<T: DeserializeOwned>(value: Value, origin: &Origin, kind: &str) -> Resu
         field: err.path().to_string(),
         message: err.into_inner().to_string(),
     })
+}
+
+/// [`typed`], refusing fields the type does not know. mzlb's own kinds are read this way
+/// from files (a typo must not silently drop a setting), while from the API server they are
+/// read leniently: there a newer version's field must not fail the whole list for an older
+/// replica during a rollout, and the API server has already checked the object against the CRD.
+fn strict<T: DeserializeOwned>(value: Value, origin: &Origin, kind: &str) -> Result<T> {
+    let mut unknown: Vec<String> = Vec::new();
+    // serde_ignored writes `?` for the `Some` of an `Option`; field paths do not have it.
+    let record = |path: serde_ignored::Path<'_>| {
+        let path = path.to_string();
+        unknown.push(path.split('.').filter(|s| *s != "?").collect::<Vec<_>>().join("."));
+    };
+    let Ok(object) = serde_ignored::deserialize(value.clone(), record) else {
+        // Not even the known fields fit: let `typed` name the field at fault.
+        return typed(value, origin, kind);
+    };
+    // The root type reads apiVersion and kind itself; metadata is Kubernetes' own (lenient).
+    let ours = |p: &String| !(p == "apiVersion" || p == "kind" || p.starts_with("metadata."));
+    match unknown.into_iter().find(ours) {
+        None => Ok(object),
+        Some(path) => Err(Error::Field {
+            origin: origin.clone(),
+            object: format!(
+                "{kind} {}",
+                value
+                    .get("metadata")
+                    .and_then(|m| m.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("<unnamed>")
+            ),
+            message: format!("unknown field `{}`", path.rsplit('.').next().unwrap_or(&path)),
+            field: path,
+        }),
+    }
 }
 
 fn default_namespace(meta: &mut ObjectMeta) {
@@ -395,6 +430,31 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("enabeld"), "{err}");
+        // (document) → the field named; nested settings and status are checked too.
+        let rows = [
+            (
+                "kind: ZoneALB\nmetadata: {name: a}\nspec: {zone: z, ip: 127.0.0.1, health: {fal: 3}}",
+                "spec.health.fal",
+            ),
+            (
+                "kind: ZoneALB\nmetadata: {name: a}\nspec: {zone: z, ip: 127.0.0.1}\nstatus: {stat: x}",
+                "status.stat",
+            ),
+            (
+                "kind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test, sao: {}}",
+                "spec.sao",
+            ),
+            (
+                "kind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\nextra: 1",
+                "extra",
+            ),
+        ];
+        for (doc, field) in rows {
+            let err = parse(&format!("apiVersion: mzlb.io/v1alpha1\n{doc}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains("unknown field"), "{doc}: {err}");
+        }
     }
 
     #[test]
