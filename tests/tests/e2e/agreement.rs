@@ -233,6 +233,24 @@ fn replicas_agree_so_one_cut_off_replica_cannot_take_a_zone_out() {
     );
     let alb2 = table.lines().find(|l| l.starts_with("alb2 ")).expect("alb2 row");
     assert!(alb2.contains("enabled") && alb2.contains("yes"), "{table}");
+    // The same views over a kubeconfig, from the ProberReports (run where the API server is
+    // reachable: a replica's namespace).
+    let out = crate::harness::run(
+        Net::exec(&c.replica_ns[1], &bin("mzlb"))
+            .args(["albs", "--kubeconfig"])
+            .arg(&c.kubeconfig)
+            .env_remove("MZLB_STATE_DIR"),
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let views = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("alb2:"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        views.contains("mzlb-0 unhealthy") && views.contains("mzlb-1 healthy") && views.contains("mzlb-2 healthy"),
+        "mzlb albs --kubeconfig shows each prober's view:\n{table}"
+    );
 
     // Zone 2's ALB dies: the two replicas that can reach it see it fail, and that majority
     // takes it out of every replica's answer.
