@@ -539,6 +539,9 @@ impl Registry {
 impl Registry {
     /// Takes every ALB's verdict from the fresh views, its own and its peers'.
     fn decide(&self, inner: &mut Inner, now: Instant) {
+        inner
+            .peers
+            .retain(|_, p| now.saturating_duration_since(p.seen_at) < verdict::FORGET_AFTER);
         let fresh_peers = inner.peers.values().filter(|p| p.is_fresh(now)).count();
         let alone = self.store.as_ref().is_some_and(Store::is_cluster) && fresh_peers == 0;
         if alone != inner.alone {
@@ -825,6 +828,58 @@ mod tests {
             ]
         );
         assert!(matches!(r.set_enabled("nope", false), Err(Error::UnknownAlb(_))));
+    }
+
+    fn view(prober: &str, health: Health) -> HashMap<String, View> {
+        let view = View {
+            prober: prober.into(),
+            health,
+            since_ms: 0,
+            last_error: (health == Health::Unhealthy).then(|| "timed out".into()),
+            fresh: true,
+            own: false,
+        };
+        HashMap::from([("a".to_owned(), view)])
+    }
+
+    #[test]
+    fn peers_views_carry_the_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path());
+        r.set_identity("mzlb-0".into());
+        assert_eq!(probe(&r, true), AlbState::Enabled);
+        r.peer_report("mzlb-1", view("mzlb-1", Health::Healthy));
+        r.peer_report("mzlb-2", view("mzlb-2", Health::Healthy));
+        // Our own probes fail (fall 3): one prober of three is not a majority.
+        for _ in 0..3 {
+            assert_eq!(probe(&r, false), AlbState::Enabled);
+        }
+        let s = &r.status()[0];
+        assert!(s.in_dns);
+        let views: Vec<(&str, Health, bool)> = s.probers.iter().map(|v| (v.prober.as_str(), v.health, v.own)).collect();
+        assert_eq!(
+            views,
+            [
+                ("mzlb-0", Health::Unhealthy, true),
+                ("mzlb-1", Health::Healthy, false),
+                ("mzlb-2", Health::Healthy, false)
+            ]
+        );
+        // A second prober sees it fail: out, and the event names who moved the verdict.
+        r.peer_report("mzlb-1", view("mzlb-1", Health::Unhealthy));
+        // (Its one ALB is still answered: the cluster fails open.)
+        assert_eq!(r.status()[0].state, AlbState::Unhealthy);
+        let last = r.events().pop().unwrap();
+        assert_eq!(
+            last.cause,
+            "report from mzlb-1; 2 of 3 probers see it unhealthy: mzlb-0 (connection failed), mzlb-1 (timed out)"
+        );
+        // The peer leaves: alone again, our own view decides (still failing).
+        r.peer_gone("mzlb-1");
+        r.peer_gone("mzlb-2");
+        assert_eq!(r.status()[0].state, AlbState::Unhealthy);
+        assert_eq!(probe(&r, true), AlbState::Unhealthy, "rise 2");
+        assert_eq!(probe(&r, true), AlbState::Enabled);
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// missed heartbeats, which also covers a slow watch.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
 
+/// A peer not heard from for this long is forgotten altogether (pod names change with every
+/// rollout; a report deleted while our watch was down never sends us a delete).
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
 /// One prober's view of one ALB, as it reported it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct View {
