@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -288,17 +289,18 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// Every object mzlb reads, whatever the source.
+/// Every object mzlb reads, whatever the source. The many and big kinds are shared (`Arc`):
+/// a snapshot of the API server's objects on every change then copies pointers, not objects.
 #[derive(Clone, Debug, Default)]
 pub struct Objects {
     pub zone_albs: Vec<ZoneALB>,
     pub clusters: Vec<MultiZoneCluster>,
-    pub ingresses: Vec<Ingress>,
-    pub ingress_classes: Vec<IngressClass>,
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
+    pub ingresses: Vec<Arc<Ingress>>,
+    pub ingress_classes: Vec<Arc<IngressClass>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// TLS certificates (`kubernetes.io/tls`) referenced by Ingress `spec.tls`.
-    pub secrets: Vec<Secret>,
+    pub secrets: Vec<Arc<Secret>>,
     /// Where each object was read from (empty for the API server).
     pub origins: BTreeMap<ObjectKey, Origin>,
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use regex::Regex;
 
@@ -809,10 +810,11 @@ impl<'a> BackendCache<'a> {
         if let Some(b) = self.built.get(&(name.clone(), balance)) {
             return Ok(b.clone());
         }
-        let slices: Vec<_> = self
+        let slices: Vec<&EndpointSlice> = self
             .objects
             .endpoint_slices
             .iter()
+            .map(|s| &**s)
             .filter(|s| {
                 s.metadata.namespace.as_deref() == Some(namespace)
                     && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&svc_ref.name)

@@ -277,32 +277,32 @@ fn add_value(value: Value, origin: &Origin, objects: &mut Objects) -> Result<()>
             let mut obj: k8s_openapi::api::networking::v1::Ingress = typed(value, origin, &kind)?;
             default_namespace(&mut obj.metadata);
             register(objects, origin, key_of("Ingress", &obj.metadata, true), &obj.metadata)?;
-            objects.ingresses.push(obj);
+            objects.ingresses.push(std::sync::Arc::new(obj));
         }
         ("networking.k8s.io/v1", "IngressClass") => {
             let obj: k8s_openapi::api::networking::v1::IngressClass = typed(value, origin, &kind)?;
             let key = key_of("IngressClass", &obj.metadata, false);
             register(objects, origin, key, &obj.metadata)?;
-            objects.ingress_classes.push(obj);
+            objects.ingress_classes.push(std::sync::Arc::new(obj));
         }
         ("v1", "Service") => {
             let mut obj: k8s_openapi::api::core::v1::Service = typed(value, origin, &kind)?;
             default_namespace(&mut obj.metadata);
             register(objects, origin, key_of("Service", &obj.metadata, true), &obj.metadata)?;
-            objects.services.push(obj);
+            objects.services.push(std::sync::Arc::new(obj));
         }
         ("v1", "Secret") => {
             let mut obj: k8s_openapi::api::core::v1::Secret = typed(value, origin, &kind)?;
             default_namespace(&mut obj.metadata);
             register(objects, origin, key_of("Secret", &obj.metadata, true), &obj.metadata)?;
-            objects.secrets.push(obj);
+            objects.secrets.push(std::sync::Arc::new(obj));
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             let mut obj: k8s_openapi::api::discovery::v1::EndpointSlice = typed(value, origin, &kind)?;
             default_namespace(&mut obj.metadata);
             let key = key_of("EndpointSlice", &obj.metadata, true);
             register(objects, origin, key, &obj.metadata)?;
-            objects.endpoint_slices.push(obj);
+            objects.endpoint_slices.push(std::sync::Arc::new(obj));
         }
         _ => {
             // Manifest directories often hold Deployments and the like; they are not ours.

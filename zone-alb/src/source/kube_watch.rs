@@ -5,6 +5,7 @@
 
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -137,11 +138,12 @@ impl Watched {
             ..Default::default()
         };
         if let Some(s) = &self.ingress {
-            objects.ingresses = cloned(&s.ingresses);
-            objects.ingress_classes = cloned(&s.classes);
-            objects.services = cloned(&s.services);
-            objects.endpoint_slices = cloned(&s.slices);
-            objects.secrets = cloned(&s.secrets);
+            // The stores' own `Arc`s: a snapshot shares the objects instead of copying them.
+            objects.ingresses = shared(&s.ingresses);
+            objects.ingress_classes = shared(&s.classes);
+            objects.services = shared(&s.services);
+            objects.endpoint_slices = shared(&s.slices);
+            objects.secrets = shared(&s.secrets);
         }
         objects
     }
@@ -152,7 +154,15 @@ where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
-    let mut items: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
+    shared(store).into_iter().map(|o| (*o).clone()).collect()
+}
+
+fn shared<K>(store: &Store<K>) -> Vec<Arc<K>>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let mut items = store.state();
     items.sort_by(|a, b| {
         let created = |o: &K| o.meta().creation_timestamp.clone();
         created(a)
