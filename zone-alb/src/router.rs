@@ -712,7 +712,10 @@ fn normalize_host(host: &str) -> Cow<'_, str> {
 /// Resolves Ingress backends to Services and endpoints, sharing one `Backend` (and so one
 /// balancer) between every rule that names the same Service port with the same balancing.
 struct BackendCache<'a> {
-    objects: &'a Objects,
+    /// Services by (namespace, name), and EndpointSlices by (namespace, Service name): built
+    /// once per compile, so resolving N backends is not N scans of every object.
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     zone: &'a str,
     state: &'a Store,
     built: HashMap<(String, BalanceKind), Arc<Backend>>,
@@ -748,8 +751,21 @@ impl<'a> BackendCache<'a> {
     }
 
     fn new(objects: &'a Objects, zone: &'a str, state: &'a Store) -> Self {
+        let services = objects
+            .services
+            .iter()
+            .filter_map(|s| Some(((s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?), &**s)))
+            .collect();
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for slice in &objects.endpoint_slices {
+            let service = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let (Some(ns), Some(service)) = (slice.metadata.namespace.as_deref(), service) {
+                slices.entry((ns, service.as_str())).or_default().push(slice);
+            }
+        }
         Self {
-            objects,
+            services,
+            slices,
             zone,
             state,
             built: HashMap::new(),
@@ -781,13 +797,9 @@ impl<'a> BackendCache<'a> {
                 "only Service backends are supported".into(),
             ));
         };
-        let service = self
-            .objects
+        let service = *self
             .services
-            .iter()
-            .find(|s| {
-                s.metadata.name.as_deref() == Some(&svc_ref.name) && s.metadata.namespace.as_deref() == Some(namespace)
-            })
+            .get(&(namespace, svc_ref.name.as_str()))
             .ok_or_else(|| {
                 invalid(
                     "ServiceNotFound",
@@ -810,17 +822,11 @@ impl<'a> BackendCache<'a> {
         if let Some(b) = self.built.get(&(name.clone(), balance)) {
             return Ok(b.clone());
         }
-        let slices: Vec<&EndpointSlice> = self
-            .objects
-            .endpoint_slices
-            .iter()
-            .map(|s| &**s)
-            .filter(|s| {
-                s.metadata.namespace.as_deref() == Some(namespace)
-                    && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&svc_ref.name)
-            })
-            .collect();
-        let endpoints = ready_addresses(&slices, service_port.name.as_deref(), self.zone);
+        let slices = self
+            .slices
+            .get(&(namespace, svc_ref.name.as_str()))
+            .map_or(&[][..], Vec::as_slice);
+        let endpoints = ready_addresses(slices, service_port.name.as_deref(), self.zone);
         let backend = Arc::new(Backend::new(name.clone(), endpoints, balance, self.state));
         self.built.insert((name, balance), backend.clone());
         Ok(backend)
