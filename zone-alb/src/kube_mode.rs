@@ -29,8 +29,12 @@ use crate::{Loaded, Options, lease};
 pub const CONTROLLER: &str = "mzlb.io/zone-alb";
 /// The Lease that elects the one replica writing Ingress status.
 pub const STATUS_LEASE: &str = "mzlb-zone-alb-status";
-/// Changes arriving within this window are compiled once.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A change is compiled once the API server has been quiet this long (a rollout or an
+/// EndpointSlice storm arrives as a burst)…
+const QUIET: Duration = Duration::from_millis(15);
+/// …or once this long has passed since the burst began, whichever is first: one edit waits
+/// `QUIET`, a storm never holds the table back longer than this.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
 /// How long to wait for the API server's first complete lists.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -115,7 +119,16 @@ impl Kube {
                     _ = housekeeping.tick() => { state.sweep(); continue }
                     () = cancel.cancelled() => return,
                 }
-                tokio::time::sleep(DEBOUNCE).await;
+                let burst = tokio::time::Instant::now();
+                loop {
+                    self.watched.changes.mark_unchanged();
+                    let left = DEBOUNCE_MAX.saturating_sub(burst.elapsed());
+                    match tokio::time::timeout(QUIET.min(left), self.watched.changes.changed()).await {
+                        Ok(Err(_)) => return,
+                        Ok(Ok(())) if burst.elapsed() < DEBOUNCE_MAX => {}
+                        Ok(Ok(())) | Err(_) => break,
+                    }
+                }
                 self.watched.changes.mark_unchanged();
             }
             first = false;

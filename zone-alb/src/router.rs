@@ -797,16 +797,13 @@ impl<'a> BackendCache<'a> {
                 "only Service backends are supported".into(),
             ));
         };
-        let service = *self
-            .services
-            .get(&(namespace, svc_ref.name.as_str()))
-            .ok_or_else(|| {
-                invalid(
-                    "ServiceNotFound",
-                    format!("{field}.service.name"),
-                    format!("Service {namespace}/{} not found", svc_ref.name),
-                )
-            })?;
+        let service = *self.services.get(&(namespace, svc_ref.name.as_str())).ok_or_else(|| {
+            invalid(
+                "ServiceNotFound",
+                format!("{field}.service.name"),
+                format!("Service {namespace}/{} not found", svc_ref.name),
+            )
+        })?;
         let port_ref = svc_ref.port.as_ref();
         let service_port = find_service_port(service, port_ref).ok_or_else(|| {
             let wanted = port_ref
