@@ -115,6 +115,20 @@ struct State {
     down: bool,
     /// Requests for these resources (e.g. `ingresses/status`) are answered only after a delay.
     stalls: BTreeMap<String, Duration>,
+    /// Benchmarks on loopback only (see [`FakeApi::permit_loopback_endpoints`]).
+    loopback_endpoints: bool,
+}
+
+impl State {
+    /// What the API server checks (and fills in) before storing: built-in kinds' rules and
+    /// the CRDs' schemas. `Err` is the API server's message.
+    fn admit(&self, k: usize, object: &mut Value) -> Result<(), String> {
+        let kind = KINDS[k].kind;
+        if !self.loopback_endpoints {
+            crate::schema::admit_builtin(kind, object)?;
+        }
+        crate::schema::admit(kind, object)
+    }
 }
 
 /// A running fake API server; stops when dropped.
@@ -225,9 +239,10 @@ impl FakeApi {
         }
         // Seeded objects pass the same admission as requests: a test cannot start from an
         // object a real API server would refuse.
-        crate::schema::admit(KINDS[k].kind, &mut object)
-            .unwrap_or_else(|e| panic!("the API server would refuse this test object: {e}"));
         let mut state = self.state.lock().unwrap();
+        state
+            .admit(k, &mut object)
+            .unwrap_or_else(|e| panic!("the API server would refuse this test object: {e}"));
         let kind = if state.objects.contains_key(&(k, ns.clone(), name.clone())) {
             "MODIFIED"
         } else {
@@ -293,6 +308,12 @@ impl FakeApi {
         state.down = down;
         state.epoch += 1;
         self.wake(&state);
+    }
+
+    /// Lets EndpointSlices name loopback addresses, which a real API server refuses: for
+    /// benchmarks that run every process on loopback (the `fakeapi` program), never for tests.
+    pub fn permit_loopback_endpoints(&self) {
+        self.state.lock().unwrap().loopback_endpoints = true;
     }
 
     /// Answers every request for `resource` (e.g. `ingresses/status`) only after `delay`, as an
@@ -637,10 +658,10 @@ impl Server {
         if KINDS[target.k].namespaced {
             object["metadata"]["namespace"] = json!(ns);
         }
-        if let Err(e) = crate::schema::admit(KINDS[target.k].kind, &mut object) {
+        let mut state = self.state.lock().unwrap();
+        if let Err(e) = state.admit(target.k, &mut object) {
             return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e);
         }
-        let mut state = self.state.lock().unwrap();
         if state.objects.contains_key(&(target.k, ns.clone(), name.clone())) {
             return status(StatusCode::CONFLICT, "AlreadyExists", &format!("{name} already exists"));
         }
@@ -676,7 +697,7 @@ impl Server {
             object["metadata"]["namespace"] = json!(key.1);
         }
         object["metadata"]["uid"] = current["metadata"]["uid"].clone();
-        if let Err(e) = crate::schema::admit(KINDS[target.k].kind, &mut object) {
+        if let Err(e) = state.admit(target.k, &mut object) {
             return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e);
         }
         let stored = state.store(key.0, key.1, key.2, object, "MODIFIED");
@@ -735,7 +756,7 @@ impl Server {
                 merge(&mut object, &patch);
             }
         }
-        if let Err(e) = crate::schema::admit(kind.kind, &mut object) {
+        if let Err(e) = state.admit(target.k, &mut object) {
             return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e);
         }
         let stored = state.store(key.0, key.1, key.2, object, "MODIFIED");

@@ -144,6 +144,39 @@ fn check(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<String>
     }
 }
 
+/// The rules a real API server enforces on built-in kinds that tests create: an EndpointSlice
+/// may not name loopback, link-local or unspecified addresses (so a test cannot seed what a
+/// cluster would never hold).
+pub fn admit_builtin(kind: &str, object: &Value) -> Result<(), String> {
+    if kind != "EndpointSlice" {
+        return Ok(());
+    }
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    for (i, endpoint) in object["endpoints"].as_array().into_iter().flatten().enumerate() {
+        for (j, address) in endpoint["addresses"].as_array().into_iter().flatten().enumerate() {
+            let text = address.as_str().unwrap_or_default();
+            let why = match text.parse::<std::net::IpAddr>() {
+                Err(_) => Some("must be a valid IP address"),
+                Ok(ip) if ip.is_loopback() => Some("may not be in the loopback range (127.0.0.0/8, ::1/128)"),
+                Ok(ip) if ip.is_unspecified() => Some("may not be unspecified (0.0.0.0, ::)"),
+                Ok(std::net::IpAddr::V4(v4)) if v4.is_link_local() => {
+                    Some("may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+                }
+                Ok(std::net::IpAddr::V6(v6)) if v6.is_unicast_link_local() => {
+                    Some("may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+                }
+                Ok(_) => None,
+            };
+            if let Some(why) = why {
+                return Err(format!(
+                    "EndpointSlice.discovery.k8s.io \"{name}\" is invalid: endpoints[{i}].addresses[{j}]: Invalid value: \"{text}\": {why}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether `name` is a DNS subdomain (RFC 1123), as every object's name must be.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -200,6 +233,27 @@ mod tests {
         let mut other = json!({"kind": "Lease", "anything": 1});
         admit("Lease", &mut other).unwrap();
         assert_eq!(other["anything"], 1, "kinds without a CRD are not touched");
+    }
+
+    #[test]
+    fn endpoint_slices_may_not_name_loopback_or_link_local_addresses() {
+        let slice = |a: &str| json!({"metadata": {"name": "s"}, "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": [a]}]});
+        for good in ["10.1.2.3", "2001:db8::1", "192.0.2.7"] {
+            admit_builtin("EndpointSlice", &slice(good)).unwrap();
+        }
+        for bad in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "169.254.1.1",
+            "fe80::1",
+            "0.0.0.0",
+            "not-an-ip",
+        ] {
+            let e = admit_builtin("EndpointSlice", &slice(bad)).unwrap_err();
+            assert!(e.contains("endpoints[1].addresses[0]"), "{bad}: {e}");
+        }
+        admit_builtin("Service", &json!({"endpoints": [{"addresses": ["127.0.0.1"]}]})).unwrap();
     }
 
     #[test]

@@ -10,6 +10,8 @@ fn main() {
         std::process::exit(2);
     };
     let api = tests::fakeapi::FakeApi::start(listen);
+    // Benchmarks run every process on loopback; a real API server would refuse such slices.
+    api.permit_loopback_endpoints();
     api.write_kubeconfig(std::path::Path::new(kubeconfig));
     for file in manifests {
         let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));

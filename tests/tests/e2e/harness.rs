@@ -186,7 +186,16 @@ pub fn dig(server: std::net::SocketAddr, name: &str, rtype: &str, extra: &[&str]
 
 /// Runs the real `curl -s` with `args`; returns the HTTP status and body.
 pub fn curl(args: &[&str]) -> (u16, String) {
-    let out = run(Command::new("curl")
+    curl_with(&mut Command::new("curl"), args)
+}
+
+/// [`curl`] inside the network namespace `ns`.
+pub fn curl_in(ns: &str, args: &[&str]) -> (u16, String) {
+    curl_with(&mut crate::netns::Net::exec(ns, Path::new("curl")), args)
+}
+
+fn curl_with(cmd: &mut Command, args: &[&str]) -> (u16, String) {
+    let out = run(cmd
         .args(["-s", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}"])
         .args(args));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tests::fakeapi::{FakeApi, Recorded};
 
-use crate::harness::{Proc, bin, curl, dig, echo, poll, tempdir};
+use crate::harness::{Proc, bin, curl_in, dig, echo, poll, tempdir};
+use crate::netns::Net;
 
 const OBJECTS: &str = "
 apiVersion: mzlb.io/v1alpha1
@@ -46,10 +47,10 @@ fn ingress(name: &str, host: &str, service: &str) -> String {
     )
 }
 
-/// GET http://<host>/ through the ALB at 127.0.40.2:8080.
-fn get(host: &str) -> (u16, String) {
-    let resolve = format!("{host}:8080:127.0.40.2");
-    curl(&["--resolve", &resolve, &format!("http://{host}:8080/")])
+/// GET http://<host>/ through the ALB at 10.93.0.2:8080, from the client namespace `ns`.
+fn get_from(ns: &str, host: &str) -> (u16, String) {
+    let resolve = format!("{host}:8080:10.93.0.2");
+    curl_in(ns, &["--resolve", &resolve, &format!("http://{host}:8080/")])
 }
 
 fn wait_for(api: &FakeApi, what: &str, alb: &Proc, mut f: impl FnMut(&[Recorded]) -> bool) {
@@ -84,17 +85,19 @@ fn events<'a>(requests: &'a [Recorded], reason: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn start_zone_alb(kubeconfig: &std::path::Path, pod: &str) -> Proc {
+/// Starts zone-alb `a` in the namespace `ns` (address 10.93.0.2); waits for its admin
+/// listener, asked from `client`.
+fn start_zone_alb(kubeconfig: &std::path::Path, pod: &str, ns: &str, client: &str) -> Proc {
     let alb = Proc::start(
         "zone-alb",
-        Command::new(bin("zone-alb"))
+        Net::exec(ns, &bin("zone-alb"))
             .args([
                 "--alb-id",
                 "a",
                 "--listen",
-                "127.0.40.2:8080",
+                "10.93.0.2:8080",
                 "--admin-listen",
-                "127.0.40.2:9090",
+                "10.93.0.2:9090",
             ])
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -103,7 +106,7 @@ fn start_zone_alb(kubeconfig: &std::path::Path, pod: &str) -> Proc {
             .env("RUST_LOG", "info"),
     );
     poll(Duration::from_secs(20), || {
-        (curl(&["http://127.0.40.2:9090/healthz"]).0 == 200).then_some(())
+        (curl_in(client, &["http://10.93.0.2:9090/healthz"]).0 == 200).then_some(())
     })
     .unwrap_or_else(|| panic!("zone-alb not ready:\n{}", alb.output()));
     alb
@@ -111,14 +114,26 @@ fn start_zone_alb(kubeconfig: &std::path::Path, pod: &str) -> Proc {
 
 #[test]
 fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
-    let api = FakeApi::start("127.0.40.1:0");
+    // In namespaces: a real API server refuses EndpointSlices with loopback addresses, and so
+    // does the fake; the API server sits in the hub, the ALB, the backend and the client each
+    // in their own.
+    let mut net = Net::new();
+    net.hub_addr("10.93.0.1/24");
+    let alb_ns = net.host("alb", "10.93.0.2/24");
+    let backend_ns = net.host("backend", "10.93.0.11/24");
+    let client = net.host("client", "10.93.0.100/24");
+    let get = |host: &str| get_from(&client, host);
+    let api = net.in_hub(|| FakeApi::start("10.93.0.1:0"));
     let dir = tempdir();
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
-    api.apply_yaml(OBJECTS);
+    api.apply_yaml(&OBJECTS.replace("127.0.40.", "10.93.0."));
     api.apply_yaml(&ingress("web", "web.test", "app"));
-    let _backend = echo("127.0.40.11:9080", "backend-1");
-    let alb = start_zone_alb(&kubeconfig, "zone-alb-a-0");
+    let _backend = Proc::start(
+        "echo",
+        Net::exec(&backend_ns, &bin("mzlb")).args(["echo", "--listen", "10.93.0.11:9080", "--name", "backend-1"]),
+    );
+    let alb = start_zone_alb(&kubeconfig, "zone-alb-a-0", &alb_ns, &client);
 
     // Initial list: the Ingress is served.
     let (code, body) = get("web.test");
@@ -161,21 +176,21 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
     assert_eq!(patch.content_type.as_deref(), Some("application/merge-patch+json"));
     assert_eq!(
         patch.body,
-        Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": "127.0.40.2"}, {"ip": "127.0.40.3"}]}}}))
+        Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.93.0.2"}, {"ip": "10.93.0.3"}]}}}))
     );
     assert_eq!(
         api.get("Ingress", Some("shop"), "web").unwrap()["status"]["loadBalancer"]["ingress"],
-        json!([{"ip": "127.0.40.2"}, {"ip": "127.0.40.3"}])
+        json!([{"ip": "10.93.0.2"}, {"ip": "10.93.0.3"}])
     );
 
     // Watch event MODIFIED: disabling ALB b takes its IP out of the Ingress status.
     api.apply_yaml(
-        "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: b}\nspec: {zone: zone-2, ip: 127.0.40.3, port: 8080, enabled: false}\n",
+        "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: b}\nspec: {zone: zone-2, ip: 10.93.0.3, port: 8080, enabled: false}\n",
     );
     wait_for(&api, "the status patch after disabling b", &alb, |r| {
         status_patches(r, "web")
             .last()
-            .is_some_and(|p| p.body == Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": "127.0.40.2"}]}}})))
+            .is_some_and(|p| p.body == Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.93.0.2"}]}}})))
     });
 
     // An API server slow to take status writes delays status, never the routing table: with
@@ -302,7 +317,12 @@ fn dns_and_the_cli_use_zone_albs_from_the_api_server() {
     let dir = tempdir();
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
-    api.apply_yaml(&OBJECTS.replace("127.0.40.", "127.0.41."));
+    // (mzlb serve reads no EndpointSlices; a loopback one would be refused.)
+    let objects: Vec<&str> = OBJECTS
+        .split("\n---\n")
+        .filter(|d| !d.contains("kind: EndpointSlice"))
+        .collect();
+    api.apply_yaml(&objects.join("\n---\n").replace("127.0.40.", "127.0.41."));
     // The ALBs' health endpoints.
     let _a = echo("127.0.41.2:8080", "alb-a");
     let _b = echo("127.0.41.3:8080", "alb-b");
