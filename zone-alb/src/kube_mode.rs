@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressClassSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::objects::Objects;
-use crate::router::{IngressReport, RouteTable};
+use crate::router::IngressReport;
 use crate::source::kube_watch::{self, KubeOptions, Scope, Watched};
 use crate::state::Store;
 use crate::{Loaded, Options, lease};
@@ -86,13 +85,7 @@ impl Kube {
 
     /// Rebuilds the table on every change (debounced) until `cancel`, recording events and,
     /// when elected, writing Ingress status.
-    pub async fn follow(
-        mut self,
-        opts: Options,
-        table: Arc<ArcSwap<RouteTable>>,
-        state: Arc<Store>,
-        cancel: CancellationToken,
-    ) {
+    pub async fn follow(mut self, opts: Options, tables: crate::Tables, state: Arc<Store>, cancel: CancellationToken) {
         let recorder = Recorder::new(
             self.client.clone(),
             Reporter {
@@ -140,7 +133,7 @@ impl Kube {
                         record(report, &mut reported, &events);
                     }
                     let reports = loaded.table.reports.clone();
-                    table.store(Arc::new(loaded.table));
+                    tables.install(loaded.table);
                     // The writer takes the latest; the next swap never waits on the API server.
                     status.send_replace(Some(Arc::new((objects, reports))));
                 }

@@ -216,18 +216,29 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         }),
     };
     let admin = match opts.admin_listen {
-        Some(addr) => Some(tokio::spawn(admin::serve(server::bind(addr).await?, metrics))),
+        Some(addr) => Some(tokio::spawn(admin::serve(server::bind(addr).await?, metrics.clone()))),
         None => None,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let running = workers::start(listeners, &shared, &cancel)?;
     let reloader = match (kube, &opts.manifests, changes) {
-        (Some(kube), _, _) => tokio::spawn(kube.follow(opts.clone(), table.clone(), state.clone(), cancel.clone())),
+        (Some(kube), _, _) => tokio::spawn(kube.follow(
+            opts.clone(),
+            Tables {
+                table: table.clone(),
+                metrics: metrics.clone(),
+            },
+            state.clone(),
+            cancel.clone(),
+        )),
         (None, Some(dir), Some(changes)) => tokio::spawn(watch_manifests(
             opts.clone(),
             dir.clone(),
             changes,
-            table.clone(),
+            Tables {
+                table: table.clone(),
+                metrics: metrics.clone(),
+            },
             state.clone(),
             loaded.listen,
             cancel.clone(),
@@ -286,11 +297,26 @@ const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Rebuilds the routing table when the manifest directory changes (or on SIGHUP) and swaps it
 /// in atomically. A broken change is logged, naming the file and field, and the last good
 /// table keeps serving.
+/// The live routing table, and what must follow each swap of it.
+#[derive(Clone)]
+pub(crate) struct Tables {
+    pub(crate) table: Arc<ArcSwap<RouteTable>>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+}
+
+impl Tables {
+    /// Swaps in `new` atomically, then drops the metric label sets of what it no longer routes.
+    pub(crate) fn install(&self, new: RouteTable) {
+        let old = self.table.swap(Arc::new(new));
+        self.metrics.forget(&old, &self.table.load());
+    }
+}
+
 async fn watch_manifests(
     opts: Options,
     dir: PathBuf,
     mut changes: source::dir::Watcher,
-    table: Arc<ArcSwap<RouteTable>>,
+    tables: Tables,
     state: Arc<state::Store>,
     listen: SocketAddr,
     cancel: tokio_util::sync::CancellationToken,
@@ -318,7 +344,7 @@ async fn watch_manifests(
                     tracing::warn!("{warning}; the rest of the Ingress is served");
                 }
                 tracing::info!(ingresses = loaded.table.ingresses, "routing table reloaded");
-                table.store(Arc::new(loaded.table));
+                tables.install(loaded.table);
             }
             Err(error) => {
                 tracing::error!(%error, "manifest change rejected; the last good routing table keeps serving")

@@ -308,6 +308,22 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
+    /// Every (Ingress, Service) pair a request can be counted under, as the metrics label
+    /// them (`namespace/name` of each; both empty for requests no rule matched).
+    pub(crate) fn label_pairs(&self) -> std::collections::HashSet<(Arc<str>, Arc<str>)> {
+        let rules = self
+            .exact_hosts
+            .values()
+            .chain(self.wildcard_hosts.values())
+            .chain(std::iter::once(&self.any_host))
+            .flat_map(|h| h.paths.iter().map(|p| (&p.policy, &p.backend)));
+        rules
+            .chain(self.default_backend.as_ref().map(|(b, p)| (p, b)))
+            .map(|(policy, backend)| (policy.ingress.clone(), backend.name.clone()))
+            .chain(std::iter::once((Arc::from(""), Arc::from(""))))
+            .collect()
+    }
+
     /// Whether a plain-HTTP request to `host` must be redirected to HTTPS.
     pub fn redirects_to_https(route: &Route<'_>, host: &str) -> bool {
         let p = &route.policy;
