@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Memory under churn: does anything in zone-alb grow without bound while its configuration
 # keeps changing under traffic? For DURATION seconds: an Ingress file rewritten every 1.2 s
-# (a new host each time, so old routes, limiter and ejection entries and metrics label sets
-# must be let go), an EndpointSlice that moves between backends (idle pools for vanished
+# with a new Ingress (new name, host and limit, and one request to it, so old routes, limiter
+# entries and metrics label sets must be let go), an EndpointSlice that moves between backends (idle pools for vanished
 # endpoints), now and then a broken file (rejected, the last good table keeps serving),
 # while curl sends ~200 requests/s over keep-alive and 200 WebSockets stay open and
 # exchange a message every few seconds. RSS of zone-alb is sampled every 10 s; the script
@@ -109,7 +109,7 @@ churn_ingress() { # n
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
-  name: churn
+  name: churn-$1
   annotations: {nginx.ingress.kubernetes.io/limit-rps: "$(( 50 + $1 % 50 ))"}
 spec:
   ingressClassName: mzlb
@@ -170,6 +170,11 @@ while :; do
   n=$((n + 1))
   churn_ingress "$n"
   slice "${BACKENDS[$(( n % ${#BACKENDS[@]} ))]}"
+  # Traffic to the Ingress just made, once it is served (so it leaves metrics behind).
+  for _ in $(seq 20); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: h$n.bench.test" "http://$ALB:8080/")" = 200 ] && break
+    sleep 0.05
+  done
   if (( n % 25 == 0 )); then
     # A broken file: rejected; the last good table keeps serving.
     echo "kind: Ingress: [" > "$W/site/broken.yaml"; sleep 0.5; rm -f "$W/site/broken.yaml"
