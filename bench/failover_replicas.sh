@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Failover with three `mzlb serve` replicas that agree on health through the API server (the
 # fake one from tests/, as a program): how long until EVERY replica's answer follows a killed
-# ALB, a restarted one, and a disable from the CLI over a kubeconfig. Each trial's figure is
-# the slowest replica's.
+# ALB, a hung one (SIGSTOP: connections accepted by the kernel, never answered), a restarted
+# one, and a disable from the CLI over a kubeconfig. Each trial's figure is the slowest
+# replica's.
 #
 #   bench/failover_replicas.sh [trials, default 20]
 #
@@ -65,13 +66,18 @@ every_replica() {
 [ "$(every_replica 1 "$(now_ms)")" != timeout ] || { echo "the replicas never answered alb2" >&2; cat "$W"/*.log >&2; exit 1; }
 
 echo "failover with 3 replicas: $TRIALS trials; probes every 200 ms (timeout 150 ms, fall 3, rise 2)"
-: > "$W/kill"; : > "$W/back"; : > "$W/disable"
+: > "$W/kill"; : > "$W/back"; : > "$W/disable"; : > "$W/hang"
 for _ in $(seq 1 "$TRIALS"); do
   sleep "0.$(( RANDOM % 10 ))"
   t0=$(now_ms); kill -9 "$ALB2_PID"; wait "$ALB2_PID" 2>/dev/null || true
   every_replica 0 "$t0" >> "$W/kill"
   t1=$(now_ms); start_alb 2; ALB2_PID=$!
   every_replica 1 "$t1" >> "$W/back"
+  sleep "0.$(( RANDOM % 10 ))"
+  t3=$(now_ms); kill -STOP "$ALB2_PID"
+  every_replica 0 "$t3" >> "$W/hang"
+  kill -CONT "$ALB2_PID"
+  every_replica 1 "$(now_ms)" > /dev/null
   sleep 1
   t2=$(now_ms)
   "$BIN/mzlb" alb-configure --alb-id alb2 --disable --kubeconfig "$W/kubeconfig" > /dev/null
@@ -88,6 +94,7 @@ pct() { # file p → value at that percentile (nearest rank), or "timeout"
 }
 printf '\n%-34s %8s %8s %8s\n' "measurement (slowest replica)" p50 p99 target
 printf '%-34s %6sms %6sms %8s\n' "kill → gone from every replica" "$(pct "$W/kill" 50)" "$(pct "$W/kill" 99)" "≤ 1000"
+printf '%-34s %6sms %6sms %8s\n' "hang → gone from every replica" "$(pct "$W/hang" 50)" "$(pct "$W/hang" 99)" "≤ 1000"
 printf '%-34s %6sms %6sms %8s\n' "restart → back in every replica" "$(pct "$W/back" 50)" "$(pct "$W/back" 99)" "≤ 2000"
 printf '%-34s %6sms %6sms %8s\n' "disable (CLI) → gone everywhere" "$(pct "$W/disable" 50)" "$(pct "$W/disable" 99)" "≤ 150"
 echo "(times include one dig per replica per poll, and for disable starting the mzlb CLI)"
