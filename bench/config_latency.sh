@@ -32,29 +32,7 @@ backend_nginx "$W/backend" "$BACKEND"; PIDS+=($!)
 # one Ingress routing `host`.
 alb_manifests() { # dir listen-ip
   mkdir -p "$1"
-  cat > "$1/site.yaml" <<CONF
-apiVersion: mzlb.io/v1alpha1
-kind: MultiZoneCluster
-metadata: {name: bench}
-spec: {subdomain: bench.test}
----
-apiVersion: mzlb.io/v1alpha1
-kind: ZoneALB
-metadata: {name: alb}
-spec: {zone: z, ip: $2, port: 8080}
----
-apiVersion: v1
-kind: Service
-metadata: {name: app}
-spec: {ports: [{port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: app-1, labels: {kubernetes.io/service-name: app}}
-addressType: IPv4
-ports: [{port: ${BACKEND##*:}}]
-endpoints: [{addresses: [${BACKEND%%:*}]}]
-CONF
+  alb_objects "$2" "$BACKEND" > "$1/site.yaml"
   alb_route "$1" h0.bench.test
 }
 alb_route() { # dir host

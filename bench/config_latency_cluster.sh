@@ -23,29 +23,7 @@ ALB_BIN=${ALB_BIN:-$BIN/zone-alb}
 setup_workdir
 
 backend_nginx "$W/backend" "$BACKEND"; PIDS+=($!)
-cat > "$W/site.yaml" <<CONF
-apiVersion: mzlb.io/v1alpha1
-kind: MultiZoneCluster
-metadata: {name: bench}
-spec: {subdomain: bench.test}
----
-apiVersion: mzlb.io/v1alpha1
-kind: ZoneALB
-metadata: {name: alb}
-spec: {zone: z, ip: $ALB, port: 8080}
----
-apiVersion: v1
-kind: Service
-metadata: {name: app, namespace: default}
-spec: {ports: [{port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: app-1, namespace: default, labels: {kubernetes.io/service-name: app}}
-addressType: IPv4
-ports: [{port: ${BACKEND##*:}}]
-endpoints: [{addresses: [${BACKEND%%:*}]}]
-CONF
+alb_objects "$ALB" "$BACKEND" > "$W/site.yaml"
 "$BIN/fakeapi" 127.0.64.70:0 "$W/kubeconfig" "$W/site.yaml" > "$W/api.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 100); do grep -q ready "$W/api.log" && break; sleep 0.1; done
 API=$(sed -n 's/.*server: "\(http[^"]*\)".*/\1/p' "$W/kubeconfig")
@@ -56,7 +34,6 @@ for _ in $(seq 200); do
   sleep 0.1
 done
 
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 : > "$W/lat"
 for i in $(seq 1 "$EDITS"); do
   sleep "0.$(( RANDOM % 10 ))"
@@ -72,8 +49,4 @@ for i in $(seq 1 "$EDITS"); do
   printf '.' >&2
 done
 echo >&2
-pct() {
-  if grep -q timeout "$1"; then echo timeout; return; fi
-  sort -n "$1" | awk -v p="$2" '{v[NR] = $1} END {r = int(NR * p / 100); if (r < NR * p / 100) r++; if (r < 1) r = 1; print v[r]}'
-}
 echo "API server accepts an Ingress → first request served by it, $EDITS edits: p50 $(pct "$W/lat" 50) ms, p99 $(pct "$W/lat" 99) ms, max $(pct "$W/lat" 100) ms"

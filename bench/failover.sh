@@ -68,7 +68,6 @@ CONF
 printf '$TTL 5\n@ SOA ns hostmaster 1 3600 600 86400 5\n@ NS ns\nns A %s\napp 5 DYNA multifo!albs\n' "$GDNSD_DNS" > "$W/g/zones/bench.test"
 gdnsd -c "$W/g" start > "$W/gdnsd.log" 2>&1 & PIDS+=($!)
 
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # answers SERVER NAME → whether VICTIM is in the A answer (1/0)
 has_victim() {
   dig +short +time=1 +tries=1 @"$1" -p $PORT "$2" A 2>/dev/null | grep -qx "$VICTIM" && echo 1 || echo 0
@@ -136,10 +135,6 @@ echo >&2
 touch "$W/stop"; wait "$CLIENT"
 read -r OK FAILED < "$W/client"
 
-pct() { # file p → value at that percentile (nearest rank), or "timeout" if any trial timed out
-  if grep -q timeout "$1"; then echo timeout; return; fi
-  sort -n "$1" | awk -v p="$2" '{v[NR] = $1} END {r = int(NR * p / 100); if (r < NR * p / 100) r++; if (r < 1) r = 1; print v[r]}'
-}
 printf '\n%-22s %10s %10s %12s %12s\n' measurement mzlb_p50 mzlb_p99 gdnsd_p50 gdnsd_p99
 printf '%-22s %8sms %8sms %10sms %10sms\n' "kill → gone" "$(pct "$W/kill.mzlb" 50)" "$(pct "$W/kill.mzlb" 99)" "$(pct "$W/kill.gdnsd" 50)" "$(pct "$W/kill.gdnsd" 99)"
 printf '%-22s %8sms %8sms %10sms %10sms\n' "restore → back" "$(pct "$W/back.mzlb" 50)" "$(pct "$W/back.mzlb" 99)" "$(pct "$W/back.gdnsd" 50)" "$(pct "$W/back.gdnsd" 99)"

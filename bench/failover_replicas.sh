@@ -47,7 +47,6 @@ for i in 0 1 2; do
     --api-listen "${REPLICAS[$i]}:0" > "$W/mzlb$i.log" 2>&1 & PIDS+=($!)
 done
 
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 has_victim() { # server → 1/0
   dig +short +time=1 +tries=1 @"$1" -p $PORT app.bench.test A 2>/dev/null | grep -qx "$VICTIM" && echo 1 || echo 0
 }
@@ -88,10 +87,6 @@ for _ in $(seq 1 "$TRIALS"); do
 done
 echo >&2
 
-pct() { # file p → value at that percentile (nearest rank), or "timeout"
-  if grep -q timeout "$1"; then echo timeout; return; fi
-  sort -n "$1" | awk -v p="$2" '{v[NR] = $1} END {r = int(NR * p / 100); if (r < NR * p / 100) r++; if (r < 1) r = 1; print v[r]}'
-}
 printf '\n%-34s %8s %8s %8s\n' "measurement (slowest replica)" p50 p99 target
 printf '%-34s %6sms %6sms %8s\n' "kill → gone from every replica" "$(pct "$W/kill" 50)" "$(pct "$W/kill" 99)" "≤ 1000"
 printf '%-34s %6sms %6sms %8s\n' "hang → gone from every replica" "$(pct "$W/hang" 50)" "$(pct "$W/hang" 99)" "≤ 1000"

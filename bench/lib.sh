@@ -29,6 +29,16 @@ rss_kib() {
   echo "$total"
 }
 
+# Milliseconds since the epoch.
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# pct FILE P → the value at percentile P (nearest rank) of the numbers in FILE, one a line, or
+# "timeout" if any line says so.
+pct() {
+  if grep -q timeout "$1"; then echo timeout; return; fi
+  sort -n "$1" | awk -v p="$2" '{v[NR] = $1} END {r = int(NR * p / 100); if (r < NR * p / 100) r++; if (r < 1) r = 1; print v[r]}'
+}
+
 # Installs the Debian packages that provide the named commands ("command:package ...").
 need_commands() {
   local missing=() pair
@@ -58,11 +68,10 @@ cleanup() {
   rm -rf "$W"
 }
 
-# A zone-alb manifest directory: one cluster, one ZoneALB on <listen-ip>:8080, and an Ingress
-# whose default backend is the Service in front of <backend ip:port>.
-alb_site() { # dir listen-ip backend
-  mkdir -p "$1"
-  cat > "$1/app.yaml" <<CONF
+# The objects every benchmark site starts from, printed: one cluster, one ZoneALB on
+# <listen-ip>:8080, and the Service `app` in front of <backend ip:port>.
+alb_objects() { # listen-ip backend
+  cat <<CONF
 apiVersion: mzlb.io/v1alpha1
 kind: MultiZoneCluster
 metadata: {name: bench}
@@ -71,7 +80,7 @@ spec: {subdomain: bench.test}
 apiVersion: mzlb.io/v1alpha1
 kind: ZoneALB
 metadata: {name: alb}
-spec: {zone: z, ip: $2, port: 8080}
+spec: {zone: z, ip: $1, port: 8080}
 ---
 apiVersion: v1
 kind: Service
@@ -82,14 +91,24 @@ apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: app-1, labels: {kubernetes.io/service-name: app}}
 addressType: IPv4
-ports: [{port: ${3##*:}}]
-endpoints: [{addresses: [${3%%:*}]}]
+ports: [{port: ${2##*:}}]
+endpoints: [{addresses: [${2%%:*}]}]
+CONF
+}
+
+# A zone-alb manifest directory: those objects, and an Ingress whose default backend is `app`.
+alb_site() { # dir listen-ip backend
+  mkdir -p "$1"
+  {
+    alb_objects "$2" "$3"
+    cat <<CONF
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {name: app}
 spec: {ingressClassName: mzlb, defaultBackend: {service: {name: app, port: {number: 80}}}}
 CONF
+  } > "$1/app.yaml"
 }
 
 # The benchmarks' backend: one nginx worker answering a 23-byte body at <ip:port>, with
