@@ -296,16 +296,3 @@ pub async fn list(client: &Client) -> Result<Vec<AlbStatus>> {
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }
-
-/// `mzlb alb-configure` over a kubeconfig: patches `spec.enabled`; every `mzlb serve`
-/// replica follows through its watch.
-pub async fn set_enabled(client: &Client, id: &str, enabled: bool) -> Result<ZoneALB> {
-    let api: Api<ZoneALB> = Api::all(client.clone());
-    let patch = json!({"spec": {"enabled": enabled}});
-    api.patch(id, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 404 => Error::UnknownAlb(id.to_owned()),
-            e => Error::Objects(zone_alb::Error::Kube(format!("patching ZoneALB {id}: {e}"))),
-        })
-}

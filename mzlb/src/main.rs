@@ -263,7 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             if use_kube(&kube, &state) {
                 let client = kube.client().await?;
-                mzlb::kube_registry::set_enabled(&client, &alb_id, enable).await?;
+                mzlb::store::set_enabled(&client, &alb_id, enable).await?;
                 let verb = if enable { "enabled" } else { "disabled" };
                 println!("ALB {alb_id} {verb} (spec.enabled patched; every mzlb serve replica follows)");
             } else {

@@ -5,6 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use zone_alb::objects::ZoneALB;
+
 use crate::error::{Error, Result};
 use crate::state::StateDir;
 
@@ -56,11 +61,24 @@ impl Store {
                     source: std::io::Error::other(e),
                 })?
             }
-            Store::Kube(client) => crate::kube_registry::set_enabled(client, id, enabled).await.map(drop),
+            Store::Kube(client) => set_enabled(client, id, enabled).await.map(drop),
         }
     }
 
     pub fn is_cluster(&self) -> bool {
         matches!(self, Store::Kube(_))
     }
+}
+
+/// `mzlb alb-configure` over a kubeconfig: patches `spec.enabled`; every `mzlb serve`
+/// replica follows through its watch.
+pub async fn set_enabled(client: &Client, id: &str, enabled: bool) -> Result<ZoneALB> {
+    let api: Api<ZoneALB> = Api::all(client.clone());
+    let patch = json!({"spec": {"enabled": enabled}});
+    api.patch(id, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 404 => Error::UnknownAlb(id.to_owned()),
+            e => Error::Objects(zone_alb::Error::Kube(format!("patching ZoneALB {id}: {e}"))),
+        })
 }
