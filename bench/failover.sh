@@ -29,11 +29,7 @@ setup_workdir
 # --- mzlb: three zone ALBs in front of three echo backends --------------------------------
 mkdir -p "$W/m"
 {
-  printf 'apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: app}\n'
-  printf 'spec: {subdomain: app.bench.test, ttl: 1, drainSeconds: 3, health: {intervalMs: 200, timeoutMs: 150, rise: 2, fall: 3}}\n'
-  for i in 1 2 3; do
-    printf -- '---\napiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: alb%s}\nspec: {zone: zone-%s, ip: %s, port: 8080}\n' "$i" "$i" "${ALBS[$((i-1))]}"
-  done
+  failover_cluster "${ALBS[@]}"
   printf -- '---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{name: http, port: 80}]}\n'
   printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, labels: {kubernetes.io/service-name: web}}\n'
   printf 'addressType: IPv4\nports: [{name: http, port: 9080}]\nendpoints:\n'

@@ -28,13 +28,7 @@ extra_cleanup() {
 setup_workdir
 
 mkdir -p "$W/m"
-{
-  printf 'apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: app}\n'
-  printf 'spec: {subdomain: app.bench.test, ttl: 1, drainSeconds: 3, health: {intervalMs: 200, timeoutMs: 150, rise: 2, fall: 3}}\n'
-  for i in 1 2 3; do
-    printf -- '---\napiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: alb%s}\nspec: {zone: zone-%s, ip: %s, port: 8080}\n' "$i" "$i" "${ALBS[$((i-1))]}"
-  done
-} > "$W/m/app.yaml"
+failover_cluster "${ALBS[@]}" > "$W/m/app.yaml"
 "$BIN/fakeapi" 127.0.52.70:0 "$W/kubeconfig" "$W/m/app.yaml" > "$W/api.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 100); do grep -q ready "$W/api.log" && break; sleep 0.1; done
 start_alb() { "$BIN/zone-alb" --manifests "$W/m" --alb-id "alb$1" 2>>"$W/alb$1.log" & }

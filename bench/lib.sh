@@ -96,6 +96,18 @@ endpoints: [{addresses: [${2%%:*}]}]
 CONF
 }
 
+# The failover benchmarks' cluster, printed: app.bench.test (TTL 1 s, probes every 200 ms,
+# timeout 150 ms, rise 2, fall 3) and one ZoneALB per IP given, alb1 in zone-1 and so on.
+failover_cluster() { # alb-ip...
+  local i=0 ip
+  printf 'apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: app}\n'
+  printf 'spec: {subdomain: app.bench.test, ttl: 1, drainSeconds: 3, health: {intervalMs: 200, timeoutMs: 150, rise: 2, fall: 3}}\n'
+  for ip in "$@"; do
+    i=$((i + 1))
+    printf -- '---\napiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: alb%s}\nspec: {zone: zone-%s, ip: %s, port: 8080}\n' "$i" "$i" "$ip"
+  done
+}
+
 # A zone-alb manifest directory: those objects, and an Ingress whose default backend is `app`.
 alb_site() { # dir listen-ip backend
   mkdir -p "$1"

@@ -20,7 +20,7 @@ use zone_alb::objects::{LastProbe, Objects, ZoneALB, ZoneALBStatus};
 use zone_alb::source::kube_watch::{self, KubeOptions, Scope, Watched};
 
 use crate::error::{Error, Result};
-use crate::registry::{self, AlbState, AlbStatus, Health, Probe, Registry};
+use crate::registry::{self, AlbState, AlbStatus, Health, Probe, Registry, millis, rfc3339};
 use crate::serve::{Running, ServeOptions};
 
 /// The Lease electing the replica that writes ZoneALB status.
@@ -201,17 +201,6 @@ fn last_probe(p: &Probe) -> LastProbe {
         latency_ms: (p.latency_ms * 1000.0).round() / 1000.0,
         detail: p.detail.clone(),
     }
-}
-
-fn rfc3339(ms: u64) -> String {
-    Timestamp::from_millisecond(ms as i64).map_or_else(|_| String::new(), |t| t.to_string())
-}
-
-fn millis(rfc3339: &str) -> Option<u64> {
-    rfc3339
-        .parse::<Timestamp>()
-        .ok()
-        .map(|t| t.as_millisecond().max(0) as u64)
 }
 
 /// What `mzlb albs` shows for a ZoneALB read from the API server, with every prober's view

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::{Health, Registry};
+use crate::registry::{Health, Registry, millis, rfc3339};
 use crate::verdict::{HEARTBEAT, View};
 
 /// One prober's view of every ALB. Read leniently (no unknown-field refusal): a newer
@@ -212,17 +212,6 @@ pub fn looks_fresh(report: &ProberReport) -> bool {
         let now = Timestamp::now().as_millisecond().max(0) as u64;
         now.saturating_sub(at) < crate::verdict::STALE_AFTER.as_millis() as u64
     })
-}
-
-fn rfc3339(ms: u64) -> String {
-    Timestamp::from_millisecond(ms as i64).map_or_else(|_| String::new(), |t| t.to_string())
-}
-
-fn millis(rfc3339: &str) -> Option<u64> {
-    rfc3339
-        .parse::<Timestamp>()
-        .ok()
-        .map(|t| t.as_millisecond().max(0) as u64)
 }
 
 #[cfg(test)]

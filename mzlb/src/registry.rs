@@ -79,6 +79,19 @@ impl Probe {
     }
 }
 
+/// Unix milliseconds as RFC 3339, as the objects on the API server carry times.
+pub(crate) fn rfc3339(ms: u64) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(ms as i64).map_or_else(|_| String::new(), |t| t.to_string())
+}
+
+/// An RFC 3339 time as Unix milliseconds.
+pub(crate) fn millis(rfc3339: &str) -> Option<u64> {
+    rfc3339
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_millisecond().max(0) as u64)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
