@@ -16,6 +16,18 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub mod auth;
+pub mod buffers;
+pub mod canary;
+pub mod cors;
+pub mod defaults;
+pub mod errors;
+pub mod redirect;
+pub mod snippet;
+pub mod upstream;
+
+pub use defaults::Defaults;
+
 pub const PREFIXES: [&str; 2] = ["nginx.ingress.kubernetes.io/", "mzlb.io/"];
 
 /// How a backend's endpoints are chosen.
@@ -86,6 +98,29 @@ pub struct Policy {
     /// traffic yet, so such an Ingress is left out (as a canary of weight 0): installed, it
     /// would compete with the main Ingress for the same paths and could take all of them.
     pub canary: bool,
+    pub auth: auth::Auth,
+    pub cors: cors::Cors,
+    pub redirects: redirect::Redirects,
+    pub errors: errors::CustomErrors,
+    pub canary_rules: canary::Canary,
+    pub upstream: upstream::Upstream,
+    pub snippets: snippet::Snippets,
+    pub buffers: buffers::Buffers,
+}
+
+impl Policy {
+    /// Whether routes with this policy must take hyper's path: the fast path serves plain
+    /// proxying only, and hands every request that needs more to hyper.
+    pub fn needs_hyper(&self) -> bool {
+        self.auth.needs_hyper()
+            || self.cors.needs_hyper()
+            || self.redirects.needs_hyper()
+            || self.errors.needs_hyper()
+            || self.canary_rules.needs_hyper()
+            || self.upstream.needs_hyper()
+            || self.snippets.needs_hyper()
+            || self.buffers.needs_hyper()
+    }
 }
 
 impl Default for Policy {
@@ -108,6 +143,14 @@ impl Default for Policy {
             upgrade_protocols: Vec::new(),
             unenforced: Vec::new(),
             canary: false,
+            auth: Default::default(),
+            cors: Default::default(),
+            redirects: Default::default(),
+            errors: Default::default(),
+            canary_rules: Default::default(),
+            upstream: Default::default(),
+            snippets: Default::default(),
+            buffers: Default::default(),
         }
     }
 }
@@ -196,8 +239,28 @@ const PROTECTIVE: [&str; 6] = [
     "force-ssl-redirect",
 ];
 
+/// Whether `name` is one mzlb reads, in any family.
+fn is_read(name: &str) -> bool {
+    READ.contains(&name)
+        || [
+            auth::READ,
+            buffers::READ,
+            canary::READ,
+            cors::READ,
+            errors::READ,
+            redirect::READ,
+            snippet::READ,
+            upstream::READ,
+        ]
+        .iter()
+        .any(|family| family.contains(&name))
+}
+
 /// The parse state: each key is read by its setting or classified at the end, exactly once.
 struct Reader<'a> {
+    /// The cluster-wide settings that change what annotations mean.
+    #[allow(dead_code)] // read by the families that depend on cluster settings
+    defaults: &'a Defaults,
     /// Name after the prefix → (key as written, value); the `mzlb.io/` key wins.
     ours: BTreeMap<&'a str, (&'a str, &'a str)>,
     /// Names some setting has dealt with; the rest are classified by [`unread`].
@@ -207,7 +270,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(annotations: Option<&'a BTreeMap<String, String>>) -> Self {
+    fn new(annotations: Option<&'a BTreeMap<String, String>>, defaults: &'a Defaults) -> Self {
         let mut ours = BTreeMap::new();
         for prefix in PREFIXES {
             for (key, value) in annotations.into_iter().flatten() {
@@ -217,6 +280,7 @@ impl<'a> Reader<'a> {
             }
         }
         Self {
+            defaults,
             ours,
             read: BTreeSet::new(),
             findings: BTreeMap::new(),
@@ -275,10 +339,19 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Parses the annotations under our prefixes; returns the policy and what else each key led to.
+/// Parses the annotations under our prefixes with the default cluster settings.
 pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Finding>) {
-    let mut r = Reader::new(annotations);
-    let mut p = Policy::default();
+    parse_with(annotations, &Defaults::default())
+}
+
+/// Parses the annotations under our prefixes; returns the policy and what else each key led to.
+pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Defaults) -> (Policy, Vec<Finding>) {
+    let mut r = Reader::new(annotations, defaults);
+    let mut p = Policy {
+        body_limit: defaults.body_limit,
+        ssl_redirect: defaults.ssl_redirect,
+        ..Policy::default()
+    };
 
     if let Some(v) = r.get("load-balance") {
         match v {
@@ -463,6 +536,15 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Fin
         }
     }
 
+    auth::parse(&mut r, &mut p);
+    cors::parse(&mut r, &mut p);
+    redirect::parse(&mut r, &mut p);
+    errors::parse(&mut r, &mut p);
+    canary::parse(&mut r, &mut p);
+    upstream::parse(&mut r, &mut p);
+    snippet::parse(&mut r, &mut p);
+    buffers::parse(&mut r, &mut p);
+
     let findings = r.finish();
     p.unenforced = findings
         .iter()
@@ -506,7 +588,7 @@ fn unread(name: &str, value: &str) -> (FindingKind, String) {
     let lower = name.to_ascii_lowercase();
     let n = lower.as_str();
     let v = value.trim().to_ascii_lowercase();
-    let other_case = n != name && READ.contains(&n);
+    let other_case = n != name && is_read(n);
     let Some(guard) = guard(n) else {
         let message = if other_case {
             format!("annotation keys are case-sensitive and this is not `{n}`; ignored")

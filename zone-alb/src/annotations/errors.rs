@@ -1,0 +1,18 @@
+//! `custom-http-errors` and `default-backend`: backend responses with these codes are replaced by the error backend's answer.
+
+use super::{Policy, Reader};
+
+/// Names this family reads (after the prefix).
+pub(super) const READ: &[&str] = &[];
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CustomErrors {}
+
+impl CustomErrors {
+    /// Whether a route with this policy must take hyper's path (the fast path does not do it).
+    pub fn needs_hyper(&self) -> bool {
+        false
+    }
+}
+
+pub(super) fn parse(_r: &mut Reader<'_>, _p: &mut Policy) {}
