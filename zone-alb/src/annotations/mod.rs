@@ -70,6 +70,10 @@ pub struct Policy {
     pub balance: BalanceKind,
     pub affinity: Option<CookieAffinity>,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Status of a request refused by the rate limit (cluster `limit-req-status-code`).
+    pub limit_req_status: u16,
+    /// Status of a request refused by the connection limit (cluster `limit-conn-status-code`).
+    pub limit_conn_status: u16,
     /// Concurrent requests allowed per client address (`limit-connections`; 503 beyond).
     pub connection_limit: Option<u32>,
     /// Only these client networks may use the Ingress (403 otherwise).
@@ -129,6 +133,8 @@ impl Default for Policy {
             balance: BalanceKind::RoundRobin,
             affinity: None,
             rate_limit: None,
+            limit_req_status: 503,
+            limit_conn_status: 503,
             connection_limit: None,
             allow: None,
             body_limit: Some(1 << 20),
@@ -340,6 +346,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Parses the annotations under our prefixes with the default cluster settings.
+#[cfg(test)]
 pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Finding>) {
     parse_with(annotations, &Defaults::default())
 }
@@ -350,6 +357,8 @@ pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Def
     let mut p = Policy {
         body_limit: defaults.body_limit,
         ssl_redirect: defaults.ssl_redirect,
+        limit_req_status: defaults.limit_req_status,
+        limit_conn_status: defaults.limit_conn_status,
         ..Policy::default()
     };
 

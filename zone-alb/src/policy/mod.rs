@@ -78,10 +78,14 @@ pub(crate) fn admit(
     if let Some(limiter) = &p.rate_limiter
         && !limiter.allow(client)
     {
-        return Err(ProxyError::RateLimited);
+        return Err(ProxyError::RateLimited(p.policy.limit_req_status));
     }
     let slot = match &p.connection_limiter {
-        Some(limiter) => Some(limiter.acquire(client).ok_or(ProxyError::RateLimited)?),
+        Some(limiter) => Some(
+            limiter
+                .acquire(client)
+                .ok_or(ProxyError::RateLimited(p.policy.limit_conn_status))?,
+        ),
         None => None,
     };
     if let (Some(limit), Some(length)) = (p.policy.body_limit, content_length)
