@@ -75,3 +75,43 @@ fn cluster_wide_ingress_nginx_settings_change_every_ingress() {
     // ...and the body cap is ingress-nginx's default again (1m).
     assert_eq!(get("plain.test", &["-d", "0123456789a"]).0, 200);
 }
+
+/// `denylist-source-range` (and its old name): the listed clients get 403; the deny-list is
+/// checked before the allow-list.
+#[test]
+fn deny_lists_refuse_the_listed_clients() {
+    let _app = echo("127.0.51.21:9080", "app");
+    let dir = tempdir();
+    let docs = [
+        "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: c.test}\n".to_owned(),
+        "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a}\nspec: {zone: z, ip: 127.0.51.2, port: 8080}\n".to_owned(),
+        service("app", &["127.0.51.21"], 9080),
+        ingress("deny", "deny.test", &[("denylist-source-range", "127.0.51.102/32")], "/", "Prefix"),
+        ingress("old", "old.test", &[("blacklist-source-range", "127.0.51.102")], "/", "Prefix"),
+        // Denied wins over allowed.
+        ingress("both", "both.test", &[("denylist-source-range", "127.0.51.102"), ("whitelist-source-range", "127.0.51.0/24")], "/", "Prefix"),
+        ingress("bad", "bad.test", &[("denylist-source-range", "127.0.51.0/99")], "/", "Prefix"),
+    ];
+    write(dir.path(), "site.yaml", &docs.join("---\n"));
+    let _alb = zone_alb(dir.path(), &[], "http://127.0.51.2:8080/healthz");
+    let from = |source: &str, host: &str, extra: &[&str]| {
+        let url = format!("http://{host}:8080/");
+        let resolve = format!("{host}:8080:127.0.51.2");
+        let mut args = vec!["--resolve", &resolve, "--interface", source];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args).0
+    };
+    for host in ["deny.test", "old.test", "both.test"] {
+        assert_eq!(from("127.0.51.102", host, &[]), 403, "{host}: denied client");
+        assert_eq!(from("127.0.51.101", host, &[]), 200, "{host}: other client");
+        // With a chunked body, refused the same.
+        assert_eq!(
+            from("127.0.51.102", host, &["-H", "Transfer-Encoding: chunked", "-d", "x"]),
+            403,
+            "{host}: denied client, chunked body"
+        );
+    }
+    // An unusable deny-list fails closed.
+    assert_eq!(from("127.0.51.101", "bad.test", &[]), 503);
+}
