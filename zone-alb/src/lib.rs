@@ -35,6 +35,7 @@ pub mod telemetry;
 pub mod tls;
 pub(crate) mod upload;
 pub(crate) mod upstream;
+pub(crate) mod upstream_h2;
 pub(crate) mod workers;
 
 use std::future::Future;

@@ -62,6 +62,8 @@ pub struct Settings {
 pub struct Proxy {
     pub(crate) table: Arc<ArcSwap<RouteTable>>,
     upstreams: Upstreams,
+    /// HTTP/2 connections to gRPC backends.
+    h2: crate::upstream_h2::H2Upstreams,
     /// The fast path's own upstream connections (plain HTTP/1.1 sockets).
     pub(crate) fast: crate::fastpath::pool::Pool,
     /// The fast path's request-head buffers not in use.
@@ -75,6 +77,7 @@ impl Proxy {
         Self {
             table,
             upstreams: Upstreams::new(settings.source_ip, metrics.upstream_connections.clone()),
+            h2: crate::upstream_h2::H2Upstreams::new(settings.source_ip),
             fast: crate::fastpath::pool::Pool::new(settings.source_ip, metrics.upstream_connections.clone()),
             spare: crate::fastpath::Spare::default(),
             settings,
@@ -331,7 +334,18 @@ impl Proxy {
             send: policy.send_timeout,
             read: policy.read_timeout,
         };
-        let tls = policy.backend_protocol == BackendProtocol::Https;
+        let protocol = policy.backend_protocol;
+        let tls = match protocol {
+            BackendProtocol::Https | BackendProtocol::Grpcs => true,
+            BackendProtocol::AutoHttp => scheme == Scheme::Https,
+            BackendProtocol::Http | BackendProtocol::Grpc => false,
+        };
+        if protocol.is_h2() {
+            // HTTP/2 carries the host as :authority; gRPC servers want `te: trailers`, which
+            // nginx's gRPC proxy always sends.
+            parts.headers.remove(header::HOST);
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let (mut index, mut endpoint) = (index, endpoint);
         seen.upstream = Some(endpoint);
         let mut attempt = 1;
@@ -348,7 +362,17 @@ impl Proxy {
             };
             let started = Instant::now();
             let key = Key { addr: endpoint, tls };
-            match self.upstreams.send(key, upstream, timeouts, watch.sent.take()).await {
+            let sent = if protocol.is_h2() {
+                *upstream.version_mut() = Version::HTTP_2;
+                *upstream.uri_mut() = h2_uri(tls, host, &target)?;
+                self.h2
+                    .send(key, upstream, timeouts)
+                    .await
+                    .map(|resp| resp.map(|body| body.map_err(BoxError::from).boxed()))
+            } else {
+                self.upstreams.send(key, upstream, timeouts, watch.sent.take()).await
+            };
+            match sent {
                 Ok(resp) => break (resp, started.elapsed()),
                 Err(e) if e.is_connect() && attempt < attempts => {
                     in_flight.finished(None);
@@ -467,6 +491,19 @@ impl Scheme {
             Scheme::Https => "https",
         }
     }
+}
+
+/// The absolute URI of an HTTP/2 request to a backend: scheme, the client's host as
+/// authority, and the origin-form target.
+fn h2_uri(tls: bool, host: &str, target: &Uri) -> Result<Uri, ProxyError> {
+    let scheme = if tls { "https" } else { "http" };
+    let authority = if host.is_empty() { "localhost" } else { host };
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(target.path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .map_err(|_| ProxyError::BadRequest)
 }
 
 /// 308 to the same host and path over HTTPS (ingress-nginx's ssl-redirect).

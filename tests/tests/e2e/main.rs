@@ -11,6 +11,7 @@ mod cluster_settings;
 mod components;
 mod dns;
 mod failover;
+mod grpc;
 mod hostile;
 mod http1;
 mod ingress;

@@ -46,6 +46,19 @@ pub enum BackendProtocol {
     Http,
     /// TLS to the backend, without certificate verification (ingress-nginx's default).
     Https,
+    /// gRPC: HTTP/2 without TLS (prior knowledge) to the backend.
+    Grpc,
+    /// gRPC over TLS (ALPN h2), without certificate verification, as ingress-nginx.
+    Grpcs,
+    /// HTTP/1.1, over TLS when the client came over TLS (ingress-nginx's `$scheme://`).
+    AutoHttp,
+}
+
+impl BackendProtocol {
+    /// Whether the backend is spoken to in HTTP/2.
+    pub fn is_h2(self) -> bool {
+        matches!(self, BackendProtocol::Grpc | BackendProtocol::Grpcs)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -513,10 +526,12 @@ pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Def
         match v.to_ascii_uppercase().as_str() {
             "HTTP" => p.backend_protocol = BackendProtocol::Http,
             "HTTPS" => p.backend_protocol = BackendProtocol::Https,
-            "GRPC" | "GRPCS" | "AUTO_HTTP" | "FCGI" => {
-                r.invalid("backend-protocol", "not supported by mzlb; supported: HTTP, HTTPS");
-            }
-            _ => r.invalid("backend-protocol", "expected HTTP or HTTPS"),
+            "GRPC" => p.backend_protocol = BackendProtocol::Grpc,
+            "GRPCS" => p.backend_protocol = BackendProtocol::Grpcs,
+            "AUTO_HTTP" => p.backend_protocol = BackendProtocol::AutoHttp,
+            // Speaking HTTP to a FastCGI backend would hand it bytes it reads otherwise.
+            "FCGI" => r.unusable("backend-protocol", "FCGI is not supported by mzlb"),
+            _ => r.invalid("backend-protocol", "expected HTTP, HTTPS, GRPC, GRPCS or AUTO_HTTP"),
         }
     }
 
@@ -831,16 +846,26 @@ mod tests {
     }
 
     #[test]
-    fn backend_protocol_is_http_or_https() {
-        let (p, findings) = parse(Some(&annotations(&[(n!("backend-protocol"), "https")])));
-        assert_eq!((p.backend_protocol, findings.len()), (BackendProtocol::Https, 0));
-        let (p, findings) = parse(Some(&annotations(&[(m!("backend-protocol"), "GRPC")])));
-        assert_eq!(p.backend_protocol, BackendProtocol::Http);
-        assert_eq!(
-            (findings[0].annotation.as_str(), findings[0].kind),
-            (m!("backend-protocol"), Invalid)
-        );
-        assert!(findings[0].message.contains("not supported"), "{}", findings[0]);
+    fn backend_protocols_as_ingress_nginx() {
+        for (value, expected) in [
+            ("https", BackendProtocol::Https),
+            ("HTTP", BackendProtocol::Http),
+            ("GRPC", BackendProtocol::Grpc),
+            ("grpcs", BackendProtocol::Grpcs),
+            ("AUTO_HTTP", BackendProtocol::AutoHttp),
+        ] {
+            let (p, findings) = parse(Some(&annotations(&[(n!("backend-protocol"), value)])));
+            assert_eq!((p.backend_protocol, findings.len()), (expected, 0), "{value}");
+        }
+        // FastCGI would be spoken to in HTTP: refused, the routes answer 503.
+        let (p, findings) = parse(Some(&annotations(&[(m!("backend-protocol"), "FCGI")])));
+        assert_eq!(p.unenforced, [m!("backend-protocol")]);
+        assert_eq!(findings[0].kind, Unenforced);
+        for bad in ["HTTP/2", "h2c", "", "GRPC\r\nX: y", "AUTO"] {
+            let (p, findings) = parse(Some(&annotations(&[(n!("backend-protocol"), bad)])));
+            assert_eq!(p.backend_protocol, BackendProtocol::Http, "{bad:?}");
+            assert_eq!(findings[0].kind, Invalid, "{bad:?}");
+        }
     }
 
     #[test]
@@ -1300,7 +1325,7 @@ mod tests {
                 (n!("proxy-buffering"), "on"),
                 (n!("load-balance"), "random"),
                 (m!("auth-url"), "https://auth.example"),
-                (n!("backend-protocol"), "FCGI"),
+                (n!("backend-protocol"), "HTTP/3"),
             ],
             &[m!("auth-url")],
             &[
@@ -1344,7 +1369,10 @@ mod tests {
         let table: &[(&str, &str, Option<FindingKind>)] = &[
             ("proxy-body-size", "50m", None),
             ("backend-protocol", "HTTPS", None),
-            ("backend-protocol", "GRPC", Some(Invalid)),
+            ("backend-protocol", "GRPC", None),
+            ("backend-protocol", "GRPCS", None),
+            ("backend-protocol", "AUTO_HTTP", None),
+            ("backend-protocol", "FCGI", Some(Unenforced)),
             (
                 "configuration-snippet",
                 "proxy_set_header X-Real-IP $remote_addr;",
