@@ -24,11 +24,16 @@ impl std::fmt::Debug for RateLimiter {
 
 impl RateLimiter {
     pub fn new(spec: RateLimitSpec) -> Self {
-        let rate = NonZeroU32::new(spec.rps).unwrap_or(NonZeroU32::MIN);
-        // ingress-nginx: `limit_req burst=rps*multiplier nodelay`.
-        let burst = NonZeroU32::new(spec.rps.saturating_mul(spec.burst_multiplier)).unwrap_or(rate);
+        let rate = NonZeroU32::new(spec.rate).unwrap_or(NonZeroU32::MIN);
+        // ingress-nginx: `limit_req burst=rate*multiplier nodelay`.
+        let burst = NonZeroU32::new(spec.rate.saturating_mul(spec.burst_multiplier)).unwrap_or(rate);
+        let quota = if spec.per_minute {
+            Quota::per_minute(rate)
+        } else {
+            Quota::per_second(rate)
+        };
         Self {
-            buckets: DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            buckets: DefaultKeyedRateLimiter::keyed(quota.allow_burst(burst)),
         }
     }
 
@@ -99,7 +104,8 @@ mod tests {
     #[test]
     fn allows_the_burst_then_refuses_per_client() {
         let limiter = RateLimiter::new(RateLimitSpec {
-            rps: 2,
+            rate: 2,
+            per_minute: false,
             burst_multiplier: 2,
         });
         let a: IpAddr = "192.0.2.1".parse().unwrap();

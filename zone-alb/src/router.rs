@@ -141,6 +141,7 @@ impl RoutePolicy {
             policy: self.policy.clone(),
             unenforced: vec![Arc::from(reason)],
             rate_limiter: self.rate_limiter.clone(),
+            rpm_limiter: self.rpm_limiter.clone(),
             connection_limiter: self.connection_limiter.clone(),
         }
     }
@@ -198,6 +199,8 @@ pub struct RoutePolicy {
     pub unenforced: Vec<Arc<str>>,
     /// From the state store: shared with the tables before and after this one.
     pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// `limit-rpm`'s, beside `limit-rps`'s.
+    pub rpm_limiter: Option<Arc<RateLimiter>>,
     pub connection_limiter: Option<Arc<ConcurrencyLimiter>>,
 }
 
@@ -570,6 +573,7 @@ fn stage(
             .map(|k| Arc::from(format!("unenforced-annotation {k}")))
             .collect(),
         rate_limiter: policy.rate_limit.map(|spec| state.rate_limiter(&name, spec)),
+        rpm_limiter: policy.rate_limit_rpm.map(|spec| state.rate_limiter(&name, spec)),
         connection_limiter: policy.connection_limit.map(|n| state.concurrency_limiter(&name, n)),
         ingress: name,
         policy,

@@ -123,7 +123,8 @@ mod tests {
         let store = Store::default();
         let ingress: Arc<str> = "default/web".into();
         let spec = RateLimitSpec {
-            rps: 1,
+            rate: 1,
+            per_minute: false,
             burst_multiplier: 1,
         };
         let first = store.rate_limiter(&ingress, spec);
@@ -132,7 +133,7 @@ mod tests {
         let again = store.rate_limiter(&ingress, spec);
         assert!(Arc::ptr_eq(&first, &again), "a new table gets the same buckets");
         assert!(!again.allow(client), "the bucket was not refilled");
-        let other = store.rate_limiter(&ingress, RateLimitSpec { rps: 2, ..spec });
+        let other = store.rate_limiter(&ingress, RateLimitSpec { rate: 2, ..spec });
         assert!(!Arc::ptr_eq(&first, &other), "a changed limit starts afresh");
 
         let ep: SocketAddr = "10.0.0.1:80".parse().unwrap();

@@ -77,9 +77,10 @@ fn cluster_wide_ingress_nginx_settings_change_every_ingress() {
 }
 
 /// `denylist-source-range` (and its old name): the listed clients get 403; the deny-list is
-/// checked before the allow-list.
+/// checked before the allow-list. `limit-rpm` limits per minute; `limit-allowlist` exempts
+/// clients from the limits.
 #[test]
-fn deny_lists_refuse_the_listed_clients() {
+fn deny_lists_refuse_the_listed_clients_and_limits_spare_the_allowlisted() {
     let _app = echo("127.0.51.21:9080", "app");
     let dir = tempdir();
     let docs = [
@@ -91,6 +92,8 @@ fn deny_lists_refuse_the_listed_clients() {
         // Denied wins over allowed.
         ingress("both", "both.test", &[("denylist-source-range", "127.0.51.102"), ("whitelist-source-range", "127.0.51.0/24")], "/", "Prefix"),
         ingress("bad", "bad.test", &[("denylist-source-range", "127.0.51.0/99")], "/", "Prefix"),
+        ingress("rpm", "rpm.test", &[("limit-rpm", "2"), ("limit-burst-multiplier", "1")], "/", "Prefix"),
+        ingress("spared", "spared.test", &[("limit-rps", "1"), ("limit-burst-multiplier", "1"), ("limit-allowlist", "127.0.51.103")], "/", "Prefix"),
     ];
     write(dir.path(), "site.yaml", &docs.join("---\n"));
     let _alb = zone_alb(dir.path(), &[], "http://127.0.51.2:8080/healthz");
@@ -114,4 +117,13 @@ fn deny_lists_refuse_the_listed_clients() {
     }
     // An unusable deny-list fails closed.
     assert_eq!(from("127.0.51.101", "bad.test", &[]), 503);
+
+    // Two requests a minute (burst 2): the third within the minute is refused.
+    let statuses: Vec<u16> = (0..3).map(|_| from("127.0.51.101", "rpm.test", &[])).collect();
+    assert_eq!(statuses, [200, 200, 503]);
+    // The allow-listed client is never limited; another one is.
+    let spared: Vec<u16> = (0..6).map(|_| from("127.0.51.103", "spared.test", &[])).collect();
+    assert!(spared.iter().all(|&s| s == 200), "{spared:?}");
+    let limited: Vec<u16> = (0..6).map(|_| from("127.0.51.104", "spared.test", &[])).collect();
+    assert!(limited.contains(&503), "{limited:?}");
 }

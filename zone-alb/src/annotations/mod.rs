@@ -71,8 +71,10 @@ pub struct CookieAffinity {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RateLimitSpec {
-    /// Sustained requests per second per client address.
-    pub rps: u32,
+    /// Sustained requests per second (per minute with `per_minute`) per client address.
+    pub rate: u32,
+    /// `limit-rpm` rather than `limit-rps`.
+    pub per_minute: bool,
     /// Burst allowed on top, as a multiple of `rps` (ingress-nginx default 5).
     pub burst_multiplier: u32,
 }
@@ -83,6 +85,10 @@ pub struct Policy {
     pub balance: BalanceKind,
     pub affinity: Option<CookieAffinity>,
     pub rate_limit: Option<RateLimitSpec>,
+    /// `limit-rpm`: a second limit, per minute; both apply when both are set.
+    pub rate_limit_rpm: Option<RateLimitSpec>,
+    /// `limit-allowlist` (`limit-whitelist`): clients the rate and connection limits skip.
+    pub limit_exempt: Option<Vec<IpNet>>,
     /// Status of a request refused by the rate limit (cluster `limit-req-status-code`).
     pub limit_req_status: u16,
     /// Status of a request refused by the connection limit (cluster `limit-conn-status-code`).
@@ -148,6 +154,8 @@ impl Default for Policy {
             balance: BalanceKind::RoundRobin,
             affinity: None,
             rate_limit: None,
+            rate_limit_rpm: None,
+            limit_exempt: None,
             limit_req_status: 503,
             limit_conn_status: 503,
             connection_limit: None,
@@ -226,16 +234,19 @@ impl std::fmt::Display for Finding {
 }
 
 /// Names mzlb reads (after the prefix). Keys are case-sensitive: `Proxy-Body-Size` is not one.
-const READ: [&str; 23] = [
+const READ: [&str; 26] = [
     "affinity",
     "allowlist-source-range",
     "backend-protocol",
     "blacklist-source-range",
     "denylist-source-range",
     "force-ssl-redirect",
+    "limit-allowlist",
     "limit-burst-multiplier",
     "limit-connections",
+    "limit-rpm",
     "limit-rps",
+    "limit-whitelist",
     "load-balance",
     "proxy-body-size",
     "proxy-connect-timeout",
@@ -254,12 +265,13 @@ const READ: [&str; 23] = [
 
 /// Of [`READ`], those that protect: an unusable value, or a key that matches one only when
 /// lower-cased, must not silently mean "no protection".
-const PROTECTIVE: [&str; 8] = [
+const PROTECTIVE: [&str; 9] = [
     "allowlist-source-range",
     "whitelist-source-range",
     "denylist-source-range",
     "blacklist-source-range",
     "limit-rps",
+    "limit-rpm",
     "limit-connections",
     "limit-burst-multiplier",
     "force-ssl-redirect",
@@ -444,16 +456,24 @@ pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Def
     // A limit that cannot be used fails closed rather than meaning "unlimited". `0` is no
     // limit, as ingress-nginx reads it (its users write it to switch a limit off).
     const POSITIVE: &str = "expected a whole number (0: no limit)";
-    if let Some(v) = r.get("limit-rps") {
-        match positive(v) {
-            Some(rps) => {
-                p.rate_limit = Some(RateLimitSpec {
-                    rps,
-                    burst_multiplier: 5,
-                });
+    for (name, per_minute) in [("limit-rps", false), ("limit-rpm", true)] {
+        if let Some(v) = r.get(name) {
+            match positive(v) {
+                Some(rate) => {
+                    let spec = Some(RateLimitSpec {
+                        rate,
+                        per_minute,
+                        burst_multiplier: 5,
+                    });
+                    if per_minute {
+                        p.rate_limit_rpm = spec;
+                    } else {
+                        p.rate_limit = spec;
+                    }
+                }
+                None if v == "0" => {}
+                None => r.unusable(name, POSITIVE),
             }
-            None if v == "0" => {}
-            None => r.unusable("limit-rps", POSITIVE),
         }
     }
     if let Some(v) = r.get("limit-connections") {
@@ -464,10 +484,34 @@ pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Def
         }
     }
     if let Some(v) = r.get("limit-burst-multiplier") {
-        match (positive(v), p.rate_limit.as_mut()) {
-            (Some(m), Some(limit)) => limit.burst_multiplier = m,
-            (Some(_), None) => r.ignored("limit-burst-multiplier", "no effect without a usable limit-rps"),
-            (None, _) => r.unusable("limit-burst-multiplier", POSITIVE),
+        match positive(v) {
+            Some(_) if p.rate_limit.is_none() && p.rate_limit_rpm.is_none() => r.ignored(
+                "limit-burst-multiplier",
+                "no effect without a usable limit-rps or limit-rpm",
+            ),
+            // The multiplier applies to both limits, as in ingress-nginx.
+            Some(m) => {
+                for limit in [p.rate_limit.as_mut(), p.rate_limit_rpm.as_mut()].into_iter().flatten() {
+                    limit.burst_multiplier = m;
+                }
+            }
+            None => r.unusable("limit-burst-multiplier", POSITIVE),
+        }
+    }
+    // limit-allowlist is the current name; limit-whitelist counts only when it is absent.
+    let exempt = match r.get("limit-allowlist") {
+        Some(v) => {
+            r.ignored("limit-whitelist", "limit-allowlist is set and wins");
+            Some(("limit-allowlist", v))
+        }
+        None => r.get("limit-whitelist").map(|v| ("limit-whitelist", v)),
+    };
+    if let Some((name, v)) = exempt {
+        match parse_nets(v) {
+            Some(nets) => p.limit_exempt = Some(nets),
+            None if v.split(',').all(|s| s.trim().is_empty()) => r.ignored(name, "empty, so it exempts nobody"),
+            // Exempting nobody is the safe reading of a list that cannot be used.
+            None => r.invalid(name, "expected comma-separated CIDRs or addresses"),
         }
     }
 
@@ -622,8 +666,7 @@ fn guard(n: &str) -> Option<Guard> {
     }
     match n {
         "enable-modsecurity" | "enable-owasp-core-rules" | "proxy-ssl-verify" => Some(Guard::Switch),
-        // limit-rpm is a rate limit like limit-rps; blacklist- is denylist-'s old name.
-        "satisfy" | "limit-rpm" => Some(Guard::Valued),
+        "satisfy" => Some(Guard::Valued),
         _ if n.starts_with("modsecurity-") || n.ends_with("-snippet") || n.starts_with("global-rate-limit") => {
             Some(Guard::Valued)
         }
@@ -789,7 +832,8 @@ mod tests {
         assert_eq!(
             p.rate_limit,
             Some(RateLimitSpec {
-                rps: 20,
+                rate: 20,
+                per_minute: false,
                 burst_multiplier: 2
             }),
             "mzlb.io/ wins"
@@ -1075,10 +1119,24 @@ mod tests {
                 (n!("global-rate-limit-window"), Unenforced),
             ],
         ),
+        // limit-rpm: read like limit-rps (both apply); unusable fails closed.
+        (&[(n!("limit-rpm"), "600")], &[], &[]),
         (
-            &[(n!("limit-rpm"), "600")],
+            &[(n!("limit-rpm"), "ten")],
             &[n!("limit-rpm")],
             &[(n!("limit-rpm"), Unenforced)],
+        ),
+        // limit-allowlist exempts clients from limits: an unusable one exempts nobody.
+        (&[(n!("limit-allowlist"), "10.0.0.0/8")], &[], &[]),
+        (
+            &[(n!("limit-whitelist"), "10.0.0.0/99")],
+            &[],
+            &[(n!("limit-whitelist"), Invalid)],
+        ),
+        (
+            &[(n!("limit-allowlist"), "10.0.0.1"), (n!("limit-whitelist"), "10.0.0.2")],
+            &[],
+            &[(n!("limit-whitelist"), Ignored)],
         ),
         // Backend certificate verification is not done: asking for it fails closed.
         (

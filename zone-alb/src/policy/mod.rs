@@ -80,18 +80,24 @@ pub(crate) fn admit(
     {
         return Err(ProxyError::Forbidden);
     }
-    if let Some(limiter) = &p.rate_limiter
-        && !limiter.allow(client)
-    {
-        return Err(ProxyError::RateLimited(p.policy.limit_req_status));
+    // limit-allowlist: these clients skip every limit, as ingress-nginx's empty limit key.
+    let limited = !p
+        .policy
+        .limit_exempt
+        .as_ref()
+        .is_some_and(|nets| nets.iter().any(|net| net.contains(&client)));
+    for limiter in [&p.rate_limiter, &p.rpm_limiter].into_iter().flatten() {
+        if limited && !limiter.allow(client) {
+            return Err(ProxyError::RateLimited(p.policy.limit_req_status));
+        }
     }
     let slot = match &p.connection_limiter {
-        Some(limiter) => Some(
+        Some(limiter) if limited => Some(
             limiter
                 .acquire(client)
                 .ok_or(ProxyError::RateLimited(p.policy.limit_conn_status))?,
         ),
-        None => None,
+        _ => None,
     };
     if let (Some(limit), Some(length)) = (p.policy.body_limit, content_length)
         && length > limit
