@@ -254,12 +254,18 @@ impl Proxy {
         seen.ingress = route.policy.ingress.clone();
         seen.service = route.backend.name.clone();
         let policy = &route.policy.policy;
-        if scheme == Scheme::Http
-            && let Some(https_port) = self.settings.https_port
-            && RouteTable::redirects_to_https(&route, host)
-            && route.policy.unenforced.is_empty()
+        if scheme == Scheme::Http && RouteTable::redirects_to_https(&route, host) && route.policy.unenforced.is_empty()
         {
-            return Ok(redirect_to_https(host, https_port, req.uri()));
+            match self.settings.https_port {
+                Some(https_port) => return Ok(redirect_to_https(host, https_port, req.uri())),
+                // Demanded HTTPS this ALB cannot serve: refused rather than served in clear.
+                None if policy.force_ssl_redirect => {
+                    return Err(ProxyError::Unenforced(Arc::from(
+                        "force-ssl-redirect: this ALB has no HTTPS listener",
+                    )));
+                }
+                None => {}
+            }
         }
         let length = req
             .headers()

@@ -92,6 +92,7 @@ fn deny_lists_refuse_the_listed_clients_and_limits_spare_the_allowlisted() {
         // Denied wins over allowed.
         ingress("both", "both.test", &[("denylist-source-range", "127.0.51.102"), ("whitelist-source-range", "127.0.51.0/24")], "/", "Prefix"),
         ingress("bad", "bad.test", &[("denylist-source-range", "127.0.51.0/99")], "/", "Prefix"),
+        ingress("forced", "forced.test", &[("force-ssl-redirect", "true")], "/", "Prefix"),
         ingress("rpm", "rpm.test", &[("limit-rpm", "2"), ("limit-burst-multiplier", "1")], "/", "Prefix"),
         ingress("spared", "spared.test", &[("limit-rps", "1"), ("limit-burst-multiplier", "1"), ("limit-allowlist", "127.0.51.103")], "/", "Prefix"),
     ];
@@ -117,6 +118,9 @@ fn deny_lists_refuse_the_listed_clients_and_limits_spare_the_allowlisted() {
     }
     // An unusable deny-list fails closed.
     assert_eq!(from("127.0.51.101", "bad.test", &[]), 503);
+
+    // HTTPS demanded of an ALB with no HTTPS listener: refused, not served in clear.
+    assert_eq!(from("127.0.51.101", "forced.test", &[]), 503);
 
     // Two requests a minute (burst 2): the third within the minute is refused.
     let statuses: Vec<u16> = (0..3).map(|_| from("127.0.51.101", "rpm.test", &[])).collect();

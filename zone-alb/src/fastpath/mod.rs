@@ -452,7 +452,8 @@ fn plain(route: &Route<'_>, host: &str, https_port: Option<u16>) -> bool {
     route.rewritten.is_none()
         && p.policy.backend_protocol == BackendProtocol::Http
         && !p.policy.needs_hyper()
-        && !(https_port.is_some() && RouteTable::redirects_to_https(route, host))
+        // A redirect to HTTPS, or a forced one without an HTTPS listener (refused), is hyper's.
+        && !((https_port.is_some() || p.policy.force_ssl_redirect) && RouteTable::redirects_to_https(route, host))
 }
 
 enum Handled {
