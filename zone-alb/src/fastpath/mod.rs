@@ -449,6 +449,7 @@ fn content_length(value: &[u8]) -> Option<u64> {
 fn plain(route: &Route<'_>, host: &str, https_port: Option<u16>) -> bool {
     let p = &route.policy;
     route.rewritten.is_none()
+        && route.canary.is_none()
         && p.policy.backend_protocol == BackendProtocol::Http
         && !p.policy.needs_hyper()
         && !(https_port.is_some() && RouteTable::redirects_to_https(route, host))
