@@ -296,7 +296,7 @@ mod tests {
         // One more endpoint: only keys that now go to it move (about 1/11 of them).
         let mut grown = endpoints.clone();
         grown.push(SocketAddr::from(([10, 9, 9, 9], 8080)));
-        let mut moved = 0;
+        let mut moved = 0usize;
         for k in 0..keys {
             let now = grown[pick(format!("/item/{k}").as_bytes(), &grown).unwrap()];
             if now != endpoints[chosen[k]] {
