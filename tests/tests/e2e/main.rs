@@ -6,6 +6,7 @@ mod netns;
 
 mod agreement;
 mod bad_input;
+mod canary;
 mod chart;
 mod components;
 mod dns;
@@ -19,5 +20,6 @@ mod manifest_watch;
 mod rbac;
 mod rebuilds;
 mod tls;
+mod upstream_annotations;
 mod uploads;
 mod walkthrough;
