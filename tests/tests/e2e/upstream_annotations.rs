@@ -40,8 +40,8 @@ fn upstream_routing_annotations_through_a_running_zone_alb() {
         service("flaky1", &["127.0.71.31", "127.0.71.32", "127.0.71.11"], 9080),
         service("flaky3", &["127.0.71.33", "127.0.71.34", "127.0.71.11"], 9080),
         ingress("hash", "hash.test", "pool", &[("upstream-hash-by", "$arg_user")]),
-        ingress("su", "su.test", "su", &[("service-upstream", "true")]),
-        ingress("plain-su", "plain-su.test", "su", &[]),
+        ingress("su", "su.test", "su", &[("service-upstream", "true")]).replace("number: 80}", "number: 9080}"),
+        ingress("plain-su", "plain-su.test", "su", &[]).replace("number: 80}", "number: 9080}"),
         ingress("alias", "alias.test", "one", &[("server-alias", "other.test, taken.test")]),
         ingress("taken", "taken.test", "pool", &[]),
         ingress("www", "site.test", "one", &[("from-to-www-redirect", "true")]),
@@ -141,7 +141,7 @@ fn upstream_routing_annotations_through_a_running_zone_alb() {
     // `Thu, 18-Nov-10 11:27:35 GMT`
     let bytes = expires.as_bytes();
     assert!(
-        expires.len() == 26 && bytes[3] == b',' && bytes[7] == b'-' && bytes[11] == b'-' && expires.ends_with(" GMT"),
+        expires.len() == 27 && bytes[3] == b',' && bytes[7] == b'-' && bytes[11] == b'-' && expires.ends_with(" GMT"),
         "{cookie}"
     );
     assert!(cookie.contains("; Domain=sticky.test; Path=/; Secure; HttpOnly"), "{cookie}");
