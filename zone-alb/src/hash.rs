@@ -144,14 +144,23 @@ fn value<'r>(v: &Var, r: &Request<'r>) -> Cow<'r, str> {
     let query = || r.path_and_query.split_once('?').map_or("", |(_, q)| q);
     match v {
         Var::RequestUri => r.path_and_query.into(),
-        Var::Uri => r.path_and_query.split_once('?').map_or(r.path_and_query, |(p, _)| p).into(),
+        Var::Uri => r
+            .path_and_query
+            .split_once('?')
+            .map_or(r.path_and_query, |(p, _)| p)
+            .into(),
         Var::Args => query().into(),
         Var::RemoteAddr => r.remote.to_string().into(),
         Var::Host => r.host.into(),
         Var::Scheme => r.scheme.into(),
         Var::Method => r.method.into(),
         Var::Header(name) => {
-            let values: Vec<&str> = r.headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
+            let values: Vec<&str> = r
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
             match values.as_slice() {
                 [] => "".into(),
                 [one] => (*one).into(),
@@ -173,7 +182,9 @@ fn value<'r>(v: &Var, r: &Request<'r>) -> Cow<'r, str> {
 
 /// FNV-1a, 64 bits: fixed, so every build and every ALB agrees.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// splitmix64's finaliser: spreads a combination of two hashes over all 64 bits.
@@ -199,7 +210,9 @@ mod tests {
     use hyper::header::HeaderValue;
 
     fn eps(n: usize) -> Vec<SocketAddr> {
-        (0..n).map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080))).collect()
+        (0..n)
+            .map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080)))
+            .collect()
     }
 
     fn request<'a>(pq: &'a str, headers: &'a HeaderMap) -> Request<'a> {
@@ -273,10 +286,14 @@ mod tests {
     #[test]
     fn the_choice_does_not_depend_on_endpoint_order() {
         let mut endpoints = eps(7);
-        let before: Vec<SocketAddr> = (0..500).map(|k| endpoints[pick(format!("k{k}").as_bytes(), &endpoints).unwrap()]).collect();
+        let before: Vec<SocketAddr> = (0..500)
+            .map(|k| endpoints[pick(format!("k{k}").as_bytes(), &endpoints).unwrap()])
+            .collect();
         endpoints.reverse();
         endpoints.swap(1, 4);
-        let after: Vec<SocketAddr> = (0..500).map(|k| endpoints[pick(format!("k{k}").as_bytes(), &endpoints).unwrap()]).collect();
+        let after: Vec<SocketAddr> = (0..500)
+            .map(|k| endpoints[pick(format!("k{k}").as_bytes(), &endpoints).unwrap()])
+            .collect();
         assert_eq!(before, after);
         assert_eq!(pick(b"x", &[]), None);
     }
@@ -287,7 +304,9 @@ mod tests {
         let keys = 20_000;
         let endpoints = eps(n);
         let mut counts = vec![0usize; n];
-        let chosen: Vec<usize> = (0..keys).map(|k| pick(format!("/item/{k}").as_bytes(), &endpoints).unwrap()).collect();
+        let chosen: Vec<usize> = (0..keys)
+            .map(|k| pick(format!("/item/{k}").as_bytes(), &endpoints).unwrap())
+            .collect();
         chosen.iter().for_each(|&i| counts[i] += 1);
         let mean = keys / n;
         for c in &counts {

@@ -260,7 +260,12 @@ impl Proxy {
         // life of a spliced upgrade.
         let slot = policy::admit(&route, client, length)?;
         if let Some(to) = &policy.upstream.www_redirect_to {
-            return Ok(crate::router::www_redirect(to, scheme.as_str(), local.port(), req.uri()));
+            return Ok(crate::router::www_redirect(
+                to,
+                scheme.as_str(),
+                local.port(),
+                req.uri(),
+            ));
         }
 
         // The body streams upstream as it arrives, the limit enforced as it passes.

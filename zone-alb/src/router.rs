@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use hyper::header::HeaderMap;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
-use hyper::header::HeaderMap;
 use regex::Regex;
 
 use crate::annotations::{self, BalanceKind, Policy};
@@ -282,7 +282,11 @@ struct Carrier<'h>(&'h HeaderMap);
 
 impl annotations::canary::Carries for Carrier<'_> {
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
-        let mut values = self.0.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()));
+        let mut values = self
+            .0
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
         let first = values.next()?;
         Some(values.fold(first, |all, v| Cow::Owned(format!("{all}, {v}"))))
     }
@@ -840,7 +844,9 @@ fn stage_canary(
             let field = format!("spec.rules[{r}].http.paths[{p}].backend");
             let backend = backends.resolve(namespace, &path.backend, balance, what, &field, &mut staged)?;
             let path_value = path.path.clone().unwrap_or_else(|| "/".into());
-            canary.paths.push((slot.clone(), path_value, path.path_type.clone(), backend));
+            canary
+                .paths
+                .push((slot.clone(), path_value, path.path_type.clone(), backend));
         }
     }
     // A canary whose Service is missing is not attached (ingress-nginx deletes it): the main
@@ -875,7 +881,10 @@ impl StagedCanary {
             });
             let mut attached = false;
             for rule in rules.into_iter().flat_map(|r| r.paths.iter_mut()) {
-                if rule.path != path || rule.path_type != path_type || rule.policy.policy.upstream.www_redirect_to.is_some() {
+                if rule.path != path
+                    || rule.path_type != path_type
+                    || rule.policy.policy.upstream.www_redirect_to.is_some()
+                {
                     continue;
                 }
                 if rule.canary.is_some() {
@@ -940,7 +949,10 @@ impl HostExtras {
                 }
             }
         } else if !up.aliases.is_empty() {
-            warn(&mut warnings, "server-alias needs a rule with a host; ignored".to_owned());
+            warn(
+                &mut warnings,
+                "server-alias needs a rule with a host; ignored".to_owned(),
+            );
         }
         if up.from_to_www {
             for host in &self.hosts {
@@ -1184,7 +1196,10 @@ impl<'a> BackendCache<'a> {
             .map_or(&[][..], Vec::as_slice);
         let endpoints = match cluster_ip {
             // A headless Service (no cluster IP) keeps its endpoints, as in ingress-nginx.
-            Some(ip) => vec![SocketAddr::new(ip, u16::try_from(service_port.port).unwrap_or_default())],
+            Some(ip) => vec![SocketAddr::new(
+                ip,
+                u16::try_from(service_port.port).unwrap_or_default(),
+            )],
             None => ready_addresses(slices, service_port.name.as_deref(), self.zone),
         };
         let backend = Arc::new(Backend::new(name.clone(), endpoints, balance, self.state));

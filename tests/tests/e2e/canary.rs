@@ -69,7 +69,9 @@ pub(crate) fn who(page: &str) -> &str {
 
 /// The value of request field `name` (lower case) as a fake backend saw it.
 pub(crate) fn saw<'a>(page: &'a str, name: &str) -> Option<&'a str> {
-    page.lines().skip(1).find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+    page.lines()
+        .skip(1)
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
 }
 
 /// An Ingress for `host` `/` (Prefix) to `svc`, with annotations under ingress-nginx's prefix.
@@ -212,11 +214,15 @@ fn canary_ingresses_take_traffic_by_header_cookie_and_weight() {
     assert_eq!(count(8, "all.test", &[]), only("canary", 8));
     assert_eq!(count(8, "none.test", &[]), only("main", 8));
     let half = count(60, "half.test", &[]);
-    assert!(half.get("main").is_some_and(|&n| n >= 10) && half.get("canary").is_some_and(|&n| n >= 10), "{half:?}");
+    assert!(
+        half.get("main").is_some_and(|&n| n >= 10) && half.get("canary").is_some_and(|&n| n >= 10),
+        "{half:?}"
+    );
 
     // A canary with no main Ingress: nothing serves its host, and it is reported.
     assert_eq!(get("orphan.test", &[]).0, 404);
-    assert!(alb.output().contains("CanaryWithoutMain") || alb.output().contains("no main Ingress serves host orphan.test"),
+    assert!(
+        alb.output().contains("CanaryWithoutMain") || alb.output().contains("no main Ingress serves host orphan.test"),
         "{}",
         alb.output()
     );

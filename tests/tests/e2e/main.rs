@@ -20,6 +20,6 @@ mod manifest_watch;
 mod rbac;
 mod rebuilds;
 mod tls;
-mod upstream_annotations;
 mod uploads;
+mod upstream_annotations;
 mod walkthrough;

@@ -74,7 +74,9 @@ fn upstream_routing_annotations_through_a_running_zone_alb() {
     // upstream-hash-by $arg_user: one user, one backend; many users spread over the pool.
     for user in ["alice", "bob", "carol"] {
         let path = format!("/?user={user}");
-        let seen: BTreeSet<String> = (0..6).map(|_| who(&get("hash.test", &path, &[]).1).to_owned()).collect();
+        let seen: BTreeSet<String> = (0..6)
+            .map(|_| who(&get("hash.test", &path, &[]).1).to_owned())
+            .collect();
         assert_eq!(seen.len(), 1, "{user}: {seen:?}");
     }
     let spread: BTreeSet<String> = (0..30)
@@ -109,8 +111,14 @@ fn upstream_routing_annotations_through_a_running_zone_alb() {
         redirect("www.site.test", "/a/b?q=1"),
         (308, Some("http://site.test:8080/a/b?q=1".to_owned()))
     );
-    assert_eq!(redirect("www.site.test", "/"), (308, Some("http://site.test:8080".to_owned())));
-    assert_eq!(redirect("www.site.test", "/dir/"), (308, Some("http://site.test:8080/dir".to_owned())));
+    assert_eq!(
+        redirect("www.site.test", "/"),
+        (308, Some("http://site.test:8080".to_owned()))
+    );
+    assert_eq!(
+        redirect("www.site.test", "/dir/"),
+        (308, Some("http://site.test:8080/dir".to_owned()))
+    );
     assert_eq!(get("site.test", "/", &[]).0, 200);
     // Both hosts defined: no redirect either way.
     assert_eq!(redirect("both.test", "/").0, 200);
@@ -137,12 +145,18 @@ fn upstream_routing_annotations_through_a_running_zone_alb() {
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: route="))
         .unwrap_or_else(|| panic!("{head}"));
-    let expires = cookie.split("; ").find_map(|a| a.strip_prefix("Expires=")).unwrap_or_else(|| panic!("{cookie}"));
+    let expires = cookie
+        .split("; ")
+        .find_map(|a| a.strip_prefix("Expires="))
+        .unwrap_or_else(|| panic!("{cookie}"));
     // `Thu, 18-Nov-10 11:27:35 GMT`
     let bytes = expires.as_bytes();
     assert!(
         expires.len() == 27 && bytes[3] == b',' && bytes[7] == b'-' && bytes[11] == b'-' && expires.ends_with(" GMT"),
         "{cookie}"
     );
-    assert!(cookie.contains("; Domain=sticky.test; Path=/; Secure; HttpOnly"), "{cookie}");
+    assert!(
+        cookie.contains("; Domain=sticky.test; Path=/; Secure; HttpOnly"),
+        "{cookie}"
+    );
 }

@@ -238,6 +238,8 @@ mod tests {
     use super::*;
     use std::borrow::Cow;
 
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+
     struct Req<'a> {
         headers: &'a [(&'a str, &'a str)],
         cookies: &'a [(&'a str, &'a str)],
@@ -277,7 +279,7 @@ mod tests {
         ]);
         assert!(findings.is_empty(), "{findings:?}");
         // (headers, cookies, expected) with weight 100: anything undecided goes to the canary.
-        let rows: &[(&[(&str, &str)], &[(&str, &str)], bool)] = &[
+        let rows: &[(Pairs<'_>, Pairs<'_>, bool)] = &[
             (&[], &[], true),
             (&[("x-canary", "never")], &[("canary", "always")], false),
             (&[("X-CANARY", "never")], &[], false),
@@ -310,8 +312,14 @@ mod tests {
         assert!(no(&[("x-region", "eu")], &[("c", "never")]));
         assert!(!no(&[("x-region", "always")], &[]), "only the value counts, not always");
         assert!(!no(&[("x-region", "EU")], &[]));
-        assert!(no(&[("x-region", "us")], &[("c", "always")]), "no match: the cookie decides");
-        assert!(no(&[("x-region", "never")], &[("c", "always")]), "never is just another value here");
+        assert!(
+            no(&[("x-region", "us")], &[("c", "always")]),
+            "no match: the cookie decides"
+        );
+        assert!(
+            no(&[("x-region", "never")], &[("c", "always")]),
+            "never is just another value here"
+        );
         let (c, f) = canary(&[
             ("canary", "true"),
             ("canary-by-header", "x-user"),
@@ -346,7 +354,14 @@ mod tests {
             };
             // Every roll once: the exact share.
             let total = c.weight_total.max(100);
-            (1..=total).filter(|&n| c.chooses(&req, |t| { assert_eq!(t, total); n })).count()
+            (1..=total)
+                .filter(|&n| {
+                    c.chooses(&req, |t| {
+                        assert_eq!(t, total);
+                        n
+                    })
+                })
+                .count()
         };
         assert_eq!(share(&[("canary", "true")]), 0);
         assert_eq!(share(&[("canary", "true"), ("canary-weight", "0")]), 0);
@@ -354,11 +369,19 @@ mod tests {
         assert_eq!(share(&[("canary", "true"), ("canary-weight", "100")]), 100);
         assert_eq!(share(&[("canary", "true"), ("canary-weight", "500")]), 100);
         assert_eq!(
-            share(&[("canary", "true"), ("canary-weight", "1"), ("canary-weight-total", "1000")]),
+            share(&[
+                ("canary", "true"),
+                ("canary-weight", "1"),
+                ("canary-weight-total", "1000")
+            ]),
             1
         );
         assert_eq!(
-            share(&[("canary", "true"), ("canary-weight", "5"), ("canary-weight-total", "10")]),
+            share(&[
+                ("canary", "true"),
+                ("canary-weight", "5"),
+                ("canary-weight-total", "10")
+            ]),
             5,
             "total 10 counts as 100, as balancer.lua"
         );
@@ -367,10 +390,16 @@ mod tests {
     #[test]
     fn hostile_and_malformed_values() {
         use FindingKind::*;
-        let rows: &[(&[(&str, &str)], &[(&str, FindingKind)])] = &[
+        let rows: &[(Pairs<'_>, &[(&str, FindingKind)])] = &[
             (&[("canary", "yes")], &[("canary", Invalid)]),
-            (&[("canary", "true"), ("canary-weight", "-5")], &[("canary-weight", Invalid)]),
-            (&[("canary", "true"), ("canary-weight", "1e3")], &[("canary-weight", Invalid)]),
+            (
+                &[("canary", "true"), ("canary-weight", "-5")],
+                &[("canary-weight", Invalid)],
+            ),
+            (
+                &[("canary", "true"), ("canary-weight", "1e3")],
+                &[("canary-weight", Invalid)],
+            ),
             (
                 &[("canary", "true"), ("canary-weight", "99999999999999999999")],
                 &[("canary-weight", Invalid)],

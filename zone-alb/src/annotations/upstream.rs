@@ -88,7 +88,11 @@ impl Upstream {
         if let Some(v) = self.vhost.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
             headers.insert(HOST, v);
         }
-        if let Some(v) = self.forwarded_prefix.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        if let Some(v) = self
+            .forwarded_prefix
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
             headers.insert("x-forwarded-prefix", v);
         }
     }
@@ -155,7 +159,10 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
     if let Some(v) = r.get("upstream-hash-by") {
         match HashBy::parse(v) {
             Ok(_) if p.affinity.is_some() => {
-                r.ignored("upstream-hash-by", "cookie affinity is set and wins, as in ingress-nginx");
+                r.ignored(
+                    "upstream-hash-by",
+                    "cookie affinity is set and wins, as in ingress-nginx",
+                );
             }
             Ok(h) => u.hash_by = Some(h),
             Err(e) => r.invalid("upstream-hash-by", &e),
@@ -163,7 +170,10 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
     }
     for name in ["upstream-hash-by-subset", "upstream-hash-by-subset-size"] {
         if r.get(name).is_some() {
-            r.ignored(name, "subsets are not supported: upstream-hash-by hashes over all endpoints");
+            r.ignored(
+                name,
+                "subsets are not supported: upstream-hash-by hashes over all endpoints",
+            );
         }
     }
     if let Some(v) = r.get("service-upstream") {
@@ -187,7 +197,10 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
             .collect();
         match aliases {
             Some(aliases) => u.aliases = aliases,
-            None => r.invalid("server-alias", "expected comma-separated host names (no wildcards, no ports)"),
+            None => r.invalid(
+                "server-alias",
+                "expected comma-separated host names (no wildcards, no ports)",
+            ),
         }
     }
     if let Some(v) = r.get("upstream-vhost") {
@@ -209,7 +222,10 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
     if let Some(v) = r.get("proxy-next-upstream-tries") {
         match v.parse::<u32>() {
             Ok(n) => u.tries = Some(n),
-            Err(_) => r.invalid("proxy-next-upstream-tries", "expected a whole number (0: every endpoint)"),
+            Err(_) => r.invalid(
+                "proxy-next-upstream-tries",
+                "expected a whole number (0: every endpoint)",
+            ),
         }
     }
     if let Some(v) = r.get("proxy-next-upstream") {
@@ -230,7 +246,10 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
         if tokens == ["off"] {
             u.retry_off = true;
         } else if tokens.is_empty() || !tokens.iter().all(|t| KNOWN.contains(t)) {
-            r.invalid("proxy-next-upstream", "expected off, or nginx's conditions such as `error timeout`");
+            r.invalid(
+                "proxy-next-upstream",
+                "expected off, or nginx's conditions such as `error timeout`",
+            );
         } else if !tokens.iter().all(|t| ["error", "timeout"].contains(t)) {
             r.ignored(
                 "proxy-next-upstream",
@@ -297,7 +316,9 @@ pub(crate) fn is_host_name(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 && !label.starts_with('-')
         })
         && is_token(s)
@@ -317,7 +338,14 @@ mod tests {
         let (p, findings) = super::super::parse(Some(&map));
         let f = findings
             .into_iter()
-            .map(|f| (f.annotation.trim_start_matches("nginx.ingress.kubernetes.io/").to_owned(), f.kind))
+            .map(|f| {
+                (
+                    f.annotation
+                        .trim_start_matches("nginx.ingress.kubernetes.io/")
+                        .to_owned(),
+                    f.kind,
+                )
+            })
             .collect();
         (p, f)
     }
@@ -411,7 +439,10 @@ mod tests {
         let (_, f) = parse(&[("session-cookie-expires", "60"), ("affinity-mode", "balanced")]);
         assert_eq!(
             f,
-            [("affinity-mode".to_owned(), Ignored), ("session-cookie-expires".to_owned(), Ignored)]
+            [
+                ("affinity-mode".to_owned(), Ignored),
+                ("session-cookie-expires".to_owned(), Ignored)
+            ]
         );
         for (name, bad) in [
             ("affinity-mode", "sticky"),
@@ -440,7 +471,10 @@ mod tests {
             extras: CookieExtras::default(),
         };
         assert_eq!(affinity_set_cookie(&a, "v", false, now), "route=v; Path=/; HttpOnly");
-        assert_eq!(affinity_set_cookie(&a, "v", true, now), "route=v; Path=/; Secure; HttpOnly");
+        assert_eq!(
+            affinity_set_cookie(&a, "v", true, now),
+            "route=v; Path=/; Secure; HttpOnly"
+        );
         a.extras.secure = Some(false);
         assert_eq!(affinity_set_cookie(&a, "v", true, now), "route=v; Path=/; HttpOnly");
         a.extras = CookieExtras {
