@@ -1486,3 +1486,94 @@ endpoints: [{addresses: [10.0.0.2]}]
         );
     }
 }
+
+#[cfg(test)]
+mod route_extras_tests {
+    use super::*;
+    use crate::source::dir::load_str;
+    use std::path::Path;
+
+    const SERVICES: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b}
+spec: {ports: [{port: 80}]}
+";
+
+    fn ing(name: &str, host: &str, svc: &str, path_type: &str, annotations: &str) -> String {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: /, pathType: {path_type}, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}\n"
+        )
+    }
+
+    fn table(docs: &[String]) -> RouteTable {
+        let mut objects = Objects::default();
+        load_str(
+            &format!("{SERVICES}---\n{}", docs.join("---\n")),
+            Path::new("t.yaml"),
+            &mut objects,
+        )
+        .unwrap();
+        RouteTable::compile(&objects, "mzlb", "zone-1", &Store::default()).unwrap()
+    }
+
+    const CANARY: &str = "nginx.ingress.kubernetes.io/canary: 'true'";
+
+    #[test]
+    fn a_canary_attaches_to_the_same_host_path_and_path_type_only() {
+        let t = table(&[
+            ing("canary", "x.test", "b", "Prefix", CANARY), // before its main: order does not matter
+            ing("main", "x.test", "a", "Prefix", ""),
+            ing("other-type", "y.test", "a", "Exact", ""),
+            ing("canary-y", "y.test", "b", "Prefix", CANARY),
+            ing("canary-z", "z.test", "b", "Prefix", CANARY),
+        ]);
+        let route = t.lookup("x.test", "/").unwrap();
+        assert_eq!(&*route.backend.name, "default/a:80");
+        assert_eq!(route.canary.map(|c| &*c.backend.name), Some("default/b:80"));
+        assert!(t.lookup("y.test", "/").unwrap().canary.is_none(), "another pathType");
+        assert!(t.lookup("z.test", "/").is_none(), "a canary alone serves nothing");
+        assert_eq!(
+            t.warnings.iter().filter(|w| w.contains("no main Ingress")).count(),
+            2,
+            "{:?}",
+            t.warnings
+        );
+    }
+
+    #[test]
+    fn aliases_and_www_redirects_never_take_a_host_a_rule_names() {
+        let alias = "nginx.ingress.kubernetes.io/server-alias: 'al.test, b.test'";
+        let www = "nginx.ingress.kubernetes.io/from-to-www-redirect: 'true'";
+        let t = table(&[
+            ing("a", "a.test", "a", "Prefix", alias),
+            ing("b", "b.test", "b", "Prefix", www),
+            ing("wb", "www.b.test", "a", "Prefix", ""),
+            ing("c", "c.test", "a", "Prefix", www),
+        ]);
+        assert_eq!(&*t.lookup("al.test", "/").unwrap().backend.name, "default/a:80");
+        assert_eq!(&*t.lookup("b.test", "/").unwrap().backend.name, "default/b:80");
+        assert!(
+            t.lookup("www.b.test", "/")
+                .unwrap()
+                .policy
+                .policy
+                .upstream
+                .www_redirect_to
+                .is_none()
+        );
+        let to = t.lookup("WWW.c.test:8080", "/x").unwrap();
+        assert_eq!(to.policy.policy.upstream.www_redirect_to.as_deref(), Some("c.test"));
+        let uri: hyper::Uri = "/a/?q=1/".parse().unwrap();
+        let resp = www_redirect("c.test", "http", 8080, &uri);
+        assert_eq!(resp.status(), 308);
+        assert_eq!(resp.headers()["location"], "http://c.test:8080/a/?q=1");
+        let resp = www_redirect("c.test", "https", 443, &"/".parse().unwrap());
+        assert_eq!(resp.headers()["location"], "https://c.test");
+    }
+}
