@@ -274,6 +274,14 @@ impl Proxy {
         // Held until the response head is back (the body streams on afterwards), or for the
         // life of a spliced upgrade.
         let slot = policy::admit(&route, client, length)?;
+        if let Some(to) = &policy.upstream.www_redirect_to {
+            return Ok(crate::router::www_redirect(
+                to,
+                scheme.as_str(),
+                local.port(),
+                req.uri(),
+            ));
+        }
 
         // The body streams upstream as it arrives, the limit enforced as it passes.
         let (head, incoming) = req.into_parts();
@@ -281,18 +289,26 @@ impl Proxy {
         let replayable_body = upload.is_end_stream();
         let mut req = Request::from_parts(head, upload.boxed());
 
-        let backend = route.backend;
-        let sticky = policy
-            .affinity
-            .as_ref()
-            .and_then(|a| cookie(req.headers(), &a.name))
-            .and_then(|value| sticky_endpoint(backend, value));
-        let index = match sticky {
-            Some(i) => i,
-            None => backend
-                .pick()
-                .ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?,
+        let sticky_cookie = policy.affinity.as_ref().and_then(|a| cookie(req.headers(), &a.name));
+        let (backend, hash_by) = route.pick_backend(req.headers(), sticky_cookie);
+        seen.service = backend.name.clone();
+        let sticky = sticky_cookie.and_then(|value| sticky_endpoint(backend, value));
+        let index = match (sticky, hash_by) {
+            (Some(i), _) => Some(i),
+            (None, Some(hash_by)) => {
+                let input = crate::hash::Request {
+                    path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                    remote: client,
+                    host,
+                    scheme: scheme.as_str(),
+                    method: req.method().as_str(),
+                    headers: req.headers(),
+                };
+                crate::hash::pick(&hash_by.key(&input), &backend.endpoints).map(|i| backend.take(i))
+            }
+            (None, None) => backend.pick(),
         };
+        let index = index.ok_or_else(|| ProxyError::NoEndpoint(backend.name.clone()))?;
         let endpoint = backend.endpoints[index];
         let mut in_flight = InFlight::new(backend, index);
 
@@ -325,12 +341,13 @@ impl Proxy {
             }
         }
         set_forwarded(headers, peer, local, host, scheme, trusted);
+        policy.upstream.set_fields(headers);
 
         // A request without a body can be sent again elsewhere when the connection could not
         // even be made; one with a body cannot be replayed.
         let replayable = parts.method.is_idempotent() && replayable_body;
         let attempts = if replayable {
-            backend.endpoints.len().min(MAX_ATTEMPTS)
+            policy.upstream.attempts(backend.endpoints.len(), MAX_ATTEMPTS)
         } else {
             1
         };
@@ -458,8 +475,13 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         retain_fields(&mut parts.headers, forward::response_field);
         if let Some(affinity) = &policy.affinity
-            && sticky.is_none()
-            && let Ok(v) = HeaderValue::from_str(&affinity_cookie(affinity, &endpoint))
+            && (sticky.is_none() || (affinity.extras.change_on_failure && sticky != Some(index)))
+            && let Ok(v) = HeaderValue::from_str(&crate::annotations::upstream::affinity_set_cookie(
+                affinity,
+                &affinity_value(&endpoint),
+                scheme == Scheme::Https,
+                std::time::SystemTime::now(),
+            ))
         {
             parts.headers.append(header::SET_COOKIE, v);
         }
@@ -605,24 +627,13 @@ pub(crate) fn sticky_endpoint(backend: &Backend, value: &str) -> Option<usize> {
 
 /// The Set-Cookie value that pins a client to `endpoint` (ingress-nginx's attributes).
 pub(crate) fn affinity_cookie(affinity: &CookieAffinity, endpoint: &SocketAddr) -> String {
-    let mut cookie = format!(
-        "{}={}; Path={}; HttpOnly",
-        affinity.name,
-        affinity_value(endpoint),
-        affinity.path.as_deref().unwrap_or("/")
-    );
-    if let Some(age) = affinity.max_age {
-        cookie.push_str(&format!("; Max-Age={age}"));
-    }
-    if let Some(samesite) = &affinity.samesite {
-        cookie.push_str(&format!("; SameSite={samesite}"));
-    }
-    cookie
+    let now = std::time::SystemTime::now();
+    crate::annotations::upstream::affinity_set_cookie(affinity, &affinity_value(endpoint), false, now)
 }
 
 /// The affinity cookie's value for an endpoint: a stable hash, so every zone's ALB (same build,
 /// same endpoints) sends the client to the same place, and no address is revealed.
-fn affinity_value(endpoint: &SocketAddr) -> String {
+pub(crate) fn affinity_value(endpoint: &SocketAddr) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
     endpoint.hash(&mut h);

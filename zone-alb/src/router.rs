@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use hyper::header::HeaderMap;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
@@ -220,9 +221,25 @@ enum Matcher {
 #[derive(Debug)]
 struct PathRule {
     path: String,
+    /// The pathType as written, which a canary must repeat to attach here.
+    path_type: String,
     matcher: Matcher,
     backend: Arc<Backend>,
     policy: Arc<RoutePolicy>,
+    /// The canary Ingress's backend attached to this rule, if any (the first one wins).
+    canary: Option<Arc<CanaryRoute>>,
+}
+
+/// A canary Ingress's backend on a main Ingress's rule: the main's policy serves it; the
+/// canary's own rules say which requests go to it, and its backend settings how.
+#[derive(Debug)]
+pub struct CanaryRoute {
+    /// `namespace/name` of the canary Ingress, for logs and metrics.
+    pub ingress: Arc<str>,
+    pub backend: Arc<Backend>,
+    pub rules: annotations::canary::Canary,
+    /// The canary's own `upstream-hash-by`.
+    pub hash_by: Option<crate::hash::HashBy>,
 }
 
 /// What a request was routed to.
@@ -231,6 +248,76 @@ pub struct Route<'a> {
     pub policy: &'a Arc<RoutePolicy>,
     /// The path to send upstream when `rewrite-target` applies.
     pub rewritten: Option<String>,
+    /// A canary that may take this request instead of `backend` (hyper's path decides).
+    pub canary: Option<&'a Arc<CanaryRoute>>,
+}
+
+impl<'a> Route<'a> {
+    /// The backend this request goes to, and the `upstream-hash-by` that picks its endpoint:
+    /// the canary's when its rules choose it (balancer.lua's `route_to_alternative_balancer`),
+    /// the main's otherwise. A request whose affinity cookie names an endpoint of either keeps
+    /// to it.
+    pub fn pick_backend(
+        &self,
+        headers: &HeaderMap,
+        affinity: Option<&str>,
+    ) -> (&'a Arc<Backend>, Option<&'a crate::hash::HashBy>) {
+        let main = (self.backend, self.policy.policy.upstream.hash_by.as_ref());
+        let Some(canary) = self.canary else { return main };
+        let names = |b: &Backend, v: &str| b.endpoints.iter().any(|ep| crate::proxy::affinity_value(ep) == v);
+        let to_canary = match affinity {
+            Some(v) if names(self.backend, v) => false,
+            Some(v) if names(&canary.backend, v) => true,
+            _ => canary
+                .rules
+                .chooses(&Carrier(headers), |total| rand::random_range(1..=total)),
+        };
+        if to_canary {
+            (&canary.backend, canary.hash_by.as_ref())
+        } else {
+            main
+        }
+    }
+}
+
+/// A request's fields, as the canary rules read them.
+struct Carrier<'h>(&'h HeaderMap);
+
+impl annotations::canary::Carries for Carrier<'_> {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        let mut values = self
+            .0
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
+        let first = values.next()?;
+        Some(values.fold(first, |all, v| Cow::Owned(format!("{all}, {v}"))))
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        crate::proxy::cookie_in(self.0.get_all(hyper::header::COOKIE).iter().map(|v| v.as_bytes()), name)
+    }
+}
+
+/// ingress-nginx's from-to-www redirect: 308 to the same scheme on `to`, the request URI kept
+/// but for one trailing `/` (nginx.tmpl strips it, so `/` becomes nothing), and the port when
+/// it is not the scheme's own.
+pub fn www_redirect(to: &str, scheme: &str, port: u16, uri: &hyper::Uri) -> hyper::Response<crate::proxy::Body> {
+    let request_uri = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request_uri = request_uri.strip_suffix('/').unwrap_or(request_uri);
+    let port = match (scheme, port) {
+        ("http", 80) | ("https", 443) => String::new(),
+        (_, port) => format!(":{port}"),
+    };
+    let location = format!("{scheme}://{to}{port}{request_uri}");
+    hyper::Response::builder()
+        .status(hyper::StatusCode::PERMANENT_REDIRECT)
+        .header(
+            hyper::header::LOCATION,
+            hyper::header::HeaderValue::from_str(&location).unwrap_or(hyper::header::HeaderValue::from_static("/")),
+        )
+        .body(crate::proxy::full(""))
+        .expect("static response parts are valid")
 }
 
 impl PathRule {
@@ -264,6 +351,7 @@ impl PathRule {
             backend: &self.backend,
             policy: &self.policy,
             rewritten,
+            canary: self.canary.as_ref(),
         }
     }
 }
@@ -296,6 +384,8 @@ pub struct RouteTable {
     /// `*.example.com` stored under `example.com`: matches exactly one more label.
     wildcard_hosts: HashMap<String, HostRules>,
     any_host: HostRules,
+    /// `server-alias` hosts → the exact host whose rules serve them.
+    aliases: HashMap<String, String>,
     default_backend: Option<(Arc<Backend>, Arc<RoutePolicy>)>,
     /// How many Ingress objects were compiled in, for logs.
     pub ingresses: usize,
@@ -363,6 +453,7 @@ impl RouteTable {
         let rules = self
             .exact_hosts
             .get(host.as_ref())
+            .or_else(|| self.exact_hosts.get(self.aliases.get(host.as_ref())?))
             .or_else(|| {
                 let (_, parent) = host.split_once('.')?;
                 self.wildcard_hosts.get(parent)
@@ -373,6 +464,7 @@ impl RouteTable {
                 backend,
                 policy,
                 rewritten: None,
+                canary: None,
             })
         })
     }
@@ -417,6 +509,8 @@ impl RouteTable {
                     .is_some_and(|v| v == "true")
         });
         let mut backends = BackendCache::new(objects, zone, state);
+        let mut canaries = Vec::new();
+        let mut extras = Vec::new();
         for ingress in &objects.ingresses {
             if !ingress_is_ours(ingress, class, class_is_default) {
                 continue;
@@ -431,6 +525,15 @@ impl RouteTable {
             };
             match stage(objects, ingress, defaults, &mut backends, state, &mut report.warnings) {
                 Ok(mut staged) => {
+                    if let Some(canary) = staged.canary.take() {
+                        table.ingresses += 1;
+                        canaries.push((canary, table.reports.len()));
+                        table.reports.push(report);
+                        continue;
+                    }
+                    if let Some(host_extras) = staged.host_extras.take() {
+                        extras.push((host_extras, table.reports.len()));
+                    }
                     match staged.unresolved.take() {
                         // A manifest directory is one change: refused whole.
                         Some(rejection) if strict => return Err(rejection.error),
@@ -453,8 +556,18 @@ impl RouteTable {
                     })
                 }
             }
-            table.warnings.extend(report.warnings.iter().map(|w| w.message.clone()));
             table.reports.push(report);
+        }
+        for (host_extras, report) in extras {
+            let warnings = host_extras.install(&mut table);
+            table.reports[report].warnings.extend(warnings);
+        }
+        for (canary, report) in canaries {
+            let warnings = canary.attach(&mut table);
+            table.reports[report].warnings.extend(warnings);
+        }
+        for report in &table.reports {
+            table.warnings.extend(report.warnings.iter().map(|w| w.message.clone()));
         }
         for rules in table.exact_hosts.values_mut().chain(table.wildcard_hosts.values_mut()) {
             rules.sort();
@@ -521,6 +634,10 @@ struct Staged {
     /// The first backend that could not be resolved (a missing Service or port): its paths are
     /// installed without endpoints, so they answer 503 instead of falling to another rule.
     unresolved: Option<Rejection>,
+    /// A canary Ingress: attached to main Ingresses' rules once they are all in the table.
+    canary: Option<StagedCanary>,
+    /// `server-alias` / `from-to-www-redirect`: installed once every Ingress's hosts are known.
+    host_extras: Option<HostExtras>,
 }
 
 impl Staged {
@@ -554,14 +671,19 @@ fn stage(
     let mut staged = Staged::default();
     let what = objects.describe(&key_of("Ingress", &ingress.metadata, true));
     let namespace = ingress.metadata.namespace.as_deref().unwrap_or("default");
-    let (policy, findings) = annotations::parse_with(ingress.metadata.annotations.as_ref(), defaults);
+    let (policy, mut findings) = annotations::parse_with(ingress.metadata.annotations.as_ref(), defaults);
+    let is_canary = policy.canary_rules.enabled;
+    if is_canary {
+        findings = annotations::canary::on_canary(ingress.metadata.annotations.as_ref(), findings);
+    }
     warnings.extend(
         findings
             .iter()
             .map(|f| Problem::warning(f.reason(), format!("{what}: {f}"))),
     );
-    if policy.canary {
-        return Ok(staged);
+    backends.service_upstream = policy.upstream.service_upstream;
+    if is_canary {
+        return stage_canary(ingress, policy, namespace, &what, backends, staged, warnings);
     }
     let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut staged, warnings);
     let name: Arc<str> = format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into();
@@ -580,6 +702,20 @@ fn stage(
     });
     let balance = policy.policy.balance;
     let Some(spec) = &ingress.spec else { return Ok(staged) };
+    let up = &policy.policy.upstream;
+    if !up.aliases.is_empty() || up.from_to_www {
+        staged.host_extras = Some(HostExtras {
+            what: what.clone(),
+            hosts: spec
+                .rules
+                .iter()
+                .flatten()
+                .filter_map(|r| r.host.as_deref().map(str::to_ascii_lowercase))
+                .filter(|h| !h.is_empty() && !h.starts_with("*."))
+                .collect(),
+            policy: policy.clone(),
+        });
+    }
     if let Some(default) = &spec.default_backend {
         let backend = backends.resolve(namespace, default, balance, &what, "spec.defaultBackend", &mut staged)?;
         staged.default = Some((backend, policy.clone()));
@@ -635,9 +771,11 @@ fn stage(
                                 backends.resolve(namespace, &path.backend, balance, &what, &field, &mut staged)?;
                             let rule = PathRule {
                                 path: path_value,
+                                path_type: path.path_type.clone(),
                                 matcher: Matcher::StringPrefix,
                                 backend,
                                 policy: Arc::new(policy.refusing("invalid-path-regex")),
+                                canary: None,
                             };
                             staged.rules.push((slot.clone(), rule));
                             continue;
@@ -664,9 +802,11 @@ fn stage(
             )?;
             let rule = PathRule {
                 path: path_value,
+                path_type: path.path_type.clone(),
                 matcher,
                 backend,
                 policy: policy.clone(),
+                canary: None,
             };
             staged.rules.push((slot.clone(), rule));
         }
@@ -676,6 +816,209 @@ fn stage(
 
 /// Stages the certificates an Ingress's `spec.tls` names; returns the hosts covered. A
 /// missing or broken Secret is a warning: those hosts get the default certificate.
+/// A canary Ingress's backends, one per (host, path, pathType), waiting for the main rules.
+struct StagedCanary {
+    what: String,
+    ingress: Arc<str>,
+    rules: annotations::canary::Canary,
+    hash_by: Option<crate::hash::HashBy>,
+    paths: Vec<(HostSlot, String, String, Arc<Backend>)>,
+}
+
+/// Stages a canary Ingress: its backends, to attach to the main rules with the same host, path
+/// and pathType (ingress-nginx's `mergeAlternativeBackends`).
+fn stage_canary(
+    ingress: &Ingress,
+    policy: Policy,
+    namespace: &str,
+    what: &str,
+    backends: &mut BackendCache<'_>,
+    mut staged: Staged,
+    warnings: &mut Vec<Problem>,
+) -> std::result::Result<Staged, Rejection> {
+    let mut canary = StagedCanary {
+        what: what.to_owned(),
+        ingress: format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into(),
+        rules: policy.canary_rules.clone(),
+        hash_by: policy.upstream.hash_by.clone(),
+        paths: Vec::new(),
+    };
+    let balance = policy.balance;
+    let Some(spec) = &ingress.spec else {
+        staged.canary = Some(canary);
+        return Ok(staged);
+    };
+    if spec.default_backend.is_some() {
+        warnings.push(Problem::warning(
+            "CanaryDefaultBackendIgnored",
+            format!("{what}: spec.defaultBackend of a canary Ingress is not supported by mzlb; ignored"),
+        ));
+    }
+    for (r, rule) in spec.rules.iter().flatten().enumerate() {
+        let slot = match rule.host.as_deref().map(str::to_ascii_lowercase) {
+            None => HostSlot::Any,
+            Some(host) if host.is_empty() => HostSlot::Any,
+            Some(host) => match host.strip_prefix("*.") {
+                Some(parent) => HostSlot::Wildcard(parent.to_owned()),
+                None => HostSlot::Exact(host),
+            },
+        };
+        let Some(http) = &rule.http else { continue };
+        for (p, path) in http.paths.iter().enumerate() {
+            let field = format!("spec.rules[{r}].http.paths[{p}].backend");
+            let backend = backends.resolve(namespace, &path.backend, balance, what, &field, &mut staged)?;
+            let path_value = path.path.clone().unwrap_or_else(|| "/".into());
+            canary
+                .paths
+                .push((slot.clone(), path_value, path.path_type.clone(), backend));
+        }
+    }
+    // A canary whose Service is missing is not attached (ingress-nginx deletes it): the main
+    // Ingress keeps all the traffic, and the problem is reported.
+    if let Some(rejection) = staged.unresolved.take() {
+        warnings.push(Problem::warning(
+            rejection.reason,
+            format!("{}; the canary is not attached", rejection.error),
+        ));
+        canary.paths.clear();
+    }
+    staged.canary = Some(canary);
+    Ok(staged)
+}
+
+impl StagedCanary {
+    /// Attaches the canary to every main rule with its host, path and pathType; reports those
+    /// it found none for (ignored, as ingress-nginx does).
+    fn attach(self, table: &mut RouteTable) -> Vec<Problem> {
+        let mut warnings = Vec::new();
+        for (slot, path, path_type, backend) in self.paths {
+            let rules = match &slot {
+                HostSlot::Any => Some(&mut table.any_host),
+                HostSlot::Exact(host) => table.exact_hosts.get_mut(host),
+                HostSlot::Wildcard(parent) => table.wildcard_hosts.get_mut(parent),
+            };
+            let route = Arc::new(CanaryRoute {
+                ingress: self.ingress.clone(),
+                backend: backend.clone(),
+                rules: self.rules.clone(),
+                hash_by: self.hash_by.clone(),
+            });
+            let mut attached = false;
+            for rule in rules.into_iter().flat_map(|r| r.paths.iter_mut()) {
+                if rule.path != path
+                    || rule.path_type != path_type
+                    || rule.policy.policy.upstream.www_redirect_to.is_some()
+                {
+                    continue;
+                }
+                if rule.canary.is_some() {
+                    attached = true; // an earlier canary has it: ingress-nginx uses the first
+                } else if rule.backend.name != backend.name {
+                    rule.canary = Some(route.clone());
+                    attached = true;
+                }
+            }
+            if !attached {
+                let host = match &slot {
+                    HostSlot::Any => "*".to_owned(),
+                    HostSlot::Exact(h) => h.clone(),
+                    HostSlot::Wildcard(p) => format!("*.{p}"),
+                };
+                warnings.push(Problem::warning(
+                    "CanaryWithoutMain",
+                    format!(
+                        "{}: no main Ingress serves host {host} path {path} ({path_type}) with another backend; \
+                         this canary path is ignored",
+                        self.what
+                    ),
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+/// `server-alias` and `from-to-www-redirect` of one Ingress.
+struct HostExtras {
+    what: String,
+    /// The Ingress's exact rule hosts, lower case.
+    hosts: Vec<String>,
+    policy: Arc<RoutePolicy>,
+}
+
+impl HostExtras {
+    /// Installs the aliases and www redirects that no rule or earlier Ingress claims, as
+    /// ingress-nginx: a host some rule names is served by that rule, never by an alias or a
+    /// redirect.
+    fn install(self, table: &mut RouteTable) -> Vec<Problem> {
+        let mut warnings = Vec::new();
+        let up = &self.policy.policy.upstream;
+        let warn = |warnings: &mut Vec<Problem>, message: String| {
+            warnings.push(Problem::warning("HostConflict", format!("{}: {message}", self.what)));
+        };
+        if let Some(first) = self.hosts.first() {
+            for alias in &up.aliases {
+                if table.exact_hosts.contains_key(alias) {
+                    warn(
+                        &mut warnings,
+                        format!("server-alias {alias} is a host some rule names; the alias is ignored"),
+                    );
+                } else if let Some(owner) = table.aliases.get(alias) {
+                    warn(
+                        &mut warnings,
+                        format!("server-alias {alias} is already an alias of {owner}; ignored"),
+                    );
+                } else {
+                    table.aliases.insert(alias.clone(), first.clone());
+                }
+            }
+        } else if !up.aliases.is_empty() {
+            warn(
+                &mut warnings,
+                "server-alias needs a rule with a host; ignored".to_owned(),
+            );
+        }
+        if up.from_to_www {
+            for host in &self.hosts {
+                let other = match host.strip_prefix("www.") {
+                    Some(bare) => bare.to_owned(),
+                    None => format!("www.{host}"),
+                };
+                if table.exact_hosts.contains_key(&other) || table.aliases.contains_key(&other) {
+                    continue; // served by its own rules: no redirect, as ingress-nginx
+                }
+                let backend = table
+                    .exact_hosts
+                    .get(host)
+                    .and_then(|r| r.paths.first())
+                    .map(|r| r.backend.clone());
+                let Some(backend) = backend else { continue };
+                let mut policy = self.policy.policy.clone();
+                policy.upstream.www_redirect_to = Some(host.clone());
+                let route = RoutePolicy {
+                    ingress: self.policy.ingress.clone(),
+                    tls_hosts: self.policy.tls_hosts.clone(),
+                    policy,
+                    unenforced: self.policy.unenforced.clone(),
+                    rate_limiter: self.policy.rate_limiter.clone(),
+                    rpm_limiter: self.policy.rpm_limiter.clone(),
+                    connection_limiter: self.policy.connection_limiter.clone(),
+                };
+                let rule = PathRule {
+                    path: "/".into(),
+                    path_type: "Prefix".into(),
+                    matcher: Matcher::StringPrefix,
+                    backend,
+                    policy: Arc::new(route),
+                    canary: None,
+                };
+                table.exact_hosts.entry(other).or_default().paths.push(rule);
+            }
+        }
+        warnings
+    }
+}
+
 fn compile_tls(
     objects: &Objects,
     ingress: &Ingress,
@@ -752,6 +1095,9 @@ fn normalize_host(host: &str) -> Cow<'_, str> {
 /// Resolves Ingress backends to Services and endpoints, sharing one `Backend` (and so one
 /// balancer) between every rule that names the same Service port with the same balancing.
 struct BackendCache<'a> {
+    /// `service-upstream` of the Ingress being staged: the Service's cluster IP and port
+    /// instead of its endpoints.
+    service_upstream: bool,
     /// Services by (namespace, name), and EndpointSlices by (namespace, Service name): built
     /// once per compile, so resolving N backends is not N scans of every object.
     services: HashMap<(&'a str, &'a str), &'a Service>,
@@ -804,6 +1150,7 @@ impl<'a> BackendCache<'a> {
             }
         }
         Self {
+            service_upstream: false,
             services,
             slices,
             zone,
@@ -855,7 +1202,16 @@ impl<'a> BackendCache<'a> {
                 format!("Service {namespace}/{} has no port {wanted}", svc_ref.name),
             )
         })?;
-        let name = format!("{namespace}/{}:{}", svc_ref.name, service_port.port);
+        let mut name = format!("{namespace}/{}:{}", svc_ref.name, service_port.port);
+        let cluster_ip = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.as_deref())
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+            .filter(|_| self.service_upstream);
+        if cluster_ip.is_some() {
+            name.push_str(" (service-upstream)");
+        }
         if let Some(b) = self.built.get(&(name.clone(), balance)) {
             return Ok(b.clone());
         }
@@ -863,7 +1219,14 @@ impl<'a> BackendCache<'a> {
             .slices
             .get(&(namespace, svc_ref.name.as_str()))
             .map_or(&[][..], Vec::as_slice);
-        let endpoints = ready_addresses(slices, service_port.name.as_deref(), self.zone);
+        let endpoints = match cluster_ip {
+            // A headless Service (no cluster IP) keeps its endpoints, as in ingress-nginx.
+            Some(ip) => vec![SocketAddr::new(
+                ip,
+                u16::try_from(service_port.port).unwrap_or_default(),
+            )],
+            None => ready_addresses(slices, service_port.name.as_deref(), self.zone),
+        };
         let backend = Arc::new(Backend::new(name.clone(), endpoints, balance, self.state));
         self.built.insert((name, balance), backend.clone());
         Ok(backend)
@@ -1146,5 +1509,96 @@ endpoints: [{addresses: [10.0.0.2]}]
             "{}",
             problem.message
         );
+    }
+}
+
+#[cfg(test)]
+mod route_extras_tests {
+    use super::*;
+    use crate::source::dir::load_str;
+    use std::path::Path;
+
+    const SERVICES: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b}
+spec: {ports: [{port: 80}]}
+";
+
+    fn ing(name: &str, host: &str, svc: &str, path_type: &str, annotations: &str) -> String {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: /, pathType: {path_type}, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}\n"
+        )
+    }
+
+    fn table(docs: &[String]) -> RouteTable {
+        let mut objects = Objects::default();
+        load_str(
+            &format!("{SERVICES}---\n{}", docs.join("---\n")),
+            Path::new("t.yaml"),
+            &mut objects,
+        )
+        .unwrap();
+        RouteTable::compile(&objects, "mzlb", "zone-1", &Store::default()).unwrap()
+    }
+
+    const CANARY: &str = "nginx.ingress.kubernetes.io/canary: 'true'";
+
+    #[test]
+    fn a_canary_attaches_to_the_same_host_path_and_path_type_only() {
+        let t = table(&[
+            ing("canary", "x.test", "b", "Prefix", CANARY), // before its main: order does not matter
+            ing("main", "x.test", "a", "Prefix", ""),
+            ing("other-type", "y.test", "a", "Exact", ""),
+            ing("canary-y", "y.test", "b", "Prefix", CANARY),
+            ing("canary-z", "z.test", "b", "Prefix", CANARY),
+        ]);
+        let route = t.lookup("x.test", "/").unwrap();
+        assert_eq!(&*route.backend.name, "default/a:80");
+        assert_eq!(route.canary.map(|c| &*c.backend.name), Some("default/b:80"));
+        assert!(t.lookup("y.test", "/").unwrap().canary.is_none(), "another pathType");
+        assert!(t.lookup("z.test", "/").is_none(), "a canary alone serves nothing");
+        assert_eq!(
+            t.warnings.iter().filter(|w| w.contains("no main Ingress")).count(),
+            2,
+            "{:?}",
+            t.warnings
+        );
+    }
+
+    #[test]
+    fn aliases_and_www_redirects_never_take_a_host_a_rule_names() {
+        let alias = "nginx.ingress.kubernetes.io/server-alias: 'al.test, b.test'";
+        let www = "nginx.ingress.kubernetes.io/from-to-www-redirect: 'true'";
+        let t = table(&[
+            ing("a", "a.test", "a", "Prefix", alias),
+            ing("b", "b.test", "b", "Prefix", www),
+            ing("wb", "www.b.test", "a", "Prefix", ""),
+            ing("c", "c.test", "a", "Prefix", www),
+        ]);
+        assert_eq!(&*t.lookup("al.test", "/").unwrap().backend.name, "default/a:80");
+        assert_eq!(&*t.lookup("b.test", "/").unwrap().backend.name, "default/b:80");
+        assert!(
+            t.lookup("www.b.test", "/")
+                .unwrap()
+                .policy
+                .policy
+                .upstream
+                .www_redirect_to
+                .is_none()
+        );
+        let to = t.lookup("WWW.c.test:8080", "/x").unwrap();
+        assert_eq!(to.policy.policy.upstream.www_redirect_to.as_deref(), Some("c.test"));
+        let uri: hyper::Uri = "/a/?q=1/".parse().unwrap();
+        let resp = www_redirect("c.test", "http", 8080, &uri);
+        assert_eq!(resp.status(), 308);
+        assert_eq!(resp.headers()["location"], "http://c.test:8080/a/?q=1");
+        let resp = www_redirect("c.test", "https", 443, &"/".parse().unwrap());
+        assert_eq!(resp.headers()["location"], "https://c.test");
     }
 }

@@ -517,7 +517,7 @@ fn backend_protocol_and_upstream_timeouts() {
                 to("secure", ingress("plain", "plain.test", &[], "/", "Prefix")),
                 to(
                     "secure",
-                    ingress("grpc", "grpc.test", &[("backend-protocol", "GRPC")], "/", "Prefix"),
+                    ingress("spdy", "spdy.test", &[("backend-protocol", "SPDY")], "/", "Prefix"),
                 ),
                 to(
                     "slow",
@@ -582,9 +582,9 @@ fn backend_protocol_and_upstream_timeouts() {
     );
     // Plain HTTP to a TLS backend fails as a bad gateway, not a hang.
     assert_eq!(get("plain.test", &[]).0, 502);
-    // An unsupported protocol is reported by name; that Ingress still serves (over HTTP).
+    // An unknown protocol is reported by name; that Ingress still serves (over HTTP).
     assert!(
-        alb.output().contains("backend-protocol") && alb.output().contains("GRPC"),
+        alb.output().contains("backend-protocol") && alb.output().contains("SPDY"),
         "{}",
         alb.output()
     );

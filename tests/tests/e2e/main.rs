@@ -6,6 +6,7 @@ mod netns;
 
 mod agreement;
 mod bad_input;
+mod canary;
 mod chart;
 mod cluster_settings;
 mod components;
@@ -22,4 +23,5 @@ mod rbac;
 mod rebuilds;
 mod tls;
 mod uploads;
+mod upstream_annotations;
 mod walkthrough;

@@ -67,6 +67,8 @@ pub struct CookieAffinity {
     pub path: Option<String>,
     pub max_age: Option<u64>,
     pub samesite: Option<String>,
+    /// Affinity extras (`session-cookie-expires`, `-secure`, `-domain`, `-change-on-failure`).
+    pub extras: upstream::CookieExtras,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -119,10 +121,6 @@ pub struct Policy {
     /// Annotation keys that make this Ingress fail closed (empty: served normally). Each of its
     /// routes answers 503.
     pub unenforced: Vec<String>,
-    /// `canary: "true"`: an alternative backend for another Ingress's rules. mzlb does not split
-    /// traffic yet, so such an Ingress is left out (as a canary of weight 0): installed, it
-    /// would compete with the main Ingress for the same paths and could take all of them.
-    pub canary: bool,
     pub auth: auth::Auth,
     pub cors: cors::Cors,
     pub redirects: redirect::Redirects,
@@ -172,7 +170,6 @@ impl Default for Policy {
             force_ssl_redirect: false,
             upgrade_protocols: Vec::new(),
             unenforced: Vec::new(),
-            canary: false,
             auth: Default::default(),
             cors: Default::default(),
             redirects: Default::default(),
@@ -414,6 +411,7 @@ pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Def
                 path: None,
                 max_age: None,
                 samesite: None,
+                extras: Default::default(),
             };
             if let Some(n) = r.get("session-cookie-name") {
                 if is_token(n) {
@@ -591,20 +589,6 @@ pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Def
             Some(b) => p.force_ssl_redirect = b,
             // The default would serve plain HTTP where HTTPS may have been demanded.
             None => r.unusable("force-ssl-redirect", BOOL),
-        }
-    }
-    if let Some(v) = r.get("canary") {
-        match parse_bool(v) {
-            Some(true) => {
-                p.canary = true;
-                r.ignored(
-                    "canary",
-                    "canary traffic splitting is not supported by mzlb yet: the Ingress is left out and \
-                     all traffic goes to the main one",
-                );
-            }
-            Some(false) => {}
-            None => r.invalid("canary", "expected true or false"),
         }
     }
     if let Some(v) = r.get("use-regex") {
@@ -1270,7 +1254,6 @@ mod tests {
             &[],
             &[
                 (n!("app-root"), Ignored),
-                (n!("canary"), Ignored),
                 (m!("no-such-thing"), Ignored),
                 (n!("proxy-buffering"), Ignored),
                 (n!("ssl-passthrough"), Ignored),
@@ -1467,20 +1450,20 @@ mod tests {
             ("use-regex", "true", None),
             ("session-cookie-name", "route", Some(Ignored)), // alone: affinity is not cookie
             ("client-body-buffer-size", "1m", Some(Ignored)),
-            ("session-cookie-expires", "172800", Some(Ignored)),
+            ("session-cookie-expires", "172800", Some(Ignored)), // alone: affinity is not cookie
             ("session-cookie-max-age", "172800", Some(Ignored)), // alone: affinity is not cookie
             ("auth-realm", "Authentication Required", Some(Unenforced)),
             ("proxy-buffers-number", "8", Some(Ignored)),
             ("app-root", "/app", Some(Ignored)),
-            ("service-upstream", "true", Some(Ignored)),
+            ("service-upstream", "true", None),
             ("custom-http-errors", "404,503", Some(Ignored)),
             ("enable-cors", "true", Some(Ignored)),
             ("cors-allow-headers", "DNT,Authorization", Some(Ignored)),
-            ("upstream-hash-by", "$request_uri", Some(Ignored)),
+            ("upstream-hash-by", "$request_uri", None),
             ("cors-allow-origin", "https://example.com", Some(Ignored)),
             ("limit-rps", "10", None),
-            ("canary", "true", Some(Ignored)),
-            ("canary-weight", "20", Some(Ignored)),
+            ("canary", "true", None),
+            ("canary-weight", "20", Some(Ignored)), // alone: canary is not "true"
             // Beyond the top 40.
             ("auth-tls-secret", "ns/ca", Some(Unenforced)),
             ("auth-tls-verify-client", "optional", Some(Unenforced)),
@@ -1489,13 +1472,13 @@ mod tests {
             ("denylist-source-range", "198.51.100.0/24", None),
             ("permanent-redirect", "https://example.com", Some(Ignored)),
             ("temporal-redirect", "https://example.com", Some(Ignored)),
-            ("from-to-www-redirect", "true", Some(Ignored)),
-            ("upstream-vhost", "internal.example", Some(Ignored)),
-            ("x-forwarded-prefix", "/api", Some(Ignored)),
-            ("canary-by-header", "X-Canary", Some(Ignored)),
+            ("from-to-www-redirect", "true", None),
+            ("upstream-vhost", "internal.example", None),
+            ("x-forwarded-prefix", "/api", None),
+            ("canary-by-header", "X-Canary", Some(Ignored)), // alone: canary is not "true"
             ("canary-by-header-value", "always", Some(Ignored)),
             ("canary-by-cookie", "canary", Some(Ignored)),
-            ("proxy-next-upstream-tries", "3", Some(Ignored)),
+            ("proxy-next-upstream-tries", "3", None),
             ("default-backend", "fallback", Some(Ignored)),
             ("custom-headers", "ns/headers", Some(Ignored)),
             // The rest of what mzlb reads.

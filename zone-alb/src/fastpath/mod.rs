@@ -450,6 +450,7 @@ fn content_length(value: &[u8]) -> Option<u64> {
 fn plain(route: &Route<'_>, host: &str, https_port: Option<u16>) -> bool {
     let p = &route.policy;
     route.rewritten.is_none()
+        && route.canary.is_none()
         && p.policy.backend_protocol == BackendProtocol::Http
         && !p.policy.needs_hyper()
         // A redirect to HTTPS, or a forced one without an HTTPS listener (refused), is hyper's.
