@@ -17,6 +17,7 @@ pub mod check;
 pub(crate) mod endpoints;
 pub(crate) mod error;
 pub(crate) mod fastpath;
+pub(crate) mod intercept;
 pub(crate) mod keepalive;
 pub(crate) mod kube_mode;
 pub mod lease;

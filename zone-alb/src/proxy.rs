@@ -135,6 +135,7 @@ impl Proxy {
                 (resp, Some(err))
             }
         };
+        let resp = crate::intercept::finish(resp, &mut seen, &self.upstreams).await;
         self.record(
             seen,
             resp.status().as_u16(),
@@ -245,6 +246,9 @@ impl Proxy {
         seen.ingress = route.policy.ingress.clone();
         seen.service = route.backend.name.clone();
         let policy = &route.policy.policy;
+        if let Some(resp) = crate::intercept::early(&route, &req, &path, host, scheme, client, seen) {
+            return Ok(resp);
+        }
         if scheme == Scheme::Http
             && let Some(https_port) = self.settings.https_port
             && RouteTable::redirects_to_https(&route, host)
@@ -266,7 +270,7 @@ impl Proxy {
         let replayable_body = upload.is_end_stream();
         let mut req = Request::from_parts(head, upload.boxed());
 
-        let backend = route.backend;
+        let backend = crate::intercept::serving_backend(&route);
         let sticky = policy
             .affinity
             .as_ref()
@@ -310,6 +314,7 @@ impl Proxy {
             }
         }
         set_forwarded(headers, peer, local, host, scheme, trusted);
+        crate::intercept::sent_upstream(seen, headers);
 
         // A request without a body can be sent again elsewhere when the connection could not
         // even be made; one with a body cannot be replayed.
@@ -437,6 +442,8 @@ pub struct Seen {
     pub(crate) ingress: Arc<str>,
     pub(crate) service: Arc<str>,
     pub(crate) upstream: Option<SocketAddr>,
+    /// What the response needs (CORS fields, custom errors), from [`crate::intercept::early`].
+    pub(crate) intercept: Option<Box<crate::intercept::Plan>>,
 }
 
 /// Who asked for what, for the logs.
