@@ -153,7 +153,12 @@ async fn ask_error_backend(plan: &Plan, ask: &Asked, status: StatusCode, upstrea
     };
     let Some(index) = backend.pick() else {
         tracing::warn!(backend = %backend.name, "default-backend has no ready endpoint for a custom error");
-        return own_answer(StatusCode::SERVICE_UNAVAILABLE, reason(StatusCode::SERVICE_UNAVAILABLE), false, None);
+        return own_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason(StatusCode::SERVICE_UNAVAILABLE),
+            false,
+            None,
+        );
     };
     let mut in_flight = InFlight::new(backend, index);
     let endpoint = backend.endpoints[index];
@@ -173,7 +178,18 @@ async fn ask_error_backend(plan: &Plan, ask: &Asked, status: StatusCode, upstrea
         read: p.read_timeout,
     };
     let started = Instant::now();
-    match upstreams.send(Key { addr: endpoint, tls: false }, req, timeouts, None).await {
+    match upstreams
+        .send(
+            Key {
+                addr: endpoint,
+                tls: false,
+            },
+            req,
+            timeouts,
+            None,
+        )
+        .await
+    {
         Ok(resp) => {
             in_flight.finished(Some(started.elapsed()));
             let (mut parts, body) = resp.into_parts();
@@ -248,7 +264,11 @@ fn error_fields(plan: &Plan, ask: &Asked, status: StatusCode) -> HeaderMap {
             h.remove(name);
         }
     };
-    let (namespace, ingress) = plan.policy.ingress.split_once('/').unwrap_or(("", &plan.policy.ingress));
+    let (namespace, ingress) = plan
+        .policy
+        .ingress
+        .split_once('/')
+        .unwrap_or(("", &plan.policy.ingress));
     // `namespace/service:port`, perhaps with ` (unresolved)`: names have neither `/` nor `:`.
     let service = plan.service.split(' ').next().unwrap_or_default();
     let service = service.split_once('/').map_or(service, |(_, s)| s);
@@ -301,9 +321,10 @@ pub(crate) fn first_port(
     service: &str,
 ) -> Option<k8s_openapi::api::networking::v1::IngressBackend> {
     use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend, ServiceBackendPort};
-    let svc = objects.services.iter().find(|s| {
-        s.metadata.namespace.as_deref() == Some(namespace) && s.metadata.name.as_deref() == Some(service)
-    })?;
+    let svc = objects
+        .services
+        .iter()
+        .find(|s| s.metadata.namespace.as_deref() == Some(namespace) && s.metadata.name.as_deref() == Some(service))?;
     let port = svc.spec.as_ref()?.ports.as_ref()?.first()?.port;
     Some(IngressBackend {
         service: Some(IngressServiceBackend {

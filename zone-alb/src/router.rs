@@ -547,8 +547,11 @@ fn stage(
     let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut staged, warnings);
     let name: Arc<str> = format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into();
     let error_backend = policy.errors.default_backend.as_deref().and_then(|service| {
-        let found = crate::intercept::first_port(objects, namespace, service)
-            .and_then(|r| backends.get(namespace, &r, policy.balance, &what, "default-backend").ok());
+        let found = crate::intercept::first_port(objects, namespace, service).and_then(|r| {
+            backends
+                .get(namespace, &r, policy.balance, &what, "default-backend")
+                .ok()
+        });
         if found.is_none() {
             let message = format!("{what}: default-backend: Service {namespace}/{service} not found; not used");
             warnings.push(Problem::warning("ServiceNotFound", message));

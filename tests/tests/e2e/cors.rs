@@ -65,14 +65,19 @@ fn cors_preflight_and_fields_as_ingress_nginx() {
     let (code, head, body) = fetch(ALB, "any.test", "/api", &PREFLIGHT);
     assert_eq!((code, body.as_str()), (204, ""));
     assert_eq!(field(&head, "access-control-allow-origin").as_deref(), Some("*"));
-    assert_eq!(field(&head, "access-control-allow-credentials").as_deref(), Some("true"));
+    assert_eq!(
+        field(&head, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
     assert_eq!(
         field(&head, "access-control-allow-methods").as_deref(),
         Some("GET, PUT, POST, DELETE, PATCH, OPTIONS")
     );
     assert_eq!(
         field(&head, "access-control-allow-headers").as_deref(),
-        Some("DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization")
+        Some(
+            "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization"
+        )
     );
     assert_eq!(field(&head, "access-control-max-age").as_deref(), Some("1728000"));
     assert_eq!(field(&head, "access-control-expose-headers"), None);
@@ -85,20 +90,44 @@ fn cors_preflight_and_fields_as_ingress_nginx() {
     // Other requests: the backend's answer with the fields, its own replaced.
     let (code, head, body) = fetch(ALB, "any.test", "/", &["-H", "Origin: https://x.test"]);
     assert_eq!((code, body.as_str()), (200, "app"));
-    assert_eq!(field(&head, "access-control-allow-origin").as_deref(), Some("*"), "{head:?}");
+    assert_eq!(
+        field(&head, "access-control-allow-origin").as_deref(),
+        Some("*"),
+        "{head:?}"
+    );
     assert_eq!(field(&head, "access-control-max-age").as_deref(), Some("1728000"));
 
     // A list: the allowed origin is echoed; the rest of the annotations shape the fields.
-    let (code, head, _) = fetch(ALB, "list.test", "/", &["-X", "OPTIONS", "-H", "Origin: https://a.test"]);
+    let (code, head, _) = fetch(
+        ALB,
+        "list.test",
+        "/",
+        &["-X", "OPTIONS", "-H", "Origin: https://a.test"],
+    );
     assert_eq!(code, 204);
-    assert_eq!(field(&head, "access-control-allow-origin").as_deref(), Some("https://a.test"));
+    assert_eq!(
+        field(&head, "access-control-allow-origin").as_deref(),
+        Some("https://a.test")
+    );
     assert_eq!(field(&head, "access-control-allow-credentials"), None);
-    assert_eq!(field(&head, "access-control-allow-methods").as_deref(), Some("GET, POST"));
-    assert_eq!(field(&head, "access-control-allow-headers").as_deref(), Some("X-Custom"));
-    assert_eq!(field(&head, "access-control-expose-headers").as_deref(), Some("X-Total"));
+    assert_eq!(
+        field(&head, "access-control-allow-methods").as_deref(),
+        Some("GET, POST")
+    );
+    assert_eq!(
+        field(&head, "access-control-allow-headers").as_deref(),
+        Some("X-Custom")
+    );
+    assert_eq!(
+        field(&head, "access-control-expose-headers").as_deref(),
+        Some("X-Total")
+    );
     assert_eq!(field(&head, "access-control-max-age").as_deref(), Some("60"));
     let (_, head, _) = fetch(ALB, "list.test", "/", &["-H", "Origin: https://Sub-1.B.test"]);
-    assert_eq!(field(&head, "access-control-allow-origin").as_deref(), Some("https://Sub-1.B.test"));
+    assert_eq!(
+        field(&head, "access-control-allow-origin").as_deref(),
+        Some("https://Sub-1.B.test")
+    );
     // Origins not allowed: no field of ours, the backend's stays, the preflight is the backend's.
     for origin in [
         "https://evil.com.b.test",

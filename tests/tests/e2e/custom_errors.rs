@@ -47,7 +47,10 @@ impl Fake {
                         return;
                     }
                     let mut parts = line.split_whitespace();
-                    let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+                    let (method, target) = (
+                        parts.next().unwrap_or("").to_owned(),
+                        parts.next().unwrap_or("").to_owned(),
+                    );
                     let mut fields = BTreeMap::new();
                     loop {
                         let mut l = String::new();
@@ -64,7 +67,10 @@ impl Fake {
                     let req = Seen { method, target, fields };
                     let (status, extra, body) = answer(&req);
                     recorded.lock().unwrap().push(req);
-                    let mut out = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+                    let mut out = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        body.len()
+                    );
                     for (k, v) in extra {
                         out.push_str(&format!("{k}: {v}\r\n"));
                     }
@@ -175,7 +181,14 @@ fn custom_errors_go_to_the_default_backend_with_ingress_nginx_fields() {
         ALB,
         "errors.test",
         "/missing?q=1",
-        &["-H", "Accept: text/html", "-H", "X-Request-ID: req-42", "-H", "Cookie: a=b"],
+        &[
+            "-H",
+            "Accept: text/html",
+            "-H",
+            "X-Request-ID: req-42",
+            "-H",
+            "Cookie: a=b",
+        ],
     );
     assert_eq!((code, body.as_str()), (404, "custom page 404"));
     assert_eq!(head.get("content-type").map(String::as_str), Some("text/html"));
@@ -199,9 +212,15 @@ fn custom_errors_go_to_the_default_backend_with_ingress_nginx_fields() {
     let (code, _, body) = fetch(ALB, "errors.test", "/broken", &["-X", "POST", "-d", "x=1"]);
     assert_eq!((code, body.as_str()), (200, "maintenance page"));
     let asked = pages.last();
-    assert_eq!(asked.method, "POST", "the method is kept, as for nginx's named location");
+    assert_eq!(
+        asked.method, "POST",
+        "the method is kept, as for nginx's named location"
+    );
     let length = asked.fields.get("content-length");
-    assert!(length.is_none_or(|v| v == "0"), "no body goes to the error backend: {length:?}");
+    assert!(
+        length.is_none_or(|v| v == "0"),
+        "no body goes to the error backend: {length:?}"
+    );
     assert_eq!(asked.fields.get("x-format"), Some(&"*/*".to_owned()));
     let id = asked.fields.get("x-request-id").cloned();
     assert_eq!(id.as_ref().map(String::len), Some(32), "{asked:?}");
@@ -209,7 +228,10 @@ fn custom_errors_go_to_the_default_backend_with_ingress_nginx_fields() {
 
     // Codes not listed pass through.
     let (code, head, body) = fetch(ALB, "errors.test", "/teapot", &[]);
-    assert_eq!((code, body.as_str(), head.get("x-from").map(String::as_str)), (418, "app 418", Some("app")));
+    assert_eq!(
+        (code, body.as_str(), head.get("x-from").map(String::as_str)),
+        (418, "app 418", Some("app"))
+    );
     assert_eq!(fetch(ALB, "errors.test", "/ok", &[]).0, 200);
     let asked_before = pages.requests().len();
 

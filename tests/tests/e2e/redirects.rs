@@ -52,7 +52,10 @@ fn redirects_as_ingress_nginx() {
                 "temp307",
                 "temp307.test",
                 "app",
-                &[("temporal-redirect", "https://temp.example"), ("temporal-redirect-code", "307")],
+                &[
+                    ("temporal-redirect", "https://temp.example"),
+                    ("temporal-redirect-code", "307"),
+                ],
             ),
             ingress_to(
                 "forced",
@@ -83,7 +86,10 @@ fn redirects_as_ingress_nginx() {
 
     // app-root: `/` only (its query dropped), to the scheme and Host the client used.
     assert_eq!(location("root.test", "/"), (302, "http://root.test:8080/app".into()));
-    assert_eq!(location("root.test", "/?a=1"), (302, "http://root.test:8080/app".into()));
+    assert_eq!(
+        location("root.test", "/?a=1"),
+        (302, "http://root.test:8080/app".into())
+    );
     assert_eq!(fetch(ALB, "root.test", "/app", &[]).2, "app /app");
     assert_eq!(fetch(ALB, "root.test", "/other", &[]).2, "app /other");
 
@@ -104,7 +110,10 @@ fn redirects_as_ingress_nginx() {
     // Before the HTTPS redirect (nginx's rewrite phase runs before ingress-nginx's Lua one),
     // app-root first of all.
     assert_eq!(location("forced.test", "/x"), (301, "https://new.test".into()));
-    assert_eq!(location("forced.test", "/"), (302, "http://forced.test:8080/app".into()));
+    assert_eq!(
+        location("forced.test", "/"),
+        (302, "http://forced.test:8080/app".into())
+    );
     // A value refused (nginx variables are not expanded): no redirect, proxied.
     let (code, head, body) = fetch(ALB, "bad.test", "/y", &[]);
     assert_eq!((code, body.as_str(), head.get("location")), (200, "app /y", None));

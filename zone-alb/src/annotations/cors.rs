@@ -94,7 +94,10 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
         if is_list(v, is_header_char, false) {
             c.allow_headers = v.to_owned();
         } else {
-            r.invalid("cors-allow-headers", "expected field names such as `X-Custom, Authorization`");
+            r.invalid(
+                "cors-allow-headers",
+                "expected field names such as `X-Custom, Authorization`",
+            );
         }
     }
     if let Some(v) = r.get("cors-expose-headers") {
@@ -118,7 +121,7 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
     }
     if !c.enabled {
         for name in READ.iter().skip(1) {
-            if r.findings.get(name).is_none() {
+            if !r.findings.contains_key(name) {
                 r.ignored(name, "no effect: enable-cors is not true");
             }
         }
@@ -268,7 +271,8 @@ mod tests {
     fn origins_table() {
         let any = AllowOrigin::Any;
         let list = |v: &[&str]| AllowOrigin::List(v.iter().map(|o| OriginPattern::parse(o).unwrap()).collect());
-        let rows: &[(&str, Result<AllowOrigin, (AllowOrigin, &str)>)] = &[
+        type Parsed<'a> = Result<AllowOrigin, (AllowOrigin, &'a str)>;
+        let rows: &[(&str, Parsed<'_>)] = &[
             ("*", Ok(any.clone())),
             ("https://a.test, *", Ok(any.clone())),
             ("https://a.test", Ok(list(&["https://a.test"]))),
@@ -291,8 +295,14 @@ mod tests {
             ("https://*.*.a.test", Err((list(&[]), "https://*.*.a.test"))),
             ("https://*a.test", Err((list(&[]), "https://*a.test"))),
             ("https://user@a.test", Err((list(&[]), "https://user@a.test"))),
-            ("https://a.test\r\nX-Evil: 1", Err((list(&[]), "https://a.test\r\nX-Evil: 1"))),
-            ("https://a.test$http_origin", Err((list(&[]), "https://a.test$http_origin"))),
+            (
+                "https://a.test\r\nX-Evil: 1",
+                Err((list(&[]), "https://a.test\r\nX-Evil: 1")),
+            ),
+            (
+                "https://a.test$http_origin",
+                Err((list(&[]), "https://a.test$http_origin")),
+            ),
             ("https://", Err((list(&[]), "https://"))),
         ];
         for (v, expected) in rows {

@@ -53,7 +53,10 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
         if is_service_name(v) {
             out.default_backend = Some(v.to_owned());
         } else {
-            r.invalid("default-backend", "expected the name of a Service in the Ingress's namespace");
+            r.invalid(
+                "default-backend",
+                "expected the name of a Service in the Ingress's namespace",
+            );
         }
     }
     out.codes.sort_unstable();
@@ -82,7 +85,8 @@ fn is_service_name(v: &str) -> bool {
     (1..=63).contains(&v.len())
         && v.starts_with(|c: char| c.is_ascii_lowercase())
         && !v.ends_with('-')
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
@@ -124,7 +128,18 @@ mod tests {
         for ok in ["fallback", "a", "err-pages-2"] {
             assert!(is_service_name(ok), "{ok}");
         }
-        for bad in ["", "Fallback", "-a", "a-", "1a", "a.b", "ns/a", "a b", "a\n", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Fallback",
+            "-a",
+            "a-",
+            "1a",
+            "a.b",
+            "ns/a",
+            "a b",
+            "a\n",
+            &"a".repeat(64),
+        ] {
             assert!(!is_service_name(bad), "{bad:?}");
         }
     }

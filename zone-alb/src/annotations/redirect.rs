@@ -58,14 +58,24 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
     let mut temporal = None;
     if let Some(v) = r.get("temporal-redirect").filter(|v| !v.is_empty()) {
         match location(v) {
-            Some(url) => temporal = Some(Redirect { location: url, code: temporal_code }),
+            Some(url) => {
+                temporal = Some(Redirect {
+                    location: url,
+                    code: temporal_code,
+                })
+            }
             None => r.invalid("temporal-redirect", URL),
         }
     }
     let mut permanent = None;
     if let Some(v) = r.get("permanent-redirect").filter(|v| !v.is_empty()) {
         match location(v) {
-            Some(url) => permanent = Some(Redirect { location: url, code: permanent_code }),
+            Some(url) => {
+                permanent = Some(Redirect {
+                    location: url,
+                    code: permanent_code,
+                })
+            }
             None => r.invalid("permanent-redirect", URL),
         }
     }
@@ -78,7 +88,10 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
         r.ignored("temporal-redirect-code", "no effect without a usable temporal-redirect");
     }
     if permanent.is_none() || temporal.is_some() {
-        r.ignored("permanent-redirect-code", "no effect without a permanent-redirect in use");
+        r.ignored(
+            "permanent-redirect-code",
+            "no effect without a permanent-redirect in use",
+        );
     }
     out.redirect = temporal.or(permanent);
     p.redirects = out;
@@ -208,7 +221,8 @@ mod tests {
     #[test]
     fn precedence_and_codes() {
         let url = "https://new.test";
-        let rows: &[(&[(&str, &str)], Option<Redirect>, &[(&str, FindingKind)])] = &[
+        type Row<'a> = (&'a [(&'a str, &'a str)], Option<Redirect>, &'a [(&'a str, FindingKind)]);
+        let rows: &[Row<'_>] = &[
             (&[("permanent-redirect", url)], to(url, 301), &[]),
             (&[("temporal-redirect", url)], to(url, 302), &[]),
             (
@@ -257,7 +271,10 @@ mod tests {
                 &[("permanent-redirect", Ignored)],
             ),
             (
-                &[("temporal-redirect", "/relative"), ("permanent-redirect", "https://old.test")],
+                &[
+                    ("temporal-redirect", "/relative"),
+                    ("permanent-redirect", "https://old.test"),
+                ],
                 to("https://old.test", 301),
                 &[("temporal-redirect", Invalid)],
             ),

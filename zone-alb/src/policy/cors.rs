@@ -75,9 +75,7 @@ impl OriginPattern {
             .iter()
             .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-')
             .count();
-        label > 0
-            && after.get(label) == Some(&b'.')
-            && after[label + 1..].eq_ignore_ascii_case(self.rest.as_bytes())
+        label > 0 && after.get(label) == Some(&b'.') && after[label + 1..].eq_ignore_ascii_case(self.rest.as_bytes())
     }
 }
 
@@ -203,10 +201,7 @@ mod tests {
         let Decision::Preflight(fields) = decide(&cors, "OPTIONS", None) else {
             panic!("`*` answers every preflight");
         };
-        let got: Vec<(&str, &str)> = fields
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
-            .collect();
+        let got: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap())).collect();
         assert_eq!(
             got,
             [
