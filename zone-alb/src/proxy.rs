@@ -144,6 +144,7 @@ impl Proxy {
                 (resp, Some(err))
             }
         };
+        let resp = crate::intercept::finish(resp, &mut seen, &self.upstreams).await;
         self.record(
             seen,
             resp.status().as_u16(),
@@ -254,6 +255,9 @@ impl Proxy {
         seen.ingress = route.policy.ingress.clone();
         seen.service = route.backend.name.clone();
         let policy = &route.policy.policy;
+        if let Some(resp) = crate::intercept::early(&route, &req, &path, host, scheme, client, seen) {
+            return Ok(resp);
+        }
         if scheme == Scheme::Http && RouteTable::redirects_to_https(&route, host) && route.policy.unenforced.is_empty()
         {
             match self.settings.https_port {
@@ -291,6 +295,7 @@ impl Proxy {
 
         let sticky_cookie = policy.affinity.as_ref().and_then(|a| cookie(req.headers(), &a.name));
         let (backend, hash_by) = route.pick_backend(req.headers(), sticky_cookie);
+        let backend = crate::intercept::serving_backend(&route, backend);
         seen.service = backend.name.clone();
         let sticky = sticky_cookie.and_then(|value| sticky_endpoint(backend, value));
         let index = match (sticky, hash_by) {
@@ -342,6 +347,7 @@ impl Proxy {
         }
         set_forwarded(headers, peer, local, host, scheme, trusted);
         policy.upstream.set_fields(headers);
+        crate::intercept::sent_upstream(seen, headers);
 
         // A request without a body can be sent again elsewhere when the connection could not
         // even be made; one with a body cannot be replayed.
@@ -495,6 +501,8 @@ pub struct Seen {
     pub(crate) ingress: Arc<str>,
     pub(crate) service: Arc<str>,
     pub(crate) upstream: Option<SocketAddr>,
+    /// What the response needs (CORS fields, custom errors), from [`crate::intercept::early`].
+    pub(crate) intercept: Option<Box<crate::intercept::Plan>>,
 }
 
 /// Who asked for what, for the logs.

@@ -144,6 +144,7 @@ impl RoutePolicy {
             rate_limiter: self.rate_limiter.clone(),
             rpm_limiter: self.rpm_limiter.clone(),
             connection_limiter: self.connection_limiter.clone(),
+            error_backend: self.error_backend.clone(),
         }
     }
 }
@@ -203,6 +204,9 @@ pub struct RoutePolicy {
     /// `limit-rpm`'s, beside `limit-rps`'s.
     pub rpm_limiter: Option<Arc<RateLimiter>>,
     pub connection_limiter: Option<Arc<ConcurrencyLimiter>>,
+    /// The `default-backend` annotation's Service: custom errors, and requests whose Service
+    /// has no ready endpoint (`crate::intercept`).
+    pub error_backend: Option<Arc<Backend>>,
 }
 
 #[derive(Debug)]
@@ -687,6 +691,18 @@ fn stage(
     }
     let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut staged, warnings);
     let name: Arc<str> = format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into();
+    let error_backend = policy.errors.default_backend.as_deref().and_then(|service| {
+        let found = crate::intercept::first_port(objects, namespace, service).and_then(|r| {
+            backends
+                .get(namespace, &r, policy.balance, &what, "default-backend")
+                .ok()
+        });
+        if found.is_none() {
+            let message = format!("{what}: default-backend: Service {namespace}/{service} not found; not used");
+            warnings.push(Problem::warning("ServiceNotFound", message));
+        }
+        found
+    });
     let policy = Arc::new(RoutePolicy {
         tls_hosts,
         unenforced: policy
@@ -697,6 +713,7 @@ fn stage(
         rate_limiter: policy.rate_limit.map(|spec| state.rate_limiter(&name, spec)),
         rpm_limiter: policy.rate_limit_rpm.map(|spec| state.rate_limiter(&name, spec)),
         connection_limiter: policy.connection_limit.map(|n| state.concurrency_limiter(&name, n)),
+        error_backend,
         ingress: name,
         policy,
     });
@@ -1003,6 +1020,7 @@ impl HostExtras {
                     rate_limiter: self.policy.rate_limiter.clone(),
                     rpm_limiter: self.policy.rpm_limiter.clone(),
                     connection_limiter: self.policy.connection_limiter.clone(),
+                    error_backend: self.policy.error_backend.clone(),
                 };
                 let rule = PathRule {
                     path: "/".into(),

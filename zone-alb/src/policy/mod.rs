@@ -3,9 +3,11 @@
 //! which fields cross the proxy ([`forward`]). Kept apart from I/O, so it is tested without
 //! sockets; neither path has a copy of its own.
 
+pub(crate) mod cors;
 pub(crate) mod error;
 pub(crate) mod forward;
 pub(crate) mod path;
+pub(crate) mod redirect;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
