@@ -29,6 +29,7 @@ pub(crate) mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod source;
+pub(crate) mod snippet;
 pub(crate) mod splice;
 pub mod state;
 pub mod telemetry;

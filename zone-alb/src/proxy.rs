@@ -121,7 +121,7 @@ impl Proxy {
             host,
             path,
         };
-        let (resp, error) = match self.forward(&table, req, host, peer, local, scheme, &mut seen).await {
+        let (mut resp, error) = match self.forward(&table, req, host, peer, local, scheme, &mut seen).await {
             Ok(resp) => (resp, None),
             Err(err) => {
                 let status = self.failed(&err, &seen, &request);
@@ -135,6 +135,9 @@ impl Proxy {
                 (resp, Some(err))
             }
         };
+        if let Some(respond) = seen.respond.take() {
+            respond.apply(&mut resp); // snippets' response fields, on every answer
+        }
         self.record(
             seen,
             resp.status().as_u16(),
@@ -242,8 +245,14 @@ impl Proxy {
         )?;
         let path = policy::route_path(req.uri().path())?;
         let route = table.lookup(host, &path).ok_or(ProxyError::NoRoute)?;
+        let (route, mut snippet) =
+            crate::snippet::request(table, host, route, &path, &req, client, local.port(), scheme.as_str())?;
         seen.ingress = route.policy.ingress.clone();
         seen.service = route.backend.name.clone();
+        seen.respond = snippet.respond.take();
+        if let Some(answer) = snippet.answer.take() {
+            return Ok(answer);
+        }
         let policy = &route.policy.policy;
         if scheme == Scheme::Http
             && let Some(https_port) = self.settings.https_port
@@ -283,6 +292,7 @@ impl Proxy {
 
         // Origin-form for the backend: the client's path and query, or the rewritten path.
         let target = match (&route.rewritten, req.uri().query()) {
+            _ if let Some(rewritten) = snippet.target.take() => PathAndQuery::try_from(rewritten).ok(),
             (None, _) => req.uri().path_and_query().cloned(),
             (Some(path), None) => PathAndQuery::try_from(path.as_str()).ok(),
             (Some(path), Some(query)) => PathAndQuery::try_from(format!("{path}?{query}")).ok(),
@@ -299,6 +309,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let headers = &mut parts.headers;
         retain_fields(headers, |name, listed| forward::request_field(name, listed, rules));
+        snippet.input(headers);
         if let Some(protocol) = &upgrade {
             headers.insert(header::UPGRADE, protocol.clone());
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -310,6 +321,7 @@ impl Proxy {
             }
         }
         set_forwarded(headers, peer, local, host, scheme, trusted);
+        snippet.upstream(headers);
 
         // A request without a body can be sent again elsewhere when the connection could not
         // even be made; one with a body cannot be replayed.
@@ -437,6 +449,8 @@ pub struct Seen {
     pub(crate) ingress: Arc<str>,
     pub(crate) service: Arc<str>,
     pub(crate) upstream: Option<SocketAddr>,
+    /// Response fields a snippet sets, for whatever answer the request gets.
+    pub(crate) respond: Option<crate::snippet::Respond>,
 }
 
 /// Who asked for what, for the logs.
