@@ -428,6 +428,8 @@ fn value_template(text: &str) -> Result<Template, String> {
 
 fn status(text: &str) -> Result<u16, String> {
     match text.parse::<u16>() {
+        // nginx's 444 closes the connection without an answer; mzlb always answers.
+        Ok(444) => Err("444 (close without an answer) is not supported; use 403 or 404".into()),
         Ok(code @ 200..=599) => Ok(code),
         _ => Err(format!("{text:?} is not a status mzlb can answer with (200 to 599)")),
     }

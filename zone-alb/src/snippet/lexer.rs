@@ -131,6 +131,19 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, SnippetError> {
                 let mut text = String::new();
                 while let Some(&ch) = chars.peek() {
                     match ch {
+                        // `${name}` is a variable, its braces part of the word (as nginx).
+                        '{' if text.ends_with('$') && !text.ends_with("\\$") => {
+                            chars.next();
+                            text.push('{');
+                            loop {
+                                match chars.next() {
+                                    Some('}') => break,
+                                    Some(c) if !c.is_whitespace() && !matches!(c, ';' | '{' | '"' | '\'') => text.push(c),
+                                    _ => return Err(SnippetError::new(line, "`${` without its `}`")),
+                                }
+                            }
+                            text.push('}');
+                        }
                         ' ' | '\t' | '\r' | '\n' | ';' | '{' | '}' => break,
                         '"' | '\'' => {
                             return Err(SnippetError::new(line, "a quote inside a word"));
@@ -138,11 +151,15 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, SnippetError> {
                         '\\' => {
                             chars.next();
                             match chars.next() {
-                                Some(e) if !e.is_whitespace() => {
+                                // `\ ` keeps a space inside the word, as nginx.
+                                Some(e) => {
+                                    if e == '\n' {
+                                        line += 1;
+                                    }
                                     text.push('\\');
                                     text.push(e);
                                 }
-                                _ => return Err(SnippetError::new(line, "a backslash at the end of a word")),
+                                None => return Err(SnippetError::new(line, "a backslash at the end of a word")),
                             }
                         }
                         _ => {
@@ -198,10 +215,11 @@ mod tests {
             ("location = /x { deny all; }", &["location", "=", "/x", "{", "deny", "all", ";", "}"]),
             ("if ($http_x = \"a\") { return 403; }", &["if", "($http_x", "=", "q:a", ")", "{", "return", "403", ";", "}"]),
             ("rewrite ^/a\\ b /c;", &["rewrite", "^/a\\ b", "/c", ";"]),
+            ("add_header X ${host}a;", &["add_header", "X", "${host}a", ";"]),
             ("a\r\n\tb;", &["a", "b", ";"]),
         ];
         for (text, expected) in rows {
-            assert_eq!(words(text).as_deref(), Ok(*expected), "{text:?}");
+            assert_eq!(words(text).unwrap_or_else(|e| panic!("{text:?}: {e}")), *expected, "{text:?}");
         }
     }
 
@@ -224,6 +242,8 @@ mod tests {
             ("add_header X a\x1b;", "control byte 0x1b"),
             ("add_header X a\x7f;", "control byte 0x7f"),
             ("add_header X \"a\\", "unbalanced quote"),
+            ("add_header X ${host;", "without its `}`"),
+            ("add_header X ${a b};", "without its `}`"),
         ];
         for (text, says) in rows {
             let error = words(text).expect_err(text);
