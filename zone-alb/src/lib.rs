@@ -11,6 +11,7 @@
 pub(crate) mod admin;
 pub(crate) mod annotations;
 pub(crate) mod balance;
+pub(crate) mod buffering;
 #[cfg(test)]
 mod both_paths;
 pub mod check;

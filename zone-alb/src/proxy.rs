@@ -274,6 +274,9 @@ impl Proxy {
         let (upload, mut watch) = Upload::new(incoming, policy.body_limit);
         let replayable_body = upload.is_end_stream();
         let mut req = Request::from_parts(head, upload.boxed());
+        if policy.buffers.request_buffering {
+            req = crate::buffering::buffer_request(req, &watch, policy.buffers.body_buffer).await?;
+        }
 
         let backend = route.backend;
         let sticky = policy
@@ -390,6 +393,12 @@ impl Proxy {
         {
             in_flight.finished(None);
             let invalid = UpstreamError::Invalid("both Transfer-Encoding and Content-Length".into());
+            return Err(ProxyError::Upstream(endpoint, invalid));
+        }
+        // proxy-buffer-size: nginx's "upstream sent too big header".
+        if !crate::buffering::head_fits(&resp, policy.buffers.response_head_limit) {
+            in_flight.finished(None);
+            let invalid = UpstreamError::Invalid("upstream sent too big header".into());
             return Err(ProxyError::Upstream(endpoint, invalid));
         }
         in_flight.finished(Some(latency));

@@ -40,6 +40,11 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
         ("server-snippet", Ctx::Server),
         ("auth-snippet", Ctx::Auth),
     ] {
+        // An empty auth-snippet is left to the auth family's rule (auth-* keys fail closed
+        // whatever their value while external auth is not enforced).
+        if ctx == Ctx::Auth && r.ours.get(name).is_some_and(|(_, v)| v.trim().is_empty()) {
+            continue;
+        }
         let Some(text) = r.get(name) else { continue };
         if text.is_empty() {
             r.ignored(name, "empty, so it asks for nothing");
