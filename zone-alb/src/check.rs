@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::annotations::FindingKind;
+use crate::annotations::{Defaults, FindingKind};
 use crate::objects::Objects;
 use crate::router::RouteTable;
 use crate::state::Store;
@@ -41,8 +41,20 @@ impl fmt::Display for Finding {
 pub fn findings(objects: &Objects, class: &str) -> Vec<Finding> {
     // The zone only decides which endpoints are preferred, never what is refused.
     let zone = objects.zone_albs.first().map_or("", |a| a.spec.zone.as_str());
-    let table = RouteTable::compile_each(objects, class, zone, &Store::default());
+    // The ALB's cluster's ingress-nginx settings change what annotations mean.
+    let cluster = objects.zone_albs.first().and_then(|a| objects.cluster_of(a));
+    let (defaults, problems) = cluster.map_or_else(Default::default, |c| Defaults::from_config(&c.spec.ingress_nginx));
+    let table = RouteTable::compile_with(objects, class, zone, &defaults, false, &Store::default())
+        .expect("lenient compilation reports instead of failing");
     let mut out = Vec::new();
+    if let Some(cluster) = cluster {
+        let what = objects.describe(&crate::objects::key_of("MultiZoneCluster", &cluster.metadata, false));
+        out.extend(problems.into_iter().map(|p| Finding {
+            severity: Severity::Warning,
+            reason: "InvalidClusterSetting",
+            message: format!("{what}: {p}"),
+        }));
+    }
     for report in &table.reports {
         if let Some(rejected) = &report.rejected {
             out.push(Finding {

@@ -139,11 +139,17 @@ fn compile(objects: &Objects, opts: &Options, source: &str, strict: bool, state:
             message: format!("no ZoneALB of that name in {source} (found: {})", known.join(", ")),
         }
     })?;
-    let mut table = if strict {
-        RouteTable::compile(objects, &opts.ingress_class, &alb.spec.zone, state)?
-    } else {
-        RouteTable::compile_each(objects, &opts.ingress_class, &alb.spec.zone, state)
-    };
+    let cluster = objects.cluster_of(alb);
+    let (defaults, problems) = cluster.map_or_else(Default::default, |c| {
+        annotations::Defaults::from_config(&c.spec.ingress_nginx)
+    });
+    let mut table = RouteTable::compile_with(objects, &opts.ingress_class, &alb.spec.zone, &defaults, strict, state)?;
+    let what = cluster.map(|c| objects.describe(&objects::key_of("MultiZoneCluster", &c.metadata, false)));
+    table.warnings.extend(
+        problems
+            .into_iter()
+            .map(|p| format!("{}: {p}", what.as_deref().unwrap_or_default())),
+    );
     table.health_host = objects.cluster_of(alb).map(objects::MultiZoneCluster::health_host);
     if let Some(reserved) = table.health_host.as_deref()
         && table.has_host(reserved)

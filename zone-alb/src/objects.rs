@@ -183,6 +183,13 @@ pub struct MultiZoneClusterSpec {
     /// clients may hold the old answer for a TTL); default TTL + 2 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_seconds: Option<u32>,
+    /// ingress-nginx's ConfigMap settings that change how Ingresses are served, under its own
+    /// keys and string values (a ConfigMap's `data` pasted in): `proxy-body-size`,
+    /// `ssl-redirect`, `limit-req-status-code`, `limit-conn-status-code`,
+    /// `use-forwarded-headers`, `proxy-real-ip-cidr`, `enable-underscores-in-headers`,
+    /// `custom-http-errors`, `allow-snippet-annotations`. Other keys are reported and ignored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ingress_nginx: BTreeMap<String, String>,
 }
 
 impl MultiZoneCluster {

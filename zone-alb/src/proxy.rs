@@ -82,12 +82,18 @@ impl Proxy {
         }
     }
 
-    /// The forwarding rules for a connection from `peer`.
-    pub(crate) fn rules(&self, peer: SocketAddr) -> forward::Rules {
+    /// The forwarding rules for a connection from `peer`: the cluster's ingress-nginx
+    /// settings when it has them, else this ALB's flags.
+    pub(crate) fn rules(&self, table: &RouteTable, peer: SocketAddr) -> forward::Rules {
         forward::Rules {
-            trusted: self.settings.trusted.iter().any(|net| net.contains(&peer.ip())),
-            underscores: self.settings.underscores,
+            trusted: self.trusted(table).iter().any(|net| net.contains(&peer.ip())),
+            underscores: table.underscores_in_headers.unwrap_or(self.settings.underscores),
         }
+    }
+
+    /// The peers whose X-Forwarded-* fields are believed.
+    fn trusted<'a>(&'a self, table: &'a RouteTable) -> &'a [IpNet] {
+        table.trusted_proxies.as_deref().unwrap_or(&self.settings.trusted)
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -221,8 +227,8 @@ impl Proxy {
         scheme: Scheme,
         seen: &mut Seen,
     ) -> Result<Response<Body>, ProxyError> {
-        let rules = self.rules(peer);
-        let trusted = rules.trusted.then_some(self.settings.trusted.as_slice());
+        let rules = self.rules(table, peer);
+        let trusted = rules.trusted.then_some(self.trusted(table));
         let client = client_ip(req.headers(), peer, trusted);
         if req.method() == hyper::Method::CONNECT {
             return Err(ProxyError::Connect);

@@ -14,7 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use regex::Regex;
 
-use crate::annotations::{self, BalanceKind, Policy};
+use crate::annotations::{self, BalanceKind, Defaults, Policy};
 use crate::balance::{RoundRobin, epoch_us, pick_ewma};
 use crate::endpoints::{SERVICE_NAME_LABEL, ready_addresses};
 use crate::error::{Error, Result};
@@ -296,6 +296,11 @@ pub struct RouteTable {
     default_backend: Option<(Arc<Backend>, Arc<RoutePolicy>)>,
     /// How many Ingress objects were compiled in, for logs.
     pub ingresses: usize,
+    /// The cluster's `use-forwarded-headers`/`proxy-real-ip-cidr`: peers whose X-Forwarded-*
+    /// fields are believed; `None`: the ALB's `--trusted-proxies`.
+    pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
+    /// The cluster's `enable-underscores-in-headers`; `None`: the ALB's flag.
+    pub underscores_in_headers: Option<bool>,
     /// `albhealth.<ingress subdomain>`: IBM's health-check host, answered by the ALB itself.
     pub health_host: Option<String>,
     /// Problems that did not stop the table: bad annotation values, bad path regexes,
@@ -374,18 +379,32 @@ impl RouteTable {
     /// standalone mode the manifest directory is one change, kept or rejected as a whole.
     /// Runtime state (limits, endpoint health) comes from `state`, shared with earlier tables.
     pub fn compile(objects: &Objects, class: &str, zone: &str, state: &Store) -> Result<Self> {
-        Self::compile_with(objects, class, zone, true, state)
+        Self::compile_with(objects, class, zone, &Defaults::default(), true, state)
     }
 
     /// Like [`compile`](Self::compile), but an Ingress that cannot be served is left out and
     /// reported, and the others are served: on a cluster every Ingress is its own change, and
     /// one tenant's mistake must not take down everybody's routes.
     pub fn compile_each(objects: &Objects, class: &str, zone: &str, state: &Store) -> Self {
-        Self::compile_with(objects, class, zone, false, state).expect("lenient compilation reports instead of failing")
+        Self::compile_with(objects, class, zone, &Defaults::default(), false, state)
+            .expect("lenient compilation reports instead of failing")
     }
 
-    fn compile_with(objects: &Objects, class: &str, zone: &str, strict: bool, state: &Store) -> Result<Self> {
-        let mut table = RouteTable::default();
+    /// Compiles with a cluster's ingress-nginx settings (`spec.ingressNginx`); `strict` as
+    /// [`compile`](Self::compile), otherwise as [`compile_each`](Self::compile_each).
+    pub(crate) fn compile_with(
+        objects: &Objects,
+        class: &str,
+        zone: &str,
+        defaults: &Defaults,
+        strict: bool,
+        state: &Store,
+    ) -> Result<Self> {
+        let mut table = RouteTable {
+            trusted_proxies: defaults.trusted_proxies.clone(),
+            underscores_in_headers: defaults.underscores_in_headers,
+            ..RouteTable::default()
+        };
         let class_is_default = objects.ingress_classes.iter().any(|c| {
             c.metadata.name.as_deref() == Some(class)
                 && c.metadata
@@ -407,7 +426,7 @@ impl RouteTable {
                 warnings: Vec::new(),
                 rejected: None,
             };
-            match stage(objects, ingress, &mut backends, state, &mut report.warnings) {
+            match stage(objects, ingress, defaults, &mut backends, state, &mut report.warnings) {
                 Ok(mut staged) => {
                     match staged.unresolved.take() {
                         // A manifest directory is one change: refused whole.
@@ -533,6 +552,7 @@ impl Staged {
 fn stage(
     objects: &Objects,
     ingress: &Ingress,
+    defaults: &Defaults,
     backends: &mut BackendCache<'_>,
     state: &Store,
     warnings: &mut Vec<Problem>,
@@ -540,7 +560,7 @@ fn stage(
     let mut staged = Staged::default();
     let what = objects.describe(&key_of("Ingress", &ingress.metadata, true));
     let namespace = ingress.metadata.namespace.as_deref().unwrap_or("default");
-    let (policy, findings) = annotations::parse(ingress.metadata.annotations.as_ref());
+    let (policy, findings) = annotations::parse_with(ingress.metadata.annotations.as_ref(), defaults);
     warnings.extend(
         findings
             .iter()

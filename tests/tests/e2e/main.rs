@@ -7,6 +7,7 @@ mod netns;
 mod agreement;
 mod bad_input;
 mod chart;
+mod cluster_settings;
 mod components;
 mod dns;
 mod failover;

@@ -1,8 +1,14 @@
 //! The cluster-wide settings ingress-nginx keeps in its ConfigMap that change what an
-//! Ingress's annotations mean, under ingress-nginx's names (set in the `MultiZoneCluster`
-//! spec). Every field's default is ingress-nginx's.
+//! Ingress's annotations mean, read from `MultiZoneCluster.spec.ingressNginx` under
+//! ingress-nginx's own keys and string values, so a ConfigMap's `data` can be pasted in.
+//! Every default is ingress-nginx's. A value that cannot be used keeps the default, which is
+//! never the less safe choice, and is reported; other keys are reported as ignored.
 
-/// Cluster-wide defaults for annotation parsing.
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+
+/// Cluster-wide defaults for annotation parsing and forwarding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Defaults {
     /// `proxy-body-size`: the request-body cap when an Ingress sets none (`None`: unlimited).
@@ -11,10 +17,17 @@ pub struct Defaults {
     pub ssl_redirect: bool,
     /// `limit-req-status-code`: the status of a request refused by a rate limit.
     pub limit_req_status: u16,
+    /// `limit-conn-status-code`: the status of a request refused by a connection limit.
+    pub limit_conn_status: u16,
     /// `custom-http-errors`: codes intercepted for every Ingress that sets none of its own.
     pub custom_http_errors: Vec<u16>,
     /// `allow-snippet-annotations`: whether snippet annotations may be used at all.
     pub allow_snippets: bool,
+    /// `use-forwarded-headers` with `proxy-real-ip-cidr`: the peers whose X-Forwarded-*
+    /// fields are believed. `None`: the ALB's own `--trusted-proxies` decide.
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    /// `enable-underscores-in-headers`; `None`: the ALB's own flag decides.
+    pub underscores_in_headers: Option<bool>,
 }
 
 impl Default for Defaults {
@@ -23,8 +36,211 @@ impl Default for Defaults {
             body_limit: Some(1 << 20),
             ssl_redirect: true,
             limit_req_status: 503,
+            limit_conn_status: 503,
             custom_http_errors: Vec::new(),
             allow_snippets: false,
+            trusted_proxies: None,
+            underscores_in_headers: None,
         }
+    }
+}
+
+/// Keys read from the ConfigMap-style map.
+pub const KEYS: [&str; 10] = [
+    "allow-snippet-annotations",
+    "custom-http-errors",
+    "enable-underscores-in-headers",
+    "limit-conn-status-code",
+    "limit-req-status-code",
+    "proxy-body-size",
+    "proxy-real-ip-cidr",
+    "ssl-redirect",
+    "use-forwarded-headers",
+    // Read with use-forwarded-headers; listed so it is not reported as ignored.
+    "forwarded-for-header",
+];
+
+impl Defaults {
+    /// Reads `spec.ingressNginx`; returns the settings and one message per key that could not
+    /// be used as written (each names the key and value).
+    pub fn from_config(config: &BTreeMap<String, String>) -> (Self, Vec<String>) {
+        let mut d = Defaults::default();
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, value: &str, expected: &str| {
+            problems.push(format!(
+                "spec.ingressNginx.{key} = {value:?}: {expected}; the default applies"
+            ));
+        };
+        let get = |key: &str| config.get(key).map(|v| v.trim());
+        if let Some(v) = get("proxy-body-size") {
+            match super::parse_size(v) {
+                Some(0) => d.body_limit = None,
+                Some(n) => d.body_limit = Some(n),
+                None => bad("proxy-body-size", v, "expected a size such as 8k, 1m or 0 (unlimited)"),
+            }
+        }
+        if let Some(v) = get("ssl-redirect") {
+            match super::parse_bool(v) {
+                Some(b) => d.ssl_redirect = b,
+                None => bad("ssl-redirect", v, "expected true or false"),
+            }
+        }
+        for (key, slot) in [
+            ("limit-req-status-code", &mut d.limit_req_status),
+            ("limit-conn-status-code", &mut d.limit_conn_status),
+        ] {
+            if let Some(v) = get(key) {
+                // nginx's limit_req_status / limit_conn_status accept 400–599.
+                match v.parse::<u16>() {
+                    Ok(code) if (400..=599).contains(&code) => *slot = code,
+                    _ => bad(key, v, "expected a status code from 400 to 599"),
+                }
+            }
+        }
+        if let Some(v) = get("custom-http-errors") {
+            match parse_codes(v) {
+                Some(codes) => d.custom_http_errors = codes,
+                None => bad(
+                    "custom-http-errors",
+                    v,
+                    "expected comma-separated status codes from 400 to 599",
+                ),
+            }
+        }
+        if let Some(v) = get("allow-snippet-annotations") {
+            match super::parse_bool(v) {
+                Some(b) => d.allow_snippets = b,
+                None => bad("allow-snippet-annotations", v, "expected true or false"),
+            }
+        }
+        if let Some(v) = get("enable-underscores-in-headers") {
+            match super::parse_bool(v) {
+                Some(b) => d.underscores_in_headers = Some(b),
+                None => bad("enable-underscores-in-headers", v, "expected true or false"),
+            }
+        }
+        if let Some(v) = get("use-forwarded-headers") {
+            match super::parse_bool(v) {
+                Some(true) => {
+                    // ingress-nginx's default proxy-real-ip-cidr: every peer is believed.
+                    let cidrs = get("proxy-real-ip-cidr").unwrap_or("0.0.0.0/0");
+                    match super::parse_nets(cidrs) {
+                        Some(nets) => d.trusted_proxies = Some(nets),
+                        // Believing nobody is the safe reading of an unusable list.
+                        None => {
+                            bad("proxy-real-ip-cidr", cidrs, "expected comma-separated CIDRs");
+                            d.trusted_proxies = Some(Vec::new());
+                        }
+                    }
+                }
+                Some(false) => d.trusted_proxies = Some(Vec::new()),
+                None => bad("use-forwarded-headers", v, "expected true or false"),
+            }
+        }
+        if let Some(v) = get("forwarded-for-header")
+            && !v.eq_ignore_ascii_case("X-Forwarded-For")
+        {
+            bad("forwarded-for-header", v, "only X-Forwarded-For is read");
+        }
+        for (key, value) in config {
+            if !KEYS.contains(&key.as_str()) {
+                problems.push(format!(
+                    "spec.ingressNginx.{key} = {value:?}: not a setting mzlb reads; ignored"
+                ));
+            }
+        }
+        (d, problems)
+    }
+}
+
+/// Comma-separated status codes from 400 to 599, as `custom-http-errors` takes them.
+pub(crate) fn parse_codes(v: &str) -> Option<Vec<u16>> {
+    let mut codes = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let code: u16 = item.parse().ok().filter(|c| (400..=599).contains(c))?;
+        if !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    (!codes.is_empty()).then_some(codes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn an_empty_config_is_ingress_nginx_s_defaults() {
+        assert_eq!(
+            Defaults::from_config(&BTreeMap::new()),
+            (Defaults::default(), Vec::new())
+        );
+    }
+
+    #[test]
+    fn a_pasted_configmap_is_read() {
+        let (d, problems) = Defaults::from_config(&config(&[
+            ("proxy-body-size", "8m"),
+            ("ssl-redirect", "false"),
+            ("limit-req-status-code", "429"),
+            ("custom-http-errors", "404, 503,404"),
+            ("allow-snippet-annotations", "true"),
+            ("use-forwarded-headers", "true"),
+            ("proxy-real-ip-cidr", "10.0.0.0/8,192.0.2.1"),
+            ("enable-underscores-in-headers", "true"),
+            ("worker-processes", "4"),
+        ]));
+        assert_eq!(d.body_limit, Some(8 << 20));
+        assert!(!d.ssl_redirect && d.allow_snippets);
+        assert_eq!(d.limit_req_status, 429);
+        assert_eq!(d.limit_conn_status, 503);
+        assert_eq!(d.custom_http_errors, [404, 503]);
+        assert_eq!(d.trusted_proxies.as_ref().map(Vec::len), Some(2));
+        assert_eq!(d.underscores_in_headers, Some(true));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("worker-processes") && problems[0].contains("ignored"));
+    }
+
+    #[test]
+    fn forwarded_headers_default_to_every_peer_as_ingress_nginx() {
+        let (d, _) = Defaults::from_config(&config(&[("use-forwarded-headers", "true")]));
+        assert_eq!(d.trusted_proxies, Some(vec!["0.0.0.0/0".parse().unwrap()]));
+        let (d, _) = Defaults::from_config(&config(&[("use-forwarded-headers", "false")]));
+        assert_eq!(d.trusted_proxies, Some(Vec::new()));
+    }
+
+    #[test]
+    fn unusable_values_keep_the_safe_default_and_are_named() {
+        let rows: &[(&str, &str)] = &[
+            ("proxy-body-size", "lots"),
+            ("ssl-redirect", "maybe"),
+            ("limit-req-status-code", "200"),
+            ("limit-req-status-code", "99999"),
+            ("limit-conn-status-code", "-1"),
+            ("custom-http-errors", "404,abc"),
+            ("custom-http-errors", "302"),
+            ("custom-http-errors", ","),
+            ("allow-snippet-annotations", "yes please"),
+            ("enable-underscores-in-headers", "\r\n"),
+            ("use-forwarded-headers", "on"),
+            ("forwarded-for-header", "X-Real-IP"),
+        ];
+        for &(key, value) in rows {
+            let (d, problems) = Defaults::from_config(&config(&[(key, value)]));
+            assert_eq!(d, Defaults::default(), "{key}={value:?}");
+            assert_eq!(problems.len(), 1, "{key}={value:?}: {problems:?}");
+            assert!(problems[0].contains(key), "{problems:?}");
+        }
+        // An unusable CIDR list with forwarded headers on: believe nobody.
+        let (d, problems) = Defaults::from_config(&config(&[
+            ("use-forwarded-headers", "true"),
+            ("proxy-real-ip-cidr", "10.0.0.0/33"),
+        ]));
+        assert_eq!(d.trusted_proxies, Some(Vec::new()));
+        assert!(problems[0].contains("proxy-real-ip-cidr"));
     }
 }

@@ -70,10 +70,16 @@ pub struct Policy {
     pub balance: BalanceKind,
     pub affinity: Option<CookieAffinity>,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Status of a request refused by the rate limit (cluster `limit-req-status-code`).
+    pub limit_req_status: u16,
+    /// Status of a request refused by the connection limit (cluster `limit-conn-status-code`).
+    pub limit_conn_status: u16,
     /// Concurrent requests allowed per client address (`limit-connections`; 503 beyond).
     pub connection_limit: Option<u32>,
     /// Only these client networks may use the Ingress (403 otherwise).
     pub allow: Option<Vec<IpNet>>,
+    /// These client networks may not use the Ingress (403), checked before `allow`.
+    pub deny: Option<Vec<IpNet>>,
     /// Largest request body in bytes (413 beyond); `None` is unlimited. Default 1 MiB, as
     /// ingress-nginx.
     pub body_limit: Option<u64>,
@@ -129,8 +135,11 @@ impl Default for Policy {
             balance: BalanceKind::RoundRobin,
             affinity: None,
             rate_limit: None,
+            limit_req_status: 503,
+            limit_conn_status: 503,
             connection_limit: None,
             allow: None,
+            deny: None,
             body_limit: Some(1 << 20),
             rewrite_target: None,
             use_regex: false,
@@ -204,10 +213,12 @@ impl std::fmt::Display for Finding {
 }
 
 /// Names mzlb reads (after the prefix). Keys are case-sensitive: `Proxy-Body-Size` is not one.
-const READ: [&str; 21] = [
+const READ: [&str; 23] = [
     "affinity",
     "allowlist-source-range",
     "backend-protocol",
+    "blacklist-source-range",
+    "denylist-source-range",
     "force-ssl-redirect",
     "limit-burst-multiplier",
     "limit-connections",
@@ -230,9 +241,11 @@ const READ: [&str; 21] = [
 
 /// Of [`READ`], those that protect: an unusable value, or a key that matches one only when
 /// lower-cased, must not silently mean "no protection".
-const PROTECTIVE: [&str; 6] = [
+const PROTECTIVE: [&str; 8] = [
     "allowlist-source-range",
     "whitelist-source-range",
+    "denylist-source-range",
+    "blacklist-source-range",
     "limit-rps",
     "limit-connections",
     "limit-burst-multiplier",
@@ -340,6 +353,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Parses the annotations under our prefixes with the default cluster settings.
+#[cfg(test)]
 pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Finding>) {
     parse_with(annotations, &Defaults::default())
 }
@@ -350,6 +364,8 @@ pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Def
     let mut p = Policy {
         body_limit: defaults.body_limit,
         ssl_redirect: defaults.ssl_redirect,
+        limit_req_status: defaults.limit_req_status,
+        limit_conn_status: defaults.limit_conn_status,
         ..Policy::default()
     };
 
@@ -453,6 +469,23 @@ pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Def
     if let Some((name, v)) = allow {
         match parse_nets(v) {
             Some(nets) => p.allow = Some(nets),
+            None => r.unusable(name, "expected comma-separated CIDRs or addresses"),
+        }
+    }
+
+    // denylist- is the current name, blacklist- the old one, read the same way as allow-lists.
+    let deny = match r.get("denylist-source-range") {
+        Some(v) => {
+            r.ignored("blacklist-source-range", "denylist-source-range is set and wins");
+            Some(("denylist-source-range", v))
+        }
+        None => r.get("blacklist-source-range").map(|v| ("blacklist-source-range", v)),
+    };
+    if let Some((name, v)) = deny {
+        match parse_nets(v) {
+            // Empty denies nobody, as in ingress-nginx.
+            None if v.split(',').all(|s| s.trim().is_empty()) => r.ignored(name, "empty, so it asks for nothing"),
+            Some(nets) => p.deny = Some(nets),
             None => r.unusable(name, "expected comma-separated CIDRs or addresses"),
         }
     }
@@ -575,7 +608,7 @@ fn guard(n: &str) -> Option<Guard> {
     match n {
         "enable-modsecurity" | "enable-owasp-core-rules" | "proxy-ssl-verify" => Some(Guard::Switch),
         // limit-rpm is a rate limit like limit-rps; blacklist- is denylist-'s old name.
-        "denylist-source-range" | "blacklist-source-range" | "satisfy" | "limit-rpm" => Some(Guard::Valued),
+        "satisfy" | "limit-rpm" => Some(Guard::Valued),
         _ if n.starts_with("modsecurity-") || n.ends_with("-snippet") || n.starts_with("global-rate-limit") => {
             Some(Guard::Valued)
         }
@@ -917,16 +950,13 @@ mod tests {
             &[n!("auth-tls-verify-client")],
             &[(n!("auth-tls-verify-client"), Unenforced)],
         ),
-        // Deny-lists, and their old name.
+        // Deny-lists, and their old name: enforced; an unusable one fails closed.
+        (&[(n!("denylist-source-range"), "203.0.113.0/24")], &[], &[]),
+        (&[(m!("blacklist-source-range"), "203.0.113.7")], &[], &[]),
         (
-            &[(n!("denylist-source-range"), "203.0.113.0/24")],
+            &[(n!("denylist-source-range"), "203.0.113.0/33")],
             &[n!("denylist-source-range")],
             &[(n!("denylist-source-range"), Unenforced)],
-        ),
-        (
-            &[(m!("blacklist-source-range"), "203.0.113.7")],
-            &[m!("blacklist-source-range")],
-            &[(m!("blacklist-source-range"), Unenforced)],
         ),
         (
             &[(n!("denylist-source-range"), " ")],
@@ -1370,7 +1400,7 @@ mod tests {
             ("auth-tls-verify-client", "optional", Some(Unenforced)),
             ("auth-tls-verify-depth", "2", Some(Unenforced)),
             ("auth-tls-pass-certificate-to-upstream", "false", Some(Unenforced)),
-            ("denylist-source-range", "198.51.100.0/24", Some(Unenforced)),
+            ("denylist-source-range", "198.51.100.0/24", None),
             ("permanent-redirect", "https://example.com", Some(Ignored)),
             ("temporal-redirect", "https://example.com", Some(Ignored)),
             ("from-to-www-redirect", "true", Some(Ignored)),

@@ -133,7 +133,8 @@ pub async fn serve<C: Client>(
     cancel: &CancellationToken,
 ) -> Exit {
     // A trusted proxy's forwarding headers are kept and extended, which hyper's path does.
-    let rules = proxy.rules(peer);
+    // (Settled per connection, from the table at its start.)
+    let rules = proxy.rules(&proxy.table.load(), peer);
     if rules.trusted {
         return Exit::HandOff(BytesMut::new());
     }

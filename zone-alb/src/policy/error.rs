@@ -27,8 +27,9 @@ pub(crate) enum ProxyError {
     NoRoute,
     #[error("client address not allowed")]
     Forbidden,
+    /// With the status the cluster configured (`limit-req-status-code`, default 503).
     #[error("rate limit exceeded")]
-    RateLimited,
+    RateLimited(u16),
     #[error("request body too large")]
     TooLarge,
     #[error("client sent nothing of its body for {:?}", crate::upload::CLIENT_BODY_TIMEOUT)]
@@ -59,7 +60,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute
             | ProxyError::Forbidden
-            | ProxyError::RateLimited
+            | ProxyError::RateLimited(_)
             | ProxyError::TooLarge
             | ProxyError::BodyTimeout
             | ProxyError::BadRequest
@@ -76,8 +77,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
-            // ingress-nginx's default `limit-req-status-code`.
-            ProxyError::RateLimited => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             ProxyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BadRequest | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,

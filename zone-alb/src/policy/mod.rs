@@ -59,7 +59,7 @@ pub(crate) fn check_transfer_codings<'v>(values: impl Iterator<Item = &'v [u8]>)
 }
 
 /// The checks of a routed request, in ingress-nginx's order: a route that fails closed (503),
-/// allow-list (403), requests per second and requests in flight per client (503), body size
+/// deny-list then allow-list (403), requests per second and requests in flight per client (503), body size
 /// by its declared length (413). Returns the in-flight slot, held until the exchange ends.
 pub(crate) fn admit(
     route: &Route<'_>,
@@ -70,6 +70,11 @@ pub(crate) fn admit(
     if let Some(key) = p.unenforced.first() {
         return Err(ProxyError::Unenforced(key.clone()));
     }
+    if let Some(deny) = &p.policy.deny
+        && deny.iter().any(|net| net.contains(&client))
+    {
+        return Err(ProxyError::Forbidden);
+    }
     if let Some(allow) = &p.policy.allow
         && !allow.iter().any(|net| net.contains(&client))
     {
@@ -78,10 +83,14 @@ pub(crate) fn admit(
     if let Some(limiter) = &p.rate_limiter
         && !limiter.allow(client)
     {
-        return Err(ProxyError::RateLimited);
+        return Err(ProxyError::RateLimited(p.policy.limit_req_status));
     }
     let slot = match &p.connection_limiter {
-        Some(limiter) => Some(limiter.acquire(client).ok_or(ProxyError::RateLimited)?),
+        Some(limiter) => Some(
+            limiter
+                .acquire(client)
+                .ok_or(ProxyError::RateLimited(p.policy.limit_conn_status))?,
+        ),
         None => None,
     };
     if let (Some(limit), Some(length)) = (p.policy.body_limit, content_length)
