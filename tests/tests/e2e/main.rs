@@ -6,6 +6,7 @@ mod netns;
 
 mod agreement;
 mod bad_input;
+mod buffering;
 mod chart;
 mod cluster_settings;
 mod components;
@@ -19,6 +20,7 @@ mod lease;
 mod manifest_watch;
 mod rbac;
 mod rebuilds;
+mod snippets;
 mod tls;
 mod uploads;
 mod walkthrough;
