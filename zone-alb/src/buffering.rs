@@ -173,7 +173,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_small_body_stays_in_memory_and_a_big_one_spills_intact() {
-        let small = read_whole(chunks(vec![b"hel".to_vec(), b"lo".to_vec()]), 8).await.unwrap();
+        let small = read_whole(chunks(vec![b"hel".to_vec(), b"lo".to_vec()]), 8)
+            .await
+            .unwrap();
         assert!(matches!(small, Buffered::Memory(ref b) if &b[..] == b"hello"));
         let parts: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 10_000]).collect();
         let whole: Vec<u8> = parts.concat();

@@ -11,9 +11,9 @@
 pub(crate) mod admin;
 pub(crate) mod annotations;
 pub(crate) mod balance;
-pub(crate) mod buffering;
 #[cfg(test)]
 mod both_paths;
+pub(crate) mod buffering;
 pub mod check;
 pub(crate) mod endpoints;
 pub(crate) mod error;
@@ -29,8 +29,8 @@ pub(crate) mod proxy_protocol;
 pub(crate) mod ratelimit;
 pub mod router;
 pub mod server;
-pub mod source;
 pub(crate) mod snippet;
+pub mod source;
 pub(crate) mod splice;
 pub mod state;
 pub mod telemetry;

@@ -460,7 +460,9 @@ impl RouteTable {
             .chain(std::iter::once(("_".to_owned(), &mut table.any_host)));
         for (host, rules) in hosts {
             let policies = rules.paths.iter_mut().map(|p| &mut p.policy);
-            table.warnings.extend(crate::snippet::host_wide(&host, policies, &order));
+            table
+                .warnings
+                .extend(crate::snippet::host_wide(&host, policies, &order));
         }
         for rules in table.exact_hosts.values_mut().chain(table.wildcard_hosts.values_mut()) {
             rules.sort();

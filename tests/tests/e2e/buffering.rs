@@ -27,7 +27,11 @@ fn fetch(host: &str, path: &str, extra: &[&str]) -> (u16, String) {
 fn half_upload(host: &str, path: &str) -> TcpStream {
     let mut s = TcpStream::connect(ALB).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 10\r\nConnection: close\r\n\r\n12345").unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 10\r\nConnection: close\r\n\r\n12345"
+    )
+    .unwrap();
     s
 }
 
@@ -64,8 +68,10 @@ fn buffer_knobs_through_a_running_zone_alb() {
 
     // Streamed (mzlb's default): the backend has the request while the client still sends.
     let s = half_upload("streamed.test", "/stream");
-    poll(Duration::from_secs(5), || seen.events().contains(&"head POST /stream".to_owned()).then_some(()))
-        .expect("a streamed request reaches the backend before its body is complete");
+    poll(Duration::from_secs(5), || {
+        seen.events().contains(&"head POST /stream".to_owned()).then_some(())
+    })
+    .expect("a streamed request reaches the backend before its body is complete");
     assert!(finish(s).starts_with("HTTP/1.1 200"));
 
     // Buffered: nothing reaches the backend until the body is complete.
@@ -77,7 +83,10 @@ fn buffer_knobs_through_a_running_zone_alb() {
     let answer = finish(s);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let events = seen.events();
-    assert!(events.contains(&format!("body /slow 10 {}", checksum(b"1234567890"))), "{events:?}");
+    assert!(
+        events.contains(&format!("body /slow 10 {}", checksum(b"1234567890"))),
+        "{events:?}"
+    );
     assert!(answer.contains("content-length: 10"), "sent with a length: {answer}");
 
     // A body far beyond client-body-buffer-size (8k) goes through a temporary file, intact.
@@ -104,6 +113,10 @@ fn buffer_knobs_through_a_running_zone_alb() {
         &["--data-binary", &data, "-H", "Transfer-Encoding: chunked"],
     );
     assert_eq!(status, 200, "{text}");
-    assert!(text.contains(&format!("content-length: {}", body.len())), "{}", &text[..text.len().min(400)]);
+    assert!(
+        text.contains(&format!("content-length: {}", body.len())),
+        "{}",
+        &text[..text.len().min(400)]
+    );
     assert!(!text.contains("transfer-encoding"), "{}", &text[..text.len().min(400)]);
 }

@@ -28,10 +28,9 @@ impl Seen {
 
 /// A byte sum, enough to tell a body that arrived intact from one that did not.
 pub(crate) fn checksum(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .enumerate()
-        .fold(0u64, |h, (i, b)| h.wrapping_mul(31).wrapping_add(u64::from(*b) ^ (i as u64)))
+    bytes.iter().enumerate().fold(0u64, |h, (i, b)| {
+        h.wrapping_mul(31).wrapping_add(u64::from(*b) ^ (i as u64))
+    })
 }
 
 /// An HTTP/1.1 backend on `listen`: one request per connection. It answers with the request
@@ -72,7 +71,8 @@ fn serve(stream: TcpStream, seen: &Seen) {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0);
     let mut body = vec![0; length];
@@ -81,7 +81,11 @@ fn serve(stream: TcpStream, seen: &Seen) {
         return;
     }
     seen.push(format!("body {target} {length} {}", checksum(&body)));
-    let status = if target.starts_with("/404") { "404 Not Found" } else { "200 OK" };
+    let status = if target.starts_with("/404") {
+        "404 Not Found"
+    } else {
+        "200 OK"
+    };
     let big = if target.starts_with("/big-head") {
         format!("X-Big: {}\r\n", "a".repeat(6000))
     } else {
@@ -162,7 +166,15 @@ fn snippets_through_a_running_zone_alb() {
         ),
         // Another Ingress of the same host: the server-snippet is the host's, so it covers it.
         ingress("gate-actuator", "gate.test", "/actuator", &[]),
-        ingress("bad", "bad.test", "/", &[("configuration-snippet", "add_header X-A b;\nlua_package_path '/tmp/?.lua';")]),
+        ingress(
+            "bad",
+            "bad.test",
+            "/",
+            &[(
+                "configuration-snippet",
+                "add_header X-A b;\nlua_package_path '/tmp/?.lua';",
+            )],
+        ),
     ];
     write(dir.path(), "site.yaml", &docs.join("---\n"));
     let alb = zone_alb(dir.path(), &[], &format!("http://{ALB_IP}:8080/healthz"));
@@ -174,7 +186,10 @@ fn snippets_through_a_running_zone_alb() {
     assert!(head.contains("\r\nx-frame-options: deny"), "{head}");
     assert!(head.contains("\r\nx-always: yes"), "{head}");
     assert!(head.contains("\r\nx-more: headers.test"), "{head}");
-    assert!(!head.contains("x-powered-by") && !head.contains("x-secret-token"), "{head}");
+    assert!(
+        !head.contains("x-powered-by") && !head.contains("x-secret-token"),
+        "{head}"
+    );
     // Fields sent upstream: proxy_set_header replaces, variables expand, input fields added.
     assert!(body.contains("\nx-real-ip: 198.51.100.1\r"), "{body}");
     assert!(!body.contains("6.6.6.6"), "{body}");
@@ -183,7 +198,10 @@ fn snippets_through_a_running_zone_alb() {
     let (status, head, _) = fetch("headers.test", "/404", &[]);
     assert_eq!(status, 404);
     assert!(!head.contains("x-frame-options"), "add_header only on 2xx/3xx: {head}");
-    assert!(head.contains("x-always: yes") && head.contains("x-more: headers.test"), "{head}");
+    assert!(
+        head.contains("x-always: yes") && head.contains("x-more: headers.test"),
+        "{head}"
+    );
 
     // return, rewrite ... break (the backend sees the new path), rewrite ... permanent.
     let (status, _, body) = fetch("gate.test", "/x?teapot=1", &[]);
@@ -199,14 +217,26 @@ fn snippets_through_a_running_zone_alb() {
     // Paths the server-snippet blocks: exact and regex locations, on every Ingress of the host.
     assert_eq!(fetch("gate.test", "/metrics", &[]).0, 403);
     assert_eq!(fetch("gate.test", "/metricsx", &[]).0, 200, "`=` is exact");
-    assert_eq!(fetch("gate.test", "/actuator/env", &[]).0, 403, "the other Ingress's path too");
+    assert_eq!(
+        fetch("gate.test", "/actuator/env", &[]).0,
+        403,
+        "the other Ingress's path too"
+    );
     assert_eq!(fetch("gate.test", "/", &[]).0, 200);
-    assert!(!seen.events().iter().any(|e| e.contains("/metrics ") || e.contains("/actuator")));
+    assert!(
+        !seen
+            .events()
+            .iter()
+            .any(|e| e.contains("/metrics ") || e.contains("/actuator"))
+    );
 
     // A directive outside the grammar: the Ingress answers 503, and says why.
     let (status, head, _) = fetch("bad.test", "/", &[]);
     assert_eq!(status, 503, "{head}");
-    assert!(head.contains("x-mzlb-reason: unenforced-annotation nginx.ingress.kubernetes.io/configuration-snippet"), "{head}");
+    assert!(
+        head.contains("x-mzlb-reason: unenforced-annotation nginx.ingress.kubernetes.io/configuration-snippet"),
+        "{head}"
+    );
     let log = poll(Duration::from_secs(5), || {
         let out = alb.output();
         out.contains("lua_package_path").then_some(out)
@@ -221,7 +251,12 @@ fn snippets_fail_closed_while_the_cluster_disallows_them() {
     let dir = tempdir();
     let docs = [
         site("127.0.75.2", "127.0.75.21", false),
-        ingress("headers", "off.test", "/", &[("configuration-snippet", "add_header X-A b;")]),
+        ingress(
+            "headers",
+            "off.test",
+            "/",
+            &[("configuration-snippet", "add_header X-A b;")],
+        ),
         ingress("plain", "plain.test", "/", &[]),
     ];
     write(dir.path(), "site.yaml", &docs.join("---\n"));
@@ -233,7 +268,11 @@ fn snippets_fail_closed_while_the_cluster_disallows_them() {
     assert_eq!(get("off.test"), 503);
     assert_eq!(get("plain.test"), 200);
     assert!(
-        poll(Duration::from_secs(5), || alb.output().contains("allow-snippet-annotations").then_some(())).is_some(),
+        poll(Duration::from_secs(5), || alb
+            .output()
+            .contains("allow-snippet-annotations")
+            .then_some(()))
+        .is_some(),
         "{}",
         alb.output()
     );

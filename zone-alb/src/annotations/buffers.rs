@@ -127,7 +127,8 @@ mod tests {
 
     #[test]
     fn buffer_knobs_land_where_they_are_honoured_or_reported() {
-        let rows: &[(&[(&str, &str)], Buffers, &[(&str, FindingKind)])] = &[
+        type Row<'a> = (&'a [(&'a str, &'a str)], Buffers, &'a [(&'a str, FindingKind)]);
+        let rows: &[Row<'_>] = &[
             (&[], Buffers::default(), &[]),
             (
                 &[("proxy-buffer-size", "16k")],
@@ -152,26 +153,61 @@ mod tests {
                 Buffers::default(),
                 &[("client-body-buffer-size", Ignored)],
             ),
-            (&[("proxy-buffering", "on")], Buffers::default(), &[("proxy-buffering", Ignored)]),
-            (&[("proxy-buffering", "yes")], Buffers::default(), &[("proxy-buffering", Invalid)]),
-            (&[("proxy-buffers-number", "8")], Buffers::default(), &[("proxy-buffers-number", Ignored)]),
-            (&[("proxy-buffers-number", "-1")], Buffers::default(), &[("proxy-buffers-number", Invalid)]),
+            (
+                &[("proxy-buffering", "on")],
+                Buffers::default(),
+                &[("proxy-buffering", Ignored)],
+            ),
+            (
+                &[("proxy-buffering", "yes")],
+                Buffers::default(),
+                &[("proxy-buffering", Invalid)],
+            ),
+            (
+                &[("proxy-buffers-number", "8")],
+                Buffers::default(),
+                &[("proxy-buffers-number", Ignored)],
+            ),
+            (
+                &[("proxy-buffers-number", "-1")],
+                Buffers::default(),
+                &[("proxy-buffers-number", Invalid)],
+            ),
             (
                 &[("proxy-max-temp-file-size", "1024m")],
                 Buffers::default(),
                 &[("proxy-max-temp-file-size", Ignored)],
             ),
-            (&[("proxy-buffer-size", "0")], Buffers::default(), &[("proxy-buffer-size", Invalid)]),
-            (&[("proxy-buffer-size", "4 k")], Buffers::default(), &[("proxy-buffer-size", Invalid)]),
-            (&[("proxy-buffer-size", "99999999999g")], Buffers::default(), &[("proxy-buffer-size", Invalid)]),
-            (&[("proxy-request-buffering", "ON")], Buffers::default(), &[("proxy-request-buffering", Invalid)]),
+            (
+                &[("proxy-buffer-size", "0")],
+                Buffers::default(),
+                &[("proxy-buffer-size", Invalid)],
+            ),
+            (
+                &[("proxy-buffer-size", "4 k")],
+                Buffers::default(),
+                &[("proxy-buffer-size", Invalid)],
+            ),
+            (
+                &[("proxy-buffer-size", "99999999999g")],
+                Buffers::default(),
+                &[("proxy-buffer-size", Invalid)],
+            ),
+            (
+                &[("proxy-request-buffering", "ON")],
+                Buffers::default(),
+                &[("proxy-request-buffering", Invalid)],
+            ),
         ];
         for (pairs, buffers, findings) in rows {
             let (got, got_findings) = parse(pairs);
             assert_eq!(got, *buffers, "{pairs:?}");
             let expected: Vec<(String, FindingKind)> = findings.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect();
             assert_eq!(got_findings, expected, "{pairs:?}");
-            assert_eq!(got.needs_hyper(), got.request_buffering || got.response_head_limit.is_some());
+            assert_eq!(
+                got.needs_hyper(),
+                got.request_buffering || got.response_head_limit.is_some()
+            );
         }
     }
 }

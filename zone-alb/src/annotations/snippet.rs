@@ -51,7 +51,12 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
             continue;
         }
         if !r.defaults.allow_snippets {
-            refuse(r, p, name, "snippets are disabled (allow-snippet-annotations is false)".into());
+            refuse(
+                r,
+                p,
+                name,
+                "snippets are disabled (allow-snippet-annotations is false)".into(),
+            );
             continue;
         }
         match snippet::parse(text, ctx) {
@@ -107,7 +112,11 @@ mod tests {
             let (p, findings) = parse(&[(name, "add_header X-A b;")], false);
             assert_eq!(p.unenforced.len(), 1, "{name}");
             assert_eq!(findings[0].kind, FindingKind::Unenforced);
-            assert!(findings[0].message.contains("allow-snippet-annotations"), "{}", findings[0]);
+            assert!(
+                findings[0].message.contains("allow-snippet-annotations"),
+                "{}",
+                findings[0]
+            );
             assert!(!p.snippets.needs_hyper());
         }
         let (p, findings) = parse(&[("configuration-snippet", "  ")], false);
@@ -133,24 +142,37 @@ mod tests {
 
     #[test]
     fn a_directive_outside_the_grammar_fails_the_ingress_closed_naming_it_and_its_line() {
-        let (p, findings) = parse(&[("server-snippet", "add_header X-A b;\nlua_need_request_body on;")], true);
+        let (p, findings) = parse(
+            &[("server-snippet", "add_header X-A b;\nlua_need_request_body on;")],
+            true,
+        );
         assert_eq!(p.unenforced, ["nginx.ingress.kubernetes.io/server-snippet"]);
         assert!(p.snippets.server_refused);
         let message = &findings[0].message;
-        assert!(message.contains("line 2") && message.contains("lua_need_request_body"), "{message}");
+        assert!(
+            message.contains("line 2") && message.contains("lua_need_request_body"),
+            "{message}"
+        );
         assert!(message.contains("503"), "{message}");
     }
 
     #[test]
     fn harmless_directives_are_applied_and_reported() {
         let (p, findings) = parse(
-            &[("configuration-snippet", "chunked_transfer_encoding off;\nadd_header X-A b;")],
+            &[(
+                "configuration-snippet",
+                "chunked_transfer_encoding off;\nadd_header X-A b;",
+            )],
             true,
         );
         assert!(p.unenforced.is_empty());
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].kind, FindingKind::Ignored);
-        assert!(findings[0].message.contains("chunked_transfer_encoding"), "{}", findings[0]);
+        assert!(
+            findings[0].message.contains("chunked_transfer_encoding"),
+            "{}",
+            findings[0]
+        );
         assert!(p.snippets.location.is_some());
     }
 }

@@ -18,7 +18,10 @@ const NO_OPS: &[(&str, &str)] = &[
     ("chunked_transfer_encoding", "mzlb frames responses itself"),
     ("proxy_http_version", "mzlb speaks HTTP/1.1 to backends"),
     ("proxy_buffering", "mzlb streams responses"),
-    ("proxy_request_buffering", "set it with the proxy-request-buffering annotation"),
+    (
+        "proxy_request_buffering",
+        "set it with the proxy-request-buffering annotation",
+    ),
     ("proxy_buffer_size", "set it with the proxy-buffer-size annotation"),
     ("proxy_buffers", "mzlb streams responses"),
     ("proxy_busy_buffers_size", "mzlb streams responses"),
@@ -173,7 +176,11 @@ impl<'t> Parser<'t> {
             }
             "more_set_input_headers" | "more_clear_input_headers" => {
                 allowed(&[Server, Location, Auth])?;
-                let allowed_opts: &[char] = if name == "more_set_input_headers" { &['r', 't'] } else { &['t'] };
+                let allowed_opts: &[char] = if name == "more_set_input_headers" {
+                    &['r', 't']
+                } else {
+                    &['t']
+                };
                 let (opts, rest) = options(&args, allowed_opts).map_err(|m| fail(&m))?;
                 if rest.is_empty() {
                     return Err(fail("expected at least one header"));
@@ -306,11 +313,16 @@ pub(super) struct Arg {
 }
 
 /// Splits `-x value` options (headers-more's `-s`, `-t`, `-r`) off the front.
-fn options<'a>(args: &'a [Arg], allowed: &[char]) -> Result<(Vec<(char, String)>, &'a [Arg]), String> {
+/// Options as (letter, value) pairs, and the arguments after them.
+type Options<'a> = (Vec<(char, String)>, &'a [Arg]);
+
+fn options<'a>(args: &'a [Arg], allowed: &[char]) -> Result<Options<'a>, String> {
     let mut opts = Vec::new();
     let mut i = 0;
     while let Some(a) = args.get(i) {
-        let Some(flag) = a.text.strip_prefix('-').filter(|_| !a.quoted) else { break };
+        let Some(flag) = a.text.strip_prefix('-').filter(|_| !a.quoted) else {
+            break;
+        };
         let mut chars = flag.chars();
         let (Some(o), None) = (chars.next(), chars.next()) else {
             return Err(format!("unknown option {:?}", a.text));
@@ -392,7 +404,16 @@ fn patterns(args: &[Arg], check: fn(&str) -> Result<HeaderName, String>) -> Resu
 }
 
 /// Response fields a snippet may not set or clear: they frame the message.
-const FRAMING: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"];
+const FRAMING: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
 
 fn field_name(text: &str) -> Result<HeaderName, String> {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
@@ -536,7 +557,7 @@ fn parse_condition(args: &[Arg]) -> Result<Condition, String> {
         }
         _ => return Err("expected `)` after the condition".into()),
     }
-    words.retain(|w| !(w.text.is_empty() && !w.quoted));
+    words.retain(|w| !w.text.is_empty() || w.quoted);
     let var = |t: &str| -> Result<Var, String> {
         let t = Template::parse(t, false)?;
         match t.parts.as_slice() {

@@ -15,7 +15,11 @@ const MAX_TOKENS: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Token {
     /// A word; `quoted` when it was written in quotes (so `"{"` is a word, not a brace).
-    Word { text: String, quoted: bool, line: usize },
+    Word {
+        text: String,
+        quoted: bool,
+        line: usize,
+    },
     Semi(usize),
     Open(usize),
     Close(usize),
@@ -123,7 +127,10 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, SnippetError> {
                         });
                     }
                     Some(other) => {
-                        return Err(SnippetError::new(line, format!("unexpected {other:?} after a quoted string")));
+                        return Err(SnippetError::new(
+                            line,
+                            format!("unexpected {other:?} after a quoted string"),
+                        ));
                     }
                 }
             }
@@ -138,7 +145,9 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, SnippetError> {
                             loop {
                                 match chars.next() {
                                     Some('}') => break,
-                                    Some(c) if !c.is_whitespace() && !matches!(c, ';' | '{' | '"' | '\'') => text.push(c),
+                                    Some(c) if !c.is_whitespace() && !matches!(c, ';' | '{' | '"' | '\'') => {
+                                        text.push(c)
+                                    }
                                     _ => return Err(SnippetError::new(line, "`${` without its `}`")),
                                 }
                             }
@@ -204,7 +213,10 @@ mod tests {
         let rows: &[(&str, &[&str])] = &[
             ("", &[]),
             ("add_header X-A b;", &["add_header", "X-A", "b", ";"]),
-            ("add_header X-A \"b c\" always;", &["add_header", "X-A", "q:b c", "always", ";"]),
+            (
+                "add_header X-A \"b c\" always;",
+                &["add_header", "X-A", "q:b c", "always", ";"],
+            ),
             ("more_set_headers 'X-A: b';", &["more_set_headers", "q:X-A: b", ";"]),
             ("a \"x\\\"y\";", &["a", "q:x\"y", ";"]),
             ("a 'it\\'s';", &["a", "q:it's", ";"]),
@@ -212,14 +224,24 @@ mod tests {
             ("# all comment ; } {\n", &[]),
             ("a b; # c; d }\ne f;", &["a", "b", ";", "e", "f", ";"]),
             ("a b#c;", &["a", "b#c", ";"]),
-            ("location = /x { deny all; }", &["location", "=", "/x", "{", "deny", "all", ";", "}"]),
-            ("if ($http_x = \"a\") { return 403; }", &["if", "($http_x", "=", "q:a", ")", "{", "return", "403", ";", "}"]),
+            (
+                "location = /x { deny all; }",
+                &["location", "=", "/x", "{", "deny", "all", ";", "}"],
+            ),
+            (
+                "if ($http_x = \"a\") { return 403; }",
+                &["if", "($http_x", "=", "q:a", ")", "{", "return", "403", ";", "}"],
+            ),
             ("rewrite ^/a\\ b /c;", &["rewrite", "^/a\\ b", "/c", ";"]),
             ("add_header X ${host}a;", &["add_header", "X", "${host}a", ";"]),
             ("a\r\n\tb;", &["a", "b", ";"]),
         ];
         for (text, expected) in rows {
-            assert_eq!(words(text).unwrap_or_else(|e| panic!("{text:?}: {e}")), *expected, "{text:?}");
+            assert_eq!(
+                words(text).unwrap_or_else(|e| panic!("{text:?}: {e}")),
+                *expected,
+                "{text:?}"
+            );
         }
     }
 

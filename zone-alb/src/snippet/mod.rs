@@ -134,7 +134,7 @@ fn types_match(types: &[String], headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
         .unwrap_or_default();
-    types.iter().any(|t| *t == media)
+    types.contains(&media)
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -166,8 +166,16 @@ pub struct Rewrite {
 pub enum Condition {
     /// `($var)`: neither empty nor `0`.
     NonEmpty(Var),
-    Equals { var: Var, value: Template, negate: bool },
-    Matches { var: Var, regex: Re, negate: bool },
+    Equals {
+        var: Var,
+        value: Template,
+        negate: bool,
+    },
+    Matches {
+        var: Var,
+        regex: Re,
+        negate: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -385,10 +393,8 @@ impl Plan {
                         }
                     }
                 }
-                Directive::MoreClearInputHeaders { types, names } => {
-                    if types_match(types, headers) {
-                        remove_matching(headers, names);
-                    }
+                Directive::MoreClearInputHeaders { types, names } if types_match(types, headers) => {
+                    remove_matching(headers, names);
                 }
                 _ => {}
             }
@@ -421,7 +427,9 @@ fn snippets<'a>(route: &Route<'a>) -> (Option<&'a Arc<Snippet>>, Option<&'a Arc<
 /// How a run of rewrite-module directives ended.
 enum Flow {
     /// All run; `changed` if a flagless rewrite changed the URI (location chosen again).
-    Done { changed: bool },
+    Done {
+        changed: bool,
+    },
     /// `break`, or `rewrite ... break`.
     Stop,
     /// `rewrite ... last`: choose the location again.
@@ -481,16 +489,14 @@ impl State<'_> {
                     return Flow::Answer(r.code, text);
                 }
                 Directive::Break => return Flow::Stop,
-                Directive::If { cond, body } => {
-                    if self.test(cond) {
-                        match self.run(body) {
-                            Flow::Done { changed: c } => changed |= c,
-                            other => return other,
-                        }
-                    }
-                }
+                Directive::If { cond, body } if self.test(cond) => match self.run(body) {
+                    Flow::Done { changed: c } => changed |= c,
+                    other => return other,
+                },
                 Directive::Rewrite(rw) => {
-                    let Some(caps) = rw.regex.0.captures(&self.uri) else { continue };
+                    let Some(caps) = rw.regex.0.captures(&self.uri) else {
+                        continue;
+                    };
                     let captures: Vec<String> = (1..caps.len().min(10))
                         .map(|i| caps.get(i).map_or(String::new(), |m| m.as_str().to_owned()))
                         .collect();
@@ -537,6 +543,7 @@ impl State<'_> {
 /// The request phase for a routed request: rewrite directives, location selection and
 /// access. Returns the route the request ends up on (a rewrite may move it) and the plan.
 /// A route that fails closed is left alone: its 503 comes before anything a snippet says.
+#[allow(clippy::too_many_arguments)] // one request's context, passed once
 pub(crate) fn request<'t>(
     table: &'t RouteTable,
     host: &str,
@@ -624,7 +631,11 @@ pub(crate) fn request<'t>(
                 if from_server {
                     // A location of the server-snippet: access, then no content of its own.
                     plan.respond = Some(respond(server_directives, &block, &state));
-                    let code = if denied(server_directives, &block, client) { 403 } else { 404 };
+                    let code = if denied(server_directives, &block, client) {
+                        403
+                    } else {
+                        404
+                    };
                     plan.answer = Some(answer(code, None, &state, body_pending));
                     return Ok((route, plan));
                 }
@@ -650,7 +661,12 @@ pub(crate) fn request<'t>(
     plan.input = server_directives
         .iter()
         .chain(&location)
-        .filter(|d| matches!(d, Directive::MoreSetInputHeaders { .. } | Directive::MoreClearInputHeaders { .. }))
+        .filter(|d| {
+            matches!(
+                d,
+                Directive::MoreSetInputHeaders { .. } | Directive::MoreClearInputHeaders { .. }
+            )
+        })
         .cloned()
         .collect();
     plan.upstream = location

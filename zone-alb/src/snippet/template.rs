@@ -209,7 +209,12 @@ fn expand_var(var: &Var, v: &Vars<'_>, out: &mut String) {
         Var::Http(name) => {
             // nginx joins repeated fields with ", " (cookies with "; ").
             let sep = if name == "cookie" { "; " } else { ", " };
-            let values: Vec<&str> = v.headers.get_all(name.as_str()).iter().filter_map(|h| h.to_str().ok()).collect();
+            let values: Vec<&str> = v
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|h| h.to_str().ok())
+                .collect();
             out.push_str(&values.join(sep));
         }
         Var::Cookie(name) => {
@@ -260,7 +265,10 @@ mod tests {
             ("plain", "plain"),
             ("$host", "demo.test"),
             ("${host}x", "demo.testx"),
-            ("$scheme://$host:$server_port$request_uri", "https://demo.test:8443/a?b=2"),
+            (
+                "$scheme://$host:$server_port$request_uri",
+                "https://demo.test:8443/a?b=2",
+            ),
             ("$remote_addr", "127.0.0.5"),
             ("$proxy_add_x_forwarded_for", "203.0.113.9, 127.0.0.5"),
             ("<$http_x_user>", "<ann>"),

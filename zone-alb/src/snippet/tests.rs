@@ -8,7 +8,11 @@ fn ok(text: &str, ctx: Ctx) -> Snippet {
 #[test]
 fn the_snippets_people_write_parse() {
     let rows: &[(Ctx, &str, &[&str])] = &[
-        (Ctx::Location, "proxy_set_header X-Real-IP $remote_addr;", &["ProxySetHeader"]),
+        (
+            Ctx::Location,
+            "proxy_set_header X-Real-IP $remote_addr;",
+            &["ProxySetHeader"],
+        ),
         (
             Ctx::Location,
             "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\nproxy_set_header Host $host;",
@@ -24,38 +28,98 @@ fn the_snippets_people_write_parse() {
             "more_set_headers \"X-Frame-Options: DENY\" \"X-Content-Type-Options: nosniff\";",
             &["MoreSetHeaders"],
         ),
-        (Ctx::Location, "more_set_headers -s '404 500' -t text/html 'X-E: 1';", &["MoreSetHeaders"]),
-        (Ctx::Location, "more_clear_headers Server 'X-Powered-*';", &["MoreClearHeaders"]),
-        (Ctx::Location, "more_set_input_headers -r 'Authorization: x';", &["MoreSetInputHeaders"]),
-        (Ctx::Location, "more_clear_input_headers Cookie;", &["MoreClearInputHeaders"]),
+        (
+            Ctx::Location,
+            "more_set_headers -s '404 500' -t text/html 'X-E: 1';",
+            &["MoreSetHeaders"],
+        ),
+        (
+            Ctx::Location,
+            "more_clear_headers Server 'X-Powered-*';",
+            &["MoreClearHeaders"],
+        ),
+        (
+            Ctx::Location,
+            "more_set_input_headers -r 'Authorization: x';",
+            &["MoreSetInputHeaders"],
+        ),
+        (
+            Ctx::Location,
+            "more_clear_input_headers Cookie;",
+            &["MoreClearInputHeaders"],
+        ),
         (Ctx::Location, "proxy_hide_header X-Powered-By;", &["ProxyHideHeader"]),
         (Ctx::Location, "return 403;", &["Return"]),
         (Ctx::Location, "return 200 'ok';", &["Return"]),
         (Ctx::Location, "return 301 https://$host$request_uri;", &["Return"]),
         (Ctx::Location, "return https://example.com/;", &["Return"]),
         (Ctx::Location, "rewrite ^/old/(.*)$ /new/$1 break;", &["Rewrite"]),
-        (Ctx::Location, "rewrite ^/(.*)$ https://example.com/$1 permanent;", &["Rewrite"]),
+        (
+            Ctx::Location,
+            "rewrite ^/(.*)$ https://example.com/$1 permanent;",
+            &["Rewrite"],
+        ),
         (Ctx::Location, "rewrite ^/a$ /b;", &["Rewrite"]),
         (
             Ctx::Location,
             "if ($http_x_forwarded_proto != 'https') { return 301 https://$host$request_uri; }",
             &["If"],
         ),
-        (Ctx::Location, "if ($request_uri ~* \"^/admin\") {\n  return 403;\n}", &["If"]),
+        (
+            Ctx::Location,
+            "if ($request_uri ~* \"^/admin\") {\n  return 403;\n}",
+            &["If"],
+        ),
         (Ctx::Location, "if ($http_x_debug) { rewrite ^ /debug last; }", &["If"]),
-        (Ctx::Location, "allow 10.0.0.0/8;\nallow 192.0.2.1;\ndeny all;", &["Access", "Access", "Access"]),
-        (Ctx::Location, "chunked_transfer_encoding off;\nproxy_http_version 1.1;", &[]),
-        (Ctx::Location, "proxy_set_header Upgrade $http_upgrade;\nproxy_set_header Connection \"upgrade\";", &[]),
+        (
+            Ctx::Location,
+            "allow 10.0.0.0/8;\nallow 192.0.2.1;\ndeny all;",
+            &["Access", "Access", "Access"],
+        ),
+        (
+            Ctx::Location,
+            "chunked_transfer_encoding off;\nproxy_http_version 1.1;",
+            &[],
+        ),
+        (
+            Ctx::Location,
+            "proxy_set_header Upgrade $http_upgrade;\nproxy_set_header Connection \"upgrade\";",
+            &[],
+        ),
         (Ctx::Server, "location /metrics { deny all; }", &["Location"]),
         (Ctx::Server, "location = /metrics { return 403; }", &["Location"]),
-        (Ctx::Server, "location ~* ^/(actuator|internal) {\n  deny all;\n  return 403;\n}", &["Location"]),
+        (
+            Ctx::Server,
+            "location ~* ^/(actuator|internal) {\n  deny all;\n  return 403;\n}",
+            &["Location"],
+        ),
         (Ctx::Server, "location ^~ /.git { return 404; }", &["Location"]),
-        (Ctx::Server, "if ($host = 'old.example') { return 301 https://new.example$request_uri; }", &["If"]),
-        (Ctx::Server, "add_header Strict-Transport-Security \"max-age=31536000\" always;", &["AddHeader"]),
-        (Ctx::Server, "# a comment\nmore_set_headers 'X-A: b'; # trailing", &["MoreSetHeaders"]),
+        (
+            Ctx::Server,
+            "if ($host = 'old.example') { return 301 https://new.example$request_uri; }",
+            &["If"],
+        ),
+        (
+            Ctx::Server,
+            "add_header Strict-Transport-Security \"max-age=31536000\" always;",
+            &["AddHeader"],
+        ),
+        (
+            Ctx::Server,
+            "# a comment\nmore_set_headers 'X-A: b'; # trailing",
+            &["MoreSetHeaders"],
+        ),
         (Ctx::Server, "proxy_set_header X-A b;", &[]),
-        (Ctx::Auth, "proxy_set_header X-Forwarded-Host $http_host;", &["ProxySetHeader"]),
-        (Ctx::Auth, "more_set_input_headers 'X-Auth: 1';\nproxy_http_version 1.1;", &["MoreSetInputHeaders"]),
+        (
+            Ctx::Auth,
+            "proxy_set_header X-Forwarded-Host $http_host;",
+            &["ProxySetHeader"],
+        ),
+        (
+            Ctx::Auth,
+            "more_set_input_headers 'X-Auth: 1';\nproxy_http_version 1.1;",
+            &["MoreSetInputHeaders"],
+        ),
         (Ctx::Location, ";;", &[]),
     ];
     for (ctx, text, kinds) in rows {
@@ -72,11 +136,18 @@ fn the_snippets_people_write_parse() {
 #[test]
 fn parsed_values_are_typed() {
     let s = ok("add_header X-A \"v $host\" always;", Ctx::Location);
-    let Directive::AddHeader { name, value, always } = &s.directives[0] else { panic!() };
+    let Directive::AddHeader { name, value, always } = &s.directives[0] else {
+        panic!()
+    };
     assert_eq!((name.as_str(), *always), ("x-a", true));
     assert_eq!(value.parts, [Part::Lit("v ".into()), Part::Var(Var::Host)]);
-    let s = ok("more_set_headers -s 404 -s '500 503' 'X-A: 1' 'X-B:' X-C;", Ctx::Location);
-    let Directive::MoreSetHeaders { filter, fields } = &s.directives[0] else { panic!() };
+    let s = ok(
+        "more_set_headers -s 404 -s '500 503' 'X-A: 1' 'X-B:' X-C;",
+        Ctx::Location,
+    );
+    let Directive::MoreSetHeaders { filter, fields } = &s.directives[0] else {
+        panic!()
+    };
     assert_eq!(filter.statuses, [404, 500, 503]);
     assert_eq!(fields.len(), 3);
     assert!(fields[0].1.is_some() && fields[1].1.is_none() && fields[2].1.is_none());
@@ -91,9 +162,17 @@ fn parsed_values_are_typed() {
         })
     );
     let s = ok("location = /x { deny all; }", Ctx::Server);
-    let Directive::Location(l) = &s.directives[0] else { panic!() };
+    let Directive::Location(l) = &s.directives[0] else {
+        panic!()
+    };
     assert_eq!(l.matcher, LocationMatch::Exact("/x".into()));
-    assert_eq!(l.body, [Directive::Access { allow: false, net: None }]);
+    assert_eq!(
+        l.body,
+        [Directive::Access {
+            allow: false,
+            net: None
+        }]
+    );
     let s = ok("chunked_transfer_encoding off;", Ctx::Location);
     assert!(s.notes[0].contains("chunked_transfer_encoding (line 1)") || s.notes[0].contains("line 1"));
 }
@@ -103,18 +182,43 @@ fn parsed_values_are_typed() {
 fn hostile_snippets_are_refused() {
     let rows: &[(Ctx, &str, usize, &str)] = &[
         // Breaking out of the block the snippet is pasted into.
-        (Ctx::Location, "add_header X a; }\nserver { listen 80; }", 1, "without a block to close"),
+        (
+            Ctx::Location,
+            "add_header X a; }\nserver { listen 80; }",
+            1,
+            "without a block to close",
+        ),
         (Ctx::Location, "}", 1, "without a block to close"),
         (Ctx::Server, "location / {\nreturn 200;", 2, "closing"),
         (Ctx::Location, "add_header X a; } location /x { return 200; ", 1, "`}`"),
         // A comment hiding the `;` that would end the directive.
         (Ctx::Location, "add_header X a # ;\n", 1, "without `;`"),
-        (Ctx::Location, "add_header X a #;\nload_module /tmp/evil.so;", 1, "`add_header`"),
+        (
+            Ctx::Location,
+            "add_header X a #;\nload_module /tmp/evil.so;",
+            1,
+            "`add_header`",
+        ),
         // Modules, Lua, includes, engines, anything outside the grammar.
         (Ctx::Location, "load_module /tmp/x.so;", 1, "load_module"),
-        (Ctx::Location, "content_by_lua_block { os.execute('id') }", 1, "quote inside a word"),
-        (Ctx::Location, "content_by_lua_block { os.execute(\"id\") }", 1, "quote inside a word"),
-        (Ctx::Location, "content_by_lua_block {\n ngx.say(1)\n}", 1, "does not take a block"),
+        (
+            Ctx::Location,
+            "content_by_lua_block { os.execute('id') }",
+            1,
+            "quote inside a word",
+        ),
+        (
+            Ctx::Location,
+            "content_by_lua_block { os.execute(\"id\") }",
+            1,
+            "quote inside a word",
+        ),
+        (
+            Ctx::Location,
+            "content_by_lua_block {\n ngx.say(1)\n}",
+            1,
+            "does not take a block",
+        ),
         (Ctx::Location, "access_by_lua 'os.execute(\"id\")';", 1, "access_by_lua"),
         (Ctx::Location, "lua_package_path '/tmp/?.lua';", 1, "lua_package_path"),
         (Ctx::Location, "set_by_lua $x 'return 1';", 1, "set_by_lua"),
@@ -140,11 +244,26 @@ fn hostile_snippets_are_refused() {
         (Ctx::Location, "more_set_headers \"X: a\\nInjected: 1\";", 1, "CR, LF"),
         (Ctx::Location, "proxy_set_header X \"a\\rb\";", 1, "CR, LF"),
         (Ctx::Location, "add_header X a\0b;", 1, "control byte"),
-        (Ctx::Location, "return 302 \"https://x/\\r\\nSet-Cookie:a\";", 1, "control bytes"),
+        (
+            Ctx::Location,
+            "return 302 \"https://x/\\r\\nSet-Cookie:a\";",
+            1,
+            "control bytes",
+        ),
         // Fields that frame the message, bad names, bad statuses.
         (Ctx::Location, "add_header Content-Length 0;", 1, "frames the message"),
-        (Ctx::Location, "proxy_set_header Transfer-Encoding chunked;", 1, "frames the message"),
-        (Ctx::Location, "more_set_input_headers 'Content-Length: 5';", 1, "frames the message"),
+        (
+            Ctx::Location,
+            "proxy_set_header Transfer-Encoding chunked;",
+            1,
+            "frames the message",
+        ),
+        (
+            Ctx::Location,
+            "more_set_input_headers 'Content-Length: 5';",
+            1,
+            "frames the message",
+        ),
         (Ctx::Location, "more_clear_headers '*';", 1, "every field"),
         (Ctx::Location, "add_header \"X A\" b;", 1, "not a field name"),
         (Ctx::Location, "add_header X: b;", 1, "not a field name"),
@@ -159,17 +278,47 @@ fn hostile_snippets_are_refused() {
         (Ctx::Location, "rewrite ^/(.* /x;", 1, "regular expression"),
         (Ctx::Location, "rewrite ^ x;", 1, "path or an http(s) URL"),
         (Ctx::Location, "rewrite ^ /x sometimes;", 1, "unknown flag"),
-        (Ctx::Location, "if ($http_x = a) { add_header X a; }", 1, "not allowed in an `if` block"),
-        (Ctx::Location, "if ($http_x = a) { proxy_pass http://x; }", 1, "proxy_pass"),
+        (
+            Ctx::Location,
+            "if ($http_x = a) { add_header X a; }",
+            1,
+            "not allowed in an `if` block",
+        ),
+        (
+            Ctx::Location,
+            "if ($http_x = a) { proxy_pass http://x; }",
+            1,
+            "proxy_pass",
+        ),
         (Ctx::Location, "if $http_x { return 403; }", 1, "`(`"),
         (Ctx::Location, "if ($http_x { return 403; }", 1, "`)`"),
-        (Ctx::Location, "if (-f /etc/passwd) { return 403; }", 1, "expected ($var)"),
+        (
+            Ctx::Location,
+            "if (-f /etc/passwd) { return 403; }",
+            1,
+            "expected ($var)",
+        ),
         (Ctx::Location, "if (-f) { return 403; }", 1, "one variable"),
         (Ctx::Location, "if ($http_x <> a) { return 403; }", 1, "operator"),
-        (Ctx::Location, "if ($ssl_client_verify) { return 403; }", 1, "ssl_client_verify"),
-        (Ctx::Location, "location /x { return 403; }", 1, "not allowed in a location"),
+        (
+            Ctx::Location,
+            "if ($ssl_client_verify) { return 403; }",
+            1,
+            "ssl_client_verify",
+        ),
+        (
+            Ctx::Location,
+            "location /x { return 403; }",
+            1,
+            "not allowed in a location",
+        ),
         (Ctx::Server, "location @named { return 403; }", 1, "named locations"),
-        (Ctx::Server, "location /a { location /b { return 403; } }", 1, "not allowed in a location"),
+        (
+            Ctx::Server,
+            "location /a { location /b { return 403; } }",
+            1,
+            "not allowed in a location",
+        ),
         (Ctx::Server, "location x { return 403; }", 1, "not a path"),
         (Ctx::Location, "deny 10.0.0.0/33;", 1, "address/CIDR"),
         (Ctx::Location, "allow;", 1, "address/CIDR"),
@@ -177,7 +326,12 @@ fn hostile_snippets_are_refused() {
         (Ctx::Auth, "return 200;", 1, "not allowed in auth-snippet"),
         (Ctx::Auth, "add_header X a;", 1, "not allowed in auth-snippet"),
         // Lines are counted.
-        (Ctx::Location, "add_header X a;\n\n# fine\nperl_modules /tmp;", 4, "perl_modules"),
+        (
+            Ctx::Location,
+            "add_header X a;\n\n# fine\nperl_modules /tmp;",
+            4,
+            "perl_modules",
+        ),
     ];
     for (ctx, text, line, says) in rows {
         match parse(text, *ctx) {
@@ -194,9 +348,16 @@ fn hostile_snippets_are_refused() {
 fn huge_and_deep_snippets_are_refused() {
     let huge = format!("add_header X \"{}\";", "a".repeat(lexer::MAX_LEN));
     assert!(parse(&huge, Ctx::Location).unwrap_err().message.contains("longer than"));
-    let deep = format!("{}return 403;{}", "location /a { if ($http_x) { ".repeat(3), "} }".repeat(3));
+    let deep = format!(
+        "{}return 403;{}",
+        "location /a { if ($http_x) { ".repeat(3),
+        "} }".repeat(3)
+    );
     let e = parse(&deep, Ctx::Server).unwrap_err();
-    assert!(e.message.contains("nested too deep") || e.message.contains("not allowed"), "{e}");
+    assert!(
+        e.message.contains("nested too deep") || e.message.contains("not allowed"),
+        "{e}"
+    );
     let many_ifs = "if ($http_x) { if ($http_y) { return 403; } }";
     assert!(parse(many_ifs, Ctx::Location).is_err());
     // Many directives within the length limit are fine.
@@ -240,28 +401,118 @@ fn rewrites_returns_and_ifs_run_in_order() {
         };
         (flow, st.uri, st.args)
     };
-    let rows: &[(&str, &str, Option<&str>, &str, &str, Option<&str>)] = &[
+    /// Snippet, URI, args; then the flow, URI and args after it.
+    type Row<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, &'a str, Option<&'a str>);
+    let rows: &[Row<'_>] = &[
         ("return 403;", "/a", None, "answer 403 ", "/a", None),
-        ("return 200 'hi $host';", "/a", None, "answer 200 hi demo.test", "/a", None),
-        ("rewrite ^/old/(.*)$ /new/$1 break; return 403;", "/old/x", Some("q=1"), "stop", "/new/x", Some("q=1")),
-        ("rewrite ^/old/(.*)$ /new/$1 break; return 403;", "/other", None, "answer 403 ", "/other", None),
-        ("rewrite ^/a$ /b?x=1 last;", "/a", Some("q=1"), "last", "/b", Some("x=1&q=1")),
+        (
+            "return 200 'hi $host';",
+            "/a",
+            None,
+            "answer 200 hi demo.test",
+            "/a",
+            None,
+        ),
+        (
+            "rewrite ^/old/(.*)$ /new/$1 break; return 403;",
+            "/old/x",
+            Some("q=1"),
+            "stop",
+            "/new/x",
+            Some("q=1"),
+        ),
+        (
+            "rewrite ^/old/(.*)$ /new/$1 break; return 403;",
+            "/other",
+            None,
+            "answer 403 ",
+            "/other",
+            None,
+        ),
+        (
+            "rewrite ^/a$ /b?x=1 last;",
+            "/a",
+            Some("q=1"),
+            "last",
+            "/b",
+            Some("x=1&q=1"),
+        ),
         ("rewrite ^/a$ /b? last;", "/a", Some("q=1"), "last", "/b", None),
         ("rewrite ^/a$ /b;", "/a", None, "done true", "/b", None),
-        ("rewrite ^/(.*)$ https://new.example/$1 permanent;", "/p", Some("q=1"), "answer 301 https://new.example/p?q=1", "/p", Some("q=1")),
-        ("rewrite ^/(.*)$ /moved/$1 redirect;", "/p", None, "answer 302 /moved/p", "/p", None),
-        ("rewrite ^ https://x.example/;", "/p", None, "answer 302 https://x.example/", "/p", None),
-        ("if ($uri ~ ^/admin) { return 403; } return 200 ok;", "/admin/x", None, "answer 403 ", "/admin/x", None),
-        ("if ($uri ~ ^/admin) { return 403; } return 200 ok;", "/public", None, "answer 200 ok", "/public", None),
-        ("if ($arg_debug = 1) { return 404; }", "/p", Some("debug=1"), "answer 404 ", "/p", Some("debug=1")),
-        ("if ($arg_debug != 1) { return 404; }", "/p", Some("debug=1"), "done false", "/p", Some("debug=1")),
-        ("if ($http_x_missing) { return 404; }", "/p", None, "done false", "/p", None),
+        (
+            "rewrite ^/(.*)$ https://new.example/$1 permanent;",
+            "/p",
+            Some("q=1"),
+            "answer 301 https://new.example/p?q=1",
+            "/p",
+            Some("q=1"),
+        ),
+        (
+            "rewrite ^/(.*)$ /moved/$1 redirect;",
+            "/p",
+            None,
+            "answer 302 /moved/p",
+            "/p",
+            None,
+        ),
+        (
+            "rewrite ^ https://x.example/;",
+            "/p",
+            None,
+            "answer 302 https://x.example/",
+            "/p",
+            None,
+        ),
+        (
+            "if ($uri ~ ^/admin) { return 403; } return 200 ok;",
+            "/admin/x",
+            None,
+            "answer 403 ",
+            "/admin/x",
+            None,
+        ),
+        (
+            "if ($uri ~ ^/admin) { return 403; } return 200 ok;",
+            "/public",
+            None,
+            "answer 200 ok",
+            "/public",
+            None,
+        ),
+        (
+            "if ($arg_debug = 1) { return 404; }",
+            "/p",
+            Some("debug=1"),
+            "answer 404 ",
+            "/p",
+            Some("debug=1"),
+        ),
+        (
+            "if ($arg_debug != 1) { return 404; }",
+            "/p",
+            Some("debug=1"),
+            "done false",
+            "/p",
+            Some("debug=1"),
+        ),
+        (
+            "if ($http_x_missing) { return 404; }",
+            "/p",
+            None,
+            "done false",
+            "/p",
+            None,
+        ),
         ("break; return 403;", "/p", None, "stop", "/p", None),
         ("add_header X a;", "/p", None, "done false", "/p", None),
     ];
     for (text, uri, args, flow, new_uri, new_args) in rows {
         let (f, u, a) = run(text, uri, *args);
-        assert_eq!((f.as_str(), u.as_str(), a.as_deref()), (*flow, *new_uri, *new_args), "{text:?} on {uri}");
+        assert_eq!(
+            (f.as_str(), u.as_str(), a.as_deref()),
+            (*flow, *new_uri, *new_args),
+            "{text:?} on {uri}"
+        );
     }
 }
 
@@ -311,8 +562,14 @@ fn response_fields_follow_nginx_rules() {
     let ok200 = build(200);
     let h = ok200.headers();
     assert!(!h.contains_key("x-powered-by"), "proxy_hide_header");
-    assert_eq!(h["x-hidden-by-server"], "1", "the location's proxy_hide_header replaces the server's");
-    assert!(!h.contains_key("x-server"), "the location's add_header replaces the server's");
+    assert_eq!(
+        h["x-hidden-by-server"], "1",
+        "the location's proxy_hide_header replaces the server's"
+    );
+    assert!(
+        !h.contains_key("x-server"),
+        "the location's add_header replaces the server's"
+    );
     let locs: Vec<_> = h.get_all("x-loc").iter().collect();
     assert_eq!(locs, ["from-backend", "demo.test"], "add_header appends");
     assert_eq!(h["x-always"], "a");
@@ -347,7 +604,12 @@ fn request_fields_are_set_replaced_and_cleared() {
     let plan = Plan {
         input: location
             .iter()
-            .filter(|d| matches!(d, Directive::MoreSetInputHeaders { .. } | Directive::MoreClearInputHeaders { .. }))
+            .filter(|d| {
+                matches!(
+                    d,
+                    Directive::MoreSetInputHeaders { .. } | Directive::MoreClearInputHeaders { .. }
+                )
+            })
             .cloned()
             .collect(),
         upstream: location
