@@ -13,6 +13,7 @@ pub(crate) mod annotations;
 pub(crate) mod balance;
 #[cfg(test)]
 mod both_paths;
+pub(crate) mod buffering;
 pub mod check;
 pub(crate) mod endpoints;
 pub(crate) mod error;
@@ -30,6 +31,7 @@ pub(crate) mod proxy_protocol;
 pub(crate) mod ratelimit;
 pub mod router;
 pub mod server;
+pub(crate) mod snippet;
 pub mod source;
 pub(crate) mod splice;
 pub mod state;

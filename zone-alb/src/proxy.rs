@@ -144,7 +144,10 @@ impl Proxy {
                 (resp, Some(err))
             }
         };
-        let resp = crate::intercept::finish(resp, &mut seen, &self.upstreams).await;
+        let mut resp = crate::intercept::finish(resp, &mut seen, &self.upstreams).await;
+        if let Some(respond) = seen.respond.take() {
+            respond.apply(&mut resp); // snippets' response fields, on every answer
+        }
         self.record(
             seen,
             resp.status().as_u16(),
@@ -252,8 +255,14 @@ impl Proxy {
         )?;
         let path = policy::route_path(req.uri().path())?;
         let route = table.lookup(host, &path).ok_or(ProxyError::NoRoute)?;
+        let (route, mut snippet) =
+            crate::snippet::request(table, host, route, &path, &req, client, local.port(), scheme.as_str())?;
         seen.ingress = route.policy.ingress.clone();
         seen.service = route.backend.name.clone();
+        seen.respond = snippet.respond.take();
+        if let Some(answer) = snippet.answer.take() {
+            return Ok(answer);
+        }
         let policy = &route.policy.policy;
         if let Some(resp) = crate::intercept::early(&route, &req, &path, host, scheme, client, seen) {
             return Ok(resp);
@@ -292,6 +301,9 @@ impl Proxy {
         let (upload, mut watch) = Upload::new(incoming, policy.body_limit);
         let replayable_body = upload.is_end_stream();
         let mut req = Request::from_parts(head, upload.boxed());
+        if policy.buffers.request_buffering {
+            req = crate::buffering::buffer_request(req, &watch, policy.buffers.body_buffer).await?;
+        }
 
         let sticky_cookie = policy.affinity.as_ref().and_then(|a| cookie(req.headers(), &a.name));
         let (backend, hash_by) = route.pick_backend(req.headers(), sticky_cookie);
@@ -319,6 +331,7 @@ impl Proxy {
 
         // Origin-form for the backend: the client's path and query, or the rewritten path.
         let target = match (&route.rewritten, req.uri().query()) {
+            _ if let Some(rewritten) = snippet.target.take() => PathAndQuery::try_from(rewritten).ok(),
             (None, _) => req.uri().path_and_query().cloned(),
             (Some(path), None) => PathAndQuery::try_from(path.as_str()).ok(),
             (Some(path), Some(query)) => PathAndQuery::try_from(format!("{path}?{query}")).ok(),
@@ -335,6 +348,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let headers = &mut parts.headers;
         retain_fields(headers, |name, listed| forward::request_field(name, listed, rules));
+        snippet.input(headers);
         if let Some(protocol) = &upgrade {
             headers.insert(header::UPGRADE, protocol.clone());
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -348,6 +362,7 @@ impl Proxy {
         set_forwarded(headers, peer, local, host, scheme, trusted);
         policy.upstream.set_fields(headers);
         crate::intercept::sent_upstream(seen, headers);
+        snippet.upstream(headers);
 
         // A request without a body can be sent again elsewhere when the connection could not
         // even be made; one with a body cannot be replayed.
@@ -439,6 +454,12 @@ impl Proxy {
             let invalid = UpstreamError::Invalid("both Transfer-Encoding and Content-Length".into());
             return Err(ProxyError::Upstream(endpoint, invalid));
         }
+        // proxy-buffer-size: nginx's "upstream sent too big header".
+        if !crate::buffering::head_fits(&resp, policy.buffers.response_head_limit) {
+            in_flight.finished(None);
+            let invalid = UpstreamError::Invalid("upstream sent too big header".into());
+            return Err(ProxyError::Upstream(endpoint, invalid));
+        }
         in_flight.finished(Some(latency));
         let mut resp = resp;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -503,6 +524,8 @@ pub struct Seen {
     pub(crate) upstream: Option<SocketAddr>,
     /// What the response needs (CORS fields, custom errors), from [`crate::intercept::early`].
     pub(crate) intercept: Option<Box<crate::intercept::Plan>>,
+    /// Response fields a snippet sets, for whatever answer the request gets.
+    pub(crate) respond: Option<crate::snippet::Respond>,
 }
 
 /// Who asked for what, for the logs.

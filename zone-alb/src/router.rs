@@ -190,7 +190,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// An Ingress's policy and the state that goes with it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RoutePolicy {
     /// `namespace/name` of the Ingress, for logs.
     pub ingress: Arc<str>,
@@ -572,6 +572,17 @@ impl RouteTable {
         }
         for report in &table.reports {
             table.warnings.extend(report.warnings.iter().map(|w| w.message.clone()));
+        }
+        // server-snippet belongs to the host: one Ingress's, for every path of the host.
+        let order = crate::snippet::ingress_order(objects);
+        let hosts = (table.exact_hosts.iter_mut().map(|(h, r)| (h.clone(), r)))
+            .chain(table.wildcard_hosts.iter_mut().map(|(h, r)| (format!("*.{h}"), r)))
+            .chain(std::iter::once(("_".to_owned(), &mut table.any_host)));
+        for (host, rules) in hosts {
+            let policies = rules.paths.iter_mut().map(|p| &mut p.policy);
+            table
+                .warnings
+                .extend(crate::snippet::host_wide(&host, policies, &order));
         }
         for rules in table.exact_hosts.values_mut().chain(table.wildcard_hosts.values_mut()) {
             rules.sort();

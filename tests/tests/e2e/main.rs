@@ -6,6 +6,7 @@ mod netns;
 
 mod agreement;
 mod bad_input;
+mod buffering;
 mod canary;
 mod chart;
 mod cluster_settings;
@@ -24,6 +25,7 @@ mod manifest_watch;
 mod rbac;
 mod rebuilds;
 mod redirects;
+mod snippets;
 mod tls;
 mod uploads;
 mod upstream_annotations;

@@ -1436,8 +1436,8 @@ mod tests {
                 "proxy_set_header X-Forwarded-Host $http_host;",
                 Some(Unenforced),
             ),
-            ("proxy-request-buffering", "off", Some(Ignored)),
-            ("proxy-buffer-size", "16k", Some(Ignored)),
+            ("proxy-request-buffering", "off", None), // mzlb's default: streamed
+            ("proxy-buffer-size", "16k", None),
             ("rewrite-target", "/$1", None),
             ("server-snippet", "location /metrics { return 403; }", Some(Unenforced)),
             ("auth-secret", "basic-auth", Some(Unenforced)),
@@ -1448,7 +1448,7 @@ mod tests {
             ("affinity", "cookie", None),
             ("use-regex", "true", None),
             ("session-cookie-name", "route", Some(Ignored)), // alone: affinity is not cookie
-            ("client-body-buffer-size", "1m", Some(Ignored)),
+            ("client-body-buffer-size", "1m", Some(Ignored)), // alone: the body streams
             ("session-cookie-expires", "172800", Some(Ignored)), // alone: affinity is not cookie
             ("session-cookie-max-age", "172800", Some(Ignored)), // alone: affinity is not cookie
             ("auth-realm", "Authentication Required", Some(Unenforced)),
