@@ -23,7 +23,8 @@ use crate::policy::{self, ProxyError, forward};
 use crate::router::{Backend, InFlight, RouteTable};
 use crate::splice::splice;
 use crate::upload::{Fault, Upload};
-use crate::upstream::{Key, Timeouts, UpstreamError, Upstreams};
+use crate::backend_tls::BackendTls;
+use crate::upstream::{Timeouts, UpstreamError, Upstreams};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -331,7 +332,9 @@ impl Proxy {
             send: policy.send_timeout,
             read: policy.read_timeout,
         };
-        let tls = policy.backend_protocol == BackendProtocol::Https;
+        // Verified as the route's proxy-ssl-* settings say, or ingress-nginx's unverified default.
+        let tls = (policy.backend_protocol == BackendProtocol::Https)
+            .then(|| backend.tls.clone().unwrap_or_else(BackendTls::insecure));
         let (mut index, mut endpoint) = (index, endpoint);
         seen.upstream = Some(endpoint);
         let mut attempt = 1;
@@ -347,8 +350,10 @@ impl Proxy {
                 parts.headers.clone()
             };
             let started = Instant::now();
-            let key = Key { addr: endpoint, tls };
-            match self.upstreams.send(key, upstream, timeouts, watch.sent.take()).await {
+            match (self.upstreams)
+                .send(endpoint, tls.as_ref(), upstream, timeouts, watch.sent.take())
+                .await
+            {
                 Ok(resp) => break (resp, started.elapsed()),
                 Err(e) if e.is_connect() && attempt < attempts => {
                     in_flight.finished(None);

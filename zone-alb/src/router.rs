@@ -41,6 +41,8 @@ pub struct Backend {
     /// Each endpoint's passive health and latency figures, from the state store: kept by
     /// address across tables.
     states: Vec<Arc<EndpointState>>,
+    /// How HTTPS to it is verified (`proxy-ssl-*`); `None`: ingress-nginx's unverified default.
+    pub tls: Option<Arc<crate::backend_tls::BackendTls>>,
 }
 
 /// Consecutive failures (connect errors, timeouts) that eject an endpoint...
@@ -57,6 +59,7 @@ impl Backend {
             balance,
             round_robin: RoundRobin::default(),
             states,
+            tls: None,
         }
     }
 
@@ -561,6 +564,7 @@ fn stage(
         return Ok(staged);
     }
     let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut staged, warnings);
+    let (backend_tls, tls_refusal) = crate::backend_tls::for_ingress(objects, namespace, &policy.tls, &what, warnings);
     let name: Arc<str> = format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into();
     let policy = Arc::new(RoutePolicy {
         tls_hosts,
@@ -568,6 +572,7 @@ fn stage(
             .unenforced
             .iter()
             .map(|k| Arc::from(format!("unenforced-annotation {k}")))
+            .chain(tls_refusal)
             .collect(),
         rate_limiter: policy.rate_limit.map(|spec| state.rate_limiter(&name, spec)),
         connection_limiter: policy.connection_limit.map(|n| state.concurrency_limiter(&name, n)),
@@ -577,7 +582,14 @@ fn stage(
     let balance = policy.policy.balance;
     let Some(spec) = &ingress.spec else { return Ok(staged) };
     if let Some(default) = &spec.default_backend {
-        let backend = backends.resolve(namespace, default, balance, &what, "spec.defaultBackend", &mut staged)?;
+        let backend = backends.resolve(
+            namespace,
+            default,
+            (balance, backend_tls.as_ref()),
+            &what,
+            "spec.defaultBackend",
+            &mut staged,
+        )?;
         staged.default = Some((backend, policy.clone()));
     }
     for (r, rule) in spec.rules.iter().flatten().enumerate() {
@@ -627,8 +639,8 @@ fn stage(
                                      it answers 503"
                                 ),
                             ));
-                            let backend =
-                                backends.resolve(namespace, &path.backend, balance, &what, &field, &mut staged)?;
+                            let how = (balance, backend_tls.as_ref());
+                            let backend = backends.resolve(namespace, &path.backend, how, &what, &field, &mut staged)?;
                             let rule = PathRule {
                                 path: path_value,
                                 matcher: Matcher::StringPrefix,
@@ -653,7 +665,7 @@ fn stage(
             let backend = backends.resolve(
                 namespace,
                 &path.backend,
-                balance,
+                (balance, backend_tls.as_ref()),
                 &what,
                 &format!("{field}.backend"),
                 &mut staged,
@@ -754,7 +766,7 @@ struct BackendCache<'a> {
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     zone: &'a str,
     state: &'a Store,
-    built: HashMap<(String, BalanceKind), Arc<Backend>>,
+    built: HashMap<(String, BalanceKind, Option<u64>), Arc<Backend>>,
 }
 
 impl<'a> BackendCache<'a> {
@@ -764,12 +776,12 @@ impl<'a> BackendCache<'a> {
         &mut self,
         namespace: &str,
         backend: &IngressBackend,
-        balance: BalanceKind,
+        (balance, tls): (BalanceKind, Option<&Arc<crate::backend_tls::Material>>),
         what: &str,
         field: &str,
         staged: &mut Staged,
     ) -> std::result::Result<Arc<Backend>, Rejection> {
-        match self.get(namespace, backend, balance, what, field) {
+        match self.get(namespace, backend, (balance, tls), what, field) {
             Ok(backend) => Ok(backend),
             Err(rejection) if rejection.reason == "InvalidIngress" => Err(rejection),
             Err(rejection) => {
@@ -812,7 +824,7 @@ impl<'a> BackendCache<'a> {
         &mut self,
         namespace: &str,
         backend: &IngressBackend,
-        balance: BalanceKind,
+        (balance, tls): (BalanceKind, Option<&Arc<crate::backend_tls::Material>>),
         what: &str,
         field: &str,
     ) -> std::result::Result<Arc<Backend>, Rejection> {
@@ -852,7 +864,9 @@ impl<'a> BackendCache<'a> {
             )
         })?;
         let name = format!("{namespace}/{}:{}", svc_ref.name, service_port.port);
-        if let Some(b) = self.built.get(&(name.clone(), balance)) {
+        let tls = tls.map(|m| crate::backend_tls::for_backend(m, namespace, svc_ref));
+        let tls_id = tls.as_ref().map(|t| t.id);
+        if let Some(b) = self.built.get(&(name.clone(), balance, tls_id)) {
             return Ok(b.clone());
         }
         let slices = self
@@ -860,8 +874,10 @@ impl<'a> BackendCache<'a> {
             .get(&(namespace, svc_ref.name.as_str()))
             .map_or(&[][..], Vec::as_slice);
         let endpoints = ready_addresses(slices, service_port.name.as_deref(), self.zone);
-        let backend = Arc::new(Backend::new(name.clone(), endpoints, balance, self.state));
-        self.built.insert((name, balance), backend.clone());
+        let mut backend = Backend::new(name.clone(), endpoints, balance, self.state);
+        backend.tls = tls;
+        let backend = Arc::new(backend);
+        self.built.insert((name, balance, tls_id), backend.clone());
         Ok(backend)
     }
 }
