@@ -44,10 +44,7 @@ impl BackendTls {
                     .with_safe_default_protocol_versions()
                     .expect("ring supports the default protocol versions")
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(Verifier {
-                        provider,
-                        check: None,
-                    }))
+                    .with_custom_certificate_verifier(Arc::new(Verifier { provider, check: None }))
                     .with_no_client_auth();
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
                 config.enable_sni = false;
@@ -85,7 +82,11 @@ pub fn secret_field(secret: &Secret, name: &str) -> Option<Vec<u8>> {
 
 /// The Secret `namespace/name` in `objects`, if the Ingress in `ingress_ns` may use it: as
 /// ingress-nginx (without `allow-cross-namespace-resources`), only its own namespace's.
-pub fn find_secret<'o>(objects: &'o Objects, ingress_ns: &str, (ns, name): &(String, String)) -> Result<&'o Secret, String> {
+pub fn find_secret<'o>(
+    objects: &'o Objects,
+    ingress_ns: &str,
+    (ns, name): &(String, String),
+) -> Result<&'o Secret, String> {
     if ns != ingress_ns {
         return Err(format!(
             "Secret {ns}/{name} is in another namespace than the Ingress ({ingress_ns}); cross-namespace Secrets are not allowed"
@@ -264,9 +265,7 @@ fn build(m: &Material, name: &str, id: u64) -> BackendTls {
         Some((chain, key)) => {
             let chain = chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
             let key = PrivateKeyDer::try_from(key.clone()).expect("checked when read");
-            builder
-                .with_client_auth_cert(chain, key)
-                .expect("checked when read")
+            builder.with_client_auth_cert(chain, key).expect("checked when read")
         }
         None => builder.with_no_client_auth(),
     };
@@ -417,7 +416,13 @@ mod tests {
         let other_name = m(true, None).for_upstream("shop-admin-443");
         let unverified = m(false, None).for_upstream("shop-api-443");
         let explicit = m(true, Some("api.shop")).for_upstream("shop-api-443");
-        let ids = [a.id, other_name.id, unverified.id, explicit.id, BackendTls::insecure().id];
+        let ids = [
+            a.id,
+            other_name.id,
+            unverified.id,
+            explicit.id,
+            BackendTls::insecure().id,
+        ];
         for (i, x) in ids.iter().enumerate() {
             for y in &ids[i + 1..] {
                 assert_ne!(x, y, "{ids:?}");
@@ -429,13 +434,175 @@ mod tests {
         assert_eq!(m(true, None).for_upstream("shop-api-443").id, id);
     }
 
+    /// A CA, an intermediate it signed, and leaves for `name` signed by each.
+    struct Pki {
+        root: CertificateDer<'static>,
+        intermediate: CertificateDer<'static>,
+        by_root: CertificateDer<'static>,
+        by_intermediate: CertificateDer<'static>,
+    }
+
+    fn pki(name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_params = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            p
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params("root");
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let mid_key = KeyPair::generate().unwrap();
+        let mid_params = ca_params("intermediate");
+        let intermediate = mid_params.signed_by(&mid_key, &root_issuer).unwrap();
+        let mid_issuer = Issuer::new(mid_params, mid_key);
+        let leaf = |issuer: &Issuer<'_, KeyPair>| {
+            let key = KeyPair::generate().unwrap();
+            CertificateParams::new(vec![name.to_owned()])
+                .unwrap()
+                .signed_by(&key, issuer)
+                .unwrap()
+                .der()
+                .clone()
+        };
+        Pki {
+            by_root: leaf(&root_issuer),
+            by_intermediate: leaf(&mid_issuer),
+            root: root.der().clone(),
+            intermediate: intermediate.der().clone(),
+        }
+    }
+
+    #[test]
+    fn backend_certificates_are_verified_for_the_name_within_the_depth() {
+        let ours = pki("shop-api-443");
+        let other = pki("shop-api-443");
+        let verifier = |depth: u32| Verifier {
+            provider: provider(),
+            check: Some(Check {
+                roots: vec![ours.root.clone()],
+                depth,
+            }),
+        };
+        let name = |n: &str| ServerName::try_from(n.to_owned()).unwrap();
+        let now = UnixTime::now();
+        let verify = |depth: u32, leaf: &CertificateDer<'_>, chain: &[CertificateDer<'_>], n: &str| {
+            verifier(depth)
+                .verify_server_cert(leaf, chain, &name(n), &[], now)
+                .map(|_| ())
+        };
+        let mid = std::slice::from_ref(&ours.intermediate);
+        assert_eq!(verify(1, &ours.by_root, &[], "shop-api-443"), Ok(()));
+        assert_eq!(verify(1, &ours.by_intermediate, mid, "shop-api-443"), Ok(()));
+        // Each row: (depth, leaf, intermediates sent, name) → the error.
+        let bad_issuer = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let bad_name = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        let bad_signature = rustls::Error::InvalidCertificate(CertificateError::BadSignature);
+        let rows: &[(u32, &CertificateDer<'_>, &[CertificateDer<'_>], &str, &rustls::Error)] = &[
+            // The intermediate not sent: no path.
+            (1, &ours.by_intermediate, &[], "shop-api-443", &bad_issuer),
+            // Another CA of the same name: its signature does not verify.
+            (1, &other.by_root, &[], "shop-api-443", &bad_signature),
+            (
+                1,
+                &other.by_intermediate,
+                std::slice::from_ref(&other.intermediate),
+                "shop-api-443",
+                &bad_signature,
+            ),
+            // A CA's own certificate is not a server's.
+            (1, &ours.by_root, &[], "shop-admin-443", &bad_name),
+            (1, &ours.by_root, &[], "api.shop.svc", &bad_name),
+            // The root presented as the leaf: a CA is not a server.
+            (
+                1,
+                &ours.root,
+                &[],
+                "shop-api-443",
+                &rustls::Error::InvalidCertificate(CertificateError::BadEncoding),
+            ),
+            // Garbage.
+            (
+                1,
+                &CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01]),
+                &[],
+                "shop-api-443",
+                &rustls::Error::InvalidCertificate(CertificateError::BadEncoding),
+            ),
+        ];
+        for (i, (depth, leaf, chain, n, error)) in rows.iter().enumerate() {
+            assert_eq!(verify(*depth, leaf, chain, n).as_ref(), Err(*error), "row {i}");
+        }
+        // A second intermediate exceeds depth 1, not depth 2.
+        let deep = pki_chain_of_two("shop-api-443");
+        let v = |depth: u32| {
+            Verifier {
+                provider: provider(),
+                check: Some(Check {
+                    roots: vec![deep.0.clone()],
+                    depth,
+                }),
+            }
+            .verify_server_cert(&deep.2, &deep.1, &name("shop-api-443"), &[], now)
+            .map(|_| ())
+        };
+        assert_eq!(v(1), Err(bad_issuer.clone()));
+        assert_eq!(v(2), Ok(()));
+        // Without a check (verify off), anything goes (the handshake still proves the key).
+        let anything = Verifier {
+            provider: provider(),
+            check: None,
+        };
+        assert!(
+            anything
+                .verify_server_cert(&other.by_root, &[], &name("x"), &[], now)
+                .is_ok()
+        );
+    }
+
+    /// (root, [intermediate 2, intermediate 1], leaf): root → 1 → 2 → leaf.
+    fn pki_chain_of_two(
+        name: &str,
+    ) -> (
+        CertificateDer<'static>,
+        Vec<CertificateDer<'static>>,
+        CertificateDer<'static>,
+    ) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_params = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            p
+        };
+        let k0 = KeyPair::generate().unwrap();
+        let p0 = ca_params("root");
+        let root = p0.self_signed(&k0).unwrap().der().clone();
+        let i0 = Issuer::new(p0, k0);
+        let k1 = KeyPair::generate().unwrap();
+        let p1 = ca_params("one");
+        let one = p1.signed_by(&k1, &i0).unwrap().der().clone();
+        let i1 = Issuer::new(p1, k1);
+        let k2 = KeyPair::generate().unwrap();
+        let p2 = ca_params("two");
+        let two = p2.signed_by(&k2, &i1).unwrap().der().clone();
+        let i2 = Issuer::new(p2, k2);
+        let kl = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&kl, &i2)
+            .unwrap()
+            .der()
+            .clone();
+        (root, vec![two, one], leaf)
+    }
+
     #[test]
     fn the_default_name_is_ingress_nginx_upstream_name() {
         assert_eq!(upstream_name("shop", "api", "443"), "shop-api-443");
         let tls = m(true, None).for_upstream("Shop-API-443");
-        assert_eq!(
-            tls.name,
-            Some(ServerName::try_from("shop-api-443".to_owned()).unwrap())
-        );
+        assert_eq!(tls.name, Some(ServerName::try_from("shop-api-443".to_owned()).unwrap()));
     }
 }

@@ -17,13 +17,13 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
 use crate::annotations::{BackendProtocol, CookieAffinity};
+use crate::backend_tls::BackendTls;
 use crate::metrics::{IngressLabels, Metrics, RequestLabels, UpstreamLabels, status_class};
 use crate::policy::error::Side;
 use crate::policy::{self, ProxyError, forward};
 use crate::router::{Backend, InFlight, RouteTable};
 use crate::splice::splice;
 use crate::upload::{Fault, Upload};
-use crate::backend_tls::BackendTls;
 use crate::upstream::{Timeouts, UpstreamError, Upstreams};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -640,7 +640,8 @@ fn stage(
                                 ),
                             ));
                             let how = (balance, backend_tls.as_ref());
-                            let backend = backends.resolve(namespace, &path.backend, how, &what, &field, &mut staged)?;
+                            let backend =
+                                backends.resolve(namespace, &path.backend, how, &what, &field, &mut staged)?;
                             let rule = PathRule {
                                 path: path_value,
                                 matcher: Matcher::StringPrefix,

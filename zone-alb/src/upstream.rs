@@ -176,7 +176,12 @@ impl Upstreams {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr, tls: Option<&Arc<BackendTls>>, t: Timeouts) -> Result<Conn, UpstreamError> {
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&Arc<BackendTls>>,
+        t: Timeouts,
+    ) -> Result<Conn, UpstreamError> {
         let send_timeout = Arc::new(AtomicU64::new(nanos(t.send)));
         let handshake = async {
             let stream = connect_tcp(addr, self.source_ip)
@@ -472,7 +477,7 @@ mod tests {
     async fn connections_are_reused_once_the_body_is_read() {
         let addr = backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
         let up = Upstreams::new(None, Counter::default());
-                for _ in 0..5 {
+        for _ in 0..5 {
             let resp = up.send(addr, None, get(), T, None).await.unwrap();
             assert_eq!(body(resp).await.unwrap(), "ok");
         }
@@ -489,7 +494,7 @@ mod tests {
     async fn a_connection_the_backend_closed_is_replaced() {
         let addr = backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true).await;
         let up = Upstreams::new(None, Counter::default());
-                for _ in 0..3 {
+        for _ in 0..3 {
             let resp = up.send(addr, None, get(), T, None).await.unwrap();
             assert_eq!(body(resp).await.unwrap(), "ok");
             tokio::time::sleep(Duration::from_millis(100)).await;
