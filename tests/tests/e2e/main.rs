@@ -20,5 +20,6 @@ mod manifest_watch;
 mod rbac;
 mod rebuilds;
 mod tls;
+mod tls_annotations;
 mod uploads;
 mod walkthrough;
