@@ -29,7 +29,7 @@ use crate::policy::cors::{self, Decision};
 use crate::policy::{forward, redirect};
 use crate::proxy::{Body, Scheme, Seen, empty, own_answer};
 use crate::router::{Backend, InFlight, Route, RoutePolicy};
-use crate::upstream::{Key, Timeouts, Upstreams};
+use crate::upstream::{Timeouts, Upstreams};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -179,15 +179,7 @@ async fn ask_error_backend(plan: &Plan, ask: &Asked, status: StatusCode, upstrea
     };
     let started = Instant::now();
     match upstreams
-        .send(
-            Key {
-                addr: endpoint,
-                tls: false,
-            },
-            req,
-            timeouts,
-            None,
-        )
+        .send(endpoint, None, req, timeouts, None)
         .await
     {
         Ok(resp) => {

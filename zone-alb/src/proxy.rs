@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
 use crate::annotations::{BackendProtocol, CookieAffinity};
+use crate::backend_tls::BackendTls;
 use crate::metrics::{IngressLabels, Metrics, RequestLabels, UpstreamLabels, status_class};
 use crate::policy::error::Side;
 use crate::policy::{self, ProxyError, forward};
@@ -379,11 +380,13 @@ impl Proxy {
             read: policy.read_timeout,
         };
         let protocol = policy.backend_protocol;
-        let tls = match protocol {
+        let tls_wanted = match protocol {
             BackendProtocol::Https | BackendProtocol::Grpcs => true,
             BackendProtocol::AutoHttp => scheme == Scheme::Https,
             BackendProtocol::Http | BackendProtocol::Grpc => false,
         };
+        // Verified as the route's proxy-ssl-* settings say, or ingress-nginx's unverified default.
+        let tls = tls_wanted.then(|| backend.tls.clone().unwrap_or_else(BackendTls::insecure));
         if protocol.is_h2() {
             // HTTP/2 carries the host as :authority; gRPC servers want `te: trailers`, which
             // nginx's gRPC proxy always sends.
@@ -405,16 +408,22 @@ impl Proxy {
                 parts.headers.clone()
             };
             let started = Instant::now();
-            let key = Key { addr: endpoint, tls };
             let sent = if protocol.is_h2() {
+                // gRPC over TLS is never verified (ingress-nginx's grpcs:// has no proxy-ssl-*).
+                let key = Key {
+                    addr: endpoint,
+                    tls: tls.is_some().then_some(0),
+                };
                 *upstream.version_mut() = Version::HTTP_2;
-                *upstream.uri_mut() = h2_uri(tls, host, &target)?;
+                *upstream.uri_mut() = h2_uri(tls.is_some(), host, &target)?;
                 self.h2
                     .send(key, upstream, timeouts)
                     .await
                     .map(|resp| resp.map(|body| body.map_err(BoxError::from).boxed()))
             } else {
-                self.upstreams.send(key, upstream, timeouts, watch.sent.take()).await
+                (self.upstreams)
+                    .send(endpoint, tls.as_ref(), upstream, timeouts, watch.sent.take())
+                    .await
             };
             match sent {
                 Ok(resp) => break (resp, started.elapsed()),

@@ -42,6 +42,8 @@ pub struct Backend {
     /// Each endpoint's passive health and latency figures, from the state store: kept by
     /// address across tables.
     states: Vec<Arc<EndpointState>>,
+    /// How HTTPS to it is verified (`proxy-ssl-*`); `None`: ingress-nginx's unverified default.
+    pub tls: Option<Arc<crate::backend_tls::BackendTls>>,
 }
 
 /// Consecutive failures (connect errors, timeouts) that eject an endpoint...
@@ -58,6 +60,7 @@ impl Backend {
             balance,
             round_robin: RoundRobin::default(),
             states,
+            tls: None,
         }
     }
 
@@ -701,11 +704,12 @@ fn stage(
         return stage_canary(ingress, policy, namespace, &what, backends, staged, warnings);
     }
     let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut staged, warnings);
+    let (backend_tls, tls_refusal) = crate::backend_tls::for_ingress(objects, namespace, &policy.tls, &what, warnings);
     let name: Arc<str> = format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into();
     let error_backend = policy.errors.default_backend.as_deref().and_then(|service| {
         let found = crate::intercept::first_port(objects, namespace, service).and_then(|r| {
             backends
-                .get(namespace, &r, policy.balance, &what, "default-backend")
+                .get(namespace, &r, (policy.balance, None), &what, "default-backend")
                 .ok()
         });
         if found.is_none() {
@@ -720,6 +724,7 @@ fn stage(
             .unenforced
             .iter()
             .map(|k| Arc::from(format!("unenforced-annotation {k}")))
+            .chain(tls_refusal)
             .collect(),
         rate_limiter: policy.rate_limit.map(|spec| state.rate_limiter(&name, spec)),
         rpm_limiter: policy.rate_limit_rpm.map(|spec| state.rate_limiter(&name, spec)),
@@ -745,7 +750,14 @@ fn stage(
         });
     }
     if let Some(default) = &spec.default_backend {
-        let backend = backends.resolve(namespace, default, balance, &what, "spec.defaultBackend", &mut staged)?;
+        let backend = backends.resolve(
+            namespace,
+            default,
+            (balance, backend_tls.as_ref()),
+            &what,
+            "spec.defaultBackend",
+            &mut staged,
+        )?;
         staged.default = Some((backend, policy.clone()));
     }
     for (r, rule) in spec.rules.iter().flatten().enumerate() {
@@ -795,8 +807,9 @@ fn stage(
                                      it answers 503"
                                 ),
                             ));
+                            let how = (balance, backend_tls.as_ref());
                             let backend =
-                                backends.resolve(namespace, &path.backend, balance, &what, &field, &mut staged)?;
+                                backends.resolve(namespace, &path.backend, how, &what, &field, &mut staged)?;
                             let rule = PathRule {
                                 path: path_value,
                                 path_type: path.path_type.clone(),
@@ -823,7 +836,7 @@ fn stage(
             let backend = backends.resolve(
                 namespace,
                 &path.backend,
-                balance,
+                (balance, backend_tls.as_ref()),
                 &what,
                 &format!("{field}.backend"),
                 &mut staged,
@@ -894,7 +907,7 @@ fn stage_canary(
         let Some(http) = &rule.http else { continue };
         for (p, path) in http.paths.iter().enumerate() {
             let field = format!("spec.rules[{r}].http.paths[{p}].backend");
-            let backend = backends.resolve(namespace, &path.backend, balance, what, &field, &mut staged)?;
+            let backend = backends.resolve(namespace, &path.backend, (balance, None), what, &field, &mut staged)?;
             let path_value = path.path.clone().unwrap_or_else(|| "/".into());
             canary
                 .paths
@@ -1133,7 +1146,7 @@ struct BackendCache<'a> {
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     zone: &'a str,
     state: &'a Store,
-    built: HashMap<(String, BalanceKind), Arc<Backend>>,
+    built: HashMap<(String, BalanceKind, Option<u64>), Arc<Backend>>,
 }
 
 impl<'a> BackendCache<'a> {
@@ -1143,12 +1156,12 @@ impl<'a> BackendCache<'a> {
         &mut self,
         namespace: &str,
         backend: &IngressBackend,
-        balance: BalanceKind,
+        (balance, tls): (BalanceKind, Option<&Arc<crate::backend_tls::Material>>),
         what: &str,
         field: &str,
         staged: &mut Staged,
     ) -> std::result::Result<Arc<Backend>, Rejection> {
-        match self.get(namespace, backend, balance, what, field) {
+        match self.get(namespace, backend, (balance, tls), what, field) {
             Ok(backend) => Ok(backend),
             Err(rejection) if rejection.reason == "InvalidIngress" => Err(rejection),
             Err(rejection) => {
@@ -1192,7 +1205,7 @@ impl<'a> BackendCache<'a> {
         &mut self,
         namespace: &str,
         backend: &IngressBackend,
-        balance: BalanceKind,
+        (balance, tls): (BalanceKind, Option<&Arc<crate::backend_tls::Material>>),
         what: &str,
         field: &str,
     ) -> std::result::Result<Arc<Backend>, Rejection> {
@@ -1241,7 +1254,9 @@ impl<'a> BackendCache<'a> {
         if cluster_ip.is_some() {
             name.push_str(" (service-upstream)");
         }
-        if let Some(b) = self.built.get(&(name.clone(), balance)) {
+        let tls = tls.map(|m| crate::backend_tls::for_backend(m, namespace, svc_ref));
+        let tls_id = tls.as_ref().map(|t| t.id);
+        if let Some(b) = self.built.get(&(name.clone(), balance, tls_id)) {
             return Ok(b.clone());
         }
         let slices = self
@@ -1256,8 +1271,10 @@ impl<'a> BackendCache<'a> {
             )],
             None => ready_addresses(slices, service_port.name.as_deref(), self.zone),
         };
-        let backend = Arc::new(Backend::new(name.clone(), endpoints, balance, self.state));
-        self.built.insert((name, balance), backend.clone());
+        let mut backend = Backend::new(name.clone(), endpoints, balance, self.state);
+        backend.tls = tls;
+        let backend = Arc::new(backend);
+        self.built.insert((name, balance, tls_id), backend.clone());
         Ok(backend)
     }
 }

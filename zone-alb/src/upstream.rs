@@ -30,14 +30,16 @@ use tokio::time::Sleep;
 use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
+use crate::backend_tls::BackendTls;
 use crate::keepalive;
 use crate::proxy::{Body, BoxError};
 
-/// Where a request goes: one endpoint, in plain HTTP or HTTPS.
+/// Where a request goes: one endpoint, in plain HTTP or HTTPS with the TLS settings of
+/// identity `tls` ([`BackendTls::id`]): connections are shared only between equal settings.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct Key {
     pub addr: SocketAddr,
-    pub tls: bool,
+    pub tls: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +109,6 @@ impl keepalive::Open for Conn {
 /// All upstream connections of one zone ALB.
 pub struct Upstreams {
     source_ip: Option<IpAddr>,
-    tls: TlsConnector,
     idle: Arc<Idle>,
     /// Connections opened, for the reuse figure (new connections per request).
     opened: Counter,
@@ -125,7 +126,6 @@ impl Upstreams {
     pub fn new(source_ip: Option<IpAddr>, opened: Counter) -> Self {
         Self {
             source_ip,
-            tls: TlsConnector::from(Arc::new(insecure_client_config())),
             idle: Idle::new(),
             opened,
         }
@@ -138,11 +138,16 @@ impl Upstreams {
     /// by the send timeout and the client's body timeout.
     pub async fn send(
         &self,
-        key: Key,
+        addr: SocketAddr,
+        tls: Option<&Arc<BackendTls>>,
         req: Request<Body>,
         t: Timeouts,
         sent: Option<oneshot::Receiver<()>>,
     ) -> Result<Response<Body>, UpstreamError> {
+        let key = Key {
+            addr,
+            tls: tls.map(|t| t.id),
+        };
         let mut req = req;
         let mut sent = sent;
         if let Some(mut conn) = self.idle.checkout(key) {
@@ -163,7 +168,7 @@ impl Upstreams {
         }
         // Boxed: the handshake's state is large and rarely needed; inline it would be carried
         // by every request's future (and every idle client connection).
-        let mut conn = Box::pin(self.connect(key, t)).await?;
+        let mut conn = Box::pin(self.connect(addr, tls, t)).await?;
         match read_within(t.read, &mut sent, conn.sender.send_request(req)).await {
             Ok(Ok(resp)) => Ok(self.hand_out(key, conn, resp, t.read)),
             Ok(Err(e)) => Err(e.into()),
@@ -171,17 +176,26 @@ impl Upstreams {
         }
     }
 
-    async fn connect(&self, key: Key, t: Timeouts) -> Result<Conn, UpstreamError> {
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&Arc<BackendTls>>,
+        t: Timeouts,
+    ) -> Result<Conn, UpstreamError> {
         let send_timeout = Arc::new(AtomicU64::new(nanos(t.send)));
         let handshake = async {
-            let stream = connect_tcp(key.addr, self.source_ip)
+            let stream = connect_tcp(addr, self.source_ip)
                 .await
                 .map_err(UpstreamError::Connect)?;
-            let stream = if key.tls {
-                // No SNI and no certificate check, as ingress-nginx by default
-                // (`proxy-ssl-verify: off`): the backend is addressed by Pod IP.
-                let name = ServerName::IpAddress(key.addr.ip().into());
-                let tls = self.tls.connect(name, stream).await.map_err(UpstreamError::Tls)?;
+            let stream = if let Some(tls) = tls {
+                // The name verified (and sent as SNI when the settings say so); without
+                // verification (ingress-nginx's default), the Pod IP, and no SNI.
+                let name = tls
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+                let connector = TlsConnector::from(tls.config.clone());
+                let tls = connector.connect(name, stream).await.map_err(UpstreamError::Tls)?;
                 Either::Right(tls)
             } else {
                 Either::Left(stream)
@@ -399,58 +413,12 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// TLS to backends without certificate verification: what ingress-nginx does unless
-/// `proxy-ssl-verify` is on. The connection is still encrypted; the backend is reached by the
-/// Pod IP the cluster gave us, not by a name a certificate could vouch for.
+/// TLS without certificate verification, for the auth subrequest and gRPC backends (which
+/// set their own ALPN); SNI is sent when the name is a DNS name.
 pub(crate) fn insecure_client_config() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut config = (*crate::backend_tls::BackendTls::insecure().config).clone();
+    config.enable_sni = true;
     config
-}
-
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    // Signatures are still checked: the handshake must prove possession of the key.
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
@@ -517,16 +485,15 @@ mod tests {
     async fn connections_are_reused_once_the_body_is_read() {
         let addr = backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
         let up = Upstreams::new(None, Counter::default());
-        let key = Key { addr, tls: false };
         for _ in 0..5 {
-            let resp = up.send(key, get(), T, None).await.unwrap();
+            let resp = up.send(addr, None, get(), T, None).await.unwrap();
             assert_eq!(body(resp).await.unwrap(), "ok");
         }
         assert_eq!(up.opened(), 1);
         // A response dropped before its end takes its connection with it.
-        let unread = up.send(key, get(), T, None).await.unwrap();
+        let unread = up.send(addr, None, get(), T, None).await.unwrap();
         drop(unread);
-        let resp = up.send(key, get(), T, None).await.unwrap();
+        let resp = up.send(addr, None, get(), T, None).await.unwrap();
         assert_eq!(body(resp).await.unwrap(), "ok");
         assert_eq!(up.opened(), 2);
     }
@@ -535,9 +502,8 @@ mod tests {
     async fn a_connection_the_backend_closed_is_replaced() {
         let addr = backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true).await;
         let up = Upstreams::new(None, Counter::default());
-        let key = Key { addr, tls: false };
         for _ in 0..3 {
-            let resp = up.send(key, get(), T, None).await.unwrap();
+            let resp = up.send(addr, None, get(), T, None).await.unwrap();
             assert_eq!(body(resp).await.unwrap(), "ok");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -553,7 +519,7 @@ mod tests {
             read: Duration::from_millis(200),
             ..T
         };
-        let resp = up.send(Key { addr, tls: false }, get(), t, None).await.unwrap();
+        let resp = up.send(addr, None, get(), t, None).await.unwrap();
         let started = Instant::now();
         let error = body(resp).await.unwrap_err();
         assert!(error.to_string().contains("no response within"), "{error}");
@@ -597,7 +563,7 @@ mod tests {
         let up = Upstreams::new(None, Counter::default());
         let mut req = get();
         *req.body_mut() = full("x");
-        let error = up.send(Key { addr, tls: false }, req, T, None).await.unwrap_err();
+        let error = up.send(addr, None, req, T, None).await.unwrap_err();
         assert!(error.is_connect() && !error.is_timeout(), "{error}");
     }
 }

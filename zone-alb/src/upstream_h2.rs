@@ -90,7 +90,7 @@ impl H2Upstreams {
             let stream = connect_tcp(key.addr, self.source_ip)
                 .await
                 .map_err(UpstreamError::Connect)?;
-            let stream = if key.tls {
+            let stream = if key.tls.is_some() {
                 let name = ServerName::IpAddress(key.addr.ip().into());
                 Either::Right(self.tls.connect(name, stream).await.map_err(UpstreamError::Tls)?)
             } else {

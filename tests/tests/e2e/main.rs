@@ -27,6 +27,7 @@ mod rebuilds;
 mod redirects;
 mod snippets;
 mod tls;
+mod tls_annotations;
 mod uploads;
 mod upstream_annotations;
 mod walkthrough;

@@ -24,6 +24,7 @@ pub mod defaults;
 pub mod errors;
 pub mod redirect;
 pub mod snippet;
+pub mod tls;
 pub mod upstream;
 
 pub use defaults::Defaults;
@@ -129,6 +130,7 @@ pub struct Policy {
     pub upstream: upstream::Upstream,
     pub snippets: snippet::Snippets,
     pub buffers: buffers::Buffers,
+    pub tls: tls::TlsPolicy,
 }
 
 impl Policy {
@@ -143,6 +145,7 @@ impl Policy {
             || self.upstream.needs_hyper()
             || self.snippets.needs_hyper()
             || self.buffers.needs_hyper()
+            || self.tls.needs_hyper()
     }
 }
 
@@ -178,6 +181,7 @@ impl Default for Policy {
             upstream: Default::default(),
             snippets: Default::default(),
             buffers: Default::default(),
+            tls: Default::default(),
         }
     }
 }
@@ -285,6 +289,7 @@ fn is_read(name: &str) -> bool {
             errors::READ,
             redirect::READ,
             snippet::READ,
+            tls::READ,
             upstream::READ,
         ]
         .iter()
@@ -620,6 +625,7 @@ pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Def
     upstream::parse(&mut r, &mut p);
     snippet::parse(&mut r, &mut p);
     buffers::parse(&mut r, &mut p);
+    tls::parse(&mut r, &mut p);
 
     let findings = r.finish();
     p.unenforced = findings
@@ -1246,7 +1252,6 @@ mod tests {
         (
             &[
                 (n!("proxy-buffering"), "on"),
-                (n!("ssl-passthrough"), "true"),
                 (n!("app-root"), "/app"),
                 (n!("canary"), "true"),
                 (m!("no-such-thing"), "1"),
@@ -1255,7 +1260,6 @@ mod tests {
             &[
                 (m!("no-such-thing"), Ignored),
                 (n!("proxy-buffering"), Ignored),
-                (n!("ssl-passthrough"), Ignored),
             ],
         ),
         // Keys are case-sensitive, but a security family in any case fails closed.
@@ -1443,7 +1447,7 @@ mod tests {
             ("auth-secret", "basic-auth", Some(Unenforced)),
             ("proxy-connect-timeout", "30", None),
             ("auth-type", "basic", Some(Unenforced)),
-            ("ssl-passthrough", "true", Some(Ignored)),
+            ("ssl-passthrough", "true", Some(Unenforced)),
             ("auth-method", "GET", Some(Unenforced)),
             ("affinity", "cookie", None),
             ("use-regex", "true", None),
