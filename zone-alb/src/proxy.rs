@@ -259,6 +259,12 @@ impl Proxy {
         // Held until the response head is back (the body streams on afterwards), or for the
         // life of a spliced upgrade.
         let slot = policy::admit(&route, client, length)?;
+        let mut req = req;
+        let at = crate::auth::Incoming { host, client, local, scheme };
+        let granted = match crate::auth::check(&route, &mut req, at).await {
+            Ok(granted) => granted,
+            Err(answer) => return Ok(answer),
+        };
 
         // The body streams upstream as it arrives, the limit enforced as it passes.
         let (head, incoming) = req.into_parts();
@@ -310,6 +316,7 @@ impl Proxy {
             }
         }
         set_forwarded(headers, peer, local, host, scheme, trusted);
+        granted.apply_upstream(headers);
 
         // A request without a body can be sent again elsewhere when the connection could not
         // even be made; one with a body cannot be replayed.
@@ -421,6 +428,7 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         retain_fields(&mut parts.headers, forward::response_field);
+        granted.apply_response(parts.status, &mut parts.headers);
         if let Some(affinity) = &policy.affinity
             && sticky.is_none()
             && let Ok(v) = HeaderValue::from_str(&affinity_cookie(affinity, &endpoint))

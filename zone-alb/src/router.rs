@@ -142,6 +142,7 @@ impl RoutePolicy {
             unenforced: vec![Arc::from(reason)],
             rate_limiter: self.rate_limiter.clone(),
             connection_limiter: self.connection_limiter.clone(),
+            auth: self.auth.clone(),
         }
     }
 }
@@ -199,6 +200,8 @@ pub struct RoutePolicy {
     /// From the state store: shared with the tables before and after this one.
     pub rate_limiter: Option<Arc<RateLimiter>>,
     pub connection_limiter: Option<Arc<ConcurrencyLimiter>>,
+    /// `auth-type: basic` / `auth-url`, compiled (the basic-auth Secret resolved).
+    pub auth: Option<Arc<crate::auth::RouteAuth>>,
 }
 
 #[derive(Debug)]
@@ -542,13 +545,21 @@ fn stage(
     }
     let tls_hosts = compile_tls(objects, ingress, namespace, &what, &mut staged, warnings);
     let name: Arc<str> = format!("{namespace}/{}", ingress.metadata.name.as_deref().unwrap_or_default()).into();
+    let mut unenforced: Vec<Arc<str>> = policy
+        .unenforced
+        .iter()
+        .map(|k| Arc::from(format!("unenforced-annotation {k}")))
+        .collect();
+    let runtime = || state.auth_runtime(&name, crate::auth::digest(&policy.auth));
+    let auth = crate::auth::compile(objects, namespace, &policy.auth, runtime).unwrap_or_else(|e| {
+        warnings.push(Problem::warning("UnsupportedAnnotation", format!("{what}: {e}; the Ingress's routes answer 503")));
+        unenforced.push(Arc::from("unusable-auth-secret"));
+        None
+    });
     let policy = Arc::new(RoutePolicy {
         tls_hosts,
-        unenforced: policy
-            .unenforced
-            .iter()
-            .map(|k| Arc::from(format!("unenforced-annotation {k}")))
-            .collect(),
+        auth,
+        unenforced,
         rate_limiter: policy.rate_limit.map(|spec| state.rate_limiter(&name, spec)),
         connection_limiter: policy.connection_limit.map(|n| state.concurrency_limiter(&name, n)),
         ingress: name,

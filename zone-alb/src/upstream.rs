@@ -402,7 +402,7 @@ fn nanos(d: Duration) -> u64 {
 /// TLS to backends without certificate verification: what ingress-nginx does unless
 /// `proxy-ssl-verify` is on. The connection is still encrypted; the backend is reached by the
 /// Pod IP the cluster gave us, not by a name a certificate could vouch for.
-fn insecure_client_config() -> rustls::ClientConfig {
+pub(crate) fn insecure_client_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
