@@ -831,6 +831,11 @@ mod tests {
         // Authentication: every auth-* key, whatever its value.
         (
             &[(n!("auth-url"), "https://auth.example/check")],
+            &[],
+            &[],
+        ),
+        (
+            &[(n!("auth-url"), "auth.example/check")],
             &[n!("auth-url")],
             &[(n!("auth-url"), Unenforced)],
         ),
@@ -840,12 +845,13 @@ mod tests {
                 (n!("auth-secret"), "htpasswd"),
                 (n!("auth-realm"), "Restricted"),
             ],
-            &[n!("auth-realm"), n!("auth-secret"), n!("auth-type")],
-            &[
-                (n!("auth-realm"), Unenforced),
-                (n!("auth-secret"), Unenforced),
-                (n!("auth-type"), Unenforced),
-            ],
+            &[],
+            &[],
+        ),
+        (
+            &[(n!("auth-type"), "digest"), (n!("auth-secret"), "htpasswd")],
+            &[n!("auth-type")],
+            &[(n!("auth-type"), Unenforced)],
         ),
         (
             &[
@@ -1127,7 +1133,7 @@ mod tests {
         (
             &[
                 (n!("auth-url"), "https://a.example"),
-                (m!("auth-url"), "https://b.example"),
+                (m!("auth-url"), "b.example"),
             ],
             &[m!("auth-url")],
             &[(m!("auth-url"), Unenforced)],
@@ -1269,7 +1275,7 @@ mod tests {
             &[
                 (n!("proxy-buffering"), "on"),
                 (n!("load-balance"), "random"),
-                (m!("auth-url"), "https://auth.example"),
+                (m!("auth-url"), "auth.example"),
                 (n!("backend-protocol"), "FCGI"),
             ],
             &[m!("auth-url")],
@@ -1321,7 +1327,7 @@ mod tests {
                 Some(Unenforced),
             ),
             ("ssl-redirect", "false", None),
-            ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth", Some(Unenforced)),
+            ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth", None),
             (
                 "auth-signin",
                 "https://$host/oauth2/start?rd=$escaped_request_uri",
@@ -1422,7 +1428,7 @@ mod tests {
         let a = annotations(&[
             (n!("satisfy"), "any"),
             (n!("auth-url"), "https://a.example"),
-            (m!("auth-url"), "https://b.example"),
+            (m!("auth-url"), "b.example"),
             (m!("configuration-snippet"), "deny all;"),
         ]);
         let (p, findings) = parse(Some(&a));
