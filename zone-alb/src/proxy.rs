@@ -260,7 +260,12 @@ impl Proxy {
         // life of a spliced upgrade.
         let slot = policy::admit(&route, client, length)?;
         let mut req = req;
-        let at = crate::auth::Incoming { host, client, local, scheme };
+        let at = crate::auth::Incoming {
+            host,
+            client,
+            local,
+            scheme,
+        };
         let granted = match crate::auth::check(&route, &mut req, at).await {
             Ok(granted) => granted,
             Err(answer) => return Ok(answer),

@@ -552,7 +552,10 @@ fn stage(
         .collect();
     let runtime = || state.auth_runtime(&name, crate::auth::digest(&policy.auth));
     let auth = crate::auth::compile(objects, namespace, &policy.auth, runtime).unwrap_or_else(|e| {
-        warnings.push(Problem::warning("UnsupportedAnnotation", format!("{what}: {e}; the Ingress's routes answer 503")));
+        warnings.push(Problem::warning(
+            "UnsupportedAnnotation",
+            format!("{what}: {e}; the Ingress's routes answer 503"),
+        ));
         unenforced.push(Arc::from("unusable-auth-secret"));
         None
     });

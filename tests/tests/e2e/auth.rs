@@ -40,7 +40,10 @@ fn b64(data: &[u8]) -> String {
 }
 
 fn secret(namespace: &str, name: &str, data: &[(&str, &str)]) -> String {
-    let data: Vec<String> = data.iter().map(|(k, v)| format!("{k}: {}", b64(v.as_bytes()))).collect();
+    let data: Vec<String> = data
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", b64(v.as_bytes())))
+        .collect();
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: Opaque\ndata: {{{}}}\n",
         data.join(", ")
@@ -54,11 +57,20 @@ fn manifests() -> String {
         ingress(
             "ext",
             "ext.test",
-            &[("auth-url", &scripted_url), ("auth-response-headers", "X-User, X-Groups")],
+            &[
+                ("auth-url", &scripted_url),
+                ("auth-response-headers", "X-User, X-Groups"),
+            ],
             "/",
             "Prefix",
         ),
-        ingress("unreach", "unreach.test", &[("auth-url", &format!("http://{UNREACHABLE}/auth"))], "/", "Prefix"),
+        ingress(
+            "unreach",
+            "unreach.test",
+            &[("auth-url", &format!("http://{UNREACHABLE}/auth"))],
+            "/",
+            "Prefix",
+        ),
         ingress(
             "always",
             "always.test",
@@ -118,7 +130,10 @@ fn manifests() -> String {
             &[
                 ("auth-url", &format!("http://{AUTHELIA}/api/authz/auth-request")),
                 ("auth-signin", "https://auth.example.com/?rm=$request_method"),
-                ("auth-response-headers", "Remote-User,Remote-Name,Remote-Groups,Remote-Email"),
+                (
+                    "auth-response-headers",
+                    "Remote-User,Remote-Name,Remote-Groups,Remote-Email",
+                ),
             ],
             "/",
             "Prefix",
@@ -126,14 +141,22 @@ fn manifests() -> String {
         ingress(
             "basic",
             "basic.test",
-            &[("auth-type", "basic"), ("auth-secret", "htpasswd"), ("auth-realm", "Protected Area")],
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "htpasswd"),
+                ("auth-realm", "Protected Area"),
+            ],
             "/",
             "Prefix",
         ),
         ingress(
             "basicmap",
             "basicmap.test",
-            &[("auth-type", "basic"), ("auth-secret", "default/users"), ("auth-secret-type", "auth-map")],
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "default/users"),
+                ("auth-secret-type", "auth-map"),
+            ],
             "/",
             "Prefix",
         ),
@@ -149,12 +172,27 @@ fn manifests() -> String {
     // What cannot be honoured fails closed.
     for (name, annotations) in [
         ("nosecret", vec![("auth-type", "basic"), ("auth-secret", "missing")]),
-        ("crossns", vec![("auth-type", "basic"), ("auth-secret", "other/htpasswd")]),
+        (
+            "crossns",
+            vec![("auth-type", "basic"), ("auth-secret", "other/htpasswd")],
+        ),
         ("nokey", vec![("auth-type", "basic"), ("auth-secret", "nokey")]),
         ("digest", vec![("auth-type", "digest"), ("auth-secret", "htpasswd")]),
         ("badvar", vec![("auth-url", "http://127.0.60.21:9091/$request_body")]),
-        ("snippet", vec![("auth-url", "http://127.0.60.21:9091/"), ("auth-snippet", "return 200;")]),
-        ("psh", vec![("auth-url", "http://127.0.60.21:9091/"), ("auth-proxy-set-headers", "default/h")]),
+        (
+            "snippet",
+            vec![
+                ("auth-url", "http://127.0.60.21:9091/"),
+                ("auth-snippet", "return 200;"),
+            ],
+        ),
+        (
+            "psh",
+            vec![
+                ("auth-url", "http://127.0.60.21:9091/"),
+                ("auth-proxy-set-headers", "default/h"),
+            ],
+        ),
         ("lonesignin", vec![("auth-signin", "https://login.example/")]),
     ] {
         docs.push(ingress(name, &format!("{name}.test"), &annotations, "/", "Prefix"));
@@ -215,22 +253,38 @@ fn authentication_through_a_running_zone_alb() {
 }
 
 fn auth_url_subrequests_and_their_answers(s: &Site) {
-
     // 2xx: the request goes on; auth-response-headers replace what the client sent.
     let (code, out) = get(
         "ext.test",
         "/private/x?y=1",
-        &["-X", "POST", "--data-binary", "payload", "-H", "X-User: mallory", "-H", "Cookie: sid=42"],
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            "payload",
+            "-H",
+            "X-User: mallory",
+            "-H",
+            "Cookie: sid=42",
+        ],
     );
     assert_eq!(code, 200, "{out}");
     assert_eq!(fields(&out, "x-user"), ["alice"], "{out}");
     assert_eq!(fields(&out, "x-groups"), ["a", "b"], "{out}");
     assert_eq!(fields(&out, "REQUEST"), ["POST /private/x?y=1"]);
-    assert_eq!(head(&out, "set-cookie"), ["authed=1; Path=/; HttpOnly"], "the auth cookie reaches the client");
+    assert_eq!(
+        head(&out, "set-cookie"),
+        ["authed=1; Path=/; HttpOnly"],
+        "the auth cookie reaches the client"
+    );
     // What the auth service got: ingress-nginx's subrequest.
     let sub = s.scripted.last();
     assert_eq!((sub.method.as_str(), sub.target.as_str()), ("GET", "/check?from=alb"));
-    assert_eq!(sub.header("host"), Some("127.0.60.21"), "the auth URL's host, without port");
+    assert_eq!(
+        sub.header("host"),
+        Some("127.0.60.21"),
+        "the auth URL's host, without port"
+    );
     assert_eq!(sub.header("x-original-url"), Some("http://ext.test:8080/private/x?y=1"));
     assert_eq!(sub.header("x-original-method"), Some("POST"));
     assert_eq!(sub.header("x-sent-from"), Some("nginx-ingress-controller"));
@@ -248,7 +302,11 @@ fn auth_url_subrequests_and_their_answers(s: &Site) {
     );
 
     // 2xx without the named fields: the client's are removed, not passed.
-    let (code, out) = get("ext.test", "/", &["-H", "X-Test-Answer: 200-bare", "-H", "X-User: mallory"]);
+    let (code, out) = get(
+        "ext.test",
+        "/",
+        &["-H", "X-Test-Answer: 200-bare", "-H", "X-User: mallory"],
+    );
     assert_eq!(code, 200, "{out}");
     assert!(fields(&out, "x-user").is_empty(), "{out}");
 
@@ -280,11 +338,35 @@ fn auth_url_subrequests_and_their_answers(s: &Site) {
     // auth-cache-key: one subrequest per key and period; 401s are cached too.
     let n = s.scripted.count();
     for _ in 0..3 {
-        assert_eq!(get("cache.test", "/", &["-H", "X-Token: t1", "-H", "X-Test-Answer: 200-bare"]).0, 200);
+        assert_eq!(
+            get(
+                "cache.test",
+                "/",
+                &["-H", "X-Token: t1", "-H", "X-Test-Answer: 200-bare"]
+            )
+            .0,
+            200
+        );
     }
     assert_eq!(s.scripted.count(), n + 1, "cached");
-    assert_eq!(get("cache.test", "/", &["-H", "X-Token: t2", "-H", "X-Test-Answer: 401-bare"]).0, 401);
-    assert_eq!(get("cache.test", "/", &["-H", "X-Token: t2", "-H", "X-Test-Answer: 200-bare"]).0, 401);
+    assert_eq!(
+        get(
+            "cache.test",
+            "/",
+            &["-H", "X-Token: t2", "-H", "X-Test-Answer: 401-bare"]
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        get(
+            "cache.test",
+            "/",
+            &["-H", "X-Token: t2", "-H", "X-Test-Answer: 200-bare"]
+        )
+        .0,
+        401
+    );
     assert_eq!(s.scripted.count(), n + 2, "another key, one more subrequest");
     // An answer with Set-Cookie is not cached (nginx's proxy cache does not store it).
     get("cache.test", "/", &["-H", "X-Token: t3"]);
@@ -293,7 +375,6 @@ fn auth_url_subrequests_and_their_answers(s: &Site) {
 }
 
 fn oauth2_proxy_and_authelia_as_deployed(s: &Site) {
-
     // oauth2-proxy: no session → 302 to the signin URL with rd= as the annotation writes it.
     let (code, out) = get("oauth2.test", "/app/x?a=1&b=2", &[]);
     assert_eq!(code, 302, "{out}");
@@ -325,7 +406,11 @@ fn oauth2_proxy_and_authelia_as_deployed(s: &Site) {
     let session = ["-H", "Cookie: authelia_session=good", "-H", "Remote-User: admin"];
     let (code, out) = get("authelia.test", "/docs", &session);
     assert_eq!(code, 200, "{out}");
-    assert_eq!(fields(&out, "remote-user"), ["john"], "the client's Remote-User is replaced");
+    assert_eq!(
+        fields(&out, "remote-user"),
+        ["john"],
+        "the client's Remote-User is replaced"
+    );
     assert_eq!(fields(&out, "remote-groups"), ["admins,dev"]);
     assert_eq!(fields(&out, "remote-email"), ["john@example.com"]);
     let sub = s.authelia.last();
@@ -343,9 +428,13 @@ fn oauth2_proxy_and_authelia_as_deployed(s: &Site) {
 }
 
 fn basic_auth_and_what_fails_closed(s: &Site) {
-
     // No credentials, unknown user, wrong password: 401 with nginx's challenge.
-    for extra in [&[][..], &["-u", "mallory:secret"], &["-u", "alice:wrong"], &["-H", "Authorization: Basic !!"]] {
+    for extra in [
+        &[][..],
+        &["-u", "mallory:secret"],
+        &["-u", "alice:wrong"],
+        &["-H", "Authorization: Basic !!"],
+    ] {
         let (code, out) = get("basic.test", "/", extra);
         assert_eq!(code, 401, "{extra:?}: {out}");
         assert_eq!(head(&out, "www-authenticate"), ["Basic realm=\"Protected Area\""]);
@@ -363,7 +452,16 @@ fn basic_auth_and_what_fails_closed(s: &Site) {
     // Fail closed: a missing Secret, one in another namespace, one without `auth`, digest, an
     // unknown variable, auth-snippet, a ConfigMap reference, a signin URL without auth-url.
     let n = s.backend.count();
-    for name in ["nosecret", "crossns", "nokey", "digest", "badvar", "snippet", "psh", "lonesignin"] {
+    for name in [
+        "nosecret",
+        "crossns",
+        "nokey",
+        "digest",
+        "badvar",
+        "snippet",
+        "psh",
+        "lonesignin",
+    ] {
         let (code, out) = get(&format!("{name}.test"), "/", &["-u", "alice:secret"]);
         assert_eq!(code, 503, "{name}: {out}");
         assert!(!head(&out, "x-mzlb-reason").is_empty(), "{name}: {out}");

@@ -28,7 +28,11 @@ impl Seen {
     }
 
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     fn cookie(&self, name: &str) -> Option<&str> {
@@ -86,16 +90,17 @@ impl Fake {
         Fake { seen }
     }
 
-    pub fn requests(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("the fake got a request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the fake got a request")
     }
 }
 

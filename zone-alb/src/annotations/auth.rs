@@ -53,7 +53,9 @@ const EXTERNAL_KEYS: &[&str] = &[
 const BASIC_KEYS: &[&str] = &["auth-secret", "auth-secret-type", "auth-realm"];
 
 /// The methods ingress-nginx accepts in `auth-method`.
-const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"];
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+];
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Auth {
@@ -135,7 +137,10 @@ fn parse_external(r: &mut Reader<'_>, p: &mut Policy) {
     let Some(url) = r.get("auth-url") else {
         for name in EXTERNAL_KEYS {
             if r.get(name).is_some() {
-                r.unusable(name, "has no effect without auth-url, so what it protects would be open");
+                r.unusable(
+                    name,
+                    "has no effect without auth-url, so what it protects would be open",
+                );
             }
         }
         return;
@@ -160,7 +165,10 @@ fn parse_external(r: &mut Reader<'_>, p: &mut Policy) {
         None | Some("") => None,
         Some(m) if METHODS.contains(&m) => Some(m.to_owned()),
         Some(_) => {
-            r.unusable("auth-method", "expected one of GET, HEAD, POST, PUT, PATCH, DELETE, CONNECT, OPTIONS, TRACE");
+            r.unusable(
+                "auth-method",
+                "expected one of GET, HEAD, POST, PUT, PATCH, DELETE, CONNECT, OPTIONS, TRACE",
+            );
             ok = false;
             None
         }
@@ -187,7 +195,10 @@ fn parse_external(r: &mut Reader<'_>, p: &mut Policy) {
     let mut response_headers = Vec::new();
     if let Some(v) = r.get("auth-response-headers") {
         for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 response_headers.push(name.to_ascii_lowercase());
             } else {
                 r.unusable("auth-response-headers", "expected comma-separated header names");
@@ -268,7 +279,9 @@ fn parse_external(r: &mut Reader<'_>, p: &mut Policy) {
 /// `<param>=$pass_access_scheme://$http_host$escaped_request_uri`, unless it already carries a
 /// non-empty `<param>`.
 fn signin_url(url: &str, param: &str) -> String {
-    let query = url.split_once('?').map(|(_, q)| q.split_once('#').map_or(q, |(q, _)| q));
+    let query = url
+        .split_once('?')
+        .map(|(_, q)| q.split_once('#').map_or(q, |(q, _)| q));
     let redirect = format!("{param}=$pass_access_scheme://$http_host$escaped_request_uri");
     match query {
         None | Some("") if !url.contains('?') => format!("{url}?{redirect}"),
@@ -278,7 +291,11 @@ fn signin_url(url: &str, param: &str) -> String {
                 .split(['&', ';'])
                 .filter_map(|pair| pair.split_once('='))
                 .any(|(k, v)| k == param && !v.is_empty());
-            if has { url.to_owned() } else { format!("{url}&{redirect}") }
+            if has {
+                url.to_owned()
+            } else {
+                format!("{url}&{redirect}")
+            }
         }
     }
 }
@@ -357,7 +374,10 @@ fn parse_basic(r: &mut Reader<'_>, p: &mut Policy) {
         None => {
             for name in BASIC_KEYS {
                 if r.get(name).is_some() {
-                    r.unusable(name, "has no effect without auth-type: basic, so what it protects would be open");
+                    r.unusable(
+                        name,
+                        "has no effect without auth-type: basic, so what it protects would be open",
+                    );
                 }
             }
             return;
@@ -375,7 +395,10 @@ fn parse_basic(r: &mut Reader<'_>, p: &mut Policy) {
         None => String::new(),
         Some(v) if v.bytes().all(|b| !b.is_ascii_control() && b != b'"' && b != b'\\') => v.to_owned(),
         Some(_) => {
-            r.invalid("auth-realm", "quotes, backslashes and control characters are not allowed");
+            r.invalid(
+                "auth-realm",
+                "quotes, backslashes and control characters are not allowed",
+            );
             String::new()
         }
     };
@@ -407,7 +430,8 @@ fn parse_secret_ref(v: &str) -> Option<(Option<String>, String)> {
     let valid = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
             && !s.starts_with(['-', '.'])
     };
     match v.split_once('/') {
@@ -432,7 +456,14 @@ mod tests {
         let (p, findings) = crate::annotations::parse(Some(&a));
         let f = findings
             .into_iter()
-            .map(|f| (f.annotation.trim_start_matches("nginx.ingress.kubernetes.io/").to_owned(), f.kind))
+            .map(|f| {
+                (
+                    f.annotation
+                        .trim_start_matches("nginx.ingress.kubernetes.io/")
+                        .to_owned(),
+                    f.kind,
+                )
+            })
             .collect();
         (p.auth, f)
     }
@@ -446,36 +477,159 @@ mod tests {
             (&[("auth-url", "HTTPS://auth.example/")], true, &[]),
             (&[("auth-url", "")], false, &[("auth-url", Unenforced)]),
             (&[("auth-url", "ftp://a/")], false, &[("auth-url", Unenforced)]),
-            (&[("auth-url", "auth.example/verify")], false, &[("auth-url", Unenforced)]),
+            (
+                &[("auth-url", "auth.example/verify")],
+                false,
+                &[("auth-url", Unenforced)],
+            ),
             (&[("auth-url", "http://")], false, &[("auth-url", Unenforced)]),
-            (&[("auth-url", "http://a/$request_body")], false, &[("auth-url", Unenforced)]),
+            (
+                &[("auth-url", "http://a/$request_body")],
+                false,
+                &[("auth-url", Unenforced)],
+            ),
             (&[("auth-url", "http://a/\r\nx")], false, &[("auth-url", Unenforced)]),
             (&[("auth-url", "http://a/"), ("auth-method", "POST")], true, &[]),
-            (&[("auth-url", "http://a/"), ("auth-method", "post")], false, &[("auth-method", Unenforced)]),
+            (
+                &[("auth-url", "http://a/"), ("auth-method", "post")],
+                false,
+                &[("auth-method", Unenforced)],
+            ),
             (&[("auth-url", "http://a/"), ("auth-method", "GET\r\n")], true, &[]), // trimmed
-            (&[("auth-url", "http://a/"), ("auth-method", "BREW")], false, &[("auth-method", Unenforced)]),
-            (&[("auth-url", "http://a/"), ("auth-signin", "https://$host/oauth2/start?rd=$escaped_request_uri")], true, &[]),
-            (&[("auth-url", "http://a/"), ("auth-signin", "https://$hostname/")], false, &[("auth-signin", Unenforced)]),
-            (&[("auth-url", "http://a/"), ("auth-signin-redirect-param", "a b")], true, &[("auth-signin-redirect-param", Invalid)]),
-            (&[("auth-url", "http://a/"), ("auth-response-headers", "X-Auth-Request-User, X-Auth-Request-Email,,")], true, &[]),
-            (&[("auth-url", "http://a/"), ("auth-response-headers", "X-User\r\nX-Evil: 1")], false, &[("auth-response-headers", Unenforced)]),
-            (&[("auth-url", "http://a/"), ("auth-response-headers", "X User")], false, &[("auth-response-headers", Unenforced)]),
-            (&[("auth-url", "http://a/"), ("auth-response-headers", "X:User")], false, &[("auth-response-headers", Unenforced)]),
-            (&[("auth-url", "http://a/"), ("auth-request-redirect", "$scheme://$host$request_uri")], true, &[]),
-            (&[("auth-url", "http://a/"), ("auth-request-redirect", "$nope")], false, &[("auth-request-redirect", Unenforced)]),
-            (&[("auth-url", "http://a/"), ("auth-cache-key", "$remote_user$http_authorization")], false, &[("auth-cache-key", Unenforced)]),
-            (&[("auth-url", "http://a/"), ("auth-cache-key", "$cookie__oauth2_proxy"), ("auth-cache-duration", "200 202 10m, 401 1m")], true, &[]),
-            (&[("auth-url", "http://a/"), ("auth-cache-key", "$http_authorization"), ("auth-cache-duration", "10 minutes")], false, &[("auth-cache-duration", Unenforced)]),
-            (&[("auth-url", "http://a/"), ("auth-cache-key", "$http_authorization"), ("auth-cache-duration", "5m 200")], false, &[("auth-cache-duration", Unenforced)]),
-            (&[("auth-url", "http://a/"), ("auth-cache-duration", "5m")], true, &[("auth-cache-duration", Ignored)]),
-            (&[("auth-url", "http://a/"), ("auth-always-set-cookie", "true")], true, &[]),
-            (&[("auth-url", "http://a/"), ("auth-always-set-cookie", "yes")], true, &[("auth-always-set-cookie", Invalid)]),
-            (&[("auth-url", "http://a/"), ("auth-proxy-set-headers", "auth/headers")], false, &[("auth-proxy-set-headers", Unenforced)]),
-            (&[("auth-url", "http://a/"), ("auth-keepalive", "10")], true, &[("auth-keepalive", Ignored)]),
-            (&[("auth-url", "http://a/"), ("auth-snippet", "return 200;")], true, &[("auth-snippet", Unenforced)]),
+            (
+                &[("auth-url", "http://a/"), ("auth-method", "BREW")],
+                false,
+                &[("auth-method", Unenforced)],
+            ),
+            (
+                &[
+                    ("auth-url", "http://a/"),
+                    ("auth-signin", "https://$host/oauth2/start?rd=$escaped_request_uri"),
+                ],
+                true,
+                &[],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-signin", "https://$hostname/")],
+                false,
+                &[("auth-signin", Unenforced)],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-signin-redirect-param", "a b")],
+                true,
+                &[("auth-signin-redirect-param", Invalid)],
+            ),
+            (
+                &[
+                    ("auth-url", "http://a/"),
+                    ("auth-response-headers", "X-Auth-Request-User, X-Auth-Request-Email,,"),
+                ],
+                true,
+                &[],
+            ),
+            (
+                &[
+                    ("auth-url", "http://a/"),
+                    ("auth-response-headers", "X-User\r\nX-Evil: 1"),
+                ],
+                false,
+                &[("auth-response-headers", Unenforced)],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-response-headers", "X User")],
+                false,
+                &[("auth-response-headers", Unenforced)],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-response-headers", "X:User")],
+                false,
+                &[("auth-response-headers", Unenforced)],
+            ),
+            (
+                &[
+                    ("auth-url", "http://a/"),
+                    ("auth-request-redirect", "$scheme://$host$request_uri"),
+                ],
+                true,
+                &[],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-request-redirect", "$nope")],
+                false,
+                &[("auth-request-redirect", Unenforced)],
+            ),
+            (
+                &[
+                    ("auth-url", "http://a/"),
+                    ("auth-cache-key", "$remote_user$http_authorization"),
+                ],
+                false,
+                &[("auth-cache-key", Unenforced)],
+            ),
+            (
+                &[
+                    ("auth-url", "http://a/"),
+                    ("auth-cache-key", "$cookie__oauth2_proxy"),
+                    ("auth-cache-duration", "200 202 10m, 401 1m"),
+                ],
+                true,
+                &[],
+            ),
+            (
+                &[
+                    ("auth-url", "http://a/"),
+                    ("auth-cache-key", "$http_authorization"),
+                    ("auth-cache-duration", "10 minutes"),
+                ],
+                false,
+                &[("auth-cache-duration", Unenforced)],
+            ),
+            (
+                &[
+                    ("auth-url", "http://a/"),
+                    ("auth-cache-key", "$http_authorization"),
+                    ("auth-cache-duration", "5m 200"),
+                ],
+                false,
+                &[("auth-cache-duration", Unenforced)],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-cache-duration", "5m")],
+                true,
+                &[("auth-cache-duration", Ignored)],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-always-set-cookie", "true")],
+                true,
+                &[],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-always-set-cookie", "yes")],
+                true,
+                &[("auth-always-set-cookie", Invalid)],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-proxy-set-headers", "auth/headers")],
+                false,
+                &[("auth-proxy-set-headers", Unenforced)],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-keepalive", "10")],
+                true,
+                &[("auth-keepalive", Ignored)],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-snippet", "return 200;")],
+                true,
+                &[("auth-snippet", Unenforced)],
+            ),
             // The family without auth-url: what it protects would be open.
             (&[("auth-signin", "https://a/")], false, &[("auth-signin", Unenforced)]),
-            (&[("auth-response-headers", "X-User")], false, &[("auth-response-headers", Unenforced)]),
+            (
+                &[("auth-response-headers", "X-User")],
+                false,
+                &[("auth-response-headers", Unenforced)],
+            ),
             (&[("auth-method", "GET")], false, &[("auth-method", Unenforced)]),
         ];
         for (i, (pairs, external, findings)) in rows.iter().enumerate() {
@@ -498,7 +652,11 @@ mod tests {
         assert_eq!(e.method.as_deref(), Some("POST"));
         assert_eq!(e.response_headers, ["x-auth-request-user", "remote-groups"]);
         let cache = e.cache.unwrap();
-        assert_eq!(cache.ttl(200), Some(Duration::from_secs(300)), "ingress-nginx's default");
+        assert_eq!(
+            cache.ttl(200),
+            Some(Duration::from_secs(300)),
+            "ingress-nginx's default"
+        );
         assert_eq!(cache.ttl(401), Some(Duration::from_secs(300)));
         assert_eq!(cache.ttl(403), None);
         assert!(auth.basic.is_none());
@@ -508,13 +666,33 @@ mod tests {
     fn signin_gets_the_redirect_parameter_as_ingress_nginx_adds_it() {
         let rd = "$pass_access_scheme://$http_host$escaped_request_uri";
         for (url, param, expected) in [
-            ("https://auth.example/oauth2/start", "rd", format!("https://auth.example/oauth2/start?rd={rd}")),
-            ("https://auth.example/start?x=1", "rd", format!("https://auth.example/start?x=1&rd={rd}")),
-            ("https://$host/oauth2/start?rd=$escaped_request_uri", "rd", "https://$host/oauth2/start?rd=$escaped_request_uri".to_owned()),
+            (
+                "https://auth.example/oauth2/start",
+                "rd",
+                format!("https://auth.example/oauth2/start?rd={rd}"),
+            ),
+            (
+                "https://auth.example/start?x=1",
+                "rd",
+                format!("https://auth.example/start?x=1&rd={rd}"),
+            ),
+            (
+                "https://$host/oauth2/start?rd=$escaped_request_uri",
+                "rd",
+                "https://$host/oauth2/start?rd=$escaped_request_uri".to_owned(),
+            ),
             ("https://a/start?rd=", "rd", format!("https://a/start?rd=&rd={rd}")),
             ("https://a/start?", "rd", format!("https://a/start?rd={rd}")),
-            ("https://auth.example/", "redirect_url", format!("https://auth.example/?redirect_url={rd}")),
-            ("https://a/?rm=$request_method", "rd", format!("https://a/?rm=$request_method&rd={rd}")),
+            (
+                "https://auth.example/",
+                "redirect_url",
+                format!("https://auth.example/?redirect_url={rd}"),
+            ),
+            (
+                "https://a/?rm=$request_method",
+                "rd",
+                format!("https://a/?rm=$request_method&rd={rd}"),
+            ),
         ] {
             assert_eq!(signin_url(url, param), expected, "{url}");
         }
@@ -528,7 +706,17 @@ mod tests {
         assert_eq!(ok("any 10s"), [(CacheCodes::Any, Duration::from_secs(10))]);
         assert_eq!(ok("200 202 10m, 401 1m").len(), 2);
         assert_eq!(ok("").len(), 1);
-        for bad in ["5", "200", "m", "200 5x", "5m 200", "999 5m", "200 -5m", "200 5m,", "18446744073709551615y"] {
+        for bad in [
+            "5",
+            "200",
+            "m",
+            "200 5x",
+            "5m 200",
+            "999 5m",
+            "200 -5m",
+            "200 5m,",
+            "18446744073709551615y",
+        ] {
             if bad == "200 5m," {
                 assert!(parse_cache_durations(bad).is_ok(), "trailing comma is skipped");
                 continue;
@@ -542,22 +730,90 @@ mod tests {
         type Row<'a> = (&'a [(&'a str, &'a str)], bool, &'a [(&'a str, FindingKind)]);
         let rows: &[Row<'_>] = &[
             (&[("auth-type", "basic"), ("auth-secret", "basic-auth")], true, &[]),
-            (&[("auth-type", "basic"), ("auth-secret", "other-ns/basic-auth"), ("auth-realm", "Authentication Required - foo")], true, &[]),
-            (&[("auth-type", "basic"), ("auth-secret", "basic-auth"), ("auth-secret-type", "auth-map")], true, &[]),
-            (&[("auth-type", "basic"), ("auth-secret", "basic-auth"), ("auth-secret-type", "auth-maps")], false, &[("auth-secret-type", Unenforced)]),
+            (
+                &[
+                    ("auth-type", "basic"),
+                    ("auth-secret", "other-ns/basic-auth"),
+                    ("auth-realm", "Authentication Required - foo"),
+                ],
+                true,
+                &[],
+            ),
+            (
+                &[
+                    ("auth-type", "basic"),
+                    ("auth-secret", "basic-auth"),
+                    ("auth-secret-type", "auth-map"),
+                ],
+                true,
+                &[],
+            ),
+            (
+                &[
+                    ("auth-type", "basic"),
+                    ("auth-secret", "basic-auth"),
+                    ("auth-secret-type", "auth-maps"),
+                ],
+                false,
+                &[("auth-secret-type", Unenforced)],
+            ),
             (&[("auth-type", "basic")], false, &[("auth-type", Unenforced)]),
-            (&[("auth-type", "basic"), ("auth-secret", "")], false, &[("auth-type", Unenforced)]),
-            (&[("auth-type", "basic"), ("auth-secret", "a/b/c")], false, &[("auth-secret", Unenforced)]),
-            (&[("auth-type", "basic"), ("auth-secret", "../etc")], false, &[("auth-secret", Unenforced)]),
-            (&[("auth-type", "basic"), ("auth-secret", "Basic_Auth")], false, &[("auth-secret", Unenforced)]),
-            (&[("auth-type", "basic"), ("auth-secret", "/x")], false, &[("auth-secret", Unenforced)]),
-            (&[("auth-type", "basic"), ("auth-secret", "s"), ("auth-realm", "a\"b")], true, &[("auth-realm", Invalid)]),
-            (&[("auth-type", "basic"), ("auth-secret", "s"), ("auth-realm", "a\r\nb")], true, &[("auth-realm", Invalid)]),
-            (&[("auth-type", "digest"), ("auth-secret", "s")], false, &[("auth-type", Unenforced)]),
-            (&[("auth-type", "Basic"), ("auth-secret", "s")], false, &[("auth-type", Unenforced)]),
+            (
+                &[("auth-type", "basic"), ("auth-secret", "")],
+                false,
+                &[("auth-type", Unenforced)],
+            ),
+            (
+                &[("auth-type", "basic"), ("auth-secret", "a/b/c")],
+                false,
+                &[("auth-secret", Unenforced)],
+            ),
+            (
+                &[("auth-type", "basic"), ("auth-secret", "../etc")],
+                false,
+                &[("auth-secret", Unenforced)],
+            ),
+            (
+                &[("auth-type", "basic"), ("auth-secret", "Basic_Auth")],
+                false,
+                &[("auth-secret", Unenforced)],
+            ),
+            (
+                &[("auth-type", "basic"), ("auth-secret", "/x")],
+                false,
+                &[("auth-secret", Unenforced)],
+            ),
+            (
+                &[("auth-type", "basic"), ("auth-secret", "s"), ("auth-realm", "a\"b")],
+                true,
+                &[("auth-realm", Invalid)],
+            ),
+            (
+                &[("auth-type", "basic"), ("auth-secret", "s"), ("auth-realm", "a\r\nb")],
+                true,
+                &[("auth-realm", Invalid)],
+            ),
+            (
+                &[("auth-type", "digest"), ("auth-secret", "s")],
+                false,
+                &[("auth-type", Unenforced)],
+            ),
+            (
+                &[("auth-type", "Basic"), ("auth-secret", "s")],
+                false,
+                &[("auth-type", Unenforced)],
+            ),
             (&[("auth-secret", "s")], false, &[("auth-secret", Unenforced)]),
             (&[("auth-realm", "r")], false, &[("auth-realm", Unenforced)]),
-            (&[("auth-tls-secret", "ns/ca"), ("auth-type", "basic"), ("auth-secret", "s")], true, &[("auth-tls-secret", Unenforced)]),
+            (
+                &[
+                    ("auth-tls-secret", "ns/ca"),
+                    ("auth-type", "basic"),
+                    ("auth-secret", "s"),
+                ],
+                true,
+                &[("auth-tls-secret", Unenforced)],
+            ),
         ];
         for (i, (pairs, basic, findings)) in rows.iter().enumerate() {
             let (auth, got) = parse(pairs);

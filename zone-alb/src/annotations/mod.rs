@@ -829,11 +829,7 @@ mod tests {
 
     const ROWS: &[Row] = &[
         // Authentication: every auth-* key, whatever its value.
-        (
-            &[(n!("auth-url"), "https://auth.example/check")],
-            &[],
-            &[],
-        ),
+        (&[(n!("auth-url"), "https://auth.example/check")], &[], &[]),
         (
             &[(n!("auth-url"), "auth.example/check")],
             &[n!("auth-url")],
@@ -1131,10 +1127,7 @@ mod tests {
         (&[(n!("ssl-redirect"), "yes")], &[], &[(n!("ssl-redirect"), Invalid)]),
         // Both prefixes: the mzlb.io/ key wins and is the one reported.
         (
-            &[
-                (n!("auth-url"), "https://a.example"),
-                (m!("auth-url"), "b.example"),
-            ],
+            &[(n!("auth-url"), "https://a.example"), (m!("auth-url"), "b.example")],
             &[m!("auth-url")],
             &[(m!("auth-url"), Unenforced)],
         ),

@@ -92,7 +92,11 @@ impl Basic {
             return Verdict::Denied;
         };
         if !hash.is_slow() {
-            return if hash.verify(&password) { Verdict::Allowed } else { Verdict::Denied };
+            return if hash.verify(&password) {
+                Verdict::Allowed
+            } else {
+                Verdict::Denied
+            };
         }
         // The stored hash is part of the key: a changed password forgets what was verified.
         let key = cache::key(&[user.as_bytes(), &password, slow_hash_text(hash)]);
@@ -182,13 +186,25 @@ mod tests {
         };
         assert_eq!(b.challenge(), "Basic realm=\"Protected\"");
         let state = BasicState::default();
-        assert_eq!(b.check(&state, &header(&basic("alice", "secret"))).await, Verdict::Allowed);
+        assert_eq!(
+            b.check(&state, &header(&basic("alice", "secret"))).await,
+            Verdict::Allowed
+        );
         assert_eq!(b.check(&state, &header(&basic("alice", "nope"))).await, Verdict::Denied);
-        assert_eq!(b.check(&state, &header(&basic("mallory", "secret"))).await, Verdict::Denied);
+        assert_eq!(
+            b.check(&state, &header(&basic("mallory", "secret"))).await,
+            Verdict::Denied
+        );
         assert_eq!(b.check(&state, &HeaderMap::new()).await, Verdict::Denied);
-        assert_eq!(b.check(&state, &header(&basic("bob", "secret"))).await, Verdict::Allowed);
+        assert_eq!(
+            b.check(&state, &header(&basic("bob", "secret"))).await,
+            Verdict::Allowed
+        );
         assert_eq!(state.verified.len(), 1, "the bcrypt success is remembered");
-        assert_eq!(b.check(&state, &header(&basic("bob", "secret"))).await, Verdict::Allowed);
+        assert_eq!(
+            b.check(&state, &header(&basic("bob", "secret"))).await,
+            Verdict::Allowed
+        );
         assert_eq!(b.check(&state, &header(&basic("bob", "wrong"))).await, Verdict::Denied);
         assert_eq!(state.verified.len(), 1, "failures are not");
     }

@@ -102,6 +102,10 @@ mod tests {
         none.insert(key(&[b"x"]), long, 1);
         assert_eq!(none.len(), 0);
         c.insert(key(&[b"far"]), Duration::MAX, 1);
-        assert_eq!(c.get(&key(&[b"far"])), None, "a deadline past the clock's range is not stored");
+        assert_eq!(
+            c.get(&key(&[b"far"])),
+            None,
+            "a deadline past the clock's range is not stored"
+        );
     }
 }

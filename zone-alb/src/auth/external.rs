@@ -85,9 +85,7 @@ pub fn target(config: &External, original: &Original<'_>) -> Result<Uri, Failure
     let uri: Uri = url.parse().map_err(|_| Failure::BadUrl(url.clone()))?;
     let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
     match (scheme_ok, uri.host()) {
-        (true, Some(host)) if !host.is_empty() && uri.authority().is_some_and(|a| !a.as_str().contains('@')) => {
-            Ok(uri)
-        }
+        (true, Some(host)) if !host.is_empty() && uri.authority().is_some_and(|a| !a.as_str().contains('@')) => Ok(uri),
         _ => Err(Failure::BadUrl(url)),
     }
 }
@@ -116,7 +114,11 @@ pub fn fields(config: &External, target: &Uri, original: &Original<'_>) -> Resul
     }
     let v = |s: String| HeaderValue::from_str(&s).map_err(|_| Failure::Build(format!("a field value {s:?}")));
     let vars = &original.vars;
-    let host = target.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let host = target
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     h.insert(header::HOST, v(host.to_owned())?);
     h.insert(
         "x-original-url",
@@ -153,7 +155,12 @@ pub async fn send(
     read: Duration,
     tls: &TlsConnector,
 ) -> Result<Answer, Failure> {
-    let host = target.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = target
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let https = target.scheme_str() == Some("https");
     let port = target.port_u16().unwrap_or(if https { 443 } else { 80 });
     let path = target.path_and_query().map_or("/", |p| p.as_str());
@@ -299,7 +306,11 @@ mod tests {
         assert_eq!(target.path(), "/oauth2/auth");
         let h = fields(&c, &target, &o).unwrap();
         let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap());
-        assert_eq!(get("host"), Some("oauth2-proxy.auth.svc"), "the URL's host, without port");
+        assert_eq!(
+            get("host"),
+            Some("oauth2-proxy.auth.svc"),
+            "the URL's host, without port"
+        );
         assert_eq!(get("x-original-url"), Some("http://app.test:8080/private/x?y=1"));
         assert_eq!(get("x-original-method"), Some("POST"));
         assert_eq!(get("x-sent-from"), Some("nginx-ingress-controller"));

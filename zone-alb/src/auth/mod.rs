@@ -120,6 +120,36 @@ pub fn digest(auth: &Auth) -> u64 {
     h.finish()
 }
 
+/// For the Kubernetes watch of `Opaque` Secrets: keeps of a Secret only what basic auth can
+/// use, its password hashes (the key `auth` holding htpasswd lines, or keys whose values are
+/// all hashes, as `auth-map` has them), and drops every other Secret's data, so the ALB holds
+/// no one's other secrets.
+pub fn retain_credentials(secret: &mut Secret) {
+    secret.string_data = None;
+    secret.metadata.annotations = None;
+    secret.metadata.labels = None;
+    let Some(data) = secret.data.as_mut() else { return };
+    let file = data
+        .get("auth")
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+        .is_some_and(|text| !htpasswd::parse_file(text).users.is_empty());
+    if file {
+        data.retain(|k, _| k == "auth");
+        return;
+    }
+    let map = !data.is_empty()
+        && data.values().all(|v| {
+            std::str::from_utf8(&v.0)
+                .ok()
+                .map(str::trim)
+                .and_then(htpasswd::Hash::parse)
+                .is_some()
+        });
+    if !map {
+        data.clear();
+    }
+}
+
 fn credentials(secret: &Secret, map: bool) -> Result<htpasswd::Credentials, String> {
     let data = secret.data.as_ref();
     if map {
@@ -171,7 +201,10 @@ impl Granted {
 
 /// The statuses nginx's `add_header` (without `always`) applies to.
 fn adds_headers(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308)
+    matches!(
+        status.as_u16(),
+        200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
+    )
 }
 
 /// The request as authentication sees it.
@@ -245,7 +278,15 @@ pub async fn check<B: hyper::body::Body>(
         request_id: &request_id,
     };
     let policy = &route.policy.policy;
-    let (status, headers) = match ask(ext, &auth.runtime, &original, policy.connect_timeout, policy.read_timeout).await {
+    let (status, headers) = match ask(
+        ext,
+        &auth.runtime,
+        &original,
+        policy.connect_timeout,
+        policy.read_timeout,
+    )
+    .await
+    {
         Ok(answer) => answer,
         Err(error) => {
             tracing::warn!(ingress = %route.policy.ingress, %error, "auth subrequest failed: 500");
@@ -285,7 +326,10 @@ pub async fn check<B: hyper::body::Body>(
             }
             Err(with_cookies(resp, ext.always_set_cookie))
         }
-        403 => Err(with_cookies(answer(StatusCode::FORBIDDEN, close), ext.always_set_cookie)),
+        403 => Err(with_cookies(
+            answer(StatusCode::FORBIDDEN, close),
+            ext.always_set_cookie,
+        )),
         other => {
             tracing::warn!(ingress = %route.policy.ingress, status = other, "auth service answered neither 2xx, 401 nor 403: 500");
             Err(with_cookies(
@@ -307,7 +351,11 @@ async fn ask(
     let target = external::target(ext, original)?;
     let key = ext.cache.as_ref().map(|spec| {
         let k = spec.key.expand(&original.vars);
-        cache::key(&[original.vars.host.as_bytes(), target.to_string().as_bytes(), k.as_bytes()])
+        cache::key(&[
+            original.vars.host.as_bytes(),
+            target.to_string().as_bytes(),
+            k.as_bytes(),
+        ])
     });
     if let Some(hit) = key.as_ref().and_then(|k| runtime.answers.get(k)) {
         return Ok((hit.status, hit.headers));
@@ -416,7 +464,10 @@ mod tests {
     fn upstream_fields_replace_the_clients() {
         let g = Granted {
             upstream: vec![
-                (HeaderName::from_static("x-user"), vec![HeaderValue::from_static("alice")]),
+                (
+                    HeaderName::from_static("x-user"),
+                    vec![HeaderValue::from_static("alice")],
+                ),
                 (header::AUTHORIZATION, vec![]),
             ],
             ..Default::default()
@@ -438,18 +489,60 @@ mod tests {
         };
         let a = |status: u16, headers: &[(&str, &str)]| external::Answer {
             status: StatusCode::from_u16(status).unwrap(),
-            headers: headers.iter().map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+                .collect(),
         };
         assert_eq!(cache_ttl(&spec, &a(200, &[])), Some(Duration::from_secs(60)));
         assert_eq!(cache_ttl(&spec, &a(403, &[])), None);
         assert_eq!(cache_ttl(&spec, &a(200, &[("set-cookie", "a=b")])), None);
         assert_eq!(cache_ttl(&spec, &a(200, &[("cache-control", "no-cache")])), None);
-        assert_eq!(cache_ttl(&spec, &a(200, &[("cache-control", "Private, max-age=5")])), None);
+        assert_eq!(
+            cache_ttl(&spec, &a(200, &[("cache-control", "Private, max-age=5")])),
+            None
+        );
         assert_eq!(
             cache_ttl(&spec, &a(200, &[("cache-control", "max-age=5")])),
             Some(Duration::from_secs(5))
         );
         assert_eq!(cache_ttl(&spec, &a(200, &[("cache-control", "max-age=0")])), None);
+    }
+
+    #[test]
+    fn only_credentials_are_kept_of_opaque_secrets() {
+        use k8s_openapi::ByteString;
+        let secret = |pairs: &[(&str, &str)]| Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let keys = |s: &Secret| {
+            s.data
+                .as_ref()
+                .map(|d| d.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let sha = "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=";
+        let mut file = secret(&[("auth", &format!("alice:{sha}\n")), ("db-password", "hunter2")]);
+        retain_credentials(&mut file);
+        assert_eq!(keys(&file), ["auth"]);
+        let mut map = secret(&[("alice", sha), ("bob", sha)]);
+        retain_credentials(&mut map);
+        assert_eq!(keys(&map), ["alice", "bob"]);
+        for other in [
+            secret(&[("password", "hunter2")]),
+            secret(&[("alice", sha), ("token", "abc")]),
+            secret(&[("auth", "not htpasswd")]),
+        ] {
+            let mut other = other;
+            retain_credentials(&mut other);
+            assert!(keys(&other).is_empty(), "{other:?}");
+        }
     }
 
     #[test]

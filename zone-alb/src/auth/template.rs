@@ -263,9 +263,14 @@ mod tests {
         h.insert("cookie", "_oauth2_proxy=tok; other=1".parse().unwrap());
         let r = request(&h);
         let rows: &[(&str, &str)] = &[
-            ("https://$host/oauth2/start?rd=$escaped_request_uri",
-             "https://app.test/oauth2/start?rd=%2Fa%20b%2Fx%3Fq%3D1%26Next%3D%2Fp%26x"),
-            ("$scheme://$http_host$request_uri", "https://App.test:8080/a b/x?q=1&Next=/p&x"),
+            (
+                "https://$host/oauth2/start?rd=$escaped_request_uri",
+                "https://app.test/oauth2/start?rd=%2Fa%20b%2Fx%3Fq%3D1%26Next%3D%2Fp%26x",
+            ),
+            (
+                "$scheme://$http_host$request_uri",
+                "https://App.test:8080/a b/x?q=1&Next=/p&x",
+            ),
             ("${scheme}x", "httpsx"),
             ("$pass_access_scheme://$best_http_host", "https://App.test:8080"),
             ("$uri$is_args$args", "/a b/x?q=1&Next=/p&x"),
@@ -323,6 +328,10 @@ mod tests {
         };
         let escaped = Template::parse("$escaped_request_uri").unwrap().expand(&r);
         assert_eq!(escaped, "%2F%250d%250aSet-Cookie%3Ax");
-        assert_eq!(Template::parse("[$http_x_a]").unwrap().expand(&r), "[]", "non-UTF-8 is dropped");
+        assert_eq!(
+            Template::parse("[$http_x_a]").unwrap().expand(&r),
+            "[]",
+            "non-UTF-8 is dropped"
+        );
     }
 }
