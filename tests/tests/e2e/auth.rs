@@ -232,15 +232,14 @@ struct Site {
 fn site() -> Site {
     let dir = tempdir();
     write(dir.path(), "site.yaml", &manifests());
-    let site = Site {
+    Site {
         backend: backend(BACKEND),
         scripted: scripted(SCRIPTED),
         oauth2: oauth2_proxy(OAUTH2),
         authelia: authelia(AUTHELIA),
         _alb: zone_alb(dir.path(), &[], &format!("http://{ALB_IP}:8080/healthz")),
         _dir: dir,
-    };
-    site
+    }
 }
 
 /// One ALB and one set of fakes (their addresses are fixed), three parts in turn.

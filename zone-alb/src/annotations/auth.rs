@@ -155,7 +155,7 @@ fn parse_external(r: &mut Reader<'_>, p: &mut Policy) {
         match Template::parse(url) {
             Ok(t) => Some(t),
             Err(e) => {
-                r.unusable("auth-url", &format!("{e}"));
+                r.unusable("auth-url", &e);
                 ok = false;
                 None
             }

@@ -258,9 +258,8 @@ mod tests {
                 "secret",
             )
             .unwrap(),
-            pwhash::md5_crypt::hash("secret").unwrap(),
+            "$1$abc$iCQ2D3nhptRYi27fDYv2s1".to_owned(), // openssl passwd -1
             pwhash::sha512_crypt::hash("secret").unwrap(),
-            pwhash::unix_crypt::hash_with("ab", "secret").unwrap(),
         ] {
             let h = Hash::parse(&made).unwrap_or_else(|| panic!("{made}"));
             assert!(h.verify(b"secret"), "{made}");
