@@ -389,6 +389,56 @@ mod tests {
         assert!(fields(&c, &target, &o).is_err());
     }
 
+    /// An https auth URL: a self-signed certificate is accepted (ingress-nginx does not verify),
+    /// the name goes in SNI, and the answer comes back.
+    #[tokio::test]
+    async fn https_auth_services_are_reached_without_verification() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::single_certificate_config(crate::tls::self_signed(
+            "auth.example",
+        )));
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let sni = tls.get_ref().1.server_name().map(str::to_owned);
+            let mut buf = vec![0u8; 4096];
+            let n = tls.read(&mut buf).await.unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            tls.write_all(b"HTTP/1.1 200 OK\r\nX-User: alice\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            (sni, head)
+        });
+        let target: Uri = format!("https://localhost:{port}/verify?x=1").parse().unwrap();
+        let mut fields = HeaderMap::new();
+        fields.insert(header::HOST, HeaderValue::from_static("localhost"));
+        let t = Duration::from_secs(5);
+        let answer = send(Method::GET, &target, fields, t, t, &tls_connector())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.headers["x-user"], "alice");
+        let (sni, head) = server.await.unwrap();
+        assert_eq!(sni.as_deref(), Some("localhost"));
+        assert!(head.starts_with("GET /verify?x=1 HTTP/1.1\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn an_auth_service_that_never_answers_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let (_socket, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let target: Uri = format!("http://{addr}/").parse().unwrap();
+        let t = Duration::from_millis(200);
+        let failed = send(Method::GET, &target, HeaderMap::new(), t, t, &tls_connector()).await;
+        assert!(matches!(failed, Err(Failure::Timeout(_))), "{failed:?}");
+    }
+
     #[test]
     fn response_headers_replace_or_remove() {
         let mut answer = HeaderMap::new();
