@@ -107,7 +107,8 @@ async fn backend() -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
 }
 
 /// Ingresses on `h.test`: `/admin` allowed only from 10.0.0.0/8, `/` open; on `auth.test`:
-/// `/admin` behind `auth-url` (which mzlb does not enforce: it fails closed), `/` open.
+/// `/admin` behind client certificates (`auth-tls-verify-client`, which mzlb does not enforce:
+/// it fails closed), `/` open.
 fn manifests(backend: SocketAddr) -> String {
     let ingress = |name: &str, host: &str, annotation: &str, path: &str| {
         format!(
@@ -128,7 +129,7 @@ fn manifests(backend: SocketAddr) -> String {
         ),
         ingress("admin", "h.test", "nginx.ingress.kubernetes.io/whitelist-source-range: 10.0.0.0/8", "/admin"),
         ingress("open", "h.test", "", "/"),
-        ingress("guarded", "auth.test", "nginx.ingress.kubernetes.io/auth-url: 'http://auth/verify'", "/admin"),
+        ingress("guarded", "auth.test", "nginx.ingress.kubernetes.io/auth-tls-verify-client: 'on'", "/admin"),
         ingress("pub", "auth.test", "", "/"),
     ]
     .join("---\n")
@@ -352,7 +353,9 @@ async fn unenforced_protection_fails_closed_on_either_path() {
         for (response, _, received) in both(&raw).await {
             assert!(response.starts_with("http/1.1 503"), "{target}: {response}");
             assert!(
-                response.contains("x-mzlb-reason: unenforced-annotation nginx.ingress.kubernetes.io/auth-url"),
+                response.contains(
+                    "x-mzlb-reason: unenforced-annotation nginx.ingress.kubernetes.io/auth-tls-verify-client"
+                ),
                 "{response}"
             );
             assert!(received.is_empty(), "{target} reached the backend");

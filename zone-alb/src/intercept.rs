@@ -178,10 +178,7 @@ async fn ask_error_backend(plan: &Plan, ask: &Asked, status: StatusCode, upstrea
         read: p.read_timeout,
     };
     let started = Instant::now();
-    match upstreams
-        .send(endpoint, None, req, timeouts, None)
-        .await
-    {
+    match upstreams.send(endpoint, None, req, timeouts, None).await {
         Ok(resp) => {
             in_flight.finished(Some(started.elapsed()));
             let (mut parts, body) = resp.into_parts();

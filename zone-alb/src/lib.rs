@@ -10,6 +10,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod annotations;
+pub(crate) mod auth;
 pub(crate) mod backend_tls;
 pub(crate) mod balance;
 #[cfg(test)]

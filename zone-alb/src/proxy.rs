@@ -296,6 +296,17 @@ impl Proxy {
                 req.uri(),
             ));
         }
+        let mut req = req;
+        let at = crate::auth::Incoming {
+            host,
+            client,
+            local,
+            scheme,
+        };
+        let granted = match crate::auth::check(&route, &mut req, at).await {
+            Ok(granted) => granted,
+            Err(answer) => return Ok(answer),
+        };
 
         // The body streams upstream as it arrives, the limit enforced as it passes.
         let (head, incoming) = req.into_parts();
@@ -364,6 +375,7 @@ impl Proxy {
         policy.upstream.set_fields(headers);
         crate::intercept::sent_upstream(seen, headers);
         snippet.upstream(headers);
+        granted.apply_upstream(headers);
 
         // A request without a body can be sent again elsewhere when the connection could not
         // even be made; one with a body cannot be replayed.
@@ -510,6 +522,7 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         retain_fields(&mut parts.headers, forward::response_field);
+        granted.apply_response(parts.status, &mut parts.headers);
         if let Some(affinity) = &policy.affinity
             && (sticky.is_none() || (affinity.extras.change_on_failure && sticky != Some(index)))
             && let Ok(v) = HeaderValue::from_str(&crate::annotations::upstream::affinity_set_cookie(

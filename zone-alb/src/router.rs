@@ -147,6 +147,7 @@ impl RoutePolicy {
             rate_limiter: self.rate_limiter.clone(),
             rpm_limiter: self.rpm_limiter.clone(),
             connection_limiter: self.connection_limiter.clone(),
+            auth: self.auth.clone(),
             error_backend: self.error_backend.clone(),
         }
     }
@@ -207,6 +208,8 @@ pub struct RoutePolicy {
     /// `limit-rpm`'s, beside `limit-rps`'s.
     pub rpm_limiter: Option<Arc<RateLimiter>>,
     pub connection_limiter: Option<Arc<ConcurrencyLimiter>>,
+    /// `auth-type: basic` / `auth-url`, compiled (the basic-auth Secret resolved).
+    pub auth: Option<Arc<crate::auth::RouteAuth>>,
     /// The `default-backend` annotation's Service: custom errors, and requests whose Service
     /// has no ready endpoint (`crate::intercept`).
     pub error_backend: Option<Arc<Backend>>,
@@ -718,14 +721,25 @@ fn stage(
         }
         found
     });
+    let mut unenforced: Vec<Arc<str>> = policy
+        .unenforced
+        .iter()
+        .map(|k| Arc::from(format!("unenforced-annotation {k}")))
+        .chain(tls_refusal)
+        .collect();
+    let runtime = || state.auth_runtime(&name, crate::auth::digest(&policy.auth));
+    let auth = crate::auth::compile(objects, namespace, &policy.auth, runtime).unwrap_or_else(|e| {
+        warnings.push(Problem::warning(
+            "UnsupportedAnnotation",
+            format!("{what}: {e}; the Ingress's routes answer 503"),
+        ));
+        unenforced.push(Arc::from("unusable-auth-secret"));
+        None
+    });
     let policy = Arc::new(RoutePolicy {
         tls_hosts,
-        unenforced: policy
-            .unenforced
-            .iter()
-            .map(|k| Arc::from(format!("unenforced-annotation {k}")))
-            .chain(tls_refusal)
-            .collect(),
+        auth,
+        unenforced,
         rate_limiter: policy.rate_limit.map(|spec| state.rate_limiter(&name, spec)),
         rpm_limiter: policy.rate_limit_rpm.map(|spec| state.rate_limiter(&name, spec)),
         connection_limiter: policy.connection_limit.map(|n| state.concurrency_limiter(&name, n)),
@@ -1045,6 +1059,7 @@ impl HostExtras {
                     rpm_limiter: self.policy.rpm_limiter.clone(),
                     connection_limiter: self.policy.connection_limiter.clone(),
                     error_backend: self.policy.error_backend.clone(),
+                    auth: self.policy.auth.clone(),
                 };
                 let rule = PathRule {
                     path: "/".into(),

@@ -34,6 +34,7 @@ pub struct Store {
     rate: Entries<(Arc<str>, RateLimitSpec), RateLimiter>,
     concurrency: Entries<(Arc<str>, u32), ConcurrencyLimiter>,
     endpoints: Entries<SocketAddr, EndpointState>,
+    auth: Entries<(Arc<str>, u64), crate::auth::Runtime>,
 }
 
 impl Store {
@@ -53,11 +54,18 @@ impl Store {
         self.endpoints.get(addr, EndpointState::default)
     }
 
+    /// The authentication state (auth-answer cache, verified credentials) of an Ingress with
+    /// this auth configuration (a digest of it).
+    pub(crate) fn auth_runtime(&self, ingress: &Arc<str>, config: u64) -> Arc<crate::auth::Runtime> {
+        self.auth.get((ingress.clone(), config), Default::default)
+    }
+
     /// Periodic upkeep: forgets entries no table holds, and rate-limit buckets of clients
     /// gone quiet.
     pub fn sweep(&self) {
         self.concurrency.sweep();
         self.endpoints.sweep();
+        self.auth.sweep();
         for limiter in self.rate.sweep() {
             limiter.housekeeping();
         }

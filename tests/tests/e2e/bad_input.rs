@@ -162,7 +162,7 @@ fn check_lists_findings_and_fails_on_unenforced_annotations() {
         &crate::ingress::ingress(
             "guarded",
             "h.test",
-            &[("auth-url", "http://auth/verify")],
+            &[("auth-tls-verify-client", "on")],
             "/admin",
             "Prefix",
         ),
@@ -188,7 +188,7 @@ fn check_lists_findings_and_fails_on_unenforced_annotations() {
     ] {
         assert!(
             output.contains("error: UnsupportedAnnotation: Ingress default/guarded")
-                && output.contains("nginx.ingress.kubernetes.io/auth-url"),
+                && output.contains("nginx.ingress.kubernetes.io/auth-tls-verify-client"),
             "{output}"
         );
         assert!(

@@ -868,7 +868,8 @@ fn rows() -> Vec<Row> {
             forwarded(vec![want("GET", target)]),
         ));
     }
-    // An auth-url the ALB cannot call fails closed, however the path is spelled.
+    // A protection the ALB does not enforce (client certificates) fails closed, however the
+    // path is spelled.
     for target in ["/admin", "//admin", "/%61dmin", "/admin/x"] {
         rows.push(row(
             &format!("auth {target}"),
@@ -1759,7 +1760,7 @@ fn site() -> String {
             ingress(
                 "guarded",
                 "auth.test",
-                &[("auth-url", "http://auth.example/verify")],
+                &[("auth-tls-verify-client", "on")],
                 "/admin",
                 "Prefix",
             ),

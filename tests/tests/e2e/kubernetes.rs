@@ -255,10 +255,10 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
     assert!(note.contains("load-balance") && note.contains("fastest"), "{note}");
     assert_eq!(get("shop2.test").0, 200);
     // A protection mzlb does not enforce fails closed: a Warning naming the key, and 503.
-    let note = annotated(3, "auth-url: 'http://auth.shop/verify'", "UnsupportedAnnotation");
-    assert!(note.contains("nginx.ingress.kubernetes.io/auth-url"), "{note}");
+    let note = annotated(3, "auth-tls-verify-client: 'on'", "UnsupportedAnnotation");
+    assert!(note.contains("kubernetes.io/auth-tls-verify-client"), "{note}");
     poll(Duration::from_secs(10), || (get("shop2.test").0 == 503).then_some(()))
-        .unwrap_or_else(|| panic!("an Ingress with auth-url is served without it:\n{}", alb.output()));
+        .unwrap_or_else(|| panic!("an Ingress with auth-tls-* is served without it:\n{}", alb.output()));
 
     // Watch event DELETED.
     api.delete("Ingress", Some("shop"), "shop2");

@@ -5,6 +5,8 @@ mod harness;
 mod netns;
 
 mod agreement;
+mod auth;
+mod auth_fakes;
 mod bad_input;
 mod buffering;
 mod canary;

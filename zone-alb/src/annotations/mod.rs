@@ -921,8 +921,9 @@ mod tests {
 
     const ROWS: &[Row] = &[
         // Authentication: every auth-* key, whatever its value.
+        (&[(n!("auth-url"), "https://auth.example/check")], &[], &[]),
         (
-            &[(n!("auth-url"), "https://auth.example/check")],
+            &[(n!("auth-url"), "auth.example/check")],
             &[n!("auth-url")],
             &[(n!("auth-url"), Unenforced)],
         ),
@@ -932,12 +933,13 @@ mod tests {
                 (n!("auth-secret"), "htpasswd"),
                 (n!("auth-realm"), "Restricted"),
             ],
-            &[n!("auth-realm"), n!("auth-secret"), n!("auth-type")],
-            &[
-                (n!("auth-realm"), Unenforced),
-                (n!("auth-secret"), Unenforced),
-                (n!("auth-type"), Unenforced),
-            ],
+            &[],
+            &[],
+        ),
+        (
+            &[(n!("auth-type"), "digest"), (n!("auth-secret"), "htpasswd")],
+            &[n!("auth-type")],
+            &[(n!("auth-type"), Unenforced)],
         ),
         (
             &[
@@ -1228,10 +1230,7 @@ mod tests {
         (&[(n!("ssl-redirect"), "yes")], &[], &[(n!("ssl-redirect"), Invalid)]),
         // Both prefixes: the mzlb.io/ key wins and is the one reported.
         (
-            &[
-                (n!("auth-url"), "https://a.example"),
-                (m!("auth-url"), "https://b.example"),
-            ],
+            &[(n!("auth-url"), "https://a.example"), (m!("auth-url"), "b.example")],
             &[m!("auth-url")],
             &[(m!("auth-url"), Unenforced)],
         ),
@@ -1257,10 +1256,7 @@ mod tests {
                 (m!("no-such-thing"), "1"),
             ],
             &[],
-            &[
-                (m!("no-such-thing"), Ignored),
-                (n!("proxy-buffering"), Ignored),
-            ],
+            &[(m!("no-such-thing"), Ignored), (n!("proxy-buffering"), Ignored)],
         ),
         // Keys are case-sensitive, but a security family in any case fails closed.
         (
@@ -1368,7 +1364,7 @@ mod tests {
             &[
                 (n!("proxy-buffering"), "on"),
                 (n!("load-balance"), "random"),
-                (m!("auth-url"), "https://auth.example"),
+                (m!("auth-url"), "auth.example"),
                 (n!("backend-protocol"), "HTTP/3"),
             ],
             &[m!("auth-url")],
@@ -1423,7 +1419,7 @@ mod tests {
                 Some(Unenforced),
             ),
             ("ssl-redirect", "false", None),
-            ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth", Some(Unenforced)),
+            ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth", None),
             (
                 "auth-signin",
                 "https://$host/oauth2/start?rd=$escaped_request_uri",
@@ -1524,7 +1520,7 @@ mod tests {
         let a = annotations(&[
             (n!("satisfy"), "any"),
             (n!("auth-url"), "https://a.example"),
-            (m!("auth-url"), "https://b.example"),
+            (m!("auth-url"), "b.example"),
             (m!("configuration-snippet"), "deny all;"),
         ]);
         let (p, findings) = parse(Some(&a));

@@ -72,7 +72,17 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
                 match ctx {
                     Ctx::Location => p.snippets.location = parsed,
                     Ctx::Server => p.snippets.own_server = parsed,
-                    _ => p.snippets.auth = parsed,
+                    // Parsed, but not yet applied to the auth subrequest: refused rather than
+                    // an auth request without the fields the snippet sets.
+                    _ => {
+                        p.snippets.auth = parsed;
+                        refuse(
+                            r,
+                            p,
+                            name,
+                            "auth-snippet is not applied to the auth subrequest by mzlb yet".into(),
+                        );
+                    }
                 }
             }
             Err(e) => refuse(r, p, name, format!("{e}: not a directive mzlb implements safely")),
@@ -134,8 +144,13 @@ mod tests {
             ],
             true,
         );
-        assert!(findings.is_empty(), "{findings:?}");
-        assert!(p.unenforced.is_empty());
+        // auth-snippet parses, but is not applied to the auth subrequest yet: it fails closed.
+        let kinds: Vec<_> = findings.iter().map(|f| (f.annotation.as_str(), f.kind)).collect();
+        assert_eq!(
+            kinds,
+            [("nginx.ingress.kubernetes.io/auth-snippet", FindingKind::Unenforced)]
+        );
+        assert_eq!(p.unenforced, ["nginx.ingress.kubernetes.io/auth-snippet"]);
         assert!(p.snippets.location.is_some() && p.snippets.own_server.is_some() && p.snippets.auth.is_some());
         assert!(p.snippets.needs_hyper(), "configuration-snippet runs on hyper's path");
     }

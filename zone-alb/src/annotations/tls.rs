@@ -574,7 +574,10 @@ mod tests {
     #[test]
     fn ssl_passthrough() {
         let (p, findings) = policy(&[("ssl-passthrough", "true")]);
-        assert!(p.tls.passthrough && !p.unenforced.is_empty(), "not implemented: fails closed");
+        assert!(
+            p.tls.passthrough && !p.unenforced.is_empty(),
+            "not implemented: fails closed"
+        );
         assert_eq!(findings, [("ssl-passthrough".to_owned(), FindingKind::Unenforced)]);
         assert!(!policy(&[("ssl-passthrough", "false")]).0.tls.passthrough);
         assert_eq!(

@@ -48,6 +48,8 @@ struct IngressStores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     secrets: Store<Secret>,
+    /// `Opaque` Secrets, for basic auth: reduced to their password hashes as they arrive.
+    credentials: Store<Secret>,
 }
 
 /// Starts the watchers for `scope` in the background (they retry with back-off forever).
@@ -61,6 +63,13 @@ pub fn start(client: &Client, scope: Scope) -> Watched {
         slices: reflect(Api::all(client.clone()), all(), &tx),
         // Only certificates: the ALB has no business holding anyone's other Secrets.
         secrets: reflect(Api::all(client.clone()), all().fields("type=kubernetes.io/tls"), &tx),
+        // Basic-auth Secrets are Opaque: of those only password hashes are kept.
+        credentials: reflect_with(
+            Api::all(client.clone()),
+            all().fields("type=Opaque"),
+            &tx,
+            crate::auth::retain_credentials,
+        ),
     });
     Watched {
         zone_albs: reflect(Api::all(client.clone()), all(), &tx),
@@ -75,13 +84,25 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
+    reflect_with(api, config, tx, |_| {})
+}
+
+/// [`reflect`], with `strip` applied to every object before it is stored.
+fn reflect_with<K>(api: Api<K>, config: watcher::Config, tx: &watch::Sender<u64>, strip: fn(&mut K)) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
     let (reader, writer) = reflector::store();
     let kind = K::kind(&K::DynamicType::default()).into_owned();
     let tx = tx.clone();
     let stream = watcher(api, config)
         .default_backoff()
         // managedFields are large and never read.
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .modify(move |o: &mut K| {
+            o.managed_fields_mut().clear();
+            strip(o);
+        })
         .reflect(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -122,6 +143,7 @@ impl Watched {
                 let _ = s.services.wait_until_ready().await;
                 let _ = s.slices.wait_until_ready().await;
                 let _ = s.secrets.wait_until_ready().await;
+                let _ = s.credentials.wait_until_ready().await;
             }
         };
         tokio::time::timeout(timeout, wait)
@@ -144,6 +166,7 @@ impl Watched {
             objects.services = shared(&s.services);
             objects.endpoint_slices = shared(&s.slices);
             objects.secrets = shared(&s.secrets);
+            objects.secrets.extend(shared(&s.credentials));
         }
         objects
     }
