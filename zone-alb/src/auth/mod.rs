@@ -122,19 +122,27 @@ pub fn digest(auth: &Auth) -> u64 {
 
 /// For the Kubernetes watch of `Opaque` Secrets: keeps of a Secret only what basic auth can
 /// use, its password hashes (the key `auth` holding htpasswd lines, or keys whose values are
-/// all hashes, as `auth-map` has them), and drops every other Secret's data, so the ALB holds
-/// no one's other secrets.
+/// all hashes, as `auth-map` has them) and public CA material (`ca.crt`, `ca.crl`, for
+/// `proxy-ssl-secret` and `auth-tls-secret`), and drops every other Secret's data, so the ALB
+/// holds no one's other secrets.
 pub fn retain_credentials(secret: &mut Secret) {
     secret.string_data = None;
     secret.metadata.annotations = None;
     secret.metadata.labels = None;
     let Some(data) = secret.data.as_mut() else { return };
+    // CA certificates and revocation lists are public, and `proxy-ssl-secret` and
+    // `auth-tls-secret` name Opaque Secrets holding them.
+    let public = |k: &str| k == "ca.crt" || k == "ca.crl";
     let file = data
         .get("auth")
         .and_then(|v| std::str::from_utf8(&v.0).ok())
         .is_some_and(|text| !htpasswd::parse_file(text).users.is_empty());
     if file {
-        data.retain(|k, _| k == "auth");
+        data.retain(|k, _| k == "auth" || public(k));
+        return;
+    }
+    if data.keys().any(|k| public(k)) {
+        data.retain(|k, _| public(k));
         return;
     }
     let map = !data.is_empty()
@@ -534,6 +542,14 @@ mod tests {
         let mut map = secret(&[("alice", sha), ("bob", sha)]);
         retain_credentials(&mut map);
         assert_eq!(keys(&map), ["alice", "bob"]);
+        // A CA is public: kept, and nothing else beside it.
+        let mut ca = secret(&[
+            ("ca.crt", "-----BEGIN CERTIFICATE-----"),
+            ("tls.key", "private"),
+            ("token", "abc"),
+        ]);
+        retain_credentials(&mut ca);
+        assert_eq!(keys(&ca), ["ca.crt"]);
         for other in [
             secret(&[("password", "hunter2")]),
             secret(&[("alice", sha), ("token", "abc")]),
