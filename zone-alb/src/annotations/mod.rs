@@ -208,6 +208,8 @@ pub enum FindingKind {
     /// An annotation mzlb does not know or does not implement, with no security meaning:
     /// ignored, the Ingress is served.
     Ignored,
+    /// Honoured, but not exactly as ingress-nginx does it: the message says what differs.
+    Differs,
 }
 
 impl Finding {
@@ -224,6 +226,7 @@ impl FindingKind {
             FindingKind::Invalid => "InvalidAnnotation",
             FindingKind::Unenforced => "UnsupportedAnnotation",
             FindingKind::Ignored => "IgnoredAnnotation",
+            FindingKind::Differs => "AnnotationDiffers",
         }
     }
 }
@@ -357,6 +360,15 @@ impl<'a> Reader<'a> {
     fn unusable(&mut self, name: &'a str, expected: &str) {
         let message = format!("{expected}; unusable, so the Ingress's routes answer 503 until it is fixed");
         self.report(name, FindingKind::Unenforced, message);
+    }
+
+    /// A setting honoured with a difference from ingress-nginx, named in `what`.
+    fn differs(&mut self, name: &'a str, what: &str) {
+        self.report(
+            name,
+            FindingKind::Differs,
+            format!("honoured; differs from ingress-nginx: {what}"),
+        );
     }
 
     fn ignored(&mut self, name: &'a str, why: &str) {
@@ -1394,6 +1406,7 @@ mod tests {
                     Invalid => ("InvalidAnnotation", "the default applies"),
                     Unenforced => ("UnsupportedAnnotation", "answer 503"),
                     Ignored => ("IgnoredAnnotation", "ignored"),
+                    FindingKind::Differs => ("AnnotationDiffers", "differs from ingress-nginx"),
                 };
                 assert_eq!(f.reason(), reason);
                 assert!(f.message.contains(says), "row {i}: {shown}");
@@ -1458,7 +1471,7 @@ mod tests {
             ("custom-http-errors", "404,503", None),
             ("enable-cors", "true", None),
             ("cors-allow-headers", "DNT,Authorization", Some(Ignored)),
-            ("upstream-hash-by", "$request_uri", None),
+            ("upstream-hash-by", "$request_uri", Some(FindingKind::Differs)),
             ("cors-allow-origin", "https://example.com", Some(Ignored)),
             ("limit-rps", "10", None),
             ("canary", "true", None),

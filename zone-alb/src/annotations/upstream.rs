@@ -164,7 +164,14 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
                     "cookie affinity is set and wins, as in ingress-nginx",
                 );
             }
-            Ok(h) => u.hash_by = Some(h),
+            Ok(h) => {
+                u.hash_by = Some(h);
+                r.differs(
+                    "upstream-hash-by",
+                    "rendezvous hashing, not nginx's: a key maps to a stable endpoint, but not the one \
+                     ingress-nginx would pick",
+                );
+            }
             Err(e) => r.invalid("upstream-hash-by", &e),
         }
     }
@@ -275,8 +282,13 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
     if let Some(v) = r.get("affinity-mode") {
         // mzlb's cookie names the endpoint: a session stays where it is until that endpoint
         // goes (persistent); balanced mode's rebalancing on scale-up is not done.
-        if !matches!(v, "balanced" | "persistent") {
-            r.invalid("affinity-mode", "expected balanced or persistent");
+        match v {
+            "persistent" => {}
+            "balanced" => r.differs(
+                "affinity-mode",
+                "sessions are not moved to new endpoints when the backend scales up (as persistent)",
+            ),
+            _ => r.invalid("affinity-mode", "expected balanced or persistent"),
         }
     }
     let x = &mut a.extras;
@@ -395,7 +407,8 @@ mod tests {
             ("proxy-next-upstream-tries", "5"),
             ("proxy-next-upstream", "error timeout"),
         ]);
-        assert!(f.is_empty(), "{f:?}");
+        // Only the hash function is worth a word: it is not nginx's.
+        assert_eq!(f, [("upstream-hash-by".to_owned(), FindingKind::Differs)], "{f:?}");
         let u = &p.upstream;
         assert!(u.hash_by.is_some() && u.service_upstream && u.from_to_www);
         assert_eq!(u.aliases, ["alias.test", "b.test"]);
