@@ -22,6 +22,7 @@ pub(crate) mod error;
 pub(crate) mod fastpath;
 pub(crate) mod hash;
 pub(crate) mod intercept;
+pub(crate) mod configmaps;
 pub(crate) mod keepalive;
 pub(crate) mod kube_mode;
 pub mod lease;

@@ -733,7 +733,7 @@ fn stage(
             "UnsupportedAnnotation",
             format!("{what}: {e}; the Ingress's routes answer 503"),
         ));
-        unenforced.push(Arc::from("unusable-auth-secret"));
+        unenforced.push(Arc::from("unusable-auth-reference"));
         None
     });
     let policy = Arc::new(RoutePolicy {

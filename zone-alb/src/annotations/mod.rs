@@ -946,7 +946,7 @@ mod tests {
                 (m!("auth-signin"), "https://login.example/start"),
                 (m!("auth-response-headers"), "X-User"),
                 (m!("auth-method"), "GET"),
-                (m!("auth-snippet"), ""),
+                (m!("auth-snippet"), "proxy_set_header X-A b;"),
                 (m!("auth-cache-key"), "$remote_user"),
                 (m!("auth-keepalive-timeout"), "60"),
                 (m!("auth-proxy-set-headers"), "ns/headers"),
