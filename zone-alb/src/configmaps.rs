@@ -25,7 +25,10 @@ const FRAMING: [&str; 9] = [
 
 /// ingress-nginx's `ValidHeader`: `^[a-zA-Z\d\-_]+$`.
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The ConfigMap `reference` names, from the Ingress's `namespace`.
@@ -57,7 +60,11 @@ pub fn auth_proxy_set_headers(
 ) -> Result<Vec<(HeaderName, Template)>, String> {
     const ANNOTATION: &str = "auth-proxy-set-headers";
     let cm = find(objects, namespace, reference, ANNOTATION)?;
-    let what = format!("{ANNOTATION}: ConfigMap {}/{}", reference.0.as_deref().unwrap_or(namespace), reference.1);
+    let what = format!(
+        "{ANNOTATION}: ConfigMap {}/{}",
+        reference.0.as_deref().unwrap_or(namespace),
+        reference.1
+    );
     let mut out = Vec::new();
     for (key, value) in cm.data.iter().flatten() {
         let name = field_name(key).map_err(|e| format!("{what}: key {key:?}: {e}"))?;
@@ -91,7 +98,11 @@ pub fn custom_headers(
 ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
     const ANNOTATION: &str = "custom-headers";
     let cm = find(objects, namespace, reference, ANNOTATION)?;
-    let what = format!("{ANNOTATION}: ConfigMap {}/{}", reference.0.as_deref().unwrap_or(namespace), reference.1);
+    let what = format!(
+        "{ANNOTATION}: ConfigMap {}/{}",
+        reference.0.as_deref().unwrap_or(namespace),
+        reference.1
+    );
     let mut out = Vec::new();
     for (key, value) in cm.data.iter().flatten() {
         let name = field_name(key).map_err(|e| format!("{what}: key {key:?}: {e}"))?;
@@ -140,7 +151,11 @@ mod tests {
                 name: Some("headers".into()),
                 ..Default::default()
             },
-            data: Some(data.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
             ..Default::default()
         };
         Objects {
@@ -158,11 +173,16 @@ mod tests {
         let ok = objects(&[("X-Api-Key", "k1"), ("X-Host", "$host"), ("X-Empty", "")]);
         let got = auth_proxy_set_headers(&ok, "app", &r(None, "headers")).unwrap();
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["x-api-key", "x-empty", "x-host"], "sorted, as ingress-nginx writes them");
+        assert_eq!(
+            names,
+            ["x-api-key", "x-empty", "x-host"],
+            "sorted, as ingress-nginx writes them"
+        );
         assert!(auth_proxy_set_headers(&ok, "app", &r(Some("app"), "headers")).is_ok());
 
         // (data, reference, what the error must name)
-        let rows: &[(&[(&str, &str)], (Option<&str>, &str), &str)] = &[
+        type Row<'a> = (&'a [(&'a str, &'a str)], (Option<&'a str>, &'a str), &'a str);
+        let rows: &[Row<'_>] = &[
             (&[("X-A", "b")], (None, "missing"), "app/missing not found"),
             (&[("X-A", "b")], (Some("other"), "headers"), "another namespace"),
             (&[("X A", "b")], (None, "headers"), "\"X A\""),
@@ -170,7 +190,11 @@ mod tests {
             (&[("", "b")], (None, "headers"), "\"\""),
             (&[("X.A", "b")], (None, "headers"), "\"X.A\""),
             (&[("Content-Length", "5")], (None, "headers"), "Content-Length"),
-            (&[("Transfer-Encoding", "chunked")], (None, "headers"), "Transfer-Encoding"),
+            (
+                &[("Transfer-Encoding", "chunked")],
+                (None, "headers"),
+                "Transfer-Encoding",
+            ),
             (&[("Host", "evil")], (None, "headers"), "Host"),
             (&[("X-A", "a\r\nEvil: 1")], (None, "headers"), "control"),
             (&[("X-A", "a'; deny all; '")], (None, "headers"), "quote"),
@@ -193,7 +217,13 @@ mod tests {
         ]);
         let got = custom_headers(&ok, "app", &r(None, "headers"), &allowed).unwrap();
         assert_eq!(got.len(), 2);
-        assert_eq!(got[1], (HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY")));
+        assert_eq!(
+            got[1],
+            (
+                HeaderName::from_static("x-frame-options"),
+                HeaderValue::from_static("DENY")
+            )
+        );
 
         let rows: &[(&[(&str, &str)], &str)] = &[
             (&[("X-Other", "1")], "not allowed"),

@@ -29,16 +29,29 @@ fn manifests() -> String {
          ingressNginx:\n    allow-snippet-annotations: 'true'\n    \
          global-allowed-response-headers: 'X-Frame-Options, Content-Security-Policy'\n"
             .to_owned(),
-        format!("apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {{name: a}}\nspec: {{zone: z, ip: {ALB_IP}, port: 8080}}\n"),
+        format!(
+            "apiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {{name: a}}\nspec: {{zone: z, ip: {ALB_IP}, port: 8080}}\n"
+        ),
         service("app", &[BACKEND_IP], 9080),
-        config_map("default", "auth-headers", &[("X-Tenant", "t1"), ("X-Asked-For", "$host$request_uri")]),
+        config_map(
+            "default",
+            "auth-headers",
+            &[("X-Tenant", "t1"), ("X-Asked-For", "$host$request_uri")],
+        ),
         config_map("default", "bad-auth-headers", &[("X Tenant", "t1")]),
         config_map(
             "default",
             "resp-headers",
-            &[("X-Frame-Options", "DENY"), ("Content-Security-Policy", "default-src 'self'")],
+            &[
+                ("X-Frame-Options", "DENY"),
+                ("Content-Security-Policy", "default-src 'self'"),
+            ],
         ),
-        config_map("default", "unlisted", &[("X-Frame-Options", "DENY"), ("X-Powered-By", "me")]),
+        config_map(
+            "default",
+            "unlisted",
+            &[("X-Frame-Options", "DENY"), ("X-Powered-By", "me")],
+        ),
         config_map("other", "resp-headers", &[("X-Frame-Options", "DENY")]),
     ];
     let snippet = "proxy_set_header X-Api-Key \"k1\"; \
@@ -46,10 +59,22 @@ fn manifests() -> String {
                    more_set_input_headers \"X-Forwarded-User: operator\";";
     let rows: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("snip", vec![("auth-url", &url), ("auth-snippet", snippet)]),
-        ("snipbad", vec![("auth-url", &url), ("auth-snippet", "proxy_pass http://evil.test;")]),
-        ("psh", vec![("auth-url", &url), ("auth-proxy-set-headers", "default/auth-headers")]),
-        ("pshmissing", vec![("auth-url", &url), ("auth-proxy-set-headers", "default/missing")]),
-        ("pshbad", vec![("auth-url", &url), ("auth-proxy-set-headers", "bad-auth-headers")]),
+        (
+            "snipbad",
+            vec![("auth-url", &url), ("auth-snippet", "proxy_pass http://evil.test;")],
+        ),
+        (
+            "psh",
+            vec![("auth-url", &url), ("auth-proxy-set-headers", "default/auth-headers")],
+        ),
+        (
+            "pshmissing",
+            vec![("auth-url", &url), ("auth-proxy-set-headers", "default/missing")],
+        ),
+        (
+            "pshbad",
+            vec![("auth-url", &url), ("auth-proxy-set-headers", "bad-auth-headers")],
+        ),
         ("ch", vec![("custom-headers", "default/resp-headers")]),
         ("chunlisted", vec![("custom-headers", "default/unlisted")]),
         ("chmissing", vec![("custom-headers", "default/nothing-here")]),
@@ -101,7 +126,10 @@ fn auth_snippet_and_configmap_annotations_through_a_running_zone_alb() {
     );
     assert_eq!(sub.all("x-forwarded-user"), ["operator"], "{sub:?}");
     assert_eq!(fields(&out, "REQUEST"), ["GET /p?q=1"], "the request went on");
-    assert!(fields(&out, "x-api-key").is_empty(), "the snippet is the subrequest's only: {out}");
+    assert!(
+        fields(&out, "x-api-key").is_empty(),
+        "the snippet is the subrequest's only: {out}"
+    );
 
     // auth-proxy-set-headers: the ConfigMap's fields, variables of the original request.
     let (code, out) = get("psh.test", "/x", &["-H", "X-Tenant: forged"]);

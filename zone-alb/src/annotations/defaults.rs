@@ -211,10 +211,16 @@ mod tests {
             ("use-forwarded-headers", "true"),
             ("proxy-real-ip-cidr", "10.0.0.0/8,192.0.2.1"),
             ("enable-underscores-in-headers", "true"),
-            ("global-allowed-response-headers", "X-Frame-Options, Content-Security-Policy,"),
+            (
+                "global-allowed-response-headers",
+                "X-Frame-Options, Content-Security-Policy,",
+            ),
             ("worker-processes", "4"),
         ]));
-        assert_eq!(d.allowed_response_headers, ["X-Frame-Options", "Content-Security-Policy"]);
+        assert_eq!(
+            d.allowed_response_headers,
+            ["X-Frame-Options", "Content-Security-Policy"]
+        );
         assert_eq!(d.body_limit, Some(8 << 20));
         assert!(!d.ssl_redirect && d.allow_snippets);
         assert_eq!(d.limit_req_status, 429);

@@ -28,7 +28,8 @@ mod tests {
     #[test]
     fn references_table() {
         // (value, reference, fails closed)
-        let rows: &[(&str, Option<(Option<&str>, &str)>, bool)] = &[
+        type Row<'a> = (&'a str, Option<(Option<&'a str>, &'a str)>, bool);
+        let rows: &[Row<'_>] = &[
             ("app/headers", Some((Some("app"), "headers")), false),
             ("headers", Some((None, "headers")), false),
             (" app/headers ", Some((Some("app"), "headers")), false),
@@ -42,8 +43,11 @@ mod tests {
             ("../etc", None, true),
         ];
         for (value, reference, closed) in rows {
-            let a: BTreeMap<String, String> =
-                [("nginx.ingress.kubernetes.io/custom-headers".to_owned(), (*value).to_owned())].into();
+            let a: BTreeMap<String, String> = [(
+                "nginx.ingress.kubernetes.io/custom-headers".to_owned(),
+                (*value).to_owned(),
+            )]
+            .into();
             let (p, findings) = parse(Some(&a));
             let got = p.custom_headers.as_ref().map(|(ns, n)| (ns.as_deref(), n.as_str()));
             assert_eq!(got, *reference, "{value:?}");

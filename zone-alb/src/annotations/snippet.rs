@@ -175,7 +175,11 @@ mod tests {
         for (text, refused) in rows {
             let (p, findings) = parse(&[("auth-snippet", text), url], true);
             assert_eq!(!p.unenforced.is_empty(), *refused, "{text}: {findings:?}");
-            assert_eq!(p.auth.external.as_ref().is_some_and(|e| e.snippet.is_some()), !refused, "{text}");
+            assert_eq!(
+                p.auth.external.as_ref().is_some_and(|e| e.snippet.is_some()),
+                !refused,
+                "{text}"
+            );
         }
         // allow-snippet-annotations off: refused whatever it says.
         let (p, _) = parse(&[("auth-snippet", "proxy_set_header X-A b;"), url], false);

@@ -187,7 +187,14 @@ pub fn fields(
         "x-auth-request-redirect",
     ]
     .into_iter()
-    .chain(config.method.as_ref().map(|_| ["x-original-uri", "x-scheme"]).into_iter().flatten())
+    .chain(
+        config
+            .method
+            .as_ref()
+            .map(|_| ["x-original-uri", "x-scheme"])
+            .into_iter()
+            .flatten(),
+    )
     .map(HeaderName::from_static)
     .collect();
     let snippet_sets = directives.iter().filter_map(|d| match d {
@@ -209,7 +216,11 @@ pub fn fields(
 
 /// The client's fields as the auth-snippet's headers-more input directives leave them, and
 /// the names those directives set.
-fn input_fields(client: &HeaderMap, directives: &[Directive], vars: &snippet::Vars<'_>) -> (HeaderMap, Vec<HeaderName>) {
+fn input_fields(
+    client: &HeaderMap,
+    directives: &[Directive],
+    vars: &snippet::Vars<'_>,
+) -> (HeaderMap, Vec<HeaderName>) {
     let mut fields = client.clone();
     let mut set = Vec::new();
     for d in directives {
@@ -224,7 +235,10 @@ fn input_fields(client: &HeaderMap, directives: &[Directive], vars: &snippet::Va
                         continue;
                     }
                     let value = value.as_ref().map(|t| t.expand(vars));
-                    match value.filter(|v| !v.is_empty()).and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    match value
+                        .filter(|v| !v.is_empty())
+                        .and_then(|v| HeaderValue::from_str(&v).ok())
+                    {
                         Some(v) => {
                             fields.insert(name.clone(), v);
                             set.push(name.clone());
@@ -478,24 +492,44 @@ mod tests {
             ..config()
         };
         let sets = [
-            (HeaderName::from_static("x-api-key"), snippet::Template::parse("from-configmap", false).unwrap()),
-            (HeaderName::from_static("x-hop-set"), snippet::Template::parse("$request_method", false).unwrap()),
+            (
+                HeaderName::from_static("x-api-key"),
+                snippet::Template::parse("from-configmap", false).unwrap(),
+            ),
+            (
+                HeaderName::from_static("x-hop-set"),
+                snippet::Template::parse("$request_method", false).unwrap(),
+            ),
         ];
         let target = target(&c, &o).unwrap();
         let h = fields(&c, &sets, &target, &o).unwrap();
         let all = |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
-        assert_eq!(all("x-api-key"), ["from-configmap", "k1"], "both proxy_set_headers are sent");
+        assert_eq!(
+            all("x-api-key"),
+            ["from-configmap", "k1"],
+            "both proxy_set_headers are sent"
+        );
         assert_eq!(
             all("x-original-url"),
             ["http://app.test:8080/private/x?y=1", "http://snippet/private/x?y=1"],
             "ingress-nginx's first, the snippet's after"
         );
         assert_eq!(all("x-hop-set"), ["POST"]);
-        assert!(all("cookie").is_empty(), "an empty value: the client's is not passed, nothing sent");
+        assert!(
+            all("cookie").is_empty(),
+            "an empty value: the client's is not passed, nothing sent"
+        );
         assert_eq!(all("x-from-host"), ["app.test"]);
         assert!(all("x-team").is_empty(), "an empty expansion sends nothing");
-        assert_eq!(all("x-forwarded-user"), ["op"], "set by the operator's snippet, so passed");
-        assert!(all("x-forwarded-host").is_empty(), "the client's X-Forwarded-* still are not");
+        assert_eq!(
+            all("x-forwarded-user"),
+            ["op"],
+            "set by the operator's snippet, so passed"
+        );
+        assert!(
+            all("x-forwarded-host").is_empty(),
+            "the client's X-Forwarded-* still are not"
+        );
         assert_eq!(all("user-agent"), ["ua2"]);
         assert!(all("authorization").is_empty());
         assert_eq!(all("host"), ["oauth2-proxy.auth.svc"]);
