@@ -35,6 +35,7 @@ struct Kind {
 const KINDS: &[Kind] = &[
     kind("api/v1", "services", "Service", true, true),
     kind("api/v1", "secrets", "Secret", true, false),
+    kind("api/v1", "configmaps", "ConfigMap", true, false),
     kind("api/v1", "namespaces", "Namespace", false, true),
     kind(
         "apis/discovery.k8s.io/v1",

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::CustomResource;
@@ -308,6 +308,9 @@ pub struct Objects {
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// TLS certificates (`kubernetes.io/tls`) referenced by Ingress `spec.tls`.
     pub secrets: Vec<Arc<Secret>>,
+    /// ConfigMaps, for the annotations that name one (`custom-headers`,
+    /// `auth-proxy-set-headers`); only their `data` is kept from the API server.
+    pub config_maps: Vec<Arc<ConfigMap>>,
     /// Where each object was read from (empty for the API server).
     pub origins: BTreeMap<ObjectKey, Origin>,
 }
@@ -319,6 +322,14 @@ impl Objects {
             Some(origin) => format!("{key} in {origin}"),
             None => key.to_string(),
         }
+    }
+
+    /// The ConfigMap `namespace/name`, if there is one.
+    pub fn config_map(&self, namespace: &str, name: &str) -> Option<&ConfigMap> {
+        self.config_maps
+            .iter()
+            .find(|c| c.metadata.namespace.as_deref() == Some(namespace) && c.metadata.name.as_deref() == Some(name))
+            .map(|c| &**c)
     }
 
     pub fn zone_alb(&self, id: &str) -> Option<&ZoneALB> {

@@ -146,6 +146,12 @@ impl Proxy {
             }
         };
         let mut resp = crate::intercept::finish(resp, &mut seen, &self.upstreams).await;
+        if let Some(fields) = seen.custom_headers.take() {
+            // custom-headers: ingress-nginx's more_set_headers, on every answer of the route.
+            for (name, value) in fields.iter() {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
         if let Some(respond) = seen.respond.take() {
             respond.apply(&mut resp); // snippets' response fields, on every answer
         }
@@ -261,6 +267,9 @@ impl Proxy {
         seen.ingress = route.policy.ingress.clone();
         seen.service = route.backend.name.clone();
         seen.respond = snippet.respond.take();
+        if route.policy.unenforced.is_empty() {
+            seen.custom_headers = route.policy.custom_headers.clone();
+        }
         if let Some(answer) = snippet.answer.take() {
             return Ok(answer);
         }
@@ -548,6 +557,9 @@ pub struct Seen {
     pub(crate) intercept: Option<Box<crate::intercept::Plan>>,
     /// Response fields a snippet sets, for whatever answer the request gets.
     pub(crate) respond: Option<crate::snippet::Respond>,
+    /// `custom-headers` of the route, for whatever answer the request gets (set before the
+    /// snippet's, so a snippet's more_set_headers of the same name wins, as it comes later).
+    pub(crate) custom_headers: Option<Arc<[(HeaderName, HeaderValue)]>>,
 }
 
 /// Who asked for what, for the logs.

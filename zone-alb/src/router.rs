@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper::header::HeaderMap;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
@@ -149,6 +149,7 @@ impl RoutePolicy {
             connection_limiter: self.connection_limiter.clone(),
             auth: self.auth.clone(),
             error_backend: self.error_backend.clone(),
+            custom_headers: self.custom_headers.clone(),
         }
     }
 }
@@ -213,6 +214,8 @@ pub struct RoutePolicy {
     /// The `default-backend` annotation's Service: custom errors, and requests whose Service
     /// has no ready endpoint (`crate::intercept`).
     pub error_backend: Option<Arc<Backend>>,
+    /// `custom-headers`, resolved from the ConfigMap: set on every response of these routes.
+    pub custom_headers: Option<Arc<[(HeaderName, HeaderValue)]>>,
 }
 
 #[derive(Debug)]
@@ -733,8 +736,22 @@ fn stage(
             "UnsupportedAnnotation",
             format!("{what}: {e}; the Ingress's routes answer 503"),
         ));
-        unenforced.push(Arc::from("unusable-auth-secret"));
+        unenforced.push(Arc::from("unusable-auth-reference"));
         None
+    });
+    let custom_headers = policy.custom_headers.as_ref().and_then(|reference| {
+        let allowed = &defaults.allowed_response_headers;
+        match crate::configmaps::custom_headers(objects, namespace, reference, allowed) {
+            Ok(fields) => Some(Arc::from(fields)),
+            Err(e) => {
+                warnings.push(Problem::warning(
+                    "UnsupportedAnnotation",
+                    format!("{what}: {e}; the Ingress's routes answer 503"),
+                ));
+                unenforced.push(Arc::from("unusable-custom-headers"));
+                None
+            }
+        }
     });
     let policy = Arc::new(RoutePolicy {
         tls_hosts,
@@ -744,6 +761,7 @@ fn stage(
         rpm_limiter: policy.rate_limit_rpm.map(|spec| state.rate_limiter(&name, spec)),
         connection_limiter: policy.connection_limit.map(|n| state.concurrency_limiter(&name, n)),
         error_backend,
+        custom_headers,
         ingress: name,
         policy,
     });
@@ -1060,6 +1078,7 @@ impl HostExtras {
                     connection_limiter: self.policy.connection_limiter.clone(),
                     error_backend: self.policy.error_backend.clone(),
                     auth: self.policy.auth.clone(),
+                    custom_headers: self.policy.custom_headers.clone(),
                 };
                 let rule = PathRule {
                     path: "/".into(),

@@ -6,6 +6,7 @@ mod netns;
 
 mod agreement;
 mod auth;
+mod auth_configmaps;
 mod auth_fakes;
 mod bad_input;
 mod buffering;

@@ -3,9 +3,10 @@
 //! Parsed here into typed policy; the Secret a basic-auth Ingress names is resolved when the
 //! table is compiled, and the requests are checked in `crate::auth`. Anything this family
 //! cannot honour fails closed: a key that asks for authentication mzlb cannot give (an unknown
-//! variable, a ConfigMap reference, `digest`, a signin URL without `auth-url`) makes the
-//! Ingress answer 503. `auth-snippet` and `auth-tls-*` are not read here, so they fail closed
-//! through `unread`.
+//! variable, a ConfigMap that is missing or holds unusable fields, `digest`, a signin URL
+//! without `auth-url`) makes the Ingress answer 503. `auth-snippet` is read by the snippet
+//! family (and lands in [`External::snippet`]); `auth-tls-*` is not read here, so it fails
+//! closed through `unread`.
 
 use std::time::Duration;
 
@@ -83,6 +84,12 @@ pub struct External {
     /// `auth-always-set-cookie`: the auth response's cookies go to the client whatever the
     /// status, not only with 2xx/3xx.
     pub always_set_cookie: bool,
+    /// `auth-proxy-set-headers`: the ConfigMap (namespace, name) whose keys and values are set
+    /// on the subrequest; resolved when the table is compiled (`crate::auth::compile`).
+    pub proxy_set_headers: Option<(Option<String>, String)>,
+    /// `auth-snippet` (set by the snippet family): directives of the auth location, run after
+    /// ingress-nginx's own fields and `auth-proxy-set-headers`.
+    pub snippet: Option<std::sync::Arc<crate::snippet::Snippet>>,
 }
 
 /// `auth-cache-key` and `auth-cache-duration`.
@@ -247,13 +254,17 @@ fn parse_external(r: &mut Reader<'_>, p: &mut Policy) {
             false
         }),
     };
-    if r.get("auth-proxy-set-headers").is_some_and(|v| !v.is_empty()) {
-        r.unusable(
-            "auth-proxy-set-headers",
-            "mzlb does not read ConfigMaps, so the headers it names cannot be sent to the auth service",
-        );
-        ok = false;
-    }
+    let proxy_set_headers = match r.get("auth-proxy-set-headers") {
+        None | Some("") => None,
+        Some(v) => match parse_secret_ref(v) {
+            Some(reference) => Some(reference),
+            None => {
+                r.unusable("auth-proxy-set-headers", "expected a ConfigMap name or namespace/name");
+                ok = false;
+                None
+            }
+        },
+    };
     for name in [
         "auth-keepalive",
         "auth-keepalive-requests",
@@ -271,6 +282,8 @@ fn parse_external(r: &mut Reader<'_>, p: &mut Policy) {
             request_redirect,
             cache,
             always_set_cookie,
+            proxy_set_headers,
+            snippet: None,
         });
     }
 }
@@ -425,8 +438,9 @@ fn parse_basic(r: &mut Reader<'_>, p: &mut Policy) {
     }
 }
 
-/// `name` or `namespace/name`, each a DNS subdomain as Kubernetes names are.
-fn parse_secret_ref(v: &str) -> Option<(Option<String>, String)> {
+/// `name` or `namespace/name`, each a DNS subdomain as Kubernetes names are (Secrets and
+/// ConfigMaps alike).
+pub(super) fn parse_secret_ref(v: &str) -> Option<(Option<String>, String)> {
     let valid = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
@@ -610,6 +624,31 @@ mod tests {
             ),
             (
                 &[("auth-url", "http://a/"), ("auth-proxy-set-headers", "auth/headers")],
+                true,
+                &[],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-proxy-set-headers", "headers")],
+                true,
+                &[],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-proxy-set-headers", "a/b/c")],
+                false,
+                &[("auth-proxy-set-headers", Unenforced)],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-proxy-set-headers", "Auth/Headers")],
+                false,
+                &[("auth-proxy-set-headers", Unenforced)],
+            ),
+            (
+                &[("auth-url", "http://a/"), ("auth-proxy-set-headers", "ns/$host")],
+                false,
+                &[("auth-proxy-set-headers", Unenforced)],
+            ),
+            (
+                &[("auth-proxy-set-headers", "auth/headers")],
                 false,
                 &[("auth-proxy-set-headers", Unenforced)],
             ),

@@ -28,6 +28,10 @@ pub struct Defaults {
     pub trusted_proxies: Option<Vec<IpNet>>,
     /// `enable-underscores-in-headers`; `None`: the ALB's own flag decides.
     pub underscores_in_headers: Option<bool>,
+    /// `global-allowed-response-headers`: the only names a `custom-headers` ConfigMap may set
+    /// (compared exactly, as ingress-nginx does). Empty by default: every such ConfigMap is
+    /// refused.
+    pub allowed_response_headers: Vec<String>,
 }
 
 impl Default for Defaults {
@@ -41,15 +45,17 @@ impl Default for Defaults {
             allow_snippets: false,
             trusted_proxies: None,
             underscores_in_headers: None,
+            allowed_response_headers: Vec::new(),
         }
     }
 }
 
 /// Keys read from the ConfigMap-style map.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "allow-snippet-annotations",
     "custom-http-errors",
     "enable-underscores-in-headers",
+    "global-allowed-response-headers",
     "limit-conn-status-code",
     "limit-req-status-code",
     "proxy-body-size",
@@ -137,6 +143,19 @@ impl Defaults {
                 None => bad("use-forwarded-headers", v, "expected true or false"),
             }
         }
+        if let Some(v) = get("global-allowed-response-headers") {
+            let names: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let valid = |n: &&str| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            match names.iter().find(|n| !valid(n)) {
+                // Allowing none is the safe reading of a list that cannot be used.
+                Some(_) => bad(
+                    "global-allowed-response-headers",
+                    v,
+                    "expected comma-separated header names",
+                ),
+                None => d.allowed_response_headers = names.into_iter().map(str::to_owned).collect(),
+            }
+        }
         if let Some(v) = get("forwarded-for-header")
             && !v.eq_ignore_ascii_case("X-Forwarded-For")
         {
@@ -192,8 +211,16 @@ mod tests {
             ("use-forwarded-headers", "true"),
             ("proxy-real-ip-cidr", "10.0.0.0/8,192.0.2.1"),
             ("enable-underscores-in-headers", "true"),
+            (
+                "global-allowed-response-headers",
+                "X-Frame-Options, Content-Security-Policy,",
+            ),
             ("worker-processes", "4"),
         ]));
+        assert_eq!(
+            d.allowed_response_headers,
+            ["X-Frame-Options", "Content-Security-Policy"]
+        );
         assert_eq!(d.body_limit, Some(8 << 20));
         assert!(!d.ssl_redirect && d.allow_snippets);
         assert_eq!(d.limit_req_status, 429);
@@ -228,6 +255,8 @@ mod tests {
             ("enable-underscores-in-headers", "\r\n"),
             ("use-forwarded-headers", "on"),
             ("forwarded-for-header", "X-Real-IP"),
+            ("global-allowed-response-headers", "X-A, X B"),
+            ("global-allowed-response-headers", "X-A:b"),
         ];
         for &(key, value) in rows {
             let (d, problems) = Defaults::from_config(&config(&[(key, value)]));

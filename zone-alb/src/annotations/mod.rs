@@ -22,6 +22,7 @@ pub mod canary;
 pub mod cors;
 pub mod defaults;
 pub mod errors;
+pub mod headers;
 pub mod redirect;
 pub mod snippet;
 pub mod tls;
@@ -131,6 +132,9 @@ pub struct Policy {
     pub snippets: snippet::Snippets,
     pub buffers: buffers::Buffers,
     pub tls: tls::TlsPolicy,
+    /// `custom-headers`: the ConfigMap (namespace, name) whose fields every response gets;
+    /// resolved when the table is compiled (`crate::configmaps::custom_headers`).
+    pub custom_headers: Option<(Option<String>, String)>,
 }
 
 impl Policy {
@@ -146,6 +150,7 @@ impl Policy {
             || self.snippets.needs_hyper()
             || self.buffers.needs_hyper()
             || self.tls.needs_hyper()
+            || self.custom_headers.is_some()
     }
 }
 
@@ -182,6 +187,7 @@ impl Default for Policy {
             snippets: Default::default(),
             buffers: Default::default(),
             tls: Default::default(),
+            custom_headers: None,
         }
     }
 }
@@ -290,6 +296,7 @@ fn is_read(name: &str) -> bool {
             canary::READ,
             cors::READ,
             errors::READ,
+            headers::READ,
             redirect::READ,
             snippet::READ,
             tls::READ,
@@ -638,6 +645,7 @@ pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Def
     snippet::parse(&mut r, &mut p);
     buffers::parse(&mut r, &mut p);
     tls::parse(&mut r, &mut p);
+    headers::parse(&mut r, &mut p);
 
     let findings = r.finish();
     p.unenforced = findings
@@ -958,7 +966,7 @@ mod tests {
                 (m!("auth-signin"), "https://login.example/start"),
                 (m!("auth-response-headers"), "X-User"),
                 (m!("auth-method"), "GET"),
-                (m!("auth-snippet"), ""),
+                (m!("auth-snippet"), "proxy_set_header X-A b;"),
                 (m!("auth-cache-key"), "$remote_user"),
                 (m!("auth-keepalive-timeout"), "60"),
                 (m!("auth-proxy-set-headers"), "ns/headers"),
@@ -1492,7 +1500,7 @@ mod tests {
             ("canary-by-cookie", "canary", Some(Ignored)),
             ("proxy-next-upstream-tries", "3", None),
             ("default-backend", "fallback", None),
-            ("custom-headers", "ns/headers", Some(Ignored)),
+            ("custom-headers", "ns/headers", None), // resolved when the table is compiled
             // The rest of what mzlb reads.
             ("load-balance", "ewma", None),
             ("limit-connections", "20", None),

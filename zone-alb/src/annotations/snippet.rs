@@ -23,7 +23,7 @@ pub struct Snippets {
     /// fails closed.
     pub server_refused: bool,
     /// `auth-snippet`: directives for the auth subrequest (proxy_set_header and the input
-    /// header directives), for the external-auth implementation to apply.
+    /// header directives); also in `auth.external.snippet`, where the subrequest reads it.
     pub auth: Option<Arc<Snippet>>,
 }
 
@@ -40,11 +40,6 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
         ("server-snippet", Ctx::Server),
         ("auth-snippet", Ctx::Auth),
     ] {
-        // An empty auth-snippet is left to the auth family's rule (auth-* keys fail closed
-        // whatever their value while external auth is not enforced).
-        if ctx == Ctx::Auth && r.ours.get(name).is_some_and(|(_, v)| v.trim().is_empty()) {
-            continue;
-        }
         let Some(text) = r.get(name) else { continue };
         if text.is_empty() {
             r.ignored(name, "empty, so it asks for nothing");
@@ -72,16 +67,17 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
                 match ctx {
                     Ctx::Location => p.snippets.location = parsed,
                     Ctx::Server => p.snippets.own_server = parsed,
-                    // Parsed, but not yet applied to the auth subrequest: refused rather than
-                    // an auth request without the fields the snippet sets.
+                    // Applied to the auth subrequest (`crate::auth::external::fields`). Without
+                    // auth-url there is no subrequest: like the rest of the family, refused
+                    // rather than read as protecting something. With an unusable auth-url the
+                    // Ingress already fails closed.
                     _ => {
-                        p.snippets.auth = parsed;
-                        refuse(
-                            r,
-                            p,
-                            name,
-                            "auth-snippet is not applied to the auth subrequest by mzlb yet".into(),
-                        );
+                        p.snippets.auth = parsed.clone();
+                        if let Some(external) = p.auth.external.as_mut() {
+                            external.snippet = parsed;
+                        } else if !r.ours.contains_key("auth-url") {
+                            refuse(r, p, name, "has no effect without auth-url".into());
+                        }
                     }
                 }
             }
@@ -141,18 +137,57 @@ mod tests {
                 ("configuration-snippet", "more_set_headers \"X-A: b\";"),
                 ("server-snippet", "location /metrics { deny all; }"),
                 ("auth-snippet", "proxy_set_header X-Forwarded-Host $http_host;"),
+                ("auth-url", "http://auth.test/check"),
             ],
             true,
         );
-        // auth-snippet parses, but is not applied to the auth subrequest yet: it fails closed.
-        let kinds: Vec<_> = findings.iter().map(|f| (f.annotation.as_str(), f.kind)).collect();
-        assert_eq!(
-            kinds,
-            [("nginx.ingress.kubernetes.io/auth-snippet", FindingKind::Unenforced)]
-        );
-        assert_eq!(p.unenforced, ["nginx.ingress.kubernetes.io/auth-snippet"]);
-        assert!(p.snippets.location.is_some() && p.snippets.own_server.is_some() && p.snippets.auth.is_some());
+        assert!(findings.is_empty(), "{findings:?}");
+        assert!(p.unenforced.is_empty());
+        assert!(p.snippets.location.is_some() && p.snippets.own_server.is_some());
+        let external = p.auth.external.as_ref().unwrap();
+        assert_eq!(external.snippet, p.snippets.auth, "the subrequest reads it");
+        assert!(external.snippet.is_some());
         assert!(p.snippets.needs_hyper(), "configuration-snippet runs on hyper's path");
+    }
+
+    #[test]
+    fn auth_snippet_needs_auth_url_and_its_grammar() {
+        // Without auth-url there is no subrequest: refused, as the rest of the family.
+        let (p, findings) = parse(&[("auth-snippet", "proxy_set_header X-A b;")], true);
+        assert_eq!(p.unenforced, ["nginx.ingress.kubernetes.io/auth-snippet"]);
+        assert!(findings[0].message.contains("without auth-url"), "{}", findings[0]);
+        let url = ("auth-url", "http://auth.test/check");
+        // (snippet, refused)
+        let rows: &[(&str, bool)] = &[
+            ("proxy_set_header X-Api-Key \"k1\";", false),
+            ("more_set_input_headers 'X-A: b'; more_clear_input_headers X-B;", false),
+            ("proxy_set_header Host $host;", false),
+            ("return 200;", true),
+            ("add_header X-A b;", true),
+            ("proxy_pass http://evil;", true),
+            ("access_by_lua_block { ngx.exit(200) }", true),
+            ("proxy_set_header Content-Length 5;", true),
+            ("proxy_set_header X-A $request_body;", true),
+            ("proxy_set_header X-A \"a\r\nB: c\";", true),
+            ("proxy_set_header X-A b", true),
+            ("if ($http_x) { return 200; }", true),
+        ];
+        for (text, refused) in rows {
+            let (p, findings) = parse(&[("auth-snippet", text), url], true);
+            assert_eq!(!p.unenforced.is_empty(), *refused, "{text}: {findings:?}");
+            assert_eq!(
+                p.auth.external.as_ref().is_some_and(|e| e.snippet.is_some()),
+                !refused,
+                "{text}"
+            );
+        }
+        // allow-snippet-annotations off: refused whatever it says.
+        let (p, _) = parse(&[("auth-snippet", "proxy_set_header X-A b;"), url], false);
+        assert_eq!(p.unenforced, ["nginx.ingress.kubernetes.io/auth-snippet"]);
+        // Empty asks for nothing.
+        let (p, findings) = parse(&[("auth-snippet", " "), url], false);
+        assert!(p.unenforced.is_empty());
+        assert_eq!(findings[0].kind, FindingKind::Ignored);
     }
 
     #[test]

@@ -8,6 +8,14 @@
 //! `X-Request-ID`, and with `auth-method` also `X-Original-URI` and `X-Scheme`. One difference:
 //! the client's own `X-Forwarded-*` and `X-Original-*` fields are dropped rather than passed
 //! on, so a client cannot tell the auth service it asked for another URL than it did.
+//!
+//! After those come, as in ingress-nginx's auth location, the `proxy_set_header`s of
+//! `auth-proxy-set-headers` (sorted) and then the `auth-snippet`'s, with nginx's rules: a name
+//! set there replaces the client's field of that name, a name also set above is sent twice
+//! (nginx sends every `proxy_set_header` of a location), an empty value sends nothing. The
+//! snippet's `more_set_input_headers` / `more_clear_input_headers` change the client's fields
+//! before that (a field they set is passed even if it is an `X-Forwarded-*` one). Variables
+//! are expanded against the original request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +31,7 @@ use tokio_rustls::TlsConnector;
 
 use super::template;
 use crate::annotations::auth::External;
+use crate::snippet::{self, Directive};
 
 /// Fields of the client's request never passed to the auth service: hop-by-hop, framing (the
 /// body is not sent), and those the subrequest sets itself.
@@ -90,9 +99,31 @@ pub fn target(config: &External, original: &Original<'_>) -> Result<Uri, Failure
     }
 }
 
-/// The subrequest's fields, from the client's.
-pub fn fields(config: &External, target: &Uri, original: &Original<'_>) -> Result<HeaderMap, Failure> {
+/// The subrequest's fields, from the client's. `sets` are the `auth-proxy-set-headers`
+/// resolved from their ConfigMap.
+pub fn fields(
+    config: &External,
+    sets: &[(HeaderName, snippet::Template)],
+    target: &Uri,
+    original: &Original<'_>,
+) -> Result<HeaderMap, Failure> {
     let client = original.vars.headers;
+    let directives: &[Directive] = config.snippet.as_deref().map_or(&[], |s| &s.directives);
+    let path = original.vars.request_uri.split_once('?');
+    let remote_addr = original.vars.remote_addr.to_string();
+    let snippet_vars = snippet::Vars {
+        headers: client,
+        host: original.vars.host,
+        remote_addr: &remote_addr,
+        scheme: original.vars.scheme,
+        server_port: original.vars.server_port,
+        request_uri: original.vars.request_uri,
+        method: original.vars.method,
+        uri: path.map_or(original.vars.request_uri, |(p, _)| p),
+        args: path.map(|(_, q)| q),
+        captures: &[],
+    };
+    let (input, snippet_set) = input_fields(client, directives, &snippet_vars);
     let listed: Vec<String> = client
         .get_all(header::CONNECTION)
         .iter()
@@ -101,12 +132,12 @@ pub fn fields(config: &External, target: &Uri, original: &Original<'_>) -> Resul
         .map(|t| t.trim().to_ascii_lowercase())
         .collect();
     let mut h = HeaderMap::new();
-    for (name, value) in client {
+    for (name, value) in &input {
         let n = name.as_str();
+        let operators = snippet_set.contains(name);
         if NOT_PASSED.contains(&n)
             || listed.iter().any(|l| l == n)
-            || n.starts_with("x-forwarded-")
-            || n.starts_with("x-original-")
+            || (!operators && (n.starts_with("x-forwarded-") || n.starts_with("x-original-")))
         {
             continue;
         }
@@ -141,7 +172,90 @@ pub fn fields(config: &External, target: &Uri, original: &Original<'_>) -> Resul
         h.insert("x-original-uri", v(vars.request_uri.to_owned())?);
         h.insert("x-scheme", v(vars.scheme.to_owned())?);
     }
+    // The names ingress-nginx's auth location sets with proxy_set_header (some empty: the
+    // client's field is then not passed, and nothing is sent).
+    let mut set: Vec<HeaderName> = [
+        "content-length",
+        "x-forwarded-proto",
+        "x-request-id",
+        "host",
+        "x-original-url",
+        "x-original-method",
+        "x-sent-from",
+        "x-real-ip",
+        "x-forwarded-for",
+        "x-auth-request-redirect",
+    ]
+    .into_iter()
+    .chain(
+        config
+            .method
+            .as_ref()
+            .map(|_| ["x-original-uri", "x-scheme"])
+            .into_iter()
+            .flatten(),
+    )
+    .map(HeaderName::from_static)
+    .collect();
+    let snippet_sets = directives.iter().filter_map(|d| match d {
+        Directive::ProxySetHeader { name, value } => Some((name, value)),
+        _ => None,
+    });
+    for (name, value) in sets.iter().map(|(n, t)| (n, t)).chain(snippet_sets) {
+        if !set.contains(name) {
+            h.remove(name);
+            set.push(name.clone());
+        }
+        let expanded = value.expand(&snippet_vars);
+        if !expanded.is_empty() {
+            h.append(name.clone(), v(expanded)?);
+        }
+    }
     Ok(h)
+}
+
+/// The client's fields as the auth-snippet's headers-more input directives leave them, and
+/// the names those directives set.
+fn input_fields(
+    client: &HeaderMap,
+    directives: &[Directive],
+    vars: &snippet::Vars<'_>,
+) -> (HeaderMap, Vec<HeaderName>) {
+    let mut fields = client.clone();
+    let mut set = Vec::new();
+    for d in directives {
+        match d {
+            Directive::MoreSetInputHeaders {
+                replace_only,
+                types,
+                fields: specs,
+            } if snippet::types_match(types, client) => {
+                for (name, value) in specs {
+                    if *replace_only && !fields.contains_key(name) {
+                        continue;
+                    }
+                    let value = value.as_ref().map(|t| t.expand(vars));
+                    match value
+                        .filter(|v| !v.is_empty())
+                        .and_then(|v| HeaderValue::from_str(&v).ok())
+                    {
+                        Some(v) => {
+                            fields.insert(name.clone(), v);
+                            set.push(name.clone());
+                        }
+                        None => {
+                            fields.remove(name);
+                        }
+                    }
+                }
+            }
+            Directive::MoreClearInputHeaders { types, names } if snippet::types_match(types, client) => {
+                snippet::remove_matching(&mut fields, names);
+            }
+            _ => {}
+        }
+    }
+    (fields, set)
 }
 
 /// Sends the subrequest (no body) and returns the answer's status and fields; the body is not
@@ -252,6 +366,8 @@ mod tests {
             request_redirect: None,
             cache: None,
             always_set_cookie: false,
+            proxy_set_headers: None,
+            snippet: None,
         }
     }
 
@@ -304,7 +420,7 @@ mod tests {
         let c = config();
         let target = target(&c, &o).unwrap();
         assert_eq!(target.path(), "/oauth2/auth");
-        let h = fields(&c, &target, &o).unwrap();
+        let h = fields(&c, &[], &target, &o).unwrap();
         let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap());
         assert_eq!(
             get("host"),
@@ -342,10 +458,91 @@ mod tests {
             request_redirect: Some(Template::parse("$scheme://$host$request_uri").unwrap()),
             ..config()
         };
-        let h = fields(&with_method, &target, &o).unwrap();
+        let h = fields(&with_method, &[], &target, &o).unwrap();
         assert_eq!(h["x-original-uri"], "/private/x?y=1");
         assert_eq!(h["x-scheme"], "http");
         assert_eq!(h["x-auth-request-redirect"], "http://app.test/private/x?y=1");
+    }
+
+    /// auth-proxy-set-headers, then auth-snippet, after ingress-nginx's own fields: a name set
+    /// there replaces the client's field, one set twice is sent twice (nginx sends every
+    /// proxy_set_header), an empty value sends nothing; input directives change the client's
+    /// fields first; variables are the original request's.
+    #[test]
+    fn auth_snippet_and_proxy_set_headers_follow_nginx() {
+        let headers = client();
+        let id = HeaderValue::from_static("0123");
+        let o = Original {
+            vars: original(&headers),
+            request_id: &id,
+        };
+        let snippet = crate::snippet::parse(
+            "proxy_set_header X-Api-Key \"k1\";\n\
+             proxy_set_header X-Original-URL $scheme://snippet$request_uri;\n\
+             proxy_set_header Cookie \"\";\n\
+             proxy_set_header X-From-Host $host;\n\
+             proxy_set_header X-Team $http_x_team;\n\
+             more_set_input_headers \"X-Forwarded-User: op\" \"User-Agent: ua2\";\n\
+             more_clear_input_headers Authorization;\n",
+            crate::snippet::Ctx::Auth,
+        )
+        .unwrap();
+        let c = External {
+            snippet: Some(Arc::new(snippet)),
+            ..config()
+        };
+        let sets = [
+            (
+                HeaderName::from_static("x-api-key"),
+                snippet::Template::parse("from-configmap", false).unwrap(),
+            ),
+            (
+                HeaderName::from_static("x-hop-set"),
+                snippet::Template::parse("$request_method", false).unwrap(),
+            ),
+        ];
+        let target = target(&c, &o).unwrap();
+        let h = fields(&c, &sets, &target, &o).unwrap();
+        let all = |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(
+            all("x-api-key"),
+            ["from-configmap", "k1"],
+            "both proxy_set_headers are sent"
+        );
+        assert_eq!(
+            all("x-original-url"),
+            ["http://app.test:8080/private/x?y=1", "http://snippet/private/x?y=1"],
+            "ingress-nginx's first, the snippet's after"
+        );
+        assert_eq!(all("x-hop-set"), ["POST"]);
+        assert!(
+            all("cookie").is_empty(),
+            "an empty value: the client's is not passed, nothing sent"
+        );
+        assert_eq!(all("x-from-host"), ["app.test"]);
+        assert!(all("x-team").is_empty(), "an empty expansion sends nothing");
+        assert_eq!(
+            all("x-forwarded-user"),
+            ["op"],
+            "set by the operator's snippet, so passed"
+        );
+        assert!(
+            all("x-forwarded-host").is_empty(),
+            "the client's X-Forwarded-* still are not"
+        );
+        assert_eq!(all("user-agent"), ["ua2"]);
+        assert!(all("authorization").is_empty());
+        assert_eq!(all("host"), ["oauth2-proxy.auth.svc"]);
+
+        // A snippet Host is sent after ingress-nginx's, as nginx does.
+        let snippet = crate::snippet::parse("proxy_set_header Host other.test;", crate::snippet::Ctx::Auth).unwrap();
+        let c = External {
+            snippet: Some(Arc::new(snippet)),
+            ..config()
+        };
+        let h = fields(&c, &[], &target, &o).unwrap();
+        let hosts: Vec<_> = h.get_all("host").iter().collect();
+        assert_eq!(hosts, ["oauth2-proxy.auth.svc", "other.test"]);
     }
 
     #[test]
@@ -386,7 +583,7 @@ mod tests {
         };
         let c = config();
         let target: Uri = "http://a/".parse().unwrap();
-        assert!(fields(&c, &target, &o).is_err());
+        assert!(fields(&c, &[], &target, &o).is_err());
     }
 
     /// An https auth URL: a self-signed certificate is accepted (ingress-nginx does not verify),

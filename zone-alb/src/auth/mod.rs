@@ -36,6 +36,8 @@ pub const ALLOW_CROSS_NAMESPACE: bool = false;
 pub struct RouteAuth {
     basic: Option<basic::Basic>,
     external: Option<External>,
+    /// `auth-proxy-set-headers`, resolved from the ConfigMap.
+    proxy_set_headers: Vec<(HeaderName, crate::snippet::Template)>,
     runtime: Arc<Runtime>,
 }
 
@@ -65,8 +67,9 @@ struct Cached {
     headers: HeaderMap,
 }
 
-/// Compiles an Ingress's authentication: resolves the basic-auth Secret (`Err` says why it
-/// cannot be used: the Ingress then fails closed). `runtime` gives the state kept across tables
+/// Compiles an Ingress's authentication: resolves the basic-auth Secret and the
+/// `auth-proxy-set-headers` ConfigMap (`Err` says why one cannot be used: the Ingress then
+/// fails closed). `runtime` gives the state kept across tables
 /// for this Ingress.
 pub fn compile(
     objects: &Objects,
@@ -104,9 +107,14 @@ pub fn compile(
             })
         }
     };
+    let proxy_set_headers = match auth.external.as_ref().and_then(|e| e.proxy_set_headers.as_ref()) {
+        Some(reference) => crate::configmaps::auth_proxy_set_headers(objects, namespace, reference)?,
+        None => Vec::new(),
+    };
     Ok(Some(Arc::new(RouteAuth {
         basic,
         external: auth.external.clone(),
+        proxy_set_headers,
         runtime: runtime(),
     })))
 }
@@ -288,6 +296,7 @@ pub async fn check<B: hyper::body::Body>(
     let policy = &route.policy.policy;
     let (status, headers) = match ask(
         ext,
+        &auth.proxy_set_headers,
         &auth.runtime,
         &original,
         policy.connect_timeout,
@@ -351,6 +360,7 @@ pub async fn check<B: hyper::body::Body>(
 /// The auth service's answer, from the cache when `auth-cache-key` allows.
 async fn ask(
     ext: &External,
+    sets: &[(HeaderName, crate::snippet::Template)],
     runtime: &Runtime,
     original: &external::Original<'_>,
     connect: Duration,
@@ -368,7 +378,7 @@ async fn ask(
     if let Some(hit) = key.as_ref().and_then(|k| runtime.answers.get(k)) {
         return Ok((hit.status, hit.headers));
     }
-    let fields = external::fields(ext, &target, original)?;
+    let fields = external::fields(ext, sets, &target, original)?;
     let method = match &ext.method {
         Some(m) => Method::from_bytes(m.as_bytes()).unwrap_or(Method::GET),
         None => Method::GET,

@@ -125,7 +125,7 @@ impl Filter {
     }
 }
 
-fn types_match(types: &[String], headers: &HeaderMap) -> bool {
+pub(crate) fn types_match(types: &[String], headers: &HeaderMap) -> bool {
     if types.is_empty() {
         return true;
     }
@@ -353,7 +353,7 @@ impl Respond {
     }
 }
 
-fn remove_matching(headers: &mut HeaderMap, names: &[NamePattern]) {
+pub(crate) fn remove_matching(headers: &mut HeaderMap, names: &[NamePattern]) {
     let gone: Vec<HeaderName> = headers
         .keys()
         .filter(|k| names.iter().any(|p| p.matches(k.as_str())))

@@ -297,6 +297,12 @@ fn add_value(value: Value, origin: &Origin, objects: &mut Objects) -> Result<()>
             register(objects, origin, key_of("Secret", &obj.metadata, true), &obj.metadata)?;
             objects.secrets.push(std::sync::Arc::new(obj));
         }
+        ("v1", "ConfigMap") => {
+            let mut obj: k8s_openapi::api::core::v1::ConfigMap = typed(value, origin, &kind)?;
+            default_namespace(&mut obj.metadata);
+            register(objects, origin, key_of("ConfigMap", &obj.metadata, true), &obj.metadata)?;
+            objects.config_maps.push(std::sync::Arc::new(obj));
+        }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             let mut obj: k8s_openapi::api::discovery::v1::EndpointSlice = typed(value, origin, &kind)?;
             default_namespace(&mut obj.metadata);

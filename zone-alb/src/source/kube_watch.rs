@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store};
@@ -26,8 +26,8 @@ use crate::objects::{MultiZoneCluster, Objects, ZoneALB};
 pub enum Scope {
     /// ZoneALB and MultiZoneCluster: what `mzlb serve` answers DNS from.
     Registry,
-    /// Those, plus Ingress, IngressClass, Service, EndpointSlice and TLS Secrets: what a
-    /// zone ALB routes with.
+    /// Those, plus Ingress, IngressClass, Service, EndpointSlice, Secrets (TLS, and basic-auth
+    /// hashes) and ConfigMaps (their `data`): what a zone ALB routes with.
     Ingress,
 }
 
@@ -50,6 +50,8 @@ struct IngressStores {
     secrets: Store<Secret>,
     /// `Opaque` Secrets, for basic auth: reduced to their password hashes as they arrive.
     credentials: Store<Secret>,
+    /// ConfigMaps, for `custom-headers` and `auth-proxy-set-headers`: only `data` is kept.
+    config_maps: Store<ConfigMap>,
 }
 
 /// Starts the watchers for `scope` in the background (they retry with back-off forever).
@@ -70,6 +72,9 @@ pub fn start(client: &Client, scope: Scope) -> Watched {
             &tx,
             crate::auth::retain_credentials,
         ),
+        // Any ConfigMap may be named by an annotation; of each only `data` is kept (no
+        // binaryData, labels or annotations), so large ones cost little.
+        config_maps: reflect_with(Api::all(client.clone()), all(), &tx, retain_data),
     });
     Watched {
         zone_albs: reflect(Api::all(client.clone()), all(), &tx),
@@ -144,6 +149,7 @@ impl Watched {
                 let _ = s.slices.wait_until_ready().await;
                 let _ = s.secrets.wait_until_ready().await;
                 let _ = s.credentials.wait_until_ready().await;
+                let _ = s.config_maps.wait_until_ready().await;
             }
         };
         tokio::time::timeout(timeout, wait)
@@ -167,9 +173,18 @@ impl Watched {
             objects.endpoint_slices = shared(&s.slices);
             objects.secrets = shared(&s.secrets);
             objects.secrets.extend(shared(&s.credentials));
+            objects.config_maps = shared(&s.config_maps);
         }
         objects
     }
+}
+
+/// What the ALB keeps of a ConfigMap: its `data` (header names and values), nothing else.
+fn retain_data(cm: &mut ConfigMap) {
+    cm.binary_data = None;
+    cm.metadata.annotations = None;
+    cm.metadata.labels = None;
+    cm.metadata.owner_references = None;
 }
 
 fn cloned<K>(store: &Store<K>) -> Vec<K>
