@@ -413,6 +413,9 @@ pub struct RouteTable {
     pub reports: Vec<IngressReport>,
     /// Certificates for TLS termination, by SNI host name.
     pub tls: TlsCerts,
+    /// `ssl-passthrough` hosts (exact names, lower case): TLS for them is spliced, not
+    /// terminated.
+    pub passthrough: HashMap<String, crate::passthrough::Target>,
 }
 
 impl RouteTable {
@@ -652,6 +655,8 @@ struct Staged {
     default: Option<(Arc<Backend>, Arc<RoutePolicy>)>,
     rules: Vec<(HostSlot, PathRule)>,
     certs: Vec<(String, Arc<rustls::sign::CertifiedKey>)>,
+    /// `ssl-passthrough` hosts and where their connections go.
+    passthrough: Vec<(String, crate::passthrough::Target)>,
     /// The first backend that could not be resolved (a missing Service or port): its paths are
     /// installed without endpoints, so they answer 503 instead of falling to another rule.
     unresolved: Option<Rejection>,
@@ -676,6 +681,10 @@ impl Staged {
         }
         for (host, key) in self.certs {
             table.tls.insert(&host, key);
+        }
+        for (host, target) in self.passthrough {
+            // The first Ingress to claim a host keeps it, as for certificates.
+            table.passthrough.entry(host).or_insert(target);
         }
     }
 }
@@ -866,7 +875,52 @@ fn stage(
             staged.rules.push((slot.clone(), rule));
         }
     }
+    if policy.policy.tls.passthrough {
+        stage_passthrough(&mut staged, spec, &policy, &what, warnings);
+    }
     Ok(staged)
+}
+
+/// The pass-through hosts of an Ingress with `ssl-passthrough: "true"`: each exact host's
+/// connections go to the backend of its `/` rule (ingress-nginx's root location), or else to
+/// the Ingress's default backend; with neither they are closed, never terminated here.
+fn stage_passthrough(
+    staged: &mut Staged,
+    spec: &k8s_openapi::api::networking::v1::IngressSpec,
+    policy: &RoutePolicy,
+    what: &str,
+    warnings: &mut Vec<Problem>,
+) {
+    for host in spec.rules.iter().flatten().filter_map(|r| r.host.as_deref()) {
+        let host = host.to_ascii_lowercase();
+        if host.is_empty() {
+            continue;
+        }
+        if host.starts_with("*.") {
+            warnings.push(Problem::warning(
+                "UnsupportedAnnotation",
+                format!("{what}: ssl-passthrough: wildcard host {host} is not passed through (as ingress-nginx, only exact SNI names are)"),
+            ));
+            continue;
+        }
+        let root = staged.rules.iter().find_map(|(slot, rule)| match slot {
+            HostSlot::Exact(h) if *h == host && rule.path == "/" => Some(rule.backend.clone()),
+            _ => None,
+        });
+        let backend = root.or_else(|| staged.default.as_ref().map(|(b, _)| b.clone()));
+        if backend.is_none() {
+            warnings.push(Problem::warning(
+                "UnsupportedAnnotation",
+                format!("{what}: ssl-passthrough: host {host} has no `/` rule and the Ingress no default backend; its TLS connections are closed"),
+            ));
+        }
+        let target = crate::passthrough::Target {
+            backend,
+            connect_timeout: policy.policy.connect_timeout,
+            ingress: policy.ingress.clone(),
+        };
+        staged.passthrough.push((host, target));
+    }
 }
 
 /// Stages the certificates an Ingress's `spec.tls` names; returns the hosts covered. A
