@@ -1463,6 +1463,31 @@ endpoints: [{addresses: [10.0.0.2]}]
     }
 
     #[test]
+    fn passthrough_hosts_go_to_their_root_rule_or_the_default_backend() {
+        let t = table(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i, annotations: {nginx.ingress.kubernetes.io/ssl-passthrough: 'true'}}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: Pass.Test\n    http:\n      paths:\n      - {path: /x, pathType: Prefix, backend: {service: {name: a, port: {name: http}}}}\n      - {path: /, pathType: Prefix, backend: {service: {name: b, port: {number: 8080}}}}\n  - host: '*.w.test'\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}\n  - host: nothing.test\n    http:\n      paths:\n      - {path: /y, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}\n",
+        )
+        .unwrap();
+        let backend = |h: &str| {
+            t.passthrough
+                .get(h)
+                .map(|p| p.backend.as_ref().map(|b| b.name.to_string()))
+        };
+        assert_eq!(backend("pass.test"), Some(Some("default/b:8080".into())));
+        // No `/` rule and no default backend: known, so closed rather than terminated.
+        assert_eq!(backend("nothing.test"), Some(None));
+        // Wildcards are not matched by SNI, as in ingress-nginx: reported.
+        assert_eq!(t.passthrough.len(), 2);
+        assert!(
+            t.warnings.iter().any(|w| w.contains("wildcard host *.w.test")),
+            "{:?}",
+            t.warnings
+        );
+        // Plain HTTP is served by the rules.
+        assert_eq!(target(&t, "pass.test", "/x").as_deref(), Some("default/a:80"));
+    }
+
+    #[test]
     fn other_classes_are_ignored() {
         let t = table(
             "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  ingressClassName: nginx\n  defaultBackend: {service: {name: a, port: {number: 80}}}\n",
