@@ -28,6 +28,7 @@ pub(crate) mod kube_mode;
 pub mod lease;
 pub(crate) mod metrics;
 pub mod objects;
+pub mod passthrough;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod proxy_protocol;

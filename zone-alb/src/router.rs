@@ -416,6 +416,9 @@ pub struct RouteTable {
     pub reports: Vec<IngressReport>,
     /// Certificates for TLS termination, by SNI host name.
     pub tls: TlsCerts,
+    /// `ssl-passthrough` hosts (exact names, lower case): TLS for them is spliced, not
+    /// terminated.
+    pub passthrough: HashMap<String, crate::passthrough::Target>,
 }
 
 impl RouteTable {
@@ -655,6 +658,8 @@ struct Staged {
     default: Option<(Arc<Backend>, Arc<RoutePolicy>)>,
     rules: Vec<(HostSlot, PathRule)>,
     certs: Vec<(String, Arc<rustls::sign::CertifiedKey>)>,
+    /// `ssl-passthrough` hosts and where their connections go.
+    passthrough: Vec<(String, crate::passthrough::Target)>,
     /// The first backend that could not be resolved (a missing Service or port): its paths are
     /// installed without endpoints, so they answer 503 instead of falling to another rule.
     unresolved: Option<Rejection>,
@@ -679,6 +684,10 @@ impl Staged {
         }
         for (host, key) in self.certs {
             table.tls.insert(&host, key);
+        }
+        for (host, target) in self.passthrough {
+            // The first Ingress to claim a host keeps it, as for certificates.
+            table.passthrough.entry(host).or_insert(target);
         }
     }
 }
@@ -884,7 +893,52 @@ fn stage(
             staged.rules.push((slot.clone(), rule));
         }
     }
+    if policy.policy.tls.passthrough {
+        stage_passthrough(&mut staged, spec, &policy, &what, warnings);
+    }
     Ok(staged)
+}
+
+/// The pass-through hosts of an Ingress with `ssl-passthrough: "true"`: each exact host's
+/// connections go to the backend of its `/` rule (ingress-nginx's root location), or else to
+/// the Ingress's default backend; with neither they are closed, never terminated here.
+fn stage_passthrough(
+    staged: &mut Staged,
+    spec: &k8s_openapi::api::networking::v1::IngressSpec,
+    policy: &RoutePolicy,
+    what: &str,
+    warnings: &mut Vec<Problem>,
+) {
+    for host in spec.rules.iter().flatten().filter_map(|r| r.host.as_deref()) {
+        let host = host.to_ascii_lowercase();
+        if host.is_empty() {
+            continue;
+        }
+        if host.starts_with("*.") {
+            warnings.push(Problem::warning(
+                "UnsupportedAnnotation",
+                format!("{what}: ssl-passthrough: wildcard host {host} is not passed through (as ingress-nginx, only exact SNI names are)"),
+            ));
+            continue;
+        }
+        let root = staged.rules.iter().find_map(|(slot, rule)| match slot {
+            HostSlot::Exact(h) if *h == host && rule.path == "/" => Some(rule.backend.clone()),
+            _ => None,
+        });
+        let backend = root.or_else(|| staged.default.as_ref().map(|(b, _)| b.clone()));
+        if backend.is_none() {
+            warnings.push(Problem::warning(
+                "UnsupportedAnnotation",
+                format!("{what}: ssl-passthrough: host {host} has no `/` rule and the Ingress no default backend; its TLS connections are closed"),
+            ));
+        }
+        let target = crate::passthrough::Target {
+            backend,
+            connect_timeout: policy.policy.connect_timeout,
+            ingress: policy.ingress.clone(),
+        };
+        staged.passthrough.push((host, target));
+    }
 }
 
 /// Stages the certificates an Ingress's `spec.tls` names; returns the hosts covered. A
@@ -1425,6 +1479,31 @@ endpoints: [{addresses: [10.0.0.2]}]
             Some("default/a:80"),
             "default backend"
         );
+    }
+
+    #[test]
+    fn passthrough_hosts_go_to_their_root_rule_or_the_default_backend() {
+        let t = table(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i, annotations: {nginx.ingress.kubernetes.io/ssl-passthrough: 'true'}}\nspec:\n  ingressClassName: mzlb\n  rules:\n  - host: Pass.Test\n    http:\n      paths:\n      - {path: /x, pathType: Prefix, backend: {service: {name: a, port: {name: http}}}}\n      - {path: /, pathType: Prefix, backend: {service: {name: b, port: {number: 8080}}}}\n  - host: '*.w.test'\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}\n  - host: nothing.test\n    http:\n      paths:\n      - {path: /y, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}\n",
+        )
+        .unwrap();
+        let backend = |h: &str| {
+            t.passthrough
+                .get(h)
+                .map(|p| p.backend.as_ref().map(|b| b.name.to_string()))
+        };
+        assert_eq!(backend("pass.test"), Some(Some("default/b:8080".into())));
+        // No `/` rule and no default backend: known, so closed rather than terminated.
+        assert_eq!(backend("nothing.test"), Some(None));
+        // Wildcards are not matched by SNI, as in ingress-nginx: reported.
+        assert_eq!(t.passthrough.len(), 2);
+        assert!(
+            t.warnings.iter().any(|w| w.contains("wildcard host *.w.test")),
+            "{:?}",
+            t.warnings
+        );
+        // Plain HTTP is served by the rules.
+        assert_eq!(target(&t, "pass.test", "/x").as_deref(), Some("default/a:80"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::fastpath::{self, Rewound};
+use crate::passthrough::{self, Hello};
 use crate::proxy::{Proxy, Scheme};
 use crate::proxy_protocol;
 
@@ -121,7 +122,24 @@ pub async fn serve(
                     fastpath::Exit::HandOff(read) => (Either::Left(Rewound::new(read, stream)), Scheme::Http),
                 },
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(stream))).await {
+                    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+                    let mut read = BytesMut::new();
+                    // Only with a pass-through host in the table is the ClientHello read first.
+                    if !proxy.table.load().passthrough.is_empty() {
+                        let Some(target) = passthrough_target(&proxy, &mut stream, &mut read, deadline, peer).await
+                        else {
+                            return;
+                        };
+                        if let Some(target) = target {
+                            let source = proxy.settings.source_ip;
+                            if let Err(error) = passthrough::splice(stream, read, &target, source).await {
+                                tracing::debug!(%peer, ingress = %target.ingress, %error, "pass-through ended");
+                            }
+                            return;
+                        }
+                    }
+                    let stream = Rewound::new(read, stream);
+                    match tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
                         // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
                         // plain connection too, idle or not.
                         Ok(Ok(stream)) => (Either::Right(Box::new(stream)), Scheme::Https),
@@ -148,6 +166,30 @@ pub async fn serve(
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// Reads the ClientHello for its SNI: `Some(Some(target))` when it names a pass-through host,
+/// `Some(None)` when the connection is to be terminated here, `None` when it is to be dropped
+/// (nothing in time, or a read error).
+async fn passthrough_target(
+    proxy: &Proxy,
+    stream: &mut TcpStream,
+    read: &mut BytesMut,
+    deadline: tokio::time::Instant,
+    peer: SocketAddr,
+) -> Option<Option<passthrough::Target>> {
+    match tokio::time::timeout_at(deadline, Box::pin(passthrough::read_hello(stream, read))).await {
+        Ok(Ok(Hello::Sni(Some(name)))) => Some(proxy.table.load().passthrough.get(&name).cloned()),
+        Ok(Ok(_)) => Some(None),
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "reading the ClientHello failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no ClientHello in time");
+            None
+        }
     }
 }
 

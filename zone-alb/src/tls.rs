@@ -105,9 +105,16 @@ pub struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let chosen = hello
-            .server_name()
-            .and_then(|name| self.table.load().tls.get(name).cloned());
+        let table = self.table.load();
+        let name = hello.server_name().map(str::to_ascii_lowercase);
+        // A pass-through name reaches the TLS stack only when its ClientHello could not be read
+        // for splicing: the handshake fails rather than showing the ALB's certificate.
+        if let Some(name) = &name
+            && table.passthrough.contains_key(name)
+        {
+            return None;
+        }
+        let chosen = name.and_then(|name| table.tls.get(&name).cloned());
         Some(chosen.unwrap_or_else(|| self.default.clone()))
     }
 }

@@ -25,6 +25,7 @@ mod ingress;
 mod kubernetes;
 mod lease;
 mod manifest_watch;
+mod passthrough;
 mod rbac;
 mod rebuilds;
 mod redirects;

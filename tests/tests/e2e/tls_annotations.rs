@@ -11,13 +11,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use crate::harness::{curl, single_alb_site, tempdir, write, zone_alb};
 
 /// A CA and what it signs.
-struct Ca {
-    cert: rcgen::Certificate,
+pub(crate) struct Ca {
+    pub(crate) cert: rcgen::Certificate,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.distinguished_name.push(rcgen::DnType::CommonName, name);
@@ -30,7 +30,11 @@ impl Ca {
     }
 
     /// A leaf for `names` (empty: a client certificate named `cn`): (PEM cert, PEM key, DER, key DER).
-    fn leaf(&self, cn: &str, names: &[&str]) -> (String, String, CertificateDer<'static>, PrivateKeyDer<'static>) {
+    pub(crate) fn leaf(
+        &self,
+        cn: &str,
+        names: &[&str],
+    ) -> (String, String, CertificateDer<'static>, PrivateKeyDer<'static>) {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, cn);
@@ -46,12 +50,12 @@ fn indent(pem: &str) -> String {
 }
 
 /// An Opaque Secret with `fields` (name, PEM).
-fn secret(name: &str, fields: &[(&str, &str)]) -> String {
+pub(crate) fn secret(name: &str, fields: &[(&str, &str)]) -> String {
     let data: String = fields.iter().map(|(k, v)| format!("  {k}: |\n{}", indent(v))).collect();
     format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: Opaque\nstringData:\n{data}")
 }
 
-fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
+pub(crate) fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
     let annotations: String = annotations
         .iter()
         .map(|(k, v)| format!("    nginx.ingress.kubernetes.io/{k}: '{v}'\n"))
@@ -64,7 +68,7 @@ fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
 /// An HTTPS backend on `addr` showing `cert`; it asks for a client certificate signed by
 /// `client_ca` (without requiring one) and answers every request with what it saw:
 /// `sni: <name or ->` and `client: <CN or ->`.
-fn https_backend(
+pub(crate) fn https_backend(
     addr: &str,
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,

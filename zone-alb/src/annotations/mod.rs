@@ -1464,7 +1464,7 @@ mod tests {
             ("auth-secret", "basic-auth", Some(Unenforced)),
             ("proxy-connect-timeout", "30", None),
             ("auth-type", "basic", Some(Unenforced)),
-            ("ssl-passthrough", "true", Some(Unenforced)),
+            ("ssl-passthrough", "true", None),
             ("auth-method", "GET", Some(Unenforced)),
             ("affinity", "cookie", None),
             ("use-regex", "true", None),

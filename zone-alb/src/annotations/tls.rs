@@ -153,16 +153,9 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
     }
     if let Some(v) = r.get("ssl-passthrough") {
         match parse_bool(v) {
-            // Terminated here, the client would get the ALB's certificate and the backend plain
-            // HTTP where it expects TLS: refused until pass-through is implemented.
-            Some(true) => {
-                p.tls.passthrough = true;
-                r.unusable(
-                    "ssl-passthrough",
-                    "TLS pass-through is not implemented by mzlb yet (the ALB would terminate TLS)",
-                );
-            }
-            Some(false) => {}
+            // The TLS listener splices the Ingress's hosts by SNI (`crate::passthrough`); plain
+            // HTTP to them is served by the Ingress's rules, as ingress-nginx's port 80 does.
+            Some(b) => p.tls.passthrough = b,
             None => r.invalid("ssl-passthrough", "expected true or false"),
         }
     }
@@ -574,11 +567,8 @@ mod tests {
     #[test]
     fn ssl_passthrough() {
         let (p, findings) = policy(&[("ssl-passthrough", "true")]);
-        assert!(
-            p.tls.passthrough && !p.unenforced.is_empty(),
-            "not implemented: fails closed"
-        );
-        assert_eq!(findings, [("ssl-passthrough".to_owned(), FindingKind::Unenforced)]);
+        assert!(p.tls.passthrough && p.unenforced.is_empty());
+        assert_eq!(findings, []);
         assert!(!policy(&[("ssl-passthrough", "false")]).0.tls.passthrough);
         assert_eq!(
             policy(&[("ssl-passthrough", "yes")]).1,
