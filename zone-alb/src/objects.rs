@@ -187,7 +187,8 @@ pub struct MultiZoneClusterSpec {
     /// keys and string values (a ConfigMap's `data` pasted in): `proxy-body-size`,
     /// `ssl-redirect`, `limit-req-status-code`, `limit-conn-status-code`,
     /// `use-forwarded-headers`, `proxy-real-ip-cidr`, `enable-underscores-in-headers`,
-    /// `custom-http-errors`, `allow-snippet-annotations`. Other keys are reported and ignored.
+    /// `custom-http-errors`, `allow-snippet-annotations`, `global-allowed-response-headers`.
+    /// Other keys are reported and ignored.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ingress_nginx: BTreeMap<String, String>,
 }
