@@ -128,7 +128,27 @@ impl State {
         if !self.loopback_endpoints {
             crate::schema::admit_builtin(kind, object)?;
         }
-        crate::schema::admit(kind, object)
+        crate::schema::admit(kind, object)?;
+        if kind == "Secret" {
+            string_data_into_data(object);
+        }
+        Ok(())
+    }
+}
+
+/// A Secret's `stringData` is write-only: the API server merges it into `data`, base64-encoded,
+/// its keys winning, and never stores or returns it.
+fn string_data_into_data(object: &mut Value) {
+    use base64::Engine;
+    let Some(Value::Object(strings)) = object.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    if !object["data"].is_object() {
+        object["data"] = json!({});
+    }
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        object["data"][key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 

@@ -260,6 +260,47 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
     poll(Duration::from_secs(10), || (get("shop2.test").0 == 503).then_some(()))
         .unwrap_or_else(|| panic!("an Ingress with auth-tls-* is served without it:\n{}", alb.output()));
 
+    // Basic auth from an Opaque Secret the ALB watches: 401 without the password, 200 with it,
+    // and a changed password takes effect (the old one is refused).
+    let basic = |hash: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: basic, namespace: shop}}\ntype: Opaque\n\
+             stringData: {{auth: 'alice:{hash}', db-password: hunter2}}\n"
+        )
+    };
+    api.apply_yaml(&basic("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=")); // "password"
+    api.apply_yaml(&ingress("shop2", "shop2.test", "app").replace(
+        "generation: 1}",
+        "generation: 4, annotations: {nginx.ingress.kubernetes.io/auth-type: basic, \
+         nginx.ingress.kubernetes.io/auth-secret: basic, nginx.ingress.kubernetes.io/auth-realm: Shop}}",
+    ));
+    let as_alice = |password: &str| {
+        let user = format!("alice:{password}");
+        curl_in(
+            &client,
+            &[
+                "--resolve",
+                "shop2.test:8080:10.93.0.2",
+                "-u",
+                &user,
+                "http://shop2.test:8080/",
+            ],
+        )
+        .0
+    };
+    poll(Duration::from_secs(10), || (get("shop2.test").0 == 401).then_some(()))
+        .unwrap_or_else(|| panic!("basic auth from an Opaque Secret not applied:\n{}", alb.output()));
+    assert_eq!(as_alice("password"), 200);
+    assert_eq!(as_alice("wrong"), 401);
+    api.apply_yaml(&basic("{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=")); // "secret"
+    poll(Duration::from_secs(10), || (as_alice("secret") == 200).then_some(()))
+        .unwrap_or_else(|| panic!("the changed password is not used:\n{}", alb.output()));
+    assert_eq!(
+        as_alice("password"),
+        401,
+        "the old password is refused once the Secret changed"
+    );
+
     // Watch event DELETED.
     api.delete("Ingress", Some("shop"), "shop2");
     poll(Duration::from_secs(10), || (get("shop2.test").0 == 404).then_some(()))
