@@ -457,28 +457,11 @@ pub(super) fn parse_secret_ref(v: &str) -> Option<(Option<String>, String)> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::annotations::FindingKind::{self, Ignored, Invalid, Unenforced};
 
     fn parse(pairs: &[(&str, &str)]) -> (Auth, Vec<(String, FindingKind)>) {
-        let a: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), (*v).to_owned()))
-            .collect();
-        let (p, findings) = crate::annotations::parse(Some(&a));
-        let f = findings
-            .into_iter()
-            .map(|f| {
-                (
-                    f.annotation
-                        .trim_start_matches("nginx.ingress.kubernetes.io/")
-                        .to_owned(),
-                    f.kind,
-                )
-            })
-            .collect();
+        let (p, f) = crate::annotations::parse_names(pairs, &Default::default());
         (p.auth, f)
     }
 

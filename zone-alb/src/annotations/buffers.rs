@@ -106,23 +106,14 @@ pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::super::FindingKind::{self, Ignored, Invalid};
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> (Buffers, Vec<(String, FindingKind)>) {
-        let a: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), (*v).to_owned()))
-            .collect();
-        let (p, findings) = super::super::parse(Some(&a));
+        let (p, f) = super::super::parse_names(pairs, &Default::default());
         assert!(p.unenforced.is_empty(), "buffer knobs never fail closed");
-        let short = findings
-            .into_iter()
-            .map(|f| (f.annotation.rsplit('/').next().unwrap().to_owned(), f.kind))
-            .collect();
-        (p.buffers, short)
+        (p.buffers, f)
     }
 
     #[test]

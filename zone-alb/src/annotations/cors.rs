@@ -197,22 +197,13 @@ pub(crate) fn parse_origins(v: &str) -> Result<AllowOrigin, (AllowOrigin, String
 
 #[cfg(test)]
 mod tests {
+    use super::super::FindingKind;
     use super::super::FindingKind::{Ignored, Invalid};
-    use super::super::{FindingKind, parse};
     use super::*;
-    use std::collections::BTreeMap;
 
     fn cors(pairs: &[(&str, &str)]) -> (Cors, Vec<(String, FindingKind)>) {
-        let a: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), (*v).to_owned()))
-            .collect();
-        let (p, findings) = parse(Some(&a));
+        let (p, f) = super::super::parse_names(pairs, &Default::default());
         assert!(p.unenforced.is_empty());
-        let f = findings
-            .into_iter()
-            .map(|f| (f.annotation.rsplit('/').next().unwrap().to_owned(), f.kind))
-            .collect();
         (p.cors, f)
     }
 

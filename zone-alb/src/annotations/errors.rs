@@ -91,10 +91,9 @@ fn is_service_name(v: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Defaults;
     use super::super::FindingKind::{Ignored, Invalid};
-    use super::super::{Defaults, parse_with};
     use super::*;
-    use std::collections::BTreeMap;
 
     #[test]
     fn codes_table() {
@@ -145,16 +144,8 @@ mod tests {
     }
 
     fn errors(pairs: &[(&str, &str)], defaults: &Defaults) -> (CustomErrors, Vec<(String, super::super::FindingKind)>) {
-        let a: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), (*v).to_owned()))
-            .collect();
-        let (p, findings) = parse_with(Some(&a), defaults);
+        let (p, f) = super::super::parse_names(pairs, defaults);
         assert!(p.unenforced.is_empty());
-        let f = findings
-            .into_iter()
-            .map(|f| (f.annotation.rsplit('/').next().unwrap().to_owned(), f.kind))
-            .collect();
         (p.errors, f)
     }
 

@@ -404,6 +404,22 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Fin
     parse_with(annotations, &Defaults::default())
 }
 
+/// For the families' tests: parses `name = value` pairs under `nginx.ingress.kubernetes.io/`
+/// with `defaults`; returns the policy and each finding as (name after the prefix, kind).
+#[cfg(test)]
+pub(crate) fn parse_names(pairs: &[(&str, &str)], defaults: &Defaults) -> (Policy, Vec<(String, FindingKind)>) {
+    let annotations: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (format!("{}{k}", PREFIXES[0]), (*v).to_owned()))
+        .collect();
+    let (p, findings) = parse_with(Some(&annotations), defaults);
+    let named = findings
+        .into_iter()
+        .map(|f| (f.annotation.trim_start_matches(PREFIXES[0]).to_owned(), f.kind))
+        .collect();
+    (p, named)
+}
+
 /// Parses the annotations under our prefixes; returns the policy and what else each key led to.
 pub fn parse_with(annotations: Option<&BTreeMap<String, String>>, defaults: &Defaults) -> (Policy, Vec<Finding>) {
     let mut r = Reader::new(annotations, defaults);

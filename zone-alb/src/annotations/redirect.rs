@@ -140,21 +140,11 @@ fn app_root(v: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::super::FindingKind::{self, Ignored, Invalid};
-    use super::super::parse;
     use super::*;
-    use std::collections::BTreeMap;
 
     fn redirects(pairs: &[(&str, &str)]) -> (Redirects, Vec<(String, FindingKind)>) {
-        let a: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), (*v).to_owned()))
-            .collect();
-        let (p, findings) = parse(Some(&a));
+        let (p, f) = super::super::parse_names(pairs, &Default::default());
         assert!(p.unenforced.is_empty());
-        let f = findings
-            .into_iter()
-            .map(|f| (f.annotation.rsplit('/').next().unwrap().to_owned(), f.kind))
-            .collect();
         (p.redirects, f)
     }
 

@@ -340,26 +340,9 @@ pub(crate) fn is_host_name(s: &str) -> bool {
 mod tests {
     use super::super::FindingKind::{self, *};
     use super::*;
-    use std::collections::BTreeMap;
 
     fn parse(pairs: &[(&str, &str)]) -> (Policy, Vec<(String, FindingKind)>) {
-        let map: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), (*v).to_owned()))
-            .collect();
-        let (p, findings) = super::super::parse(Some(&map));
-        let f = findings
-            .into_iter()
-            .map(|f| {
-                (
-                    f.annotation
-                        .trim_start_matches("nginx.ingress.kubernetes.io/")
-                        .to_owned(),
-                    f.kind,
-                )
-            })
-            .collect();
-        (p, f)
+        super::super::parse_names(pairs, &Default::default())
     }
 
     #[test]
