@@ -32,12 +32,14 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// The ConfigMap `reference` names, from the Ingress's `namespace`.
+/// The ConfigMap `reference` names, and how errors about its keys name it
+/// (`<annotation>: ConfigMap ns/name`).
 fn find<'o>(
     objects: &'o Objects,
     namespace: &str,
     reference: &(Option<String>, String),
     annotation: &str,
-) -> Result<&'o ConfigMap, String> {
+) -> Result<(&'o ConfigMap, String), String> {
     let (ns, name) = (reference.0.as_deref().unwrap_or(namespace), &reference.1);
     if ns != namespace && !crate::auth::ALLOW_CROSS_NAMESPACE {
         return Err(format!(
@@ -45,8 +47,10 @@ fn find<'o>(
              (ingress-nginx's allow-cross-namespace-resources is false by default)"
         ));
     }
+    let what = format!("{annotation}: ConfigMap {ns}/{name}");
     objects
         .config_map(ns, name)
+        .map(|cm| (cm, what))
         .ok_or_else(|| format!("{annotation}: ConfigMap {ns}/{name} not found"))
 }
 
@@ -59,12 +63,7 @@ pub fn auth_proxy_set_headers(
     reference: &(Option<String>, String),
 ) -> Result<Vec<(HeaderName, Template)>, String> {
     const ANNOTATION: &str = "auth-proxy-set-headers";
-    let cm = find(objects, namespace, reference, ANNOTATION)?;
-    let what = format!(
-        "{ANNOTATION}: ConfigMap {}/{}",
-        reference.0.as_deref().unwrap_or(namespace),
-        reference.1
-    );
+    let (cm, what) = find(objects, namespace, reference, ANNOTATION)?;
     let mut out = Vec::new();
     for (key, value) in cm.data.iter().flatten() {
         let name = field_name(key).map_err(|e| format!("{what}: key {key:?}: {e}"))?;
@@ -97,12 +96,7 @@ pub fn custom_headers(
     allowed: &[String],
 ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
     const ANNOTATION: &str = "custom-headers";
-    let cm = find(objects, namespace, reference, ANNOTATION)?;
-    let what = format!(
-        "{ANNOTATION}: ConfigMap {}/{}",
-        reference.0.as_deref().unwrap_or(namespace),
-        reference.1
-    );
+    let (cm, what) = find(objects, namespace, reference, ANNOTATION)?;
     let mut out = Vec::new();
     for (key, value) in cm.data.iter().flatten() {
         let name = field_name(key).map_err(|e| format!("{what}: key {key:?}: {e}"))?;

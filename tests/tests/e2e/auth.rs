@@ -4,6 +4,7 @@
 //! htpasswd and auth-map Secrets. Everything that cannot be honoured answers 503.
 
 use crate::auth_fakes::{Fake, authelia, backend, fields, oauth2_proxy, scripted};
+use crate::harness::head_fields as head;
 use crate::harness::{curl, tempdir, write, zone_alb};
 use crate::ingress::ingress;
 
@@ -208,16 +209,6 @@ fn get(host: &str, target: &str, extra: &[&str]) -> (u16, String) {
     args.extend_from_slice(extra);
     args.push(&url);
     curl(&args)
-}
-
-/// A response field's values (case-insensitive name) from a `-D -` head.
-fn head(out: &str, name: &str) -> Vec<String> {
-    let head = out.split("\r\n\r\n").next().unwrap_or_default();
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim().to_owned())
-        .collect()
 }
 
 struct Site {

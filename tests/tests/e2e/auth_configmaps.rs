@@ -3,6 +3,7 @@
 //! through a running zone-alb in standalone mode: what the scripted auth service received,
 //! what the client got, and what fails closed (503, with a finding naming the ConfigMap).
 
+use crate::harness::head_fields as head;
 use std::time::Duration;
 
 use crate::auth_fakes::{Fake, backend, fields, scripted};
@@ -93,16 +94,6 @@ fn get(host: &str, target: &str, extra: &[&str]) -> (u16, String) {
     args.extend_from_slice(extra);
     args.push(&url);
     curl(&args)
-}
-
-/// A response field's values from a `-D -` head.
-fn head(out: &str, name: &str) -> Vec<String> {
-    let head = out.split("\r\n\r\n").next().unwrap_or_default();
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim().to_owned())
-        .collect()
 }
 
 #[test]

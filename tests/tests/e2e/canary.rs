@@ -76,17 +76,7 @@ pub(crate) fn saw<'a>(page: &'a str, name: &str) -> Option<&'a str> {
 
 /// An Ingress for `host` `/` (Prefix) to `svc`, with annotations under ingress-nginx's prefix.
 pub(crate) fn ingress(name: &str, host: &str, svc: &str, annotations: &[(&str, &str)]) -> String {
-    let mut doc = format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n");
-    if !annotations.is_empty() {
-        doc.push_str("  annotations:\n");
-        for (k, v) in annotations {
-            doc.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: '{v}'\n"));
-        }
-    }
-    doc.push_str(&format!(
-        "spec:\n  ingressClassName: mzlb\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}\n"
-    ));
-    doc
+    crate::ingress::ingress(name, host, annotations, "/", "Prefix").replace("name: app,", &format!("name: {svc},"))
 }
 
 pub(crate) fn cluster(alb_ip: &str) -> String {

@@ -315,3 +315,14 @@ pub fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A response field's values (case-insensitive name) from curl's `-D -` output, whose head
+/// comes first.
+pub fn head_fields(out: &str, name: &str) -> Vec<String> {
+    let head = out.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_owned())
+        .collect()
+}
