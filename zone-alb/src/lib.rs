@@ -17,6 +17,7 @@ pub(crate) mod balance;
 mod both_paths;
 pub(crate) mod buffering;
 pub mod check;
+pub(crate) mod client_cert;
 pub(crate) mod configmaps;
 pub(crate) mod endpoints;
 pub(crate) mod error;

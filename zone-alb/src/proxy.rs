@@ -262,6 +262,25 @@ impl Proxy {
         )?;
         let path = policy::route_path(req.uri().path())?;
         let route = table.lookup(host, &path).ok_or(ProxyError::NoRoute)?;
+        // Client certificates (auth-tls-*): on TLS before anything else, as nginx's check at
+        // request read; on plain HTTP after the redirect to HTTPS.
+        let client_cert = || {
+            let conn = req.extensions().get::<Arc<crate::client_cert::Connection>>();
+            crate::client_cert::check(
+                table.client_auth_for(host).map(|a| &**a),
+                &crate::router::normalize_host(host),
+                route.policy.policy.tls.client_auth.is_some(),
+                scheme == Scheme::Https,
+                conn.map(|c| &**c),
+            )
+        };
+        let mut client_fields = None;
+        if scheme == Scheme::Https {
+            match client_cert() {
+                Ok(fields) => client_fields = fields,
+                Err(refusal) => return client_cert_refused(refusal),
+            }
+        }
         let (route, mut snippet) =
             crate::snippet::request(table, host, route, &path, &req, client, local.port(), scheme.as_str())?;
         seen.ingress = route.policy.ingress.clone();
@@ -288,6 +307,12 @@ impl Proxy {
                     )));
                 }
                 None => {}
+            }
+        }
+        if scheme == Scheme::Http {
+            match client_cert() {
+                Ok(fields) => client_fields = fields,
+                Err(refusal) => return client_cert_refused(refusal),
             }
         }
         let length = req
@@ -385,6 +410,9 @@ impl Proxy {
         crate::intercept::sent_upstream(seen, headers);
         snippet.upstream(headers);
         granted.apply_upstream(headers);
+        if let Some(fields) = &client_fields {
+            fields.apply(headers);
+        }
 
         // A request without a body can be sent again elsewhere when the connection could not
         // even be made; one with a body cannot be replayed.
@@ -837,6 +865,42 @@ pub(crate) fn request_id() -> [u8; 32] {
 /// A small plain-text answer of the ALB's own; `close` ends the connection after it (a body
 /// or head we refused to read must not be taken for the next request). `reason` says why we
 /// refused, for operators.
+/// The answer to a request refused for its client certificate, as nginx gives it.
+fn client_cert_refused(refusal: crate::client_cert::Refusal) -> Result<Response<Body>, ProxyError> {
+    use crate::client_cert::Refusal;
+    Ok(match refusal {
+        Refusal::Misdirected => own_answer(
+            StatusCode::MISDIRECTED_REQUEST,
+            "Misdirected Request",
+            false,
+            Some("the Host is not the name the TLS connection was made for".into()),
+        ),
+        Refusal::Certificate {
+            error_page: Some(page), ..
+        } => match HeaderValue::from_str(&page) {
+            // nginx's `error_page 495 496 = <page>`.
+            Ok(location) => {
+                let mut resp = own_answer(StatusCode::FOUND, "Found", false, None);
+                resp.headers_mut().insert(header::LOCATION, location);
+                resp
+            }
+            Err(_) => return Err(ProxyError::BadRequest),
+        },
+        Refusal::Certificate { no_certificate, .. } => own_answer(
+            StatusCode::BAD_REQUEST,
+            if no_certificate {
+                "No required SSL certificate was sent"
+            } else {
+                "The SSL certificate error"
+            },
+            false,
+            None,
+        ),
+        Refusal::Unauthorized => own_answer(StatusCode::FORBIDDEN, "client certificate unauthorized", false, None),
+        Refusal::Unusable(reason) => return Err(ProxyError::Unenforced(Arc::from(reason))),
+    })
+}
+
 pub(crate) fn own_answer(status: StatusCode, body: &str, close: bool, reason: Option<String>) -> Response<Body> {
     let mut resp = Response::builder()
         .status(status)

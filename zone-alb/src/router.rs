@@ -419,6 +419,8 @@ pub struct RouteTable {
     /// `ssl-passthrough` hosts (exact names, lower case): TLS for them is spliced, not
     /// terminated.
     pub passthrough: HashMap<String, crate::passthrough::Target>,
+    /// `auth-tls-*`: hosts whose clients are asked for certificates.
+    pub(crate) client_auth: crate::client_cert::Hosts,
 }
 
 impl RouteTable {
@@ -459,6 +461,18 @@ impl RouteTable {
     /// Whether any rule names exactly this host (lower case, no port).
     pub fn has_host(&self, host: &str) -> bool {
         self.exact_hosts.contains_key(host)
+    }
+
+    /// The client-certificate settings for `host` (any case, with or without port), also
+    /// through a `server-alias`.
+    pub(crate) fn client_auth_for(&self, host: &str) -> Option<&Arc<crate::client_cert::HostAuth>> {
+        if self.client_auth.is_empty() {
+            return None;
+        }
+        let host = normalize_host(host);
+        self.client_auth
+            .get(&host)
+            .or_else(|| self.client_auth.get(self.aliases.get(host.as_ref())?))
     }
 
     /// Finds the route for `host` (any case, with or without port) and `path`. As with
@@ -660,6 +674,8 @@ struct Staged {
     certs: Vec<(String, Arc<rustls::sign::CertifiedKey>)>,
     /// `ssl-passthrough` hosts and where their connections go.
     passthrough: Vec<(String, crate::passthrough::Target)>,
+    /// `auth-tls-secret`: the Ingress's hosts and their client-certificate settings.
+    client_auth: Vec<(String, Arc<crate::client_cert::HostAuth>)>,
     /// The first backend that could not be resolved (a missing Service or port): its paths are
     /// installed without endpoints, so they answer 503 instead of falling to another rule.
     unresolved: Option<Rejection>,
@@ -688,6 +704,9 @@ impl Staged {
         for (host, target) in self.passthrough {
             // The first Ingress to claim a host keeps it, as for certificates.
             table.passthrough.entry(host).or_insert(target);
+        }
+        for (host, auth) in self.client_auth {
+            table.client_auth.insert(&host, auth);
         }
     }
 }
@@ -895,6 +914,19 @@ fn stage(
     }
     if policy.policy.tls.passthrough {
         stage_passthrough(&mut staged, spec, &policy, &what, warnings);
+    }
+    if let Some(settings) = &policy.policy.tls.client_auth {
+        let (auth, problem) = crate::client_cert::HostAuth::new(objects, namespace, settings);
+        if let Some(problem) = problem {
+            let message = format!("{what}: {problem}; its hosts answer 503");
+            warnings.push(Problem::warning("InvalidAuthTLSSecret", message));
+        }
+        let auth = Arc::new(auth);
+        for host in spec.rules.iter().flatten().filter_map(|r| r.host.as_deref()) {
+            if !host.is_empty() {
+                staged.client_auth.push((host.to_owned(), auth.clone()));
+            }
+        }
     }
     Ok(staged)
 }
@@ -1208,7 +1240,7 @@ fn ingress_is_ours(ingress: &Ingress, class: &str, class_is_default: bool) -> bo
 
 /// Lower case, no port, no trailing dot: the form host rules are stored in. Borrowed when the
 /// host is already lower case, as nearly every client sends it: no allocation per request.
-fn normalize_host(host: &str) -> Cow<'_, str> {
+pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
     let without_port = if host.starts_with('[') {
         host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[')
     } else {

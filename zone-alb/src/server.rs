@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
+use crate::client_cert;
 use crate::error::{Error, Result};
 use crate::fastpath::{self, Rewound};
 use crate::passthrough::{self, Hello};
@@ -113,6 +114,8 @@ pub async fn serve(
             } else {
                 peer
             };
+            // What the TLS handshake established about the client, for its requests.
+            let mut connection: Option<Arc<client_cert::Connection>> = None;
             let (io, scheme) = match tls {
                 None if !proxy.settings.fast_path => {
                     (Either::Left(Rewound::new(BytesMut::new(), stream)), Scheme::Http)
@@ -124,32 +127,59 @@ pub async fn serve(
                 Some(acceptor) => {
                     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
                     let mut read = BytesMut::new();
-                    // Only with a pass-through host in the table is the ClientHello read first.
-                    if !proxy.table.load().passthrough.is_empty() {
-                        let Some(target) = passthrough_target(&proxy, &mut stream, &mut read, deadline, peer).await
-                        else {
+                    let (mut acceptor, mut asked) = (acceptor, None);
+                    // Client certificates are asked for per host: the TLS configuration
+                    // depends on the name, so its connections' verdicts go to their requests.
+                    let verdicts = !proxy.table.load().client_auth.is_empty();
+                    // Only with a pass-through or client-certificate host in the table is the
+                    // ClientHello read first.
+                    if verdicts || !proxy.table.load().passthrough.is_empty() {
+                        let Some(sni) = read_sni(&mut stream, &mut read, deadline, peer).await else {
                             return;
                         };
-                        if let Some(target) = target {
+                        let table = proxy.table.load();
+                        if let Some(target) = sni.as_ref().and_then(|name| table.passthrough.get(name)).cloned() {
+                            drop(table);
                             let source = proxy.settings.source_ip;
                             if let Err(error) = passthrough::splice(stream, read, &target, source).await {
                                 tracing::debug!(%peer, ingress = %target.ingress, %error, "pass-through ended");
                             }
                             return;
                         }
+                        if let Some(auth) = sni.and_then(|name| table.client_auth_for(&name).cloned())
+                            && auth.asks()
+                        {
+                            acceptor = TlsAcceptor::from(auth.server_config(acceptor.config()));
+                            asked = Some(auth);
+                        }
                     }
                     let stream = Rewound::new(read, stream);
                     match tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
                         // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
                         // plain connection too, idle or not.
-                        Ok(Ok(stream)) => (Either::Right(Box::new(stream)), Scheme::Https),
+                        Ok(Ok(stream)) => {
+                            if verdicts {
+                                let (_, tls) = stream.get_ref();
+                                let provider = acceptor.config().crypto_provider();
+                                connection = Some(Arc::new(client_cert::Connection::new(
+                                    tls.server_name(),
+                                    asked.as_deref(),
+                                    tls.peer_certificates(),
+                                    provider,
+                                )));
+                            }
+                            (Either::Right(Box::new(stream)), Scheme::Https)
+                        }
                         Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
             };
-            let service = service_fn(move |req| {
+            let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let proxy = proxy.clone();
+                if let Some(connection) = &connection {
+                    req.extensions_mut().insert(connection.clone());
+                }
                 // Boxed per request: unboxed, hyper keeps a slot the size of this future in
                 // every connection, idle or not (~4 KiB each).
                 Box::pin(async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, local, scheme).await) })
@@ -169,18 +199,17 @@ pub async fn serve(
     }
 }
 
-/// Reads the ClientHello for its SNI: `Some(Some(target))` when it names a pass-through host,
-/// `Some(None)` when the connection is to be terminated here, `None` when it is to be dropped
+/// Reads the ClientHello for its SNI: `Some(name)` (`None` when it names none or cannot be
+/// read here, which leaves it to the TLS stack); `None` when the connection is to be dropped
 /// (nothing in time, or a read error).
-async fn passthrough_target(
-    proxy: &Proxy,
+async fn read_sni(
     stream: &mut TcpStream,
     read: &mut BytesMut,
     deadline: tokio::time::Instant,
     peer: SocketAddr,
-) -> Option<Option<passthrough::Target>> {
+) -> Option<Option<String>> {
     match tokio::time::timeout_at(deadline, Box::pin(passthrough::read_hello(stream, read))).await {
-        Ok(Ok(Hello::Sni(Some(name)))) => Some(proxy.table.load().passthrough.get(&name).cloned()),
+        Ok(Ok(Hello::Sni(name))) => Some(name),
         Ok(Ok(_)) => Some(None),
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "reading the ClientHello failed");

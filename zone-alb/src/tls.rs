@@ -136,6 +136,26 @@ pub fn server_config(resolver: SniResolver) -> Arc<rustls::ServerConfig> {
     config(Arc::new(resolver), &[b"h2", b"http/1.1"])
 }
 
+/// `base` asking clients for a certificate through `verifier` (`auth-tls-*`): the same
+/// certificates, ALPN and session handling.
+pub fn with_client_verifier(
+    base: &rustls::ServerConfig,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Arc<rustls::ServerConfig> {
+    let mut config = rustls::ServerConfig::builder_with_provider(base.crypto_provider().clone())
+        .with_safe_default_protocol_versions()
+        .expect("the provider supports the default protocol versions")
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(base.cert_resolver.clone());
+    config.alpn_protocols = base.alpn_protocols.clone();
+    config.session_storage = base.session_storage.clone();
+    config.ticketer = base.ticketer.clone();
+    config.send_tls13_tickets = base.send_tls13_tickets;
+    config.ignore_client_order = base.ignore_client_order;
+    config.max_fragment_size = base.max_fragment_size;
+    Arc::new(config)
+}
+
 fn config(resolver: Arc<dyn ResolvesServerCert>, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

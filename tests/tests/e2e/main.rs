@@ -12,6 +12,7 @@ mod bad_input;
 mod buffering;
 mod canary;
 mod chart;
+mod client_certs;
 mod cluster_settings;
 mod components;
 mod cors;

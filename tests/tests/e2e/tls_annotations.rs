@@ -29,6 +29,10 @@ impl Ca {
         }
     }
 
+    pub(crate) fn issuer(&self) -> &rcgen::Issuer<'static, rcgen::KeyPair> {
+        &self.issuer
+    }
+
     /// A leaf for `names` (empty: a client certificate named `cn`): (PEM cert, PEM key, DER, key DER).
     pub(crate) fn leaf(
         &self,

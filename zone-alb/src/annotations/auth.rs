@@ -5,8 +5,7 @@
 //! cannot honour fails closed: a key that asks for authentication mzlb cannot give (an unknown
 //! variable, a ConfigMap that is missing or holds unusable fields, `digest`, a signin URL
 //! without `auth-url`) makes the Ingress answer 503. `auth-snippet` is read by the snippet
-//! family (and lands in [`External::snippet`]); `auth-tls-*` is not read here, so it fails
-//! closed through `unread`.
+//! family (and lands in [`External::snippet`]); `auth-tls-*` by the `tls` family.
 
 use std::time::Duration;
 
@@ -834,7 +833,7 @@ mod tests {
                     ("auth-secret", "s"),
                 ],
                 true,
-                &[("auth-tls-secret", Unenforced)],
+                &[],
             ),
         ];
         for (i, (pairs, basic, findings)) in rows.iter().enumerate() {

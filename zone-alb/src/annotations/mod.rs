@@ -1015,7 +1015,7 @@ mod tests {
                 (m!("auth-snippet"), Unenforced),
             ],
         ),
-        // Client certificates: any auth-tls-* key, even one that switches verification off.
+        // Client certificates: read; a setting without the CA to verify against fails closed.
         (
             &[
                 (n!("auth-tls-secret"), "ns/ca"),
@@ -1025,22 +1025,8 @@ mod tests {
                 (n!("auth-tls-error-page"), "https://example/denied"),
                 (n!("auth-tls-match-cn"), "CN=client"),
             ],
-            &[
-                n!("auth-tls-error-page"),
-                n!("auth-tls-match-cn"),
-                n!("auth-tls-pass-certificate-to-upstream"),
-                n!("auth-tls-secret"),
-                n!("auth-tls-verify-client"),
-                n!("auth-tls-verify-depth"),
-            ],
-            &[
-                (n!("auth-tls-error-page"), Unenforced),
-                (n!("auth-tls-match-cn"), Unenforced),
-                (n!("auth-tls-pass-certificate-to-upstream"), Unenforced),
-                (n!("auth-tls-secret"), Unenforced),
-                (n!("auth-tls-verify-client"), Unenforced),
-                (n!("auth-tls-verify-depth"), Unenforced),
-            ],
+            &[],
+            &[],
         ),
         (
             &[(n!("auth-tls-verify-client"), "off")],
@@ -1501,7 +1487,7 @@ mod tests {
             ("canary", "true", None),
             ("canary-weight", "20", Some(Ignored)), // alone: canary is not "true"
             // Beyond the top 40.
-            ("auth-tls-secret", "ns/ca", Some(Unenforced)),
+            ("auth-tls-secret", "ns/ca", None),
             ("auth-tls-verify-client", "optional", Some(Unenforced)),
             ("auth-tls-verify-depth", "2", Some(Unenforced)),
             ("auth-tls-pass-certificate-to-upstream", "false", Some(Unenforced)),

@@ -18,11 +18,13 @@ pub(super) const READ: &[&str] = &[
     "proxy-ssl-protocols",
     "proxy-ssl-ciphers",
     "ssl-passthrough",
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-error-page",
+    "auth-tls-match-cn",
 ];
-
-/// Whether `auth-tls-*` is read. Not yet: client certificates are not verified, so those keys
-/// stay unread and fail closed as every unread `auth-*` key does (503).
-const CLIENT_CERTIFICATES_VERIFIED: bool = false;
 
 /// A TLS protocol version rustls speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,7 +70,6 @@ pub enum VerifyClient {
 }
 
 /// Client certificates for the Ingress's hosts, from `auth-tls-*` (with `auth-tls-secret` set).
-#[allow(dead_code)] // read once client certificates are verified; until then they fail closed
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClientAuth {
     /// `auth-tls-secret`: (namespace, name); `ca.crt` and optionally `ca.crl`.
@@ -148,9 +149,7 @@ fn depth(v: &str) -> Option<u32> {
 
 pub(super) fn parse(r: &mut Reader<'_>, p: &mut Policy) {
     parse_proxy_ssl(r, p);
-    if CLIENT_CERTIFICATES_VERIFIED {
-        parse_client_auth(r, p);
-    }
+    parse_client_auth(r, p);
     if let Some(v) = r.get("ssl-passthrough") {
         match parse_bool(v) {
             // The TLS listener splices the Ingress's hosts by SNI (`crate::passthrough`); plain
@@ -538,29 +537,193 @@ mod tests {
         }
     }
 
-    /// Client certificates are not verified yet: every auth-tls-* combination fails closed,
-    /// whatever its values.
     #[test]
-    fn client_auth_fails_closed() {
-        let rows: &[&[(&str, &str)]] = &[
-            &[("auth-tls-secret", "ns/ca")],
-            &[("auth-tls-secret", "ns/ca"), ("auth-tls-verify-client", "optional")],
-            &[("auth-tls-secret", "ns/ca"), ("auth-tls-verify-client", "off")],
-            &[("auth-tls-secret", "ns/ca"), ("auth-tls-verify-client", "maybe")],
-            &[("auth-tls-secret", "ca")],
-            &[("auth-tls-verify-client", "on")],
-            &[("auth-tls-verify-depth", "2")],
-            &[("auth-tls-pass-certificate-to-upstream", "false")],
-            &[("auth-tls-secret", "ns/ca"), ("auth-tls-match-cn", "CN=(")],
-            &[
-                ("auth-tls-secret", "ns/ca"),
-                ("auth-tls-error-page", "/a\r\nSet-Cookie: x"),
-            ],
+    fn client_auth_settings_reach_the_policy() {
+        let (p, findings) = policy(&[
+            ("auth-tls-secret", "shop/client-ca"),
+            ("auth-tls-verify-client", "optional_no_ca"),
+            ("auth-tls-verify-depth", "3"),
+            ("auth-tls-pass-certificate-to-upstream", "true"),
+            ("auth-tls-error-page", "https://shop.test/no-cert"),
+            ("auth-tls-match-cn", "CN=(alice|bob)"),
+        ]);
+        assert_eq!(findings, []);
+        assert!(p.unenforced.is_empty());
+        assert_eq!(
+            p.tls.client_auth,
+            Some(ClientAuth {
+                secret: ("shop".into(), "client-ca".into()),
+                verify: VerifyClient::OptionalNoCa,
+                verify_depth: 3,
+                pass_certificate: true,
+                error_page: Some("https://shop.test/no-cert".into()),
+                match_cn: Some("CN=(alice|bob)".into()),
+            })
+        );
+        assert!(p.needs_hyper());
+        // ingress-nginx's defaults: on, depth 1, the certificate not passed.
+        let (p, _) = policy(&[("auth-tls-secret", "ns/ca")]);
+        let auth = p.tls.client_auth.unwrap();
+        assert_eq!(
+            (auth.verify, auth.verify_depth, auth.pass_certificate),
+            (VerifyClient::On, 1, false)
+        );
+    }
+
+    /// Each row: annotations → (client_auth set, the route fails closed, findings). A setting
+    /// that asks for protection without the CA to give it, or a match-cn that cannot be
+    /// checked, fails closed; a bad value of a setting that only loosens falls back to the
+    /// strictest default.
+    #[test]
+    fn hostile_and_malformed_client_auth_values() {
+        use FindingKind::*;
+        type Row<'a> = (&'a [(&'a str, &'a str)], bool, bool, &'a [(&'a str, FindingKind)]);
+        let rows: &[Row<'_>] = &[
+            (&[("auth-tls-secret", "ns/ca")], true, false, &[]),
+            (
+                &[("auth-tls-secret", "ns/ca"), ("auth-tls-verify-client", "off")],
+                true,
+                false,
+                &[],
+            ),
+            // Unknown mode: `on`, the strictest, as ingress-nginx's default.
+            (
+                &[("auth-tls-secret", "ns/ca"), ("auth-tls-verify-client", "maybe")],
+                true,
+                false,
+                &[("auth-tls-verify-client", Invalid)],
+            ),
+            (
+                &[("auth-tls-secret", "ns/ca"), ("auth-tls-verify-client", "ON")],
+                true,
+                false,
+                &[("auth-tls-verify-client", Invalid)],
+            ),
+            // Not namespace/name: nothing to verify against.
+            (
+                &[("auth-tls-secret", "ca")],
+                false,
+                true,
+                &[("auth-tls-secret", Unenforced)],
+            ),
+            (
+                &[("auth-tls-secret", "ns/ca/x")],
+                false,
+                true,
+                &[("auth-tls-secret", Unenforced)],
+            ),
+            (
+                &[("auth-tls-secret", "../etc/ca")],
+                false,
+                true,
+                &[("auth-tls-secret", Unenforced)],
+            ),
+            (
+                &[("auth-tls-secret", "")],
+                false,
+                true,
+                &[("auth-tls-secret", Unenforced)],
+            ),
+            // Settings without a Secret.
+            (
+                &[("auth-tls-verify-client", "on")],
+                false,
+                true,
+                &[("auth-tls-verify-client", Unenforced)],
+            ),
+            (
+                &[("auth-tls-verify-depth", "2")],
+                false,
+                true,
+                &[("auth-tls-verify-depth", Unenforced)],
+            ),
+            (
+                &[("auth-tls-pass-certificate-to-upstream", "false")],
+                false,
+                true,
+                &[("auth-tls-pass-certificate-to-upstream", Unenforced)],
+            ),
+            (
+                &[("auth-tls-match-cn", "CN=a")],
+                false,
+                true,
+                &[("auth-tls-match-cn", Unenforced)],
+            ),
+            // A match-cn that cannot be checked would admit every verified certificate.
+            (
+                &[("auth-tls-secret", "ns/ca"), ("auth-tls-match-cn", "CN=(")],
+                true,
+                true,
+                &[("auth-tls-match-cn", Unenforced)],
+            ),
+            (
+                &[("auth-tls-secret", "ns/ca"), ("auth-tls-match-cn", "alice")],
+                true,
+                true,
+                &[("auth-tls-match-cn", Unenforced)],
+            ),
+            (
+                &[("auth-tls-secret", "ns/ca"), ("auth-tls-match-cn", "CN=")],
+                true,
+                true,
+                &[("auth-tls-match-cn", Unenforced)],
+            ),
+            (
+                &[
+                    ("auth-tls-secret", "ns/ca"),
+                    ("auth-tls-match-cn", "CN=(a{1000}){1000}"),
+                ],
+                true,
+                true,
+                &[("auth-tls-match-cn", Unenforced)],
+            ),
+            // A header injection in the error page: not used (the answer is 400).
+            (
+                &[
+                    ("auth-tls-secret", "ns/ca"),
+                    ("auth-tls-error-page", "/a\r\nSet-Cookie: x"),
+                ],
+                true,
+                false,
+                &[("auth-tls-error-page", Invalid)],
+            ),
+            (
+                &[
+                    ("auth-tls-secret", "ns/ca"),
+                    ("auth-tls-error-page", "javascript:alert(1)"),
+                ],
+                true,
+                false,
+                &[("auth-tls-error-page", Invalid)],
+            ),
+            (
+                &[("auth-tls-secret", "ns/ca"), ("auth-tls-verify-depth", "-1")],
+                true,
+                false,
+                &[("auth-tls-verify-depth", Invalid)],
+            ),
+            (
+                &[("auth-tls-secret", "ns/ca"), ("auth-tls-verify-depth", "0")],
+                true,
+                false,
+                &[],
+            ),
+            (
+                &[
+                    ("auth-tls-secret", "ns/ca"),
+                    ("auth-tls-pass-certificate-to-upstream", "yes"),
+                ],
+                true,
+                false,
+                &[("auth-tls-pass-certificate-to-upstream", Invalid)],
+            ),
         ];
-        for pairs in rows {
+        for (i, (pairs, set, closed, expected)) in rows.iter().enumerate() {
             let (p, findings) = policy(pairs);
-            assert!(!p.unenforced.is_empty(), "{pairs:?}: {findings:?}");
-            assert!(p.tls.client_auth.is_none(), "{pairs:?}");
+            let findings: Vec<(&str, FindingKind)> = findings.iter().map(|(k, f)| (k.as_str(), *f)).collect();
+            assert_eq!(findings, *expected, "row {i}: {pairs:?}");
+            assert_eq!(p.tls.client_auth.is_some(), *set, "row {i}: {pairs:?}");
+            assert_eq!(!p.unenforced.is_empty(), *closed, "row {i}: {pairs:?}");
         }
     }
 

@@ -485,7 +485,13 @@ async fn handle<C: Client>(proxy: &Proxy, request: Request<'_>, stream: &mut C) 
         Err(error) => Err(Failure::Proxy(error)),
         Ok(path) => match table.lookup(request.host, &path) {
             None => Err(Failure::Proxy(ProxyError::NoRoute)),
-            Some(route) if !plain(&route, request.host, proxy.settings.https_port) => return Handled::HandOff,
+            // A host with client certificates (auth-tls-*) decides plain HTTP on hyper's path.
+            Some(route)
+                if !plain(&route, request.host, proxy.settings.https_port)
+                    || table.client_auth_for(request.host).is_some() =>
+            {
+                return Handled::HandOff;
+            }
             Some(route) => {
                 seen.ingress = route.policy.ingress.clone();
                 seen.service = route.backend.name.clone();
