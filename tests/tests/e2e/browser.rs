@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::harness::{Proc, poll};
 
 /// The key WebDriver names element references by.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f61fb1dce5a";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// One browser session; quits the browser (then chromedriver) when dropped.
 pub struct Browser {
@@ -174,11 +174,33 @@ fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<
         body.len()
     )
     .map_err(|e| e.to_string())?;
+    // chromedriver keeps the connection open whatever we ask: read the head, then exactly
+    // Content-Length bytes.
     let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).map_err(|e| e.to_string())?;
-    let reply = String::from_utf8_lossy(&reply);
-    let (_, body) = reply
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP reply: {reply}"))?;
-    serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))
+    let mut buf = [0u8; 8192];
+    let (head_end, length) = loop {
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("connection closed: {}", String::from_utf8_lossy(&reply)));
+        }
+        reply.extend_from_slice(&buf[..n]);
+        if let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&reply[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| format!("no Content-Length in {head}"))?;
+            break (end + 4, length);
+        }
+    };
+    while reply.len() < head_end + length {
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed in the body".into());
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let body = &reply[head_end..head_end + length];
+    serde_json::from_slice(body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(body)))
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::chart::{render, root};
-use crate::harness::{Proc, curl, echo, poll, run, scrape, serve_cmd, single_alb_site, tempdir, write, zone_alb};
+use crate::harness::{
+    Proc, curl, echo, poll, run, scrape, serve_cmd, service, single_alb_site, tempdir, write, zone_alb,
+};
 
 const ALL_ON: [&str; 4] = [
     "monitoring.dashboards.enabled=true",
@@ -114,6 +116,15 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
          spec: {ingressClassName: mzlb, defaultBackend: {service: {name: app, port: {number: 80}}}}\n"
             .into(),
     );
+    // And one whose only backend listens nowhere: upstream errors are counted per Ingress,
+    // so their family has no series (and no `# TYPE` line) before the first.
+    files.push(service("down", &["127.0.103.12"], 9080));
+    files.push(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: down, namespace: default}\n\
+         spec:\n  ingressClassName: mzlb\n  rules:\n  - host: down.test\n    http: {paths: [{path: /, pathType: Prefix, \
+         backend: {service: {name: down, port: {number: 80}}}}]}\n"
+            .into(),
+    );
     for (i, text) in files.iter().enumerate() {
         write(dir.path(), &format!("{i}.yaml"), text);
     }
@@ -137,6 +148,8 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         (curl(&["http://127.0.103.1:8080/"]).0 == 200).then_some(())
     })
     .expect("the ALB serves the Ingress");
+    let (code, body) = curl(&["-H", "Host: down.test", "http://127.0.103.1:8080/"]);
+    assert_eq!(code, 502, "{body}");
     let mzlb = poll(Duration::from_secs(10), || {
         Some(scrape(&format!("{api}/metrics"))).filter(|t| t.contains("mzlb_alb_state{"))
     })
