@@ -91,6 +91,14 @@ fn status_page_shows_the_zones_and_disabling_alb2_moves_dns() {
     ]);
     assert_eq!(code, 403, "a cross-origin change is refused even with the token");
 
+    // `mzlb albs --watch` follows the same stream: a line per change (JSON lines with -o json).
+    let watch = Proc::start(
+        "mzlb albs --watch",
+        Command::new(bin("mzlb"))
+            .args(["albs", "--watch", "-o", "json"])
+            .env("MZLB_STATE_DIR", state.path()),
+    );
+
     let browser = Browser::start(1280, 1500);
     browser.goto(&format!("{url}/"));
     let cards = poll(Duration::from_secs(10), || {
@@ -158,6 +166,15 @@ fn status_page_shows_the_zones_and_disabling_alb2_moves_dns() {
         )
     });
     eprintln!("alb2 left the page's answer after {on_page:?} and dig's after {in_dig:?}");
+    let watched = poll(Duration::from_secs(1), || {
+        watch.output().lines().rev().find_map(|line| {
+            let albs: Value = serde_json::from_str(line).ok()?;
+            let alb2 = albs.as_array()?.iter().find(|a| a["id"] == "alb2")?.clone();
+            (alb2["enabled"] == false).then_some(alb2)
+        })
+    })
+    .unwrap_or_else(|| panic!("`mzlb albs --watch` did not redraw:\n{}", watch.output()));
+    assert_eq!(watched["in_dns"], false, "{watched}");
     let alb2 = browser.eval("return document.querySelector('#alb-alb2 .state').textContent;");
     assert!(alb2 == "draining" || alb2 == "disabled", "alb2 is {alb2}");
     // The event history, newest first, names the operator.
