@@ -19,7 +19,8 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 pub struct Browser {
     port: u16,
     session: String,
-    driver: Proc,
+    // Killed when the session is dropped, after the browser was told to quit.
+    _driver: Proc,
     _profile: tempfile::TempDir,
 }
 
@@ -62,7 +63,7 @@ impl Browser {
         Browser {
             port,
             session,
-            driver,
+            _driver: driver,
             _profile: profile,
         }
     }
@@ -148,7 +149,6 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // Quits Chromium; chromedriver itself is killed when `driver` drops.
         let _ = self.call("DELETE", "", None);
-        let _ = &self.driver;
     }
 }
 
