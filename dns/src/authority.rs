@@ -20,6 +20,14 @@ use crate::{AnswerSet, Error, Result, ZoneAnswers};
 /// A zone's last published addresses and the SOA serial they were published under.
 type Published = (Vec<IpAddr>, u32);
 
+/// One zone as served now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Served {
+    pub origin: String,
+    pub addresses: Vec<IpAddr>,
+    pub serial: u32,
+}
+
 /// One consistent view of everything served.
 #[derive(Default)]
 pub(crate) struct Compiled {
@@ -47,6 +55,22 @@ impl Authority {
     /// Counters for queries and answer-set changes, to register with a Prometheus registry.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// What is being served now, per zone: the addresses (as a client gets them, before
+    /// rotation) and the SOA serial. For status displays; the query path never calls it.
+    pub fn served(&self) -> Vec<Served> {
+        let serials = self.serials.lock().expect("serial map poisoned");
+        let mut zones: Vec<Served> = serials
+            .iter()
+            .map(|(origin, (addresses, serial))| Served {
+                origin: origin.clone(),
+                addresses: addresses.clone(),
+                serial: *serial,
+            })
+            .collect();
+        zones.sort_by(|a, b| a.origin.cmp(&b.origin));
+        zones
     }
 
     pub(crate) fn current(&self) -> Guard<Arc<Compiled>> {

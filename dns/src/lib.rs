@@ -15,7 +15,7 @@ mod server;
 mod wire;
 
 pub use answer::{AnswerSet, SoaSettings, ZoneAnswers};
-pub use authority::Authority;
+pub use authority::{Authority, Served};
 pub use metrics::Metrics;
 pub use ratelimit::RateLimit;
 pub use server::{Listeners, bind, serve};

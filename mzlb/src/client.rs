@@ -50,6 +50,39 @@ impl ApiClient {
         self.send(req).await
     }
 
+    /// Calls `redraw` with the ALBs now and again at every change the server pushes on
+    /// `/v1/status/stream` (and at its periodic refresh), until the connection ends.
+    pub async fn watch(&self, mut redraw: impl FnMut(&[AlbStatus])) -> anyhow::Result<()> {
+        // No overall timeout (the stream is meant to last); the server sends at least every
+        // few seconds, so a silent minute means it is gone.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()?;
+        let url = format!("{}/v1/status/stream", self.endpoint.url);
+        let mut resp = http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the mzlb control API at {url}"))?
+            .error_for_status()?;
+        let mut pending = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            pending.extend_from_slice(&chunk);
+            // Each server-sent event ends with an empty line; several may come at once.
+            let mut events = 0;
+            while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                pending.drain(..end + 2);
+                events += 1;
+            }
+            if events > 0 {
+                redraw(&self.albs().await?);
+            }
+        }
+        bail!("the control API at {} closed the stream", self.endpoint.url)
+    }
+
     async fn send<T: for<'de> serde::Deserialize<'de>>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
         let resp = req.bearer_auth(&self.endpoint.token).send().await.with_context(|| {
             format!(

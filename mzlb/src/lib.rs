@@ -20,7 +20,9 @@ pub mod probers;
 pub mod registry;
 pub mod serve;
 pub mod state;
+pub mod status;
 pub mod store;
+pub mod timeline;
 pub mod up;
 pub mod verdict;
 

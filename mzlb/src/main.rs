@@ -86,6 +86,9 @@ enum Command {
     Albs {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// Keep running and redraw at every change (with `-o json`, one document per line).
+        #[arg(short = 'w', long)]
+        watch: bool,
         #[command(flatten)]
         kube: KubeOptions,
     },
@@ -240,7 +243,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ];
             print!("{}", crds.join("---\n"));
         }
-        Command::Albs { output, kube } => {
+        Command::Albs {
+            output,
+            watch: false,
+            kube,
+        } => {
             let albs = if use_kube(&kube, &state) {
                 mzlb::kube_registry::list(&kube.client().await?).await?
             } else {
@@ -250,6 +257,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Output::Table => print!("{}", mzlb::client::table(&albs)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&albs)?),
             }
+        }
+        Command::Albs {
+            output,
+            watch: true,
+            kube,
+        } => {
+            let redraw = |albs: &[mzlb::registry::AlbStatus]| match output {
+                // Clear the screen and home the cursor, as `watch` does.
+                Output::Table => print!("\x1b[H\x1b[2J{}", mzlb::client::table(albs)),
+                Output::Json => println!("{}", serde_json::to_string(albs).unwrap_or_default()),
+            };
+            if use_kube(&kube, &state) {
+                // The API server's ZoneALB statuses, re-read every second (written at every
+                // state change by the elected replica).
+                let client = kube.client().await?;
+                let mut last = None;
+                loop {
+                    let albs = mzlb::kube_registry::list(&client).await?;
+                    if last.as_ref() != Some(&albs) {
+                        redraw(&albs);
+                        last = Some(albs);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+            mzlb::client::ApiClient::from_state(&state)?.watch(redraw).await?;
         }
         Command::Events { output } => {
             let events = mzlb::client::ApiClient::from_state(&state)?.events().await?;

@@ -24,8 +24,20 @@ pub struct AlbLabels {
     pub zone: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlbStateLabels {
+    pub alb: String,
+    pub zone: String,
+    pub state: String,
+}
+
 #[derive(Clone, Default)]
 pub struct Metrics {
+    /// 1 for each ALB's current state (pending, enabled, unhealthy, draining, disabled), 0
+    /// for the others, as kube-state-metrics shows phases: a graph per state needs no mapping.
+    pub alb_state: Family<AlbStateLabels, Gauge>,
+    /// Addresses in each cluster's DNS answer now (0: resolvers get an empty answer).
+    pub dns_answered_addresses: Family<ClusterLabels, Gauge>,
     /// Times a cluster started failing open (every enabled ALB unhealthy, all answered).
     pub fail_open: Family<ClusterLabels, Counter>,
     /// 1 while a cluster fails open.
@@ -58,6 +70,16 @@ impl Metrics {
             "alb_in_dns",
             "Whether an ALB's IP is answered in DNS",
             self.alb_in_dns.clone(),
+        );
+        registry.register(
+            "alb_state",
+            "1 for each ALB's current state (pending, enabled, unhealthy, draining, disabled)",
+            self.alb_state.clone(),
+        );
+        registry.register(
+            "dns_answered_addresses",
+            "Addresses in a cluster's DNS answer now",
+            self.dns_answered_addresses.clone(),
         );
         registry.register(
             "alb_health_changes",

@@ -19,6 +19,7 @@ use crate::events::{Event, Events};
 use crate::health::Hysteresis;
 use crate::metrics::{AlbLabels, ClusterLabels, Metrics};
 use crate::store::Store;
+use crate::timeline::{Bucket, Timeline};
 use crate::verdict::{self, Peer, View};
 
 /// Health as the probes tell it.
@@ -45,6 +46,16 @@ pub enum AlbState {
     /// Disabled: out of DNS, but clients may still hold the answer for a TTL.
     Draining,
     Disabled,
+}
+
+impl AlbState {
+    pub const ALL: [AlbState; 5] = [
+        AlbState::Pending,
+        AlbState::Enabled,
+        AlbState::Unhealthy,
+        AlbState::Draining,
+        AlbState::Disabled,
+    ];
 }
 
 impl std::fmt::Display for AlbState {
@@ -123,6 +134,25 @@ pub struct AlbStatus {
     pub last_error: Option<Probe>,
 }
 
+/// What [`Registry::overview`] returns: the registry's state for the status page.
+#[derive(Clone, Debug)]
+pub struct Overview {
+    pub albs: Vec<AlbStatus>,
+    pub clusters: Vec<ClusterConfig>,
+    pub failing_open: HashSet<String>,
+    /// Per ALB: the addresses its cluster would answer if it were disabled.
+    pub without: HashMap<String, Vec<IpAddr>>,
+    /// Per ALB: this replica's probes of the last 15 minutes.
+    pub timelines: HashMap<String, Vec<Bucket>>,
+    /// Oldest first.
+    pub events: Vec<Event>,
+    /// What DNS serves now, per zone.
+    pub served: Vec<dns::Served>,
+    /// This replica's name among the probers.
+    pub prober: String,
+    pub now_ms: u64,
+}
+
 struct Entry {
     config: AlbConfig,
     enabled: bool,
@@ -143,6 +173,8 @@ struct Entry {
     since_ms: u64,
     last_probe: Option<Probe>,
     last_error: Option<Probe>,
+    /// The last 15 minutes of this replica's probes, for the status page.
+    timeline: Timeline,
 }
 
 impl Entry {
@@ -161,6 +193,7 @@ impl Entry {
             since_ms: now_ms(),
             last_probe: None,
             last_error: None,
+            timeline: Timeline::default(),
         }
     }
 
@@ -327,6 +360,7 @@ impl Registry {
         if !probe.ok {
             entry.last_error = Some(probe.clone());
         }
+        entry.timeline.record(&probe);
         entry.last_probe = Some(probe);
         if before != after {
             self.own.send_modify(|n| *n += 1);
@@ -396,6 +430,9 @@ impl Registry {
         }
         for gone in &old {
             tracing::info!(alb = %gone.config.id, "ALB removed");
+            for state in AlbState::ALL {
+                self.metrics.alb_state.remove(&state_labels(&gone.config, state));
+            }
         }
         inner.clusters = clusters;
         self.config.send_modify(|n| *n += 1);
@@ -471,6 +508,48 @@ impl Registry {
         self.lock().events.list()
     }
 
+    /// Everything the status page shows, taken under one lock so the parts agree.
+    pub fn overview(&self) -> Overview {
+        let mut inner = self.lock();
+        let _ = self.refresh(&mut inner, "drain period over");
+        let now = now_ms();
+        let answered_now = inner.answered.clone().unwrap_or_default();
+        let without = inner
+            .entries
+            .iter()
+            .map(|e| {
+                let (left, _) = answered(&inner.clusters, &inner.entries, Some(&e.config.id));
+                let mut ips: Vec<IpAddr> = inner
+                    .entries
+                    .iter()
+                    .filter(|o| o.config.cluster == e.config.cluster && left.contains(&o.config.id))
+                    .map(|o| o.config.ip)
+                    .collect();
+                ips.sort();
+                (e.config.id.clone(), ips)
+            })
+            .collect();
+        Overview {
+            albs: inner
+                .entries
+                .iter()
+                .map(|e| status_of(&inner.clusters, e, &answered_now))
+                .collect(),
+            clusters: inner.clusters.clone(),
+            failing_open: inner.failing_open.clone(),
+            without,
+            timelines: inner
+                .entries
+                .iter()
+                .map(|e| (e.config.id.clone(), e.timeline.recent(now)))
+                .collect(),
+            events: inner.events.list(),
+            served: self.authority.served(),
+            prober: inner.me.clone(),
+            now_ms: now,
+        }
+    }
+
     /// Recomputes every state (recording transitions with `cause`) and publishes the answer
     /// set if it changed.
     fn refresh(&self, inner: &mut Inner, cause: &str) -> Result<()> {
@@ -498,8 +577,27 @@ impl Registry {
                 entry.state = state;
                 entry.since_ms = at_ms;
             }
+            for state in AlbState::ALL {
+                self.metrics
+                    .alb_state
+                    .get_or_create(&state_labels(&entry.config, state))
+                    .set(i64::from(state == entry.state));
+            }
         }
-        let (answered, failing_open) = answered(&inner.clusters, &inner.entries);
+        let (answered, failing_open) = answered(&inner.clusters, &inner.entries, None);
+        for cluster in &inner.clusters {
+            let n = inner
+                .entries
+                .iter()
+                .filter(|e| e.config.cluster == cluster.name && answered.contains(&e.config.id))
+                .count();
+            self.metrics
+                .dns_answered_addresses
+                .get_or_create(&ClusterLabels {
+                    cluster: cluster.name.clone(),
+                })
+                .set(n as i64);
+        }
         for cluster in &inner.clusters {
             let labels = ClusterLabels {
                 cluster: cluster.name.clone(),
@@ -644,6 +742,14 @@ fn set_policy_metrics(metrics: &Metrics, clusters: &[ClusterConfig]) {
     }
 }
 
+fn state_labels(config: &AlbConfig, state: AlbState) -> crate::metrics::AlbStateLabels {
+    crate::metrics::AlbStateLabels {
+        alb: config.id.clone(),
+        zone: config.zone.clone(),
+        state: state.to_string(),
+    }
+}
+
 fn alb_labels(config: &AlbConfig) -> AlbLabels {
     AlbLabels {
         alb: config.id.clone(),
@@ -655,14 +761,24 @@ fn alb_labels(config: &AlbConfig) -> AlbLabels {
 /// enable, have passed `rise` probes). When every enabled, probed ALB of a cluster is
 /// unhealthy (not merely waiting for `rise`), a fail-open cluster answers all of them (as Route 53 does: a guess that may work
 /// beats an empty answer that surely fails); a fail-closed one answers none. Disabled or
-/// unprobed ALBs are never answered. Also returns the clusters failing open.
-fn answered(clusters: &[ClusterConfig], entries: &[Entry]) -> (HashSet<String>, HashSet<String>) {
+/// unprobed ALBs are never answered. Also returns the clusters failing open. `without` is
+/// treated as disabled: what an operator's disable of it would leave.
+fn answered(
+    clusters: &[ClusterConfig],
+    entries: &[Entry],
+    without: Option<&str>,
+) -> (HashSet<String>, HashSet<String>) {
     let mut out = HashSet::new();
     let mut failing_open = HashSet::new();
     for cluster in clusters {
         let candidates: Vec<&Entry> = entries
             .iter()
-            .filter(|e| e.config.cluster == cluster.name && e.enabled && e.health() != Health::Pending)
+            .filter(|e| {
+                e.config.cluster == cluster.name
+                    && e.enabled
+                    && without != Some(e.config.id.as_str())
+                    && e.health() != Health::Pending
+            })
             .collect();
         let healthy: Vec<&&Entry> = candidates
             .iter()
@@ -714,6 +830,7 @@ mod tests {
             since_ms: 0,
             last_probe: None,
             last_error: None,
+            timeline: Timeline::default(),
         }
     }
 
@@ -745,7 +862,7 @@ mod tests {
             entry("d", true, Health::Pending),
             rising,
         ];
-        assert_eq!(ids(answered(&cluster(FailPolicy::Open), &e)), vec!["a"]);
+        assert_eq!(ids(answered(&cluster(FailPolicy::Open), &e, None)), vec!["a"]);
     }
 
     #[test]
@@ -756,16 +873,16 @@ mod tests {
             entry("c", true, Health::Unhealthy),
             entry("d", true, Health::Pending),
         ];
-        let open = answered(&cluster(FailPolicy::Open), &e);
+        let open = answered(&cluster(FailPolicy::Open), &e, None);
         assert!(open.1.contains("c"), "cluster c fails open");
         assert_eq!(ids(open), vec!["a", "c"]);
-        assert!(ids(answered(&cluster(FailPolicy::Closed), &e)).is_empty());
+        assert!(ids(answered(&cluster(FailPolicy::Closed), &e, None)).is_empty());
     }
 
     #[test]
     fn nothing_is_answered_before_the_first_probe() {
         let e = [entry("a", true, Health::Pending)];
-        assert!(answered(&cluster(FailPolicy::Open), &e).0.is_empty());
+        assert!(answered(&cluster(FailPolicy::Open), &e, None).0.is_empty());
     }
 
     #[test]

@@ -232,6 +232,15 @@ fn print_walkthrough(running: &serve::Running, manifests: &Path, pids: &BTreeMap
             alb.id, alb.zone, alb.ip, alb.port, alb.health
         );
     }
+    println!("\nStatus page: {}/", running.api_url);
+    if let Ok(Some(api)) = state.read_api() {
+        // The fragment never reaches the server: the page moves the token to the tab's
+        // session storage and drops it from the address.
+        println!(
+            "  (with the API token, so its Disable/Enable buttons work: {}/#token={})",
+            running.api_url, api.token
+        );
+    }
     println!("\nTry:");
     println!("  dig @{} -p {} {subdomain}", dns.ip(), dns.port());
     if let Some(alb) = albs.get(1).or(albs.first()) {

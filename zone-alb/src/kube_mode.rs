@@ -130,7 +130,9 @@ impl Kube {
                 Ok(loaded) => {
                     tracing::debug!(ingresses = loaded.table.ingresses, "routing table rebuilt");
                     for report in &loaded.table.reports {
-                        record(report, &mut reported, &events);
+                        if record(report, &mut reported, &events) && report.rejected.is_some() {
+                            tables.metrics.rejected("ingress");
+                        }
                     }
                     let reports = loaded.table.reports.clone();
                     tables.install(loaded.table);
@@ -138,6 +140,7 @@ impl Kube {
                     status.send_replace(Some(Arc::new((objects, reports))));
                 }
                 Err(error) => {
+                    tables.metrics.rejected("change");
                     tracing::error!(%error, "change rejected; the last good routing table keeps serving")
                 }
             }
@@ -230,12 +233,13 @@ fn spawn_event_writer(recorder: Recorder) -> mpsc::UnboundedSender<(Event, Objec
     tx
 }
 
-/// Records what happened to one Ingress, once per distinct outcome (not on every rebuild).
+/// Records what happened to one Ingress, once per distinct outcome (not on every rebuild);
+/// true when the outcome is new.
 fn record(
     report: &IngressReport,
     reported: &mut HashMap<String, String>,
     events: &mpsc::UnboundedSender<(Event, ObjectReference)>,
-) {
+) -> bool {
     let key = format!("{}/{}", report.namespace, report.name);
     let signature = format!(
         "{:?}|{:?}|{:?}|{:?}",
@@ -245,7 +249,7 @@ fn record(
         report.warnings.iter().map(|p| &p.message).collect::<Vec<_>>()
     );
     if reported.get(&key) == Some(&signature) {
-        return;
+        return false;
     }
     reported.insert(key, signature);
     let reference = ObjectReference {
@@ -290,6 +294,7 @@ fn record(
             reference.clone(),
         ));
     }
+    true
 }
 
 /// Event notes are limited to 1 kB.

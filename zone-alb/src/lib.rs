@@ -363,6 +363,7 @@ async fn watch_manifests(
                 tables.install(loaded.table);
             }
             Err(error) => {
+                tables.metrics.rejected("change");
                 tracing::error!(%error, "manifest change rejected; the last good routing table keeps serving")
             }
         }

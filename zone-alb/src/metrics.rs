@@ -30,6 +30,13 @@ pub struct IngressLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// `change`: a whole new configuration refused (the last good table keeps serving);
+    /// `ingress`: one Ingress refused on a cluster (its paths answer 503).
+    pub scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub ingress: Arc<str>,
     pub service: Arc<str>,
@@ -44,6 +51,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Upstream connections opened; with `requests`, how well connections are reused.
     pub upstream_connections: Counter,
+    /// Configurations refused, by scope; what an alert on a rejecting ALB watches.
+    pub config_rejected: Family<RejectLabels, Counter>,
     registry: Registry,
 }
 
@@ -57,6 +66,11 @@ impl Default for Metrics {
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
         let connections = Gauge::default();
         let upstream_connections = Counter::default();
+        let config_rejected = Family::<RejectLabels, Counter>::default();
+        // Both series exist from the start, so `increase()` sees the first rejection.
+        for scope in ["change", "ingress"] {
+            let _ = config_rejected.get_or_create(&RejectLabels { scope });
+        }
         let mut registry = Registry::with_prefix("zone_alb");
         registry.register(
             "requests",
@@ -75,18 +89,28 @@ impl Default for Metrics {
             "Connections opened to backends",
             upstream_connections.clone(),
         );
+        registry.register(
+            "config_rejected",
+            "Configurations refused: a whole change (scope=change) or one Ingress (scope=ingress)",
+            config_rejected.clone(),
+        );
         Self {
             requests,
             duration,
             upstream_errors,
             connections,
             upstream_connections,
+            config_rejected,
             registry,
         }
     }
 }
 
 impl Metrics {
+    pub fn rejected(&self, scope: &'static str) {
+        self.config_rejected.get_or_create(&RejectLabels { scope }).inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");

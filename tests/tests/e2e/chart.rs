@@ -16,7 +16,7 @@ use zone_alb::objects::{MultiZoneCluster, ZoneALB};
 
 use crate::harness::{bin, run};
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -32,7 +32,7 @@ fn helm(args: &[&str]) -> std::process::Output {
 }
 
 /// `helm template` with `--set` pairs, parsed into JSON documents.
-fn render(sets: &[&str]) -> Vec<Value> {
+pub fn render(sets: &[&str]) -> Vec<Value> {
     let mut args = vec![
         "template",
         "t",

@@ -1,6 +1,7 @@
 //! One end-to-end test binary: the real `mzlb` and `zone-alb` binaries on loopback, checked
-//! with the real `dig` and `curl`.
+//! with the real `dig` and `curl` (and the status page in headless Chromium).
 
+mod browser;
 mod harness;
 mod netns;
 
@@ -26,11 +27,13 @@ mod ingress;
 mod kubernetes;
 mod lease;
 mod manifest_watch;
+mod monitoring;
 mod passthrough;
 mod rbac;
 mod rebuilds;
 mod redirects;
 mod snippets;
+mod status_page;
 mod tls;
 mod tls_annotations;
 mod uploads;
