@@ -419,6 +419,10 @@ pub struct RouteTable {
     /// `ssl-passthrough` hosts (exact names, lower case): TLS for them is spliced, not
     /// terminated.
     pub passthrough: HashMap<String, crate::passthrough::Target>,
+    /// The cluster's `ssl-protocols` and `ssl-ciphers`.
+    pub tls_policy: crate::tls::Policy,
+    /// The cluster's `hsts*`: the Strict-Transport-Security field of every HTTPS answer.
+    pub hsts: Option<hyper::header::HeaderValue>,
 }
 
 impl RouteTable {
@@ -514,6 +518,11 @@ impl RouteTable {
         let mut table = RouteTable {
             trusted_proxies: defaults.trusted_proxies.clone(),
             underscores_in_headers: defaults.underscores_in_headers,
+            tls_policy: defaults.tls_policy.clone(),
+            hsts: defaults
+                .hsts
+                .as_deref()
+                .map(|v| hyper::header::HeaderValue::from_str(v).expect("digits and ASCII words")),
             ..RouteTable::default()
         };
         let class_is_default = objects.ingress_classes.iter().any(|c| {

@@ -58,7 +58,7 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 /// With `proxy_protocol`, every connection must start with a PROXY header naming the client.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<crate::tls::Edge>>,
     proxy_protocol: bool,
     proxy: Arc<Proxy>,
     cancel: CancellationToken,
@@ -121,7 +121,7 @@ pub async fn serve(
                     fastpath::Exit::Closed => return,
                     fastpath::Exit::HandOff(read) => (Either::Left(Rewound::new(read, stream)), Scheme::Http),
                 },
-                Some(acceptor) => {
+                Some(edge) => {
                     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
                     let mut read = BytesMut::new();
                     // Only with a pass-through host in the table is the ClientHello read first.
@@ -139,6 +139,7 @@ pub async fn serve(
                         }
                     }
                     let stream = Rewound::new(read, stream);
+                    let acceptor = TlsAcceptor::from(edge.config());
                     match tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
                         // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
                         // plain connection too, idle or not.
