@@ -32,6 +32,7 @@ mod redirects;
 mod snippets;
 mod tls;
 mod tls_annotations;
+mod tls_edge;
 mod uploads;
 mod upstream_annotations;
 mod walkthrough;
