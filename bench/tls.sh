@@ -9,6 +9,7 @@
 #
 #   bench/tls.sh [seconds per run, default 10]
 #   ALB_BASE=/path/to/other/zone-alb bench/tls.sh   # A/B: that build too, in the same run
+#   ALB_BIN=/path/to/zone-alb bench/tls.sh           # measure that build (no cargo build)
 #
 # wrk reaches each proxy by name (for SNI) through an /etc/hosts bind-mounted in a private
 # mount namespace (unshare -m), so the machine's own file is untouched. Run as root.
@@ -22,7 +23,8 @@ declare -A IP=([nginx-rsa]=127.0.108.1 [nginx-ec]=127.0.108.2 [zone-alb-rsa]=127
   [base-rsa]=127.0.108.5 [base-ec]=127.0.108.6)
 
 need_commands nginx:nginx-light wrk:wrk curl:curl openssl:openssl unshare:util-linux
-cargo build --release -q -p zone-alb
+ALB_BIN=${ALB_BIN:-}
+[ -n "$ALB_BIN" ] || { cargo build --release -q -p zone-alb; ALB_BIN=target/release/zone-alb; }
 setup_workdir
 backend_nginx "$W/backend" "$BACKEND"; PIDS+=($!)
 
@@ -85,7 +87,7 @@ alb_tls() { # dir listen-ip cert binary
 declare -A PID
 for key in rsa ec; do
   nginx_tls "$W/nginx-$key" "${IP[nginx-$key]}" "$key"; PID[nginx-$key]=$!
-  alb_tls "$W/alb-$key" "${IP[zone-alb-$key]}" "$key" target/release/zone-alb; PID[zone-alb-$key]=$!
+  alb_tls "$W/alb-$key" "${IP[zone-alb-$key]}" "$key" "$ALB_BIN"; PID[zone-alb-$key]=$!
   if [ -n "${ALB_BASE:-}" ]; then
     alb_tls "$W/base-$key" "${IP[base-$key]}" "$key" "$ALB_BASE"; PID[base-$key]=$!
   fi
