@@ -340,6 +340,9 @@ pub fn server_config(options: &ServerOptions) -> Result<ServerConfig, rustls::Er
     Ok(config)
 }
 
+/// HTTP/2, then HTTP/1.1, by ALPN.
+const EDGE_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
 /// An ALB's TLS listener state, shared by all its workers: one configuration for the current
 /// policy, rebuilt (keeping the session cache and ticket keys) only when a reload changes the
 /// cluster's `ssl-protocols` or `ssl-ciphers`.
@@ -379,12 +382,24 @@ impl Edge {
     ) -> Result<Arc<ServerConfig>, rustls::Error> {
         let options = ServerOptions {
             resolver: resolver.clone(),
-            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            alpn: EDGE_ALPN.iter().map(|p| p.to_vec()).collect(),
             policy: policy.clone(),
             resumption: resumption.clone(),
             client_verifier: None,
         };
         server_config(&options).map(Arc::new)
+    }
+
+    /// A configuration like the current one that asks for client certificates: the same
+    /// certificates, ALPN, policy, session cache and ticket keys (so resumption spans both).
+    pub fn with_client_verifier(&self, verifier: Arc<dyn ClientCertVerifier>) -> Result<ServerConfig, rustls::Error> {
+        server_config(&ServerOptions {
+            resolver: self.resolver.clone(),
+            alpn: EDGE_ALPN.iter().map(|p| p.to_vec()).collect(),
+            policy: self.table.load().tls_policy.clone(),
+            resumption: self.resumption.clone(),
+            client_verifier: Some(verifier),
+        })
     }
 
     /// The configuration for a new connection: the current table's policy.
