@@ -42,7 +42,7 @@ impl BackendTls {
                 let provider = provider();
                 let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
                     .with_safe_default_protocol_versions()
-                    .expect("ring supports the default protocol versions")
+                    .expect("aws-lc-rs supports the default protocol versions")
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(Verifier { provider, check: None }))
                     .with_no_client_auth();
@@ -131,7 +131,7 @@ pub fn material(objects: &Objects, ingress_ns: &str, ssl: &ProxySsl) -> Result<A
             let chain = pem_certs(&crt, "tls.crt").map_err(at)?;
             let key = PrivateKeyDer::from_pem_slice(&key)
                 .map_err(|e| at(format!("data.tls.key is not a PEM private key: {e}")))?;
-            rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| at(format!("data.tls.key: {e}")))?;
+            rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| at(format!("data.tls.key: {e}")))?;
             Some((chain, key.secret_der().to_vec()))
         }
         (None, None) => None,
@@ -235,7 +235,7 @@ fn intern(material: &Arc<Material>, name: &str) -> Arc<BackendTls> {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn build(m: &Material, name: &str, id: u64) -> BackendTls {
@@ -258,7 +258,7 @@ fn build(m: &Material, name: &str, id: u64) -> BackendTls {
     });
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .expect("ring supports TLS 1.2 and 1.3")
+        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Verifier { provider, check }));
     let mut config = match &m.client_cert {

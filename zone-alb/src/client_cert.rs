@@ -49,7 +49,7 @@ pub struct HostAuth {
     id: u64,
     /// The TLS configuration asking for this host's certificates, built on first use from the
     /// listener's own.
-    config: OnceLock<Arc<rustls::ServerConfig>>,
+    config: OnceLock<Option<Arc<rustls::ServerConfig>>>,
 }
 
 #[derive(Debug)]
@@ -95,16 +95,22 @@ impl HostAuth {
         self.settings.verify != VerifyClient::Off && self.trust.is_ok()
     }
 
-    /// `base` (the listener's configuration) asking for this host's client certificates.
-    pub fn server_config(&self, base: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    /// The ALB's TLS configuration asking for this host's client certificates; `None` if it
+    /// cannot be built (logged), and then nothing is asked and the host's requests are refused.
+    pub fn server_config(&self, edge: &crate::tls::Edge) -> Option<Arc<rustls::ServerConfig>> {
         self.config
             .get_or_init(|| {
                 let subjects = self.trust.as_ref().map(|t| t.subjects.clone()).unwrap_or_default();
                 let verifier = Arc::new(AskAny {
-                    provider: base.crypto_provider().clone(),
+                    provider: crate::tls::provider(),
                     subjects,
                 });
-                crate::tls::with_client_verifier(base, verifier)
+                edge.with_client_verifier(verifier)
+                    .map(Arc::new)
+                    .inspect_err(|error| {
+                        tracing::error!(%error, "cannot build a TLS configuration asking for client certificates")
+                    })
+                    .ok()
             })
             .clone()
     }
@@ -619,8 +625,8 @@ pub fn check(
 mod tests {
     use super::*;
 
-    fn provider() -> CryptoProvider {
-        rustls::crypto::ring::default_provider()
+    fn provider() -> Arc<CryptoProvider> {
+        crate::tls::provider()
     }
 
     struct Ca {

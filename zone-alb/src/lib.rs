@@ -223,13 +223,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     });
     let listeners = workers::Listeners {
         plain: listener,
-        tls: tls_listener.map(|listener| {
-            let resolver = tls::SniResolver {
-                table: table.clone(),
-                default: tls::default_certificate(),
-            };
-            (listener, tokio_rustls::TlsAcceptor::from(tls::server_config(resolver)))
-        }),
+        tls: tls_listener.map(|listener| (listener, Arc::new(tls::Edge::new(table.clone())))),
     };
     let admin = match opts.admin_listen {
         Some(addr) => Some(tokio::spawn(admin::serve(server::bind(addr).await?, metrics.clone()))),

@@ -155,6 +155,13 @@ impl Proxy {
         if let Some(respond) = seen.respond.take() {
             respond.apply(&mut resp); // snippets' response fields, on every answer
         }
+        if scheme == Scheme::Https
+            && let Some(hsts) = &table.hsts
+        {
+            // ingress-nginx's `hsts`: on every HTTPS answer, over any the backend sent.
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
         self.record(
             seen,
             resp.status().as_u16(),

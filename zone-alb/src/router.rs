@@ -421,6 +421,10 @@ pub struct RouteTable {
     pub passthrough: HashMap<String, crate::passthrough::Target>,
     /// `auth-tls-*`: hosts whose clients are asked for certificates.
     pub(crate) client_auth: crate::client_cert::Hosts,
+    /// The cluster's `ssl-protocols` and `ssl-ciphers`.
+    pub tls_policy: crate::tls::Policy,
+    /// The cluster's `hsts*`: the Strict-Transport-Security field of every HTTPS answer.
+    pub hsts: Option<hyper::header::HeaderValue>,
 }
 
 impl RouteTable {
@@ -528,6 +532,11 @@ impl RouteTable {
         let mut table = RouteTable {
             trusted_proxies: defaults.trusted_proxies.clone(),
             underscores_in_headers: defaults.underscores_in_headers,
+            tls_policy: defaults.tls_policy.clone(),
+            hsts: defaults
+                .hsts
+                .as_deref()
+                .map(|v| hyper::header::HeaderValue::from_str(v).expect("digits and ASCII words")),
             ..RouteTable::default()
         };
         let class_is_default = objects.ingress_classes.iter().any(|c| {

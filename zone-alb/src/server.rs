@@ -59,7 +59,7 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 /// With `proxy_protocol`, every connection must start with a PROXY header naming the client.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<crate::tls::Edge>>,
     proxy_protocol: bool,
     proxy: Arc<Proxy>,
     cancel: CancellationToken,
@@ -124,10 +124,11 @@ pub async fn serve(
                     fastpath::Exit::Closed => return,
                     fastpath::Exit::HandOff(read) => (Either::Left(Rewound::new(read, stream)), Scheme::Http),
                 },
-                Some(acceptor) => {
+                Some(edge) => {
                     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
                     let mut read = BytesMut::new();
-                    let (mut acceptor, mut asked) = (acceptor, None);
+                    // The configuration asking for a host's client certificates, if any.
+                    let (mut config, mut asked) = (None, None);
                     // Client certificates are asked for per host: the TLS configuration
                     // depends on the name, so its connections' verdicts go to their requests.
                     let verdicts = !proxy.table.load().client_auth.is_empty();
@@ -148,12 +149,14 @@ pub async fn serve(
                         }
                         if let Some(auth) = sni.and_then(|name| table.client_auth_for(&name).cloned())
                             && auth.asks()
+                            && let Some(asking) = auth.server_config(&edge)
                         {
-                            acceptor = TlsAcceptor::from(auth.server_config(acceptor.config()));
+                            config = Some(asking);
                             asked = Some(auth);
                         }
                     }
                     let stream = Rewound::new(read, stream);
+                    let acceptor = TlsAcceptor::from(config.unwrap_or_else(|| edge.config()));
                     match tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
                         // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
                         // plain connection too, idle or not.

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -38,8 +37,8 @@ pub struct Shared {
 /// Listening sockets, one per worker (non-blocking).
 pub struct Listeners {
     pub plain: Vec<TcpListener>,
-    /// With the acceptor that terminates TLS on them.
-    pub tls: Option<(Vec<TcpListener>, TlsAcceptor)>,
+    /// With the state, shared by every worker, that terminates TLS on them.
+    pub tls: Option<(Vec<TcpListener>, Arc<crate::tls::Edge>)>,
 }
 
 /// Binds `count` sockets to `addr` with `SO_REUSEPORT`, one per worker.
@@ -80,8 +79,8 @@ fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket
 /// with nothing left running, if a worker cannot be set up.
 pub fn start(listeners: Listeners, shared: &Arc<Shared>, cancel: &CancellationToken) -> Result<Vec<JoinHandle<()>>> {
     let mut workers = Vec::with_capacity(listeners.plain.len());
-    let (mut tls, acceptor) = match listeners.tls {
-        Some((sockets, acceptor)) => (sockets.into_iter(), Some(acceptor)),
+    let (mut tls, edge) = match listeners.tls {
+        Some((sockets, edge)) => (sockets.into_iter(), Some(edge)),
         None => (Vec::new().into_iter(), None),
     };
     for (i, plain) in listeners.plain.into_iter().enumerate() {
@@ -91,7 +90,7 @@ pub fn start(listeners: Listeners, shared: &Arc<Shared>, cancel: &CancellationTo
             .enable_all()
             .build()
             .map_err(io_error)?;
-        let tls = tls.next().zip(acceptor.clone());
+        let tls = tls.next().zip(edge.clone());
         let (shared, stop) = (shared.clone(), cancel.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("alb-worker-{i}"))
@@ -112,7 +111,7 @@ pub fn start(listeners: Listeners, shared: &Arc<Shared>, cancel: &CancellationTo
 /// One worker: its own proxy (and so its own upstream pool) on this thread's runtime.
 async fn serve(
     plain: TcpListener,
-    tls: Option<(TcpListener, TlsAcceptor)>,
+    tls: Option<(TcpListener, Arc<crate::tls::Edge>)>,
     shared: &Shared,
     cancel: CancellationToken,
 ) {
@@ -136,10 +135,10 @@ async fn serve(
         }
     };
     let secure = async {
-        if let Some((listener, acceptor)) = tls.and_then(|(l, acceptor)| Some((register(l)?, acceptor))) {
+        if let Some((listener, edge)) = tls.and_then(|(l, edge)| Some((register(l)?, edge))) {
             server::serve(
                 listener,
-                Some(acceptor),
+                Some(edge),
                 shared.proxy_protocol,
                 proxy.clone(),
                 cancel.clone(),

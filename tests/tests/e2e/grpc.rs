@@ -51,7 +51,7 @@ fn grpc_backend(rt: &tokio::runtime::Runtime, addr: &str, name: &'static str, tl
         let generated = rcgen::generate_simple_self_signed(vec!["backend.test".to_owned()]).unwrap();
         let cert = generated.cert.der().clone();
         let key = rustls::pki_types::PrivateKeyDer::try_from(generated.signing_key.serialize_der()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()

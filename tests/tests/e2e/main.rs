@@ -36,6 +36,7 @@ mod snippets;
 mod status_page;
 mod tls;
 mod tls_annotations;
+mod tls_edge;
 mod uploads;
 mod upstream_annotations;
 mod walkthrough;

@@ -90,11 +90,12 @@ fn passthrough_hosts_reach_the_backends_own_tls() {
     let hello_then = |records: usize, gap: bool| {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.cert.der().clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let name = rustls::pki_types::ServerName::try_from("pass.test").unwrap();
         let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
         let mut hello = Vec::new();

@@ -78,7 +78,7 @@ pub(crate) fn https_backend(
     key: PrivateKeyDer<'static>,
     client_ca: CertificateDer<'static>,
 ) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(client_ca).unwrap();
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())

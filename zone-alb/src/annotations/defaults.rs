@@ -32,6 +32,11 @@ pub struct Defaults {
     /// (compared exactly, as ingress-nginx does). Empty by default: every such ConfigMap is
     /// refused.
     pub allowed_response_headers: Vec<String>,
+    /// `ssl-protocols` and `ssl-ciphers`: what the TLS listener offers.
+    pub tls_policy: crate::tls::Policy,
+    /// `hsts`, `hsts-max-age`, `hsts-include-subdomains`, `hsts-preload`: the
+    /// Strict-Transport-Security value added to HTTPS answers; `None` with `hsts: false`.
+    pub hsts: Option<String>,
 }
 
 impl Default for Defaults {
@@ -46,20 +51,28 @@ impl Default for Defaults {
             trusted_proxies: None,
             underscores_in_headers: None,
             allowed_response_headers: Vec::new(),
+            tls_policy: crate::tls::Policy::default(),
+            hsts: Some(hsts_value(HSTS_MAX_AGE, true, false)),
         }
     }
 }
 
 /// Keys read from the ConfigMap-style map.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 17] = [
     "allow-snippet-annotations",
     "custom-http-errors",
     "enable-underscores-in-headers",
     "global-allowed-response-headers",
+    "hsts",
+    "hsts-include-subdomains",
+    "hsts-max-age",
+    "hsts-preload",
     "limit-conn-status-code",
     "limit-req-status-code",
     "proxy-body-size",
     "proxy-real-ip-cidr",
+    "ssl-ciphers",
+    "ssl-protocols",
     "ssl-redirect",
     "use-forwarded-headers",
     // Read with use-forwarded-headers; listed so it is not reported as ignored.
@@ -156,6 +169,41 @@ impl Defaults {
                 None => d.allowed_response_headers = names.into_iter().map(str::to_owned).collect(),
             }
         }
+        if let Some(v) = get("ssl-protocols") {
+            match parse_protocols(v) {
+                Ok(versions) => d.tls_policy.versions = versions,
+                Err(why) => bad("ssl-protocols", v, &why),
+            }
+        }
+        if let Some(v) = get("ssl-ciphers") {
+            match parse_ciphers(v) {
+                Ok(suites) => d.tls_policy.tls12_suites = suites,
+                Err(why) => bad("ssl-ciphers", v, &why),
+            }
+        }
+        let mut hsts = (HSTS_MAX_AGE, true, false);
+        if let Some(v) = get("hsts-max-age") {
+            match v.parse::<u64>() {
+                Ok(age) => hsts.0 = age,
+                Err(_) => bad("hsts-max-age", v, "expected a number of seconds"),
+            }
+        }
+        for (key, slot) in [("hsts-include-subdomains", &mut hsts.1), ("hsts-preload", &mut hsts.2)] {
+            if let Some(v) = get(key) {
+                match super::parse_bool(v) {
+                    Some(b) => *slot = b,
+                    None => bad(key, v, "expected true or false"),
+                }
+            }
+        }
+        d.hsts = Some(hsts_value(hsts.0, hsts.1, hsts.2));
+        if let Some(v) = get("hsts") {
+            match super::parse_bool(v) {
+                Some(true) => {}
+                Some(false) => d.hsts = None,
+                None => bad("hsts", v, "expected true or false"),
+            }
+        }
         if let Some(v) = get("forwarded-for-header")
             && !v.eq_ignore_ascii_case("X-Forwarded-For")
         {
@@ -170,6 +218,74 @@ impl Defaults {
         }
         (d, problems)
     }
+}
+
+/// ingress-nginx's `hsts-max-age`: one year.
+const HSTS_MAX_AGE: u64 = 31_536_000;
+
+fn hsts_value(max_age: u64, include_subdomains: bool, preload: bool) -> String {
+    let mut v = format!("max-age={max_age}");
+    if include_subdomains {
+        v.push_str("; includeSubDomains");
+    }
+    if preload {
+        v.push_str("; preload");
+    }
+    v
+}
+
+/// `ssl-protocols`: nginx's space-separated version names. Only versions mzlb speaks are
+/// accepted: a list naming an older one is refused whole rather than quietly narrowed, so
+/// nobody believes TLS 1.1 clients are served.
+fn parse_protocols(v: &str) -> Result<Vec<crate::tls::TlsVersion>, String> {
+    use crate::tls::TlsVersion;
+    let mut versions = Vec::new();
+    for word in v.split_ascii_whitespace() {
+        let version = match word {
+            "TLSv1.2" => TlsVersion::Tls12,
+            "TLSv1.3" => TlsVersion::Tls13,
+            "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1" => {
+                return Err(format!("{word} is not offered (only TLSv1.2 and TLSv1.3 are)"));
+            }
+            _ => {
+                return Err(format!(
+                    "{word} is not a protocol name (expected TLSv1.2 and/or TLSv1.3)"
+                ));
+            }
+        };
+        if !versions.contains(&version) {
+            versions.push(version);
+        }
+    }
+    if versions.is_empty() {
+        return Err("expected TLSv1.2 and/or TLSv1.3".into());
+    }
+    versions.sort();
+    Ok(versions)
+}
+
+/// `ssl-ciphers`: an OpenSSL cipher list of suite names, in the server's order of preference.
+/// Finite-field DHE suites are skipped, as nginx skips them without `ssl-dh-param` (which
+/// ingress-nginx's own default list relies on); anything else mzlb cannot offer, and OpenSSL's
+/// keywords and operators (`HIGH`, `!aNULL`), refuse the whole value.
+fn parse_ciphers(v: &str) -> Result<Vec<rustls::CipherSuite>, String> {
+    let mut suites = Vec::new();
+    for name in v.split([':', ',', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
+        if let Some((_, suite)) = crate::tls::TLS12_SUITES.iter().find(|(n, _)| *n == name) {
+            if !suites.contains(suite) {
+                suites.push(*suite);
+            }
+        } else if !name.starts_with("DHE-") {
+            return Err(format!(
+                "{name} is not a cipher suite mzlb offers (it offers {})",
+                crate::tls::TLS12_SUITES.map(|(n, _)| n).join(", ")
+            ));
+        }
+    }
+    if suites.is_empty() {
+        return Err("names no ECDHE suite, so TLS 1.2 clients could not connect".into());
+    }
+    Ok(suites)
 }
 
 /// Comma-separated status codes from 400 to 599, as `custom-http-errors` takes them.
@@ -233,6 +349,53 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_as_ingress_nginx() {
+        use crate::tls::{Policy, TlsVersion};
+        use rustls::CipherSuite as S;
+        let d = Defaults::default();
+        assert_eq!(d.hsts.as_deref(), Some("max-age=31536000; includeSubDomains"));
+        assert_eq!(d.tls_policy, Policy::default());
+        // ingress-nginx's own default list: its DHE suites are skipped, as nginx does without
+        // ssl-dh-param.
+        let nginx_default = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384";
+        let (d, problems) = Defaults::from_config(&config(&[
+            ("ssl-protocols", "TLSv1.2 TLSv1.3"),
+            ("ssl-ciphers", nginx_default),
+        ]));
+        assert_eq!((&d, problems.len()), (&Defaults::default(), 0), "{problems:?}");
+        let (d, problems) = Defaults::from_config(&config(&[
+            ("ssl-protocols", "TLSv1.3"),
+            (
+                "ssl-ciphers",
+                "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384",
+            ),
+            ("hsts-max-age", "600"),
+            ("hsts-include-subdomains", "false"),
+            ("hsts-preload", "true"),
+        ]));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(d.tls_policy.versions, [TlsVersion::Tls13]);
+        assert_eq!(
+            d.tls_policy.tls12_suites,
+            [
+                S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            ]
+        );
+        assert_eq!(d.hsts.as_deref(), Some("max-age=600; preload"));
+        let (d, _) = Defaults::from_config(&config(&[("hsts", "false"), ("hsts-preload", "true")]));
+        assert_eq!(d.hsts, None);
+        // The refusal names the value that cannot be honoured.
+        let (_, problems) = Defaults::from_config(&config(&[("ssl-protocols", "TLSv1.1 TLSv1.2")]));
+        assert!(problems[0].contains("TLSv1.1 is not offered"), "{problems:?}");
+        let (_, problems) = Defaults::from_config(&config(&[("ssl-ciphers", "AES128-SHA")]));
+        assert!(
+            problems[0].contains("AES128-SHA is not a cipher suite mzlb offers"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn forwarded_headers_default_to_every_peer_as_ingress_nginx() {
         let (d, _) = Defaults::from_config(&config(&[("use-forwarded-headers", "true")]));
         assert_eq!(d.trusted_proxies, Some(vec!["0.0.0.0/0".parse().unwrap()]));
@@ -257,6 +420,16 @@ mod tests {
             ("forwarded-for-header", "X-Real-IP"),
             ("global-allowed-response-headers", "X-A, X B"),
             ("global-allowed-response-headers", "X-A:b"),
+            ("ssl-protocols", "TLSv1.1 TLSv1.2"),
+            ("ssl-protocols", "TLSv1"),
+            ("ssl-protocols", "TLSv1.4"),
+            ("ssl-protocols", " "),
+            ("ssl-ciphers", "HIGH:!aNULL:!MD5"),
+            ("ssl-ciphers", "ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA"),
+            ("ssl-ciphers", "DHE-RSA-AES128-GCM-SHA256"),
+            ("hsts", "sometimes"),
+            ("hsts-max-age", "a year"),
+            ("hsts-include-subdomains", "1x"),
         ];
         for &(key, value) in rows {
             let (d, problems) = Defaults::from_config(&config(&[(key, value)]));

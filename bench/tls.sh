@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# HTTPS benchmark: zone-alb against nginx terminating TLS in front of the same backend (one
+# worker each, TLS 1.2 and 1.3, nginx with a shared session cache and tickets as zone-alb has),
+# in the same run. Rows: 64 keep-alive HTTPS connections; a new connection (full handshake)
+# per request with an RSA-2048 and with an ECDSA P-256 certificate (wrk with Connection: close:
+# wrk never resumes); and resumed handshakes (`openssl s_time -reuse`, one connection at a
+# time, so its rate is the client's; the server's CPU per handshake is the figure to compare).
+# Prints per proxy: requests/s, p50/p99 latency, proxy CPU time per request and ratios to nginx.
+#
+#   bench/tls.sh [seconds per run, default 10]
+#   ALB_BASE=/path/to/other/zone-alb bench/tls.sh   # A/B: that build too, in the same run
+#   ALB_BIN=/path/to/zone-alb bench/tls.sh           # measure that build (no cargo build)
+#
+# wrk reaches each proxy by name (for SNI) through an /etc/hosts bind-mounted in a private
+# mount namespace (unshare -m), so the machine's own file is untouched. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+SECS=${1:-10}
+BACKEND=127.0.108.10:9000
+declare -A IP=([nginx-rsa]=127.0.108.1 [nginx-ec]=127.0.108.2 [zone-alb-rsa]=127.0.108.3 [zone-alb-ec]=127.0.108.4
+  [base-rsa]=127.0.108.5 [base-ec]=127.0.108.6)
+
+need_commands nginx:nginx-light wrk:wrk curl:curl openssl:openssl unshare:util-linux
+ALB_BIN=${ALB_BIN:-}
+[ -n "$ALB_BIN" ] || { cargo build --release -q -p zone-alb; ALB_BIN=target/release/zone-alb; }
+setup_workdir
+backend_nginx "$W/backend" "$BACKEND"; PIDS+=($!)
+
+# --- certificates: *.bench.test, RSA-2048 and ECDSA P-256 ----------------------------------
+openssl req -x509 -nodes -days 2 -subj /CN=bench.test -addext 'subjectAltName=DNS:*.bench.test' \
+  -newkey rsa:2048 -keyout "$W/rsa.key" -out "$W/rsa.crt" 2>/dev/null
+openssl req -x509 -nodes -days 2 -subj /CN=bench.test -addext 'subjectAltName=DNS:*.bench.test' \
+  -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "$W/ec.key" -out "$W/ec.crt" 2>/dev/null
+hosts="$W/hosts"
+for name in "${!IP[@]}"; do echo "${IP[$name]} $name.bench.test" >> "$hosts"; done
+
+# --- nginx terminating TLS ------------------------------------------------------------------
+nginx_tls() { # dir listen-ip cert
+  mkdir -p "$1"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes 1;
+error_log $1/error.log;
+pid $1/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream app { server $BACKEND; keepalive 64; }
+  server {
+    listen $2:8443 ssl;
+    ssl_certificate $W/$3.crt;
+    ssl_certificate_key $W/$3.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+CONF
+  nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+}
+
+# --- zone-alb terminating TLS: the bench site with a TLS port and the certificate's Secret --
+alb_tls() { # dir listen-ip cert binary
+  alb_site "$1" "$2" "$BACKEND"
+  sed -i 's/port: 8080}/port: 8080, tlsPort: 8443}/' "$1/app.yaml"
+  {
+    printf -- '---\napiVersion: v1\nkind: Secret\nmetadata: {name: bench-tls}\ntype: kubernetes.io/tls\nstringData:\n'
+    printf '  tls.crt: |\n'; sed 's/^/    /' "$W/$3.crt"
+    printf '  tls.key: |\n'; sed 's/^/    /' "$W/$3.key"
+    printf -- "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: tls}\n"
+    printf "spec: {ingressClassName: mzlb, tls: [{hosts: ['*.bench.test'], secretName: bench-tls}],\n"
+    printf "  defaultBackend: {service: {name: app, port: {number: 80}}}}\n"
+  } >> "$1/app.yaml"
+  RUST_LOG=warn "$4" --workers 1 --manifests "$1" --alb-id alb & PIDS+=($!)
+}
+
+declare -A PID
+for key in rsa ec; do
+  nginx_tls "$W/nginx-$key" "${IP[nginx-$key]}" "$key"; PID[nginx-$key]=$!
+  alb_tls "$W/alb-$key" "${IP[zone-alb-$key]}" "$key" "$ALB_BIN"; PID[zone-alb-$key]=$!
+  if [ -n "${ALB_BASE:-}" ]; then
+    alb_tls "$W/base-$key" "${IP[base-$key]}" "$key" "$ALB_BASE"; PID[base-$key]=$!
+  fi
+done
+for name in "${!PID[@]}"; do
+  for _ in $(seq 1 100); do
+    curl -skf -o /dev/null "https://${IP[$name]}:8443/" && break
+    sleep 0.1
+  done
+  curl -skf -o /dev/null "https://${IP[$name]}:8443/" || { echo "$name does not answer" >&2; exit 1; }
+  kill -0 "${PID[$name]}" 2>/dev/null || { echo "$name exited at start (address in use?)" >&2; exit 1; }
+done
+
+HZ=$(getconf CLK_TCK)
+to_us() { # wrk latency like 1.23ms / 456.00us / 1.2s → microseconds
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'
+}
+
+declare -A RPS P50 P99 CPU
+run() { # row proxy [extra wrk args]: wrk by name, so SNI picks the Ingress's certificate
+  local row=$1 name=$2; shift 2
+  local pid=${PID[$name]} before after out requests
+  before=$(ticks "$pid")
+  out=$(unshare -m sh -c "mount --bind '$hosts' /etc/hosts && exec wrk -t1 -c64 -d${SECS}s --latency \"\$@\"" \
+    wrk "$@" "https://$name.bench.test:8443/")
+  after=$(ticks "$pid")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  RPS[$row$name]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+  P50[$row$name]=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+  P99[$row$name]=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+  CPU[$row$name]=$(awk -v t=$(( after - before )) -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
+}
+
+resumed() { # row proxy tls-version-flag: openssl s_time, one connection at a time, resuming
+  local row=$1 name=$2 version=$3
+  local pid=${PID[$name]} before after out conns
+  before=$(ticks "$pid")
+  out=$(openssl s_time -connect "${IP[$name]}:8443" -reuse "$version" -time "$SECS" -www / 2>&1)
+  after=$(ticks "$pid")
+  conns=$(awk '/connections in/ && /real seconds/ {print $1}' <<<"$out" | tail -1)
+  RPS[$row$name]=$(awk '/connections in/ && /real seconds/ {printf "%.0f", $1 / $4}' <<<"$out" | tail -1)
+  P50[$row$name]=-; P99[$row$name]=-
+  CPU[$row$name]=$(awk -v t=$(( after - before )) -v hz="$HZ" -v n="${conns:-0}" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
+}
+
+report() { # title row key
+  local row=$2 key=$3 ref="$2nginx-$3"
+  printf '\n%s\n%-9s %10s %9s %9s %13s %9s %9s %9s\n' "$1" proxy req/s p50_us p99_us cpu_us/req rps/nginx cpu/nginx p99/nginx
+  for p in nginx zone-alb base; do
+    local k="$row$p-$key"
+    [ -n "${RPS[$k]:-}" ] || continue
+    printf '%-9s %10s %9s %9s %13s %9s %9s %9s\n' "$p" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}" "${CPU[$k]}" \
+      "$(awk -v a="${RPS[$k]}" -v b="${RPS[$ref]}" 'BEGIN {printf "%.2f", b ? a / b : 0}')" \
+      "$(awk -v a="${CPU[$k]}" -v b="${CPU[$ref]}" 'BEGIN {printf "%.2f", b ? a / b : 0}')" \
+      "$(awk -v a="${P99[$k]}" -v b="${P99[$ref]}" 'BEGIN {if (a == "-" || !b) print "-"; else printf "%.2f", a / b}')"
+  done
+}
+
+proxies() { # key → the proxies measured for it
+  echo "nginx-$1" "zone-alb-$1"
+  [ -z "${ALB_BASE:-}" ] || echo "base-$1"
+}
+
+echo "wrk: 1 thread, 64 connections, ${SECS}s per run; one worker per proxy; backend: nginx returning a 23-byte body"
+for p in $(proxies ec); do run ka "$p"; done
+report "HTTPS keep-alive (ECDSA P-256, TLS 1.3)" ka ec
+for key in rsa ec; do
+  for p in $(proxies "$key"); do run new "$p" -H "Connection: close"; done
+done
+report "HTTPS, new connection per request, RSA-2048 (TLS 1.3 full handshakes)" new rsa
+report "HTTPS, new connection per request, ECDSA P-256 (TLS 1.3 full handshakes)" new ec
+for v in tls1_2 tls1_3; do
+  for p in $(proxies ec); do resumed "res$v" "$p" "-$v"; done
+  report "resumed handshakes, $v (openssl s_time -reuse: one client connection at a time)" "res$v" ec
+done
