@@ -4,7 +4,8 @@
 # in the same run. Rows: 64 keep-alive HTTPS connections; a new connection (full handshake)
 # per request with an RSA-2048 and with an ECDSA P-256 certificate (wrk with Connection: close:
 # wrk never resumes); and resumed handshakes (`openssl s_time -reuse`, one connection at a
-# time, so its rate is the client's; the server's CPU per handshake is the figure to compare).
+# time, so its rate is the client's; the server's CPU per handshake is the figure to compare);
+# and HTTP/2 with h2load (64 connections x 10 concurrent streams; nginx with `http2`).
 # Prints per proxy: requests/s, p50/p99 latency, proxy CPU time per request and ratios to nginx.
 #
 #   bench/tls.sh [seconds per run, default 10]
@@ -22,7 +23,7 @@ BACKEND=127.0.108.10:9000
 declare -A IP=([nginx-rsa]=127.0.108.1 [nginx-ec]=127.0.108.2 [zone-alb-rsa]=127.0.108.3 [zone-alb-ec]=127.0.108.4
   [base-rsa]=127.0.108.5 [base-ec]=127.0.108.6)
 
-need_commands nginx:nginx-light wrk:wrk curl:curl openssl:openssl unshare:util-linux
+need_commands nginx:nginx-light wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl unshare:util-linux
 ALB_BIN=${ALB_BIN:-}
 [ -n "$ALB_BIN" ] || { cargo build --release -q -p zone-alb; ALB_BIN=target/release/zone-alb; }
 setup_workdir
@@ -49,7 +50,7 @@ http {
   keepalive_requests 1000000;
   upstream app { server $BACKEND; keepalive 64; }
   server {
-    listen $2:8443 ssl;
+    listen $2:8443 ssl http2;
     ssl_certificate $W/$3.crt;
     ssl_certificate_key $W/$3.key;
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -133,6 +134,21 @@ resumed() { # row proxy tls-version-flag: openssl s_time, one connection at a ti
   CPU[$row$name]=$(awk -v t=$(( after - before )) -v hz="$HZ" -v n="${conns:-0}" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
 }
 
+h2() { # row proxy: h2load, 64 connections x 10 concurrent streams, HTTP/2 over TLS (ALPN h2)
+  local row=$1 name=$2
+  local pid=${PID[$name]} before after out requests log="$W/h2-$name.log"
+  before=$(ticks "$pid")
+  out=$(unshare -m sh -c "mount --bind '$hosts' /etc/hosts && exec h2load -t1 -c64 -m10 -D$SECS --log-file='$log' \"\$@\"" \
+    h2load "https://$name.bench.test:8443/")
+  after=$(ticks "$pid")
+  requests=$(awk '/^requests:/ {print $8}' <<<"$out")
+  RPS[$row$name]=$(awk -v n="$requests" -v s="$SECS" 'BEGIN {printf "%.0f", n / s}')
+  # h2load prints no percentiles; its log has each request's time in microseconds (column 3).
+  P50[$row$name]=$(cut -f3 "$log" | sort -n | awk '{v[NR] = $1} END {print NR ? v[int(NR * 0.50) + 1] : 0}')
+  P99[$row$name]=$(cut -f3 "$log" | sort -n | awk '{v[NR] = $1} END {print NR ? v[int(NR * 0.99) + 1] : 0}')
+  CPU[$row$name]=$(awk -v t=$(( after - before )) -v hz="$HZ" -v n="${requests:-0}" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
+}
+
 report() { # title row key
   local row=$2 key=$3 ref="$2nginx-$3"
   printf '\n%s\n%-9s %10s %9s %9s %13s %9s %9s %9s\n' "$1" proxy req/s p50_us p99_us cpu_us/req rps/nginx cpu/nginx p99/nginx
@@ -163,3 +179,5 @@ for v in tls1_2 tls1_3; do
   for p in $(proxies ec); do resumed "res$v" "$p" "-$v"; done
   report "resumed handshakes, $v (openssl s_time -reuse: one client connection at a time)" "res$v" ec
 done
+for p in $(proxies ec); do h2 h2 "$p"; done
+report "HTTP/2 (h2load: 64 connections x 10 streams, ECDSA P-256, TLS 1.3)" h2 ec
