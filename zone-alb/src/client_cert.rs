@@ -54,7 +54,7 @@ pub struct HostAuth {
 
 #[derive(Debug)]
 struct Trust {
-    roots: Vec<CertificateDer<'static>>,
+    roots: Vec<Root>,
     crls: Vec<webpki::CertRevocationList<'static>>,
     /// The CAs' subjects, sent in the CertificateRequest.
     subjects: Vec<DistinguishedName>,
@@ -125,20 +125,54 @@ impl HostAuth {
         };
         match trust.verify(leaf, intermediates, provider, now, self.settings.verify_depth) {
             Ok(()) => Verdict::Success,
-            Err(e) => Verdict::Failed(openssl_reason(&e)),
+            Err(reason) => Verdict::Failed(reason),
         }
+    }
+}
+
+/// A certificate of `ca.crt` and when it is valid (Unix seconds): webpki keeps only an
+/// anchor's name and key, OpenSSL also checks its dates.
+#[derive(Debug)]
+struct Root {
+    der: CertificateDer<'static>,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Root {
+    fn current(&self, now: UnixTime) -> bool {
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        self.not_before <= now && now <= self.not_after
     }
 }
 
 impl Trust {
     fn read(ca: &[u8], crl: Option<&[u8]>) -> Result<Self, String> {
-        let roots: Vec<CertificateDer<'static>> =
-            pem_certs(ca, "ca.crt")?.into_iter().map(CertificateDer::from).collect();
+        let mut roots = Vec::new();
         let mut subjects = Vec::new();
-        for root in &roots {
-            let anchor = webpki::anchor_from_trusted_cert(root)
-                .map_err(|e| format!("data.ca.crt: not a usable CA certificate: {e:?}"))?;
+        for (i, der) in pem_certs(ca, "ca.crt")?.into_iter().enumerate() {
+            let der = CertificateDer::from(der);
+            let at = |e: String| format!("data.ca.crt, certificate {}: {e}", i + 1);
+            let (_, cert) =
+                x509_parser::parse_x509_certificate(&der).map_err(|e| at(format!("not a certificate: {e}")))?;
+            // OpenSSL signs nothing with a certificate that is not a CA (X509_V_ERR_INVALID_CA);
+            // webpki would take any anchor as an issuer, so a pinned client certificate would
+            // let its holder mint others.
+            if !is_ca(&cert) {
+                return Err(at(format!(
+                    "{} is not a CA certificate (basicConstraints CA:FALSE or missing); mzlb does not trust it as an issuer",
+                    rfc2253(cert.subject())
+                )));
+            }
+            let root = Root {
+                not_before: cert.validity().not_before.timestamp(),
+                not_after: cert.validity().not_after.timestamp(),
+                der: der.clone(),
+            };
+            let anchor = webpki::anchor_from_trusted_cert(&root.der)
+                .map_err(|e| at(format!("not a usable CA certificate: {e:?}")))?;
             subjects.push(DistinguishedName::in_sequence(&anchor.subject));
+            roots.push(root);
         }
         let mut crls = Vec::new();
         if let Some(pem) = crl {
@@ -166,11 +200,41 @@ impl Trust {
         provider: &CryptoProvider,
         now: UnixTime,
         depth: u32,
+    ) -> Result<(), &'static str> {
+        let current: Vec<&Root> = self.roots.iter().filter(|r| r.current(now)).collect();
+        match self.verify_with(&current, leaf, intermediates, provider, now, depth) {
+            // Issued by a CA of ca.crt that is out of its dates: OpenSSL's words for that.
+            Err(webpki::Error::UnknownIssuer)
+                if current.len() < self.roots.len()
+                    && self
+                        .verify_with(
+                            &self.roots.iter().collect::<Vec<_>>(),
+                            leaf,
+                            intermediates,
+                            provider,
+                            now,
+                            depth,
+                        )
+                        .is_ok() =>
+            {
+                Err("certificate has expired")
+            }
+            result => result.map_err(|e| openssl_reason(&e)),
+        }
+    }
+
+    fn verify_with(
+        &self,
+        roots: &[&Root],
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        provider: &CryptoProvider,
+        now: UnixTime,
+        depth: u32,
     ) -> Result<(), webpki::Error> {
-        let anchors: Vec<_> = self
-            .roots
+        let anchors: Vec<_> = roots
             .iter()
-            .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
+            .filter_map(|r| webpki::anchor_from_trusted_cert(&r.der).ok())
             .collect();
         let cert = webpki::EndEntityCert::try_from(leaf)?;
         let crls: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
@@ -198,6 +262,23 @@ impl Trust {
             Some(&within_depth),
         )
         .map(|_| ())
+    }
+}
+
+/// Whether OpenSSL takes `cert` as a CA: basicConstraints CA:TRUE, or without basicConstraints
+/// a v1 certificate or one whose key usage allows signing certificates.
+fn is_ca(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+    match cert.basic_constraints() {
+        Ok(Some(bc)) => bc.value.ca,
+        Ok(None) => {
+            cert.version() == x509_parser::x509::X509Version::V1
+                || cert
+                    .key_usage()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|ku| ku.value.key_cert_sign())
+        }
+        Err(_) => false,
     }
 }
 
@@ -294,14 +375,14 @@ impl Hosts {
         };
     }
 
-    /// The settings for `host` (lower case, without port).
-    pub fn get(&self, host: &str) -> Option<&Arc<HostAuth>> {
-        if self.is_empty() {
-            return None;
-        }
-        self.exact
-            .get(host)
-            .or_else(|| self.wildcard.get(host.split_once('.')?.1))
+    /// The settings of an Ingress host named exactly `host` (lower case, without port).
+    pub fn exact(&self, host: &str) -> Option<&Arc<HostAuth>> {
+        self.exact.get(host)
+    }
+
+    /// The settings of a wildcard Ingress host covering `host`.
+    pub fn wildcard(&self, host: &str) -> Option<&Arc<HostAuth>> {
+        self.wildcard.get(host.split_once('.')?.1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -356,7 +437,8 @@ impl Connection {
             .and_then(<[_]>::first)
             .and_then(|leaf| Peer::read(leaf));
         Self {
-            sni: sni.map(str::to_ascii_lowercase),
+            // As hosts are compared: lower case, without a trailing dot.
+            sni: sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase()),
             asked_under: asked.map(|a| a.id),
             verdict,
             peer,
@@ -566,8 +648,10 @@ pub fn check(
             if conn.sni.as_deref().is_some_and(|sni| sni != host) {
                 return Err(Refusal::Misdirected);
             }
-            // Asked under other settings (the table changed since): a new connection will be.
-            if auth.asks() && conn.sni.is_some() && conn.asked_under != Some(auth.id) {
+            // The handshake asked under other settings (another host's, the table's before a
+            // change) or did not ask (no SNI, or one rustls does not take, such as an IP
+            // address): as nginx, 421, and a new connection made for this host will be asked.
+            if auth.asks() && conn.asked_under != Some(auth.id) {
                 return Err(Refusal::Misdirected);
             }
             conn
@@ -796,6 +880,28 @@ mod tests {
         let with_both = auth(settings(VerifyClient::On), &root.pem, Some(&both));
         assert_eq!(verdict(&with_both, &[inter_leaf, inter_der]), Verdict::Success);
 
+        // A CA of ca.crt out of its dates issues nothing valid (OpenSSL checks an anchor's
+        // dates; webpki alone does not).
+        let old_root = {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.distinguished_name.push(rcgen::DnType::CommonName, "Old root");
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let pem = params.self_signed(&key).unwrap().pem();
+            Ca {
+                pem,
+                issuer: rcgen::Issuer::new(params, key),
+            }
+        };
+        let with_old = auth(settings(VerifyClient::On), &old_root.pem, None);
+        assert_eq!(verdict(&with_old, &[leaf(&old_root)]), fail("certificate has expired"));
+        let both = format!("{}{}", old_root.pem, root.pem);
+        let with_old_and_new = auth(settings(VerifyClient::On), &both, None);
+        assert_eq!(verdict(&with_old_and_new, &[leaf(&root)]), Verdict::Success);
+        assert_eq!(verdict(&with_old_and_new, &[leaf(&other)]), fail(UNKNOWN_ISSUER));
+
         // A Secret that could not be read never verifies anything.
         let broken = auth(settings(VerifyClient::On), "not pem", None);
         assert_eq!(verdict(&broken, &[leaf(&root)]), fail("certificate verify failed"));
@@ -831,9 +937,12 @@ mod tests {
                 Err(e) => assert!(e.contains(field), "{e} should name {field}"),
             }
         }
-        // A self-signed certificate that is not marked CA is still a trust anchor in webpki,
-        // as in OpenSSL; what matters is that it parses.
-        assert!(Trust::read(non_ca.as_bytes(), None).is_ok());
+        // A certificate that is not a CA is refused as an issuer (OpenSSL's INVALID_CA),
+        // alone or beside a real CA.
+        for ca_pem in [non_ca.clone(), format!("{}{non_ca}", root.pem)] {
+            let e = Trust::read(ca_pem.as_bytes(), None).unwrap_err();
+            assert!(e.contains("is not a CA certificate") && e.contains("ca.crt"), "{e}");
+        }
         assert_eq!(Trust::read(root.pem.as_bytes(), None).unwrap().subjects.len(), 1);
     }
 
@@ -896,6 +1005,8 @@ mod tests {
         );
         let other_sni = conn(Some("b.test"), Some(1), Verdict::Success, Some("alice"));
         let no_sni = conn(None, None, Verdict::None, None);
+        let ip_sni = conn(None, Some(7), Verdict::Success, Some("alice"));
+        let ip_sni_same = conn(None, Some(1), Verdict::Success, Some("alice"));
         let stale = conn(Some("a.test"), Some(2), Verdict::Success, Some("alice"));
         let cert = |no_certificate, error_page: Option<&str>| {
             Err(Refusal::Certificate {
@@ -1041,12 +1152,28 @@ mod tests {
                 Err(Refusal::Misdirected),
             ),
             (
-                "no SNI, nothing sent",
+                "no SNI, nothing asked",
                 Some(&on),
                 true,
                 true,
                 Some(&no_sni),
-                cert(true, None),
+                Err(Refusal::Misdirected),
+            ),
+            (
+                "no SNI (an IP address), asked under another host's settings",
+                Some(&on),
+                true,
+                true,
+                Some(&ip_sni),
+                Err(Refusal::Misdirected),
+            ),
+            (
+                "no SNI, asked under this host's settings",
+                Some(&on),
+                true,
+                true,
+                Some(&ip_sni_same),
+                passed("SUCCESS", true),
             ),
             (
                 "match-cn matches",
@@ -1140,11 +1267,11 @@ mod tests {
             Arc::new(a)
         };
         let mut hosts = Hosts::default();
-        assert!(hosts.get("a.test").is_none());
+        assert!(hosts.exact("a.test").is_none() && hosts.wildcard("a.test").is_none());
         hosts.insert("*.Example.test", mk(1));
         hosts.insert("a.example.test", mk(2));
         hosts.insert("A.example.test", mk(3));
-        let id = |h: &str| hosts.get(h).map(|a| a.id);
+        let id = |h: &str| hosts.exact(h).or_else(|| hosts.wildcard(h)).map(|a| a.id);
         assert_eq!(id("a.example.test"), Some(2));
         assert_eq!(id("b.example.test"), Some(1));
         assert_eq!(id("example.test"), None);

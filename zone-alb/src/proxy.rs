@@ -343,6 +343,7 @@ impl Proxy {
             client,
             local,
             scheme,
+            client_cert: client_fields.as_ref(),
         };
         let granted = match crate::auth::check(&route, &mut req, at).await {
             Ok(granted) => granted,

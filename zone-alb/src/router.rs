@@ -474,9 +474,19 @@ impl RouteTable {
             return None;
         }
         let host = normalize_host(host);
-        self.client_auth
-            .get(&host)
-            .or_else(|| self.client_auth.get(self.aliases.get(host.as_ref())?))
+        let host = host.as_ref();
+        // Resolved as `lookup` routes, so the settings checked are those of the Ingress that
+        // serves the request: nginx's exact server name (host or alias) before a wildcard.
+        if let Some(auth) = self.client_auth.exact(host) {
+            return Some(auth);
+        }
+        if self.exact_hosts.contains_key(host) {
+            return None;
+        }
+        if let Some(target) = self.aliases.get(host) {
+            return self.client_auth.exact(target);
+        }
+        self.client_auth.wildcard(host)
     }
 
     /// Finds the route for `host` (any case, with or without port) and `path`. As with

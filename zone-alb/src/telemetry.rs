@@ -1,10 +1,11 @@
 //! Logging set-up shared by every binary of the project.
 
 /// `tracing` to stderr, filtered by `RUST_LOG` (default `info`; hickory's per-query logs only
-/// when asked for).
+/// when asked for; rustls's warnings only when asked for, since each is about one client's
+/// hello — an IP address as SNI, say — and any client could fill the log with them).
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,hickory_server=warn,hickory_proto=warn,hickory_net=warn")
+        tracing_subscriber::EnvFilter::new("info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,rustls=error")
     });
     // Colour only on a terminal: logs in files and pipes stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

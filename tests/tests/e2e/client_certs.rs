@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::auth_fakes::{backend, fields};
+use crate::auth_fakes::{Fake, Reply, backend, fields};
 use crate::harness::{curl, head_fields, run, single_alb_site, tempdir, write, zone_alb};
 use crate::tls_annotations::{Ca, ingress, secret};
 
@@ -137,9 +137,24 @@ fn client_certificates_are_verified_per_host_as_ingress_nginx_does() {
         ),
         ingress("unusable", "unusable.test", &[("auth-tls-secret", "default/no-ca")]),
         ingress("plain", "plain.test", &[]),
+        // The auth service is told the verified certificate, never the client's own fields.
+        ingress(
+            "authurl",
+            "authurl.test",
+            &with(&[
+                ("auth-tls-verify-client", "optional"),
+                ("auth-url", "http://127.0.53.12:9081/auth"),
+            ]),
+        ),
+        // An alias is an exact name of its Ingress: its settings, not a wildcard's, apply; an
+        // exact host without client certificates is not checked under a wildcard's.
+        ingress("aliased", "owner.test", &with(&[("server-alias", "alias.wild.test")])),
+        ingress("wild", "*.wild.test", &with(&[("auth-tls-verify-client", "off")])),
+        ingress("exact", "exact.wild.test", &[]),
     ]);
     write(dir.path(), "site.yaml", &docs.join("---\n"));
     let _backend = backend("127.0.53.11:9080");
+    let auth_service = Fake::start("127.0.53.12:9081", |_| Reply::new(200));
     let alb = zone_alb(dir.path(), &[], &format!("http://{ALB}:8080/healthz"));
     let log = || alb.output();
 
@@ -246,6 +261,32 @@ fn client_certificates_are_verified_per_host_as_ingress_nginx_does() {
     assert_eq!(code, 200);
     assert_eq!(fields(&page, "ssl-client-verify"), ["NONE"]);
     assert_eq!(plain("plain.test").0, 200);
+
+    // auth-url on a host with client certificates: forged fields are replaced on the
+    // subrequest as on the proxied request.
+    let forged = [
+        "-H",
+        "ssl-client-verify: SUCCESS",
+        "-H",
+        "ssl-client-subject-dn: CN=admin,O=Corp",
+        "-H",
+        "ssl-client-cert: forged",
+    ];
+    assert_eq!(https("authurl.test", None, &forged).0, 200, "{}", log());
+    let seen = auth_service.last();
+    assert_eq!(seen.all("ssl-client-verify"), ["NONE"], "{seen:?}");
+    assert!(seen.all("ssl-client-subject-dn").is_empty(), "{seen:?}");
+    assert!(seen.all("ssl-client-cert").is_empty(), "{seen:?}");
+    assert_eq!(https("authurl.test", Some(&alice), &forged).0, 200);
+    let seen = auth_service.last();
+    assert_eq!(seen.all("ssl-client-verify"), ["SUCCESS"], "{seen:?}");
+    assert_eq!(seen.all("ssl-client-subject-dn"), ["CN=alice,O=Example"], "{seen:?}");
+
+    // Aliases and wildcards resolve as routing does.
+    assert_eq!(https("alias.wild.test", None, &[]).0, 400, "{}", log());
+    assert_eq!(https("alias.wild.test", Some(&alice), &[]).0, 200);
+    assert_eq!(https("other.wild.test", None, &[]).0, 200);
+    assert_eq!(https("exact.wild.test", None, &[]).0, 200);
 
     let log = log();
     assert!(

@@ -86,6 +86,8 @@ pub struct Original<'a> {
     pub vars: template::Request<'a>,
     /// The X-Request-ID the backend gets too.
     pub request_id: &'a HeaderValue,
+    /// `auth-tls-*`: what the connection's certificate check established.
+    pub client_cert: Option<&'a crate::client_cert::Fields>,
 }
 
 /// The auth URL for this request, checked: http or https, with a host.
@@ -210,6 +212,11 @@ pub fn fields(
         if !expanded.is_empty() {
             h.append(name.clone(), v(expanded)?);
         }
+    }
+    // A host with client certificates: the verified ones, as nginx's auth location sets them,
+    // never what the client sent under those names.
+    if let Some(fields) = original.client_cert {
+        fields.apply(&mut h);
     }
     Ok(h)
 }
@@ -416,6 +423,7 @@ mod tests {
         let o = Original {
             vars: original(&headers),
             request_id: &id,
+            client_cert: None,
         };
         let c = config();
         let target = target(&c, &o).unwrap();
@@ -475,6 +483,7 @@ mod tests {
         let o = Original {
             vars: original(&headers),
             request_id: &id,
+            client_cert: None,
         };
         let snippet = crate::snippet::parse(
             "proxy_set_header X-Api-Key \"k1\";\n\
@@ -560,6 +569,7 @@ mod tests {
                     ..original(&headers)
                 },
                 request_id: &id,
+                client_cert: None,
             };
             target(&c, &o).is_ok()
         };
@@ -580,6 +590,7 @@ mod tests {
                 ..original(&headers)
             },
             request_id: &id,
+            client_cert: None,
         };
         let c = config();
         let target: Uri = "http://a/".parse().unwrap();

@@ -229,6 +229,8 @@ pub struct Incoming<'a> {
     pub client: IpAddr,
     pub local: SocketAddr,
     pub scheme: Scheme,
+    /// `auth-tls-*`: the fields the backend (and the auth service) is told.
+    pub client_cert: Option<&'a crate::client_cert::Fields>,
 }
 
 /// Authenticates a routed request. `Err` is the answer to send instead of proxying.
@@ -292,6 +294,7 @@ pub async fn check<B: hyper::body::Body>(
             headers: req.headers(),
         },
         request_id: &request_id,
+        client_cert: at.client_cert,
     };
     let policy = &route.policy.policy;
     let (status, headers) = match ask(
