@@ -1173,6 +1173,8 @@ impl HostExtras {
                 let Some(backend) = backend else { continue };
                 let mut policy = self.policy.policy.clone();
                 policy.upstream.www_redirect_to = Some(host.clone());
+                // ingress-nginx's redirect server block asks for no client certificate.
+                policy.tls.client_auth = None;
                 let route = RoutePolicy {
                     ingress: self.policy.ingress.clone(),
                     tls_hosts: self.policy.tls_hosts.clone(),

@@ -151,6 +151,8 @@ fn client_certificates_are_verified_per_host_as_ingress_nginx_does() {
         ingress("aliased", "owner.test", &with(&[("server-alias", "alias.wild.test")])),
         ingress("wild", "*.wild.test", &with(&[("auth-tls-verify-client", "off")])),
         ingress("exact", "exact.wild.test", &[]),
+        // The redirect to the www. name asks for no certificate (nginx's redirect server).
+        ingress("www", "www.redirect.test", &with(&[("from-to-www-redirect", "true")])),
     ]);
     write(dir.path(), "site.yaml", &docs.join("---\n"));
     let _backend = backend("127.0.53.11:9080");
@@ -287,6 +289,10 @@ fn client_certificates_are_verified_per_host_as_ingress_nginx_does() {
     assert_eq!(https("alias.wild.test", Some(&alice), &[]).0, 200);
     assert_eq!(https("other.wild.test", None, &[]).0, 200);
     assert_eq!(https("exact.wild.test", None, &[]).0, 200);
+    let (code, _, head) = https("redirect.test", None, &[]);
+    assert_eq!(code, 308, "{head}");
+    assert_eq!(head_fields(&head, "location"), ["https://www.redirect.test:8443"]);
+    assert_eq!(https("www.redirect.test", None, &[]).0, 400);
 
     let log = log();
     assert!(
