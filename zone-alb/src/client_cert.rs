@@ -23,7 +23,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
@@ -54,6 +54,8 @@ pub struct HostAuth {
 
 #[derive(Debug)]
 struct Trust {
+    /// The CAs of `ca.crt`, parsed once, and beside each (same index) its dates.
+    anchors: Vec<TrustAnchor<'static>>,
     roots: Vec<Root>,
     crls: Vec<webpki::CertRevocationList<'static>>,
     /// The CAs' subjects, sent in the CertificateRequest.
@@ -130,11 +132,10 @@ impl HostAuth {
     }
 }
 
-/// A certificate of `ca.crt` and when it is valid (Unix seconds): webpki keeps only an
-/// anchor's name and key, OpenSSL also checks its dates.
+/// When a CA of `ca.crt` is valid (Unix seconds): webpki keeps only an anchor's name and key,
+/// OpenSSL also checks its dates.
 #[derive(Debug)]
 struct Root {
-    der: CertificateDer<'static>,
     not_before: i64,
     not_after: i64,
 }
@@ -148,8 +149,7 @@ impl Root {
 
 impl Trust {
     fn read(ca: &[u8], crl: Option<&[u8]>) -> Result<Self, String> {
-        let mut roots = Vec::new();
-        let mut subjects = Vec::new();
+        let (mut anchors, mut roots, mut subjects) = (Vec::new(), Vec::new(), Vec::new());
         for (i, der) in pem_certs(ca, "ca.crt")?.into_iter().enumerate() {
             let der = CertificateDer::from(der);
             let at = |e: String| format!("data.ca.crt, certificate {}: {e}", i + 1);
@@ -164,15 +164,14 @@ impl Trust {
                     rfc2253(cert.subject())
                 )));
             }
-            let root = Root {
-                not_before: cert.validity().not_before.timestamp(),
-                not_after: cert.validity().not_after.timestamp(),
-                der: der.clone(),
-            };
-            let anchor = webpki::anchor_from_trusted_cert(&root.der)
+            let anchor = webpki::anchor_from_trusted_cert(&der)
                 .map_err(|e| at(format!("not a usable CA certificate: {e:?}")))?;
             subjects.push(DistinguishedName::in_sequence(&anchor.subject));
-            roots.push(root);
+            anchors.push(anchor.to_owned());
+            roots.push(Root {
+                not_before: cert.validity().not_before.timestamp(),
+                not_after: cert.validity().not_after.timestamp(),
+            });
         }
         let mut crls = Vec::new();
         if let Some(pem) = crl {
@@ -188,7 +187,12 @@ impl Trust {
                 crls.push(webpki::CertRevocationList::from(crl));
             }
         }
-        Ok(Self { roots, crls, subjects })
+        Ok(Self {
+            anchors,
+            roots,
+            crls,
+            subjects,
+        })
     }
 
     /// As nginx with `ssl_verify_depth` (at most `depth` intermediates) and, with `ssl_crl`,
@@ -201,20 +205,19 @@ impl Trust {
         now: UnixTime,
         depth: u32,
     ) -> Result<(), &'static str> {
-        let current: Vec<&Root> = self.roots.iter().filter(|r| r.current(now)).collect();
+        // Every CA in its dates (the usual case): the anchors as they are.
+        let current: std::borrow::Cow<'_, [TrustAnchor<'static>]> = if self.roots.iter().all(|r| r.current(now)) {
+            std::borrow::Cow::Borrowed(&self.anchors)
+        } else {
+            let zipped = self.anchors.iter().zip(&self.roots);
+            std::borrow::Cow::Owned(zipped.filter(|(_, r)| r.current(now)).map(|(a, _)| a.clone()).collect())
+        };
         match self.verify_with(&current, leaf, intermediates, provider, now, depth) {
             // Issued by a CA of ca.crt that is out of its dates: OpenSSL's words for that.
             Err(webpki::Error::UnknownIssuer)
-                if current.len() < self.roots.len()
+                if current.len() < self.anchors.len()
                     && self
-                        .verify_with(
-                            &self.roots.iter().collect::<Vec<_>>(),
-                            leaf,
-                            intermediates,
-                            provider,
-                            now,
-                            depth,
-                        )
+                        .verify_with(&self.anchors, leaf, intermediates, provider, now, depth)
                         .is_ok() =>
             {
                 Err("certificate has expired")
@@ -225,17 +228,13 @@ impl Trust {
 
     fn verify_with(
         &self,
-        roots: &[&Root],
+        anchors: &[TrustAnchor<'_>],
         leaf: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         provider: &CryptoProvider,
         now: UnixTime,
         depth: u32,
     ) -> Result<(), webpki::Error> {
-        let anchors: Vec<_> = roots
-            .iter()
-            .filter_map(|r| webpki::anchor_from_trusted_cert(&r.der).ok())
-            .collect();
         let cert = webpki::EndEntityCert::try_from(leaf)?;
         let crls: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
         let revocation = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
@@ -254,7 +253,7 @@ impl Trust {
         };
         cert.verify_for_usage(
             provider.signature_verification_algorithms.all,
-            &anchors,
+            anchors,
             intermediates,
             now,
             webpki::KeyUsage::client_auth(),

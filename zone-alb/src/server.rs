@@ -131,10 +131,14 @@ pub async fn serve(
                     let (mut config, mut asked) = (None, None);
                     // Client certificates are asked for per host: the TLS configuration
                     // depends on the name, so its connections' verdicts go to their requests.
-                    let verdicts = !proxy.table.load().client_auth.is_empty();
                     // Only with a pass-through or client-certificate host in the table is the
                     // ClientHello read first.
-                    if verdicts || !proxy.table.load().passthrough.is_empty() {
+                    let (verdicts, read_hello) = {
+                        let table = proxy.table.load();
+                        let verdicts = !table.client_auth.is_empty();
+                        (verdicts, verdicts || !table.passthrough.is_empty())
+                    };
+                    if read_hello {
                         let Some(sni) = read_sni(&mut stream, &mut read, deadline, peer).await else {
                             return;
                         };
