@@ -76,6 +76,7 @@ pub fn findings(objects: &Objects, class: &str) -> Vec<Finding> {
             });
         }
     }
+    out.extend(gateway_findings(&table.gateway.status));
     for cluster in &objects.clusters {
         let reserved = cluster.health_host();
         if table.has_host(&reserved) {
@@ -88,5 +89,59 @@ pub fn findings(objects: &Objects, class: &str) -> Vec<Finding> {
             });
         }
     }
+    out
+}
+
+/// Every Gateway API condition that is not as it should be (an error), and what was attached
+/// where (for the record).
+fn gateway_findings(report: &crate::gateway::status::Report) -> Vec<Finding> {
+    use crate::gateway::status::Cond;
+    let mut out = Vec::new();
+    let mut push = |what: String, conds: &[Cond]| {
+        for c in conds {
+            let bad = c.status == (c.type_ == "Conflicted");
+            if bad {
+                out.push(Finding {
+                    severity: Severity::Error,
+                    reason: c.reason,
+                    message: format!(
+                        "{what}: {} {}",
+                        c.type_,
+                        if c.message.is_empty() { c.reason } else { &c.message }
+                    ),
+                });
+            }
+        }
+    };
+    for c in &report.classes {
+        push(format!("GatewayClass {}", c.name), &c.conditions);
+    }
+    for g in &report.gateways {
+        push(format!("Gateway {}/{}", g.namespace, g.name), &g.conditions);
+        for l in &g.listeners {
+            push(
+                format!("Gateway {}/{} listener {}", g.namespace, g.name, l.name),
+                &l.conditions,
+            );
+        }
+    }
+    for r in &report.routes {
+        for p in &r.parents {
+            let gw = format!(
+                "{}/{}",
+                p.parent_ref.namespace.as_deref().unwrap_or_default(),
+                p.parent_ref.name
+            );
+            push(
+                format!("HTTPRoute {}/{} on Gateway {gw}", r.namespace, r.name),
+                &p.conditions,
+            );
+        }
+    }
+    out.extend(report.findings.iter().map(|f| Finding {
+        severity: Severity::Warning,
+        reason: "GatewayAPI",
+        message: f.clone(),
+    }));
     out
 }

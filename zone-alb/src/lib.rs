@@ -22,6 +22,7 @@ pub(crate) mod configmaps;
 pub(crate) mod endpoints;
 pub(crate) mod error;
 pub(crate) mod fastpath;
+pub mod gateway;
 pub(crate) mod hash;
 pub(crate) mod intercept;
 pub(crate) mod keepalive;
@@ -204,6 +205,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     for warning in &loaded.table.warnings {
         tracing::warn!("{warning}; the rest of the Ingress is served");
     }
+    for line in loaded.table.gateway.status.lines() {
+        tracing::info!(target: "gateway", "{line}");
+    }
     tracing::info!(alb = %opts.alb_id, zone = %loaded.zone, listen = %loaded.listen, listen_tls = ?loaded.listen_tls, ingresses = loaded.table.ingresses, workers = worker_count, "zone ALB serving");
     let table = Arc::new(ArcSwap::from_pointee(loaded.table));
     let metrics = Arc::new(metrics::Metrics::default());
@@ -217,13 +221,21 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             access_sample: opts.access_log_sample,
             fast_path: !opts.no_fast_path,
             underscores: opts.underscores_in_headers,
+            ingress_ports: std::iter::once(loaded.listen.port())
+                .chain(loaded.listen_tls.map(|a| a.port()))
+                .collect(),
         },
         metrics: metrics.clone(),
         proxy_protocol: opts.proxy_protocol,
     });
     let listeners = workers::Listeners {
         plain: listener,
-        tls: tls_listener.map(|listener| (listener, Arc::new(tls::Edge::new(table.clone())))),
+        tls: tls_listener.map(|listener| {
+            (
+                listener,
+                Arc::new(tls::Edge::new(table.clone(), loaded.listen_tls.map_or(0, |a| a.port()))),
+            )
+        }),
     };
     let admin = match opts.admin_listen {
         Some(addr) => Some(tokio::spawn(admin::serve(server::bind(addr).await?, metrics.clone()))),
@@ -231,12 +243,22 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let running = workers::start(listeners, &shared, &cancel)?;
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let own_ports = shared.proxy.ingress_ports.clone();
+    tokio::spawn(gateway::listeners::run(
+        shared.clone(),
+        loaded.listen.ip(),
+        own_ports,
+        changed.clone(),
+        cancel.clone(),
+    ));
     let reloader = match (kube, &opts.manifests, changes) {
         (Some(kube), _, _) => tokio::spawn(kube.follow(
             opts.clone(),
             Tables {
                 table: table.clone(),
                 metrics: metrics.clone(),
+                changed: changed.clone(),
             },
             state.clone(),
             cancel.clone(),
@@ -248,6 +270,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             Tables {
                 table: table.clone(),
                 metrics: metrics.clone(),
+                changed: changed.clone(),
             },
             state.clone(),
             loaded.listen,
@@ -312,6 +335,8 @@ const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 pub(crate) struct Tables {
     pub(crate) table: Arc<ArcSwap<RouteTable>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// Told after every swap (the Gateway listeners' ports follow the table).
+    pub(crate) changed: Arc<tokio::sync::Notify>,
 }
 
 impl Tables {
@@ -319,6 +344,7 @@ impl Tables {
     pub(crate) fn install(&self, new: RouteTable) {
         let old = self.table.swap(Arc::new(new));
         self.metrics.forget(&old, &self.table.load());
+        self.changed.notify_one();
     }
 }
 
@@ -352,6 +378,9 @@ async fn watch_manifests(
                 }
                 for warning in &loaded.table.warnings {
                     tracing::warn!("{warning}; the rest of the Ingress is served");
+                }
+                for line in loaded.table.gateway.status.lines() {
+                    tracing::info!(target: "gateway", "{line}");
                 }
                 tracing::info!(ingresses = loaded.table.ingresses, "routing table reloaded");
                 tables.install(loaded.table);

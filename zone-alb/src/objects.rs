@@ -312,6 +312,13 @@ pub struct Objects {
     /// ConfigMaps, for the annotations that name one (`custom-headers`,
     /// `auth-proxy-set-headers`); only their `data` is kept from the API server.
     pub config_maps: Vec<Arc<ConfigMap>>,
+    /// Gateway API objects (`gateway.networking.k8s.io/v1`).
+    pub gateway_classes: Vec<Arc<crate::gateway::model::GatewayClass>>,
+    pub gateways: Vec<Arc<crate::gateway::model::Gateway>>,
+    pub http_routes: Vec<Arc<crate::gateway::model::HTTPRoute>>,
+    pub reference_grants: Vec<Arc<crate::gateway::model::ReferenceGrant>>,
+    /// Namespaces, for their labels (Gateway listeners' `allowedRoutes` selectors).
+    pub namespaces: Vec<Arc<k8s_openapi::api::core::v1::Namespace>>,
     /// Where each object was read from (empty for the API server).
     pub origins: BTreeMap<ObjectKey, Origin>,
 }

@@ -57,6 +57,9 @@ pub struct Settings {
     pub fast_path: bool,
     /// Request fields with `_` in their names go upstream.
     pub underscores: bool,
+    /// The ports of the ALB's own (Ingress) listeners: a Gateway listener on one of them
+    /// shares it with the Ingress rules.
+    pub ingress_ports: Vec<u16>,
 }
 
 /// The proxy shared by every connection of one zone ALB's worker.
@@ -267,8 +270,61 @@ impl Proxy {
                 .iter()
                 .map(HeaderValue::as_bytes),
         )?;
-        let path = policy::route_path(req.uri().path())?;
+        // A shared view of the target (no copy), so the request itself can move on.
+        let uri = req.uri().clone();
+        let path = policy::route_path(uri.path())?;
+        // A Gateway listener's port: its routes, but where an Ingress listener shares the port,
+        // an Ingress rule for the very host wins (ingress-nginx users keep their Ingresses
+        // while they move).
+        if let Some(port) = table.gateway.port(local.port())
+            && !(self.settings.ingress_ports.contains(&local.port()) && table.lookup_host_rules(host, &path).is_some())
+        {
+            let at = crate::gateway::serve::At {
+                host,
+                path: &path,
+                peer,
+                local,
+                scheme,
+                client,
+                rules,
+                trusted,
+            };
+            return self.gateway(table, port, req, at, seen).await;
+        }
         let route = table.lookup(host, &path).ok_or(ProxyError::NoRoute)?;
+        let at = Forwarding {
+            peer,
+            local,
+            scheme,
+            client,
+            rules,
+            trusted,
+            gateway: false,
+        };
+        self.forward_route(table, req, host, &path, route, at, seen).await
+    }
+
+    /// Relays a request to `route` (found by an Ingress rule or a Gateway API rule).
+    #[allow(clippy::too_many_arguments)] // one request's context, passed once
+    pub(crate) async fn forward_route(
+        &self,
+        table: &RouteTable,
+        req: Request<Incoming>,
+        host: &str,
+        path: &str,
+        route: crate::router::Route<'_>,
+        at: Forwarding<'_>,
+        seen: &mut Seen,
+    ) -> Result<Response<Body>, ProxyError> {
+        let Forwarding {
+            peer,
+            local,
+            scheme,
+            client,
+            rules,
+            trusted,
+            gateway,
+        } = at;
         // Client certificates (auth-tls-*): on TLS before anything else, as nginx's check at
         // request read; on plain HTTP after the redirect to HTTPS.
         let client_cert = || {
@@ -282,14 +338,14 @@ impl Proxy {
             )
         };
         let mut client_fields = None;
-        if scheme == Scheme::Https {
+        if scheme == Scheme::Https && !gateway {
             match client_cert() {
                 Ok(fields) => client_fields = fields,
                 Err(refusal) => return client_cert_refused(refusal),
             }
         }
         let (route, mut snippet) =
-            crate::snippet::request(table, host, route, &path, &req, client, local.port(), scheme.as_str())?;
+            crate::snippet::request(table, host, route, path, &req, client, local.port(), scheme.as_str())?;
         seen.ingress = route.policy.ingress.clone();
         seen.service = route.backend.name.clone();
         seen.respond = snippet.respond.take();
@@ -300,7 +356,7 @@ impl Proxy {
             return Ok(answer);
         }
         let policy = &route.policy.policy;
-        if let Some(resp) = crate::intercept::early(&route, &req, &path, host, scheme, client, seen) {
+        if let Some(resp) = crate::intercept::early(&route, &req, path, host, scheme, client, seen) {
             return Ok(resp);
         }
         if scheme == Scheme::Http && RouteTable::redirects_to_https(&route, host) && route.policy.unenforced.is_empty()
@@ -316,7 +372,7 @@ impl Proxy {
                 None => {}
             }
         }
-        if scheme == Scheme::Http {
+        if scheme == Scheme::Http && !gateway {
             match client_cert() {
                 Ok(fields) => client_fields = fields,
                 Err(refusal) => return client_cert_refused(refusal),
@@ -581,6 +637,20 @@ impl Proxy {
         }
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// A request's connection facts and forwarding rules, for [`Proxy::forward_route`].
+#[derive(Clone, Copy)]
+pub(crate) struct Forwarding<'a> {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) scheme: Scheme,
+    pub(crate) client: IpAddr,
+    pub(crate) rules: forward::Rules,
+    pub(crate) trusted: Option<&'a [IpNet]>,
+    /// Routed by a Gateway API rule: an Ingress's client-certificate settings for the same
+    /// host do not apply.
+    pub(crate) gateway: bool,
 }
 
 /// What a request was routed to, for metrics and the access log (filled as it becomes known).

@@ -425,6 +425,8 @@ pub struct RouteTable {
     pub tls_policy: crate::tls::Policy,
     /// The cluster's `hsts*`: the Strict-Transport-Security field of every HTTPS answer.
     pub hsts: Option<hyper::header::HeaderValue>,
+    /// Gateway API: the listeners of every Gateway of our class, and their routes.
+    pub gateway: crate::gateway::Table,
 }
 
 impl RouteTable {
@@ -440,6 +442,7 @@ impl RouteTable {
         rules
             .chain(self.default_backend.as_ref().map(|(b, p)| (p, b)))
             .map(|(policy, backend)| (policy.ingress.clone(), backend.name.clone()))
+            .chain(self.gateway.label_pairs())
             .chain(std::iter::once((Arc::from(""), Arc::from(""))))
             .collect()
     }
@@ -487,6 +490,21 @@ impl RouteTable {
             return self.client_auth.exact(target);
         }
         self.client_auth.wildcard(host)
+    }
+
+    /// The route of an Ingress rule naming this very host (exactly, by alias or by wildcard),
+    /// if one matches; not rules for any host, nor the default backend.
+    pub(crate) fn lookup_host_rules(&self, host: &str, path: &str) -> Option<Route<'_>> {
+        let host = normalize_host(host);
+        let rules = self
+            .exact_hosts
+            .get(host.as_ref())
+            .or_else(|| self.exact_hosts.get(self.aliases.get(host.as_ref())?))
+            .or_else(|| {
+                let (_, parent) = host.split_once('.')?;
+                self.wildcard_hosts.get(parent)
+            })?;
+        rules.lookup(path)
     }
 
     /// Finds the route for `host` (any case, with or without port) and `path`. As with
@@ -633,6 +651,7 @@ impl RouteTable {
             rules.sort();
         }
         table.any_host.sort();
+        table.gateway = crate::gateway::compile::compile(objects, defaults, &mut backends);
         Ok(table)
     }
 }
@@ -1277,7 +1296,7 @@ pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
 
 /// Resolves Ingress backends to Services and endpoints, sharing one `Backend` (and so one
 /// balancer) between every rule that names the same Service port with the same balancing.
-struct BackendCache<'a> {
+pub(crate) struct BackendCache<'a> {
     /// `service-upstream` of the Ingress being staged: the Service's cluster IP and port
     /// instead of its endpoints.
     service_upstream: bool,
@@ -1317,6 +1336,17 @@ impl<'a> BackendCache<'a> {
                 Ok(Arc::new(unresolved))
             }
         }
+    }
+
+    /// A Gateway API backendRef's Service port (round robin, plain HTTP), or why not.
+    pub(crate) fn get_gateway(
+        &mut self,
+        namespace: &str,
+        backend: &IngressBackend,
+        field: &str,
+    ) -> std::result::Result<Arc<Backend>, String> {
+        self.get(namespace, backend, (BalanceKind::RoundRobin, None), field, field)
+            .map_err(|rejection| rejection.error.to_string())
     }
 
     fn new(objects: &'a Objects, zone: &'a str, state: &'a Store) -> Self {

@@ -116,6 +116,8 @@ pub async fn serve(
             };
             // What the TLS handshake established about the client, for its requests.
             let mut connection: Option<Arc<client_cert::Connection>> = None;
+            // The SNI, for the requests of a Gateway listener's port.
+            let mut sni: Option<crate::gateway::serve::Sni> = None;
             let (io, scheme) = match tls {
                 None if !proxy.settings.fast_path => {
                     (Either::Left(Rewound::new(BytesMut::new(), stream)), Scheme::Http)
@@ -165,6 +167,11 @@ pub async fn serve(
                         // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
                         // plain connection too, idle or not.
                         Ok(Ok(stream)) => {
+                            if proxy.table.load().gateway.port(local.port()).is_some() {
+                                let name = stream.get_ref().1.server_name();
+                                let name = name.map(|n| Arc::from(n.trim_end_matches('.').to_ascii_lowercase()));
+                                sni = Some(crate::gateway::serve::Sni(name));
+                            }
                             if verdicts {
                                 let (_, tls) = stream.get_ref();
                                 let provider = acceptor.config().crypto_provider();
@@ -186,6 +193,9 @@ pub async fn serve(
                 let proxy = proxy.clone();
                 if let Some(connection) = &connection {
                     req.extensions_mut().insert(connection.clone());
+                }
+                if let Some(sni) = &sni {
+                    req.extensions_mut().insert(sni.clone());
                 }
                 // Boxed per request: unboxed, hyper keeps a slot the size of this future in
                 // every connection, idle or not (~4 KiB each).

@@ -157,6 +157,8 @@ pub fn self_signed(name: &str) -> Arc<CertifiedKey> {
 pub struct SniResolver {
     pub table: Arc<ArcSwap<RouteTable>>,
     pub default: Arc<CertifiedKey>,
+    /// The listening port: a Gateway HTTPS listener on it shows its own certificate.
+    pub port: u16,
 }
 
 impl ResolvesServerCert for SniResolver {
@@ -169,6 +171,15 @@ impl ResolvesServerCert for SniResolver {
             && table.passthrough.contains_key(name)
         {
             return None;
+        }
+        // A Gateway listener on this port chooses by its hostname (the most specific); then an
+        // Ingress's certificate for the name.
+        let gateway = table.gateway.port(self.port).and_then(|port| {
+            let listener = port.listener(name.as_deref().map_or("", |n| n.trim_end_matches('.')))?;
+            listener.certificate.clone()
+        });
+        if gateway.is_some() {
+            return gateway;
         }
         let chosen = name.and_then(|name| table.tls.get(&name).cloned());
         Some(chosen.unwrap_or_else(|| self.default.clone()))
@@ -354,10 +365,12 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Self {
+    /// The TLS state of the listener on `port`.
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, port: u16) -> Self {
         let resolver = Arc::new(SniResolver {
             table: table.clone(),
             default: default_certificate(),
+            port,
         });
         let resumption = Resumption::new();
         let policy = table.load().tls_policy.clone();
@@ -486,6 +499,7 @@ mod tests {
         let resolver: Arc<dyn ResolvesServerCert> = Arc::new(SniResolver {
             table: Default::default(),
             default: default_certificate(),
+            port: 443,
         });
         let resumption = Resumption::new();
         let options = |policy: Policy| ServerOptions {

@@ -134,8 +134,12 @@ pub async fn serve<C: Client>(
 ) -> Exit {
     // A trusted proxy's forwarding headers are kept and extended, which hyper's path does.
     // (Settled per connection, from the table at its start.)
-    let rules = proxy.rules(&proxy.table.load(), peer);
-    if rules.trusted {
+    let (rules, gateway) = {
+        let table = proxy.table.load();
+        (proxy.rules(&table, peer), table.gateway.port(local.port()).is_some())
+    };
+    // Gateway listeners' requests (filters, weights, matches on headers) are hyper's.
+    if rules.trusted || gateway {
         return Exit::HandOff(BytesMut::new());
     }
     // The same for every request of the connection: peer and port do not change.

@@ -53,6 +53,16 @@ pub(crate) enum ProxyError {
     NoEndpoint(Arc<str>),
     #[error("upstream {0}: {1}")]
     Upstream(SocketAddr, UpstreamError),
+    /// A Gateway API rule whose backend reference cannot be used (not found, not permitted,
+    /// not a Service, no backendRefs): 500, as the specification says.
+    #[error("route {0} has no usable backend")]
+    InvalidBackend(Arc<str>),
+    /// HTTPS on a Gateway listener: the Host names another listener than the handshake's SNI.
+    #[error("misdirected request")]
+    Misdirected,
+    /// A Gateway API rule's `timeouts.request` (or `backendRequest`) passed.
+    #[error("route {0}: request timeout")]
+    RouteTimeout(Arc<str>),
 }
 
 impl ProxyError {
@@ -67,8 +77,10 @@ impl ProxyError {
             | ProxyError::BadPath(_)
             | ProxyError::TargetTooLong
             | ProxyError::UnsupportedCoding
-            | ProxyError::Connect => Side::Client,
-            ProxyError::Unenforced(_) => Side::Policy,
+            | ProxyError::Connect
+            | ProxyError::Misdirected => Side::Client,
+            ProxyError::Unenforced(_) | ProxyError::InvalidBackend(_) => Side::Policy,
+            ProxyError::RouteTimeout(_) => Side::Upstream,
             ProxyError::NoEndpoint(_) | ProxyError::Upstream(..) => Side::Upstream,
         }
     }
@@ -89,6 +101,9 @@ impl ProxyError {
             ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_, e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(..) => StatusCode::BAD_GATEWAY,
+            ProxyError::InvalidBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::RouteTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 

@@ -310,6 +310,50 @@ fn add_value(value: Value, origin: &Origin, objects: &mut Objects) -> Result<()>
             register(objects, origin, key, &obj.metadata)?;
             objects.endpoint_slices.push(std::sync::Arc::new(obj));
         }
+        ("gateway.networking.k8s.io/v1", "GatewayClass") => {
+            let obj: crate::gateway::model::GatewayClass = typed(value, origin, &kind)?;
+            register(
+                objects,
+                origin,
+                key_of("GatewayClass", &obj.metadata, false),
+                &obj.metadata,
+            )?;
+            objects.gateway_classes.push(std::sync::Arc::new(obj));
+        }
+        ("gateway.networking.k8s.io/v1", "Gateway") => {
+            let mut obj: crate::gateway::model::Gateway = typed(value, origin, &kind)?;
+            default_namespace(&mut obj.metadata);
+            register(objects, origin, key_of("Gateway", &obj.metadata, true), &obj.metadata)?;
+            objects.gateways.push(std::sync::Arc::new(obj));
+        }
+        ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
+            let mut obj: crate::gateway::model::HTTPRoute = typed(value, origin, &kind)?;
+            default_namespace(&mut obj.metadata);
+            register(objects, origin, key_of("HTTPRoute", &obj.metadata, true), &obj.metadata)?;
+            objects.http_routes.push(std::sync::Arc::new(obj));
+        }
+        // v1 since Gateway API v1.5; v1beta1 is still served by the CRDs.
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => {
+            let mut obj: crate::gateway::model::ReferenceGrant = typed(value, origin, &kind)?;
+            default_namespace(&mut obj.metadata);
+            register(
+                objects,
+                origin,
+                key_of("ReferenceGrant", &obj.metadata, true),
+                &obj.metadata,
+            )?;
+            objects.reference_grants.push(std::sync::Arc::new(obj));
+        }
+        ("v1", "Namespace") => {
+            let obj: k8s_openapi::api::core::v1::Namespace = typed(value, origin, &kind)?;
+            register(
+                objects,
+                origin,
+                key_of("Namespace", &obj.metadata, false),
+                &obj.metadata,
+            )?;
+            objects.namespaces.push(std::sync::Arc::new(obj));
+        }
         _ => {
             // Manifest directories often hold Deployments and the like; they are not ours.
             tracing::debug!(%origin, %api_version, %kind, "ignoring object of a kind mzlb does not use");
