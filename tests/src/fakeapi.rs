@@ -62,6 +62,28 @@ const KINDS: &[Kind] = &[
     ),
     kind("apis/mzlb.io/v1alpha1", "proberreports", "ProberReport", true, false),
     kind("apis/coordination.k8s.io/v1", "leases", "Lease", true, false),
+    kind(
+        "apis/gateway.networking.k8s.io/v1",
+        "gatewayclasses",
+        "GatewayClass",
+        false,
+        true,
+    ),
+    kind("apis/gateway.networking.k8s.io/v1", "gateways", "Gateway", true, true),
+    kind(
+        "apis/gateway.networking.k8s.io/v1",
+        "httproutes",
+        "HTTPRoute",
+        true,
+        true,
+    ),
+    kind(
+        "apis/gateway.networking.k8s.io/v1",
+        "referencegrants",
+        "ReferenceGrant",
+        true,
+        false,
+    ),
     kind("apis/events.k8s.io/v1", "events", "Event", true, false),
 ];
 
@@ -264,11 +286,15 @@ impl FakeApi {
         state
             .admit(k, &mut object)
             .unwrap_or_else(|e| panic!("the API server would refuse this test object: {e}"));
-        let kind = if state.objects.contains_key(&(k, ns.clone(), name.clone())) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
+        let old = state.objects.get(&(k, ns.clone(), name.clone()));
+        let kind = if old.is_some() { "MODIFIED" } else { "ADDED" };
+        // As `kubectl apply`: the status (a subresource) is not the applier's to change.
+        if KINDS[k].status
+            && object.get("status").is_none()
+            && let Some(status) = old.and_then(|o| o.get("status")).cloned()
+        {
+            object["status"] = status;
+        }
         state.store(k, ns, name, object, kind);
         self.wake(&state);
     }
@@ -403,7 +429,21 @@ impl State {
 
     fn store(&mut self, k: usize, ns: String, name: String, mut object: Value, event: &'static str) -> Value {
         self.rv += 1;
+        // metadata.generation: 1 on create, one more on every change of the spec (what
+        // observedGeneration in status conditions answers to).
+        let generation = match self.objects.get(&(k, ns.clone(), name.clone())) {
+            None => 1,
+            Some(old) => {
+                let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+                if old.get("spec") == object.get("spec") {
+                    g
+                } else {
+                    g + 1
+                }
+            }
+        };
         let meta = &mut object["metadata"];
+        meta["generation"] = json!(generation);
         meta["resourceVersion"] = json!(self.rv.to_string());
         if meta.get("uid").is_none() {
             meta["uid"] = json!(format!("uid-{}-{}", KINDS[k].plural, self.rv));

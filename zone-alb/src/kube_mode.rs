@@ -50,6 +50,7 @@ impl Kube {
         let client = opts.kube.client().await?;
         let namespace = KubeOptions::namespace(&client);
         ensure_ingress_class(&client, &opts.ingress_class).await;
+        crate::gateway::writer::ensure_class(&client, crate::gateway::CLASS_NAME).await;
         let watched = kube_watch::start(&client, Scope::Ingress);
         Ok(Self {
             client,
@@ -135,9 +136,10 @@ impl Kube {
                         }
                     }
                     let reports = loaded.table.reports.clone();
+                    let gateway = loaded.table.gateway.status.clone();
                     tables.install(loaded.table);
                     // The writer takes the latest; the next swap never waits on the API server.
-                    status.send_replace(Some(Arc::new((objects, reports))));
+                    status.send_replace(Some(Arc::new((objects, reports, gateway))));
                 }
                 Err(error) => {
                     tables.metrics.rejected("change");
@@ -149,7 +151,7 @@ impl Kube {
 }
 
 /// What the Ingress status should reflect: the objects and the reports of the latest table.
-type StatusWork = Option<Arc<(Objects, Vec<IngressReport>)>>;
+type StatusWork = Option<Arc<(Objects, Vec<IngressReport>, crate::gateway::status::Report)>>;
 
 /// Writes Ingress status in its own task, while elected, from the latest table only: a slow or
 /// absent API server delays status, never a routing-table swap.
@@ -171,8 +173,9 @@ fn spawn_status_writer(
             if let Some(work) = work
                 && *leader.borrow()
             {
-                let (objects, reports) = &*work;
+                let (objects, reports, gateway) = &*work;
                 write_ingress_status(&client, objects, &opts, reports).await;
+                crate::gateway::writer::write(&client, objects, &status_ips(objects, &opts), gateway).await;
             }
         }
     });

@@ -112,11 +112,31 @@ pub struct Options {
     /// (for A/B measurements, and so tests can hold both paths to the same behaviour).
     #[arg(long)]
     pub no_fast_path: bool,
+    /// Gateway listener ports served on another local port: `80=8080,443=8443` serves
+    /// listeners on port 80 (443) on the ALB's own port 8080 (8443), where a Service maps the
+    /// outside port to the container's (the chart sets this). Listeners on other ports are
+    /// opened as they are.
+    #[arg(long, value_delimiter = ',', value_name = "LISTENER=LOCAL,...", env = "MZLB_GATEWAY_PORTS", value_parser = parse_port_pair)]
+    pub gateway_ports: Vec<(u16, u16)>,
     /// Forward request header fields whose names contain `_` (dropped by default, as nginx's
     /// `underscores_in_headers off`: CGI and WSGI backends read `X_Forwarded_For` as
     /// `X-Forwarded-For`).
     #[arg(long)]
     pub underscores_in_headers: bool,
+}
+
+fn parse_port_pair(text: &str) -> std::result::Result<(u16, u16), String> {
+    let (listener, local) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected LISTENER=LOCAL, e.g. 80=8080"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("{p:?} is not a port"))
+    };
+    Ok((port(listener)?, port(local)?))
 }
 
 /// What one ALB compiled from the objects.
@@ -224,6 +244,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             ingress_ports: std::iter::once(loaded.listen.port())
                 .chain(loaded.listen_tls.map(|a| a.port()))
                 .collect(),
+            gateway_ports: opts.gateway_ports.clone(),
         },
         metrics: metrics.clone(),
         proxy_protocol: opts.proxy_protocol,
@@ -244,7 +265,10 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let cancel = tokio_util::sync::CancellationToken::new();
     let running = workers::start(listeners, &shared, &cancel)?;
     let changed = Arc::new(tokio::sync::Notify::new());
-    let own_ports = shared.proxy.ingress_ports.clone();
+    // Listener ports served by the ALB's own listeners: their own, and those mapped onto them.
+    let own_ports = (shared.proxy.ingress_ports.iter().copied())
+        .chain(opts.gateway_ports.iter().map(|(listener, _)| *listener))
+        .collect();
     tokio::spawn(gateway::listeners::run(
         shared.clone(),
         loaded.listen.ip(),

@@ -60,6 +60,18 @@ pub struct Settings {
     /// The ports of the ALB's own (Ingress) listeners: a Gateway listener on one of them
     /// shares it with the Ingress rules.
     pub ingress_ports: Vec<u16>,
+    /// `--gateway-ports`: (Gateway listener port, local port serving it).
+    pub gateway_ports: Vec<(u16, u16)>,
+}
+
+impl Settings {
+    /// The Gateway listener port a connection to local port `local` is for.
+    pub(crate) fn gateway_port(&self, local: u16) -> u16 {
+        self.gateway_ports
+            .iter()
+            .find(|(_, l)| *l == local)
+            .map_or(local, |(listener, _)| *listener)
+    }
 }
 
 /// The proxy shared by every connection of one zone ALB's worker.
@@ -276,7 +288,7 @@ impl Proxy {
         // A Gateway listener's port: its routes, but where an Ingress listener shares the port,
         // an Ingress rule for the very host wins (ingress-nginx users keep their Ingresses
         // while they move).
-        if let Some(port) = table.gateway.port(local.port())
+        if let Some(port) = table.gateway.port(self.settings.gateway_port(local.port()))
             && !(self.settings.ingress_ports.contains(&local.port()) && table.lookup_host_rules(host, &path).is_some())
         {
             let at = crate::gateway::serve::At {

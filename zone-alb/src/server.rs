@@ -167,7 +167,13 @@ pub async fn serve(
                         // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
                         // plain connection too, idle or not.
                         Ok(Ok(stream)) => {
-                            if proxy.table.load().gateway.port(local.port()).is_some() {
+                            if proxy
+                                .table
+                                .load()
+                                .gateway
+                                .port(proxy.settings.gateway_port(local.port()))
+                                .is_some()
+                            {
                                 let name = stream.get_ref().1.server_name();
                                 let name = name.map(|n| Arc::from(n.trim_end_matches('.').to_ascii_lowercase()));
                                 sni = Some(crate::gateway::serve::Sni(name));

@@ -136,7 +136,8 @@ pub async fn serve<C: Client>(
     // (Settled per connection, from the table at its start.)
     let (rules, gateway) = {
         let table = proxy.table.load();
-        (proxy.rules(&table, peer), table.gateway.port(local.port()).is_some())
+        let port = proxy.settings.gateway_port(local.port());
+        (proxy.rules(&table, peer), table.gateway.port(port).is_some())
     };
     // Gateway listeners' requests (filters, weights, matches on headers) are hyper's.
     if rules.trusted || gateway {

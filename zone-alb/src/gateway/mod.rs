@@ -11,6 +11,7 @@ pub mod model;
 pub(crate) mod serve;
 pub mod status;
 pub(crate) mod table;
+pub(crate) mod writer;
 
 pub use status::CONTROLLER;
 pub use table::Table;

@@ -74,7 +74,7 @@ impl Proxy {
             let location = redirect.location(
                 at.scheme.as_str(),
                 &host,
-                at.local.port(),
+                self.settings.gateway_port(at.local.port()),
                 at.path,
                 req.uri().query(),
                 entry.prefix(),

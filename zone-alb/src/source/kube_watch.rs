@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store};
@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::gateway::model::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::objects::{MultiZoneCluster, Objects, ZoneALB};
 
 /// Which objects a component needs.
@@ -52,6 +53,14 @@ struct IngressStores {
     credentials: Store<Secret>,
     /// ConfigMaps, for `custom-headers` and `auth-proxy-set-headers`: only `data` is kept.
     config_maps: Store<ConfigMap>,
+    /// Gateway API. Not waited for at start: a cluster without its CRDs serves Ingresses
+    /// (the watchers retry, and a table follows once they list).
+    gateway_classes: Store<GatewayClass>,
+    gateways: Store<Gateway>,
+    http_routes: Store<HTTPRoute>,
+    reference_grants: Store<ReferenceGrant>,
+    /// Namespaces, for their labels (listeners' `allowedRoutes` selectors): labels only.
+    namespaces: Store<Namespace>,
 }
 
 /// Starts the watchers for `scope` in the background (they retry with back-off forever).
@@ -75,6 +84,11 @@ pub fn start(client: &Client, scope: Scope) -> Watched {
         // Any ConfigMap may be named by an annotation; of each only `data` is kept (no
         // binaryData, labels or annotations), so large ones cost little.
         config_maps: reflect_with(Api::all(client.clone()), all(), &tx, retain_data),
+        gateway_classes: reflect(Api::all(client.clone()), all(), &tx),
+        gateways: reflect(Api::all(client.clone()), all(), &tx),
+        http_routes: reflect(Api::all(client.clone()), all(), &tx),
+        reference_grants: reflect(Api::all(client.clone()), all(), &tx),
+        namespaces: reflect_with(Api::all(client.clone()), all(), &tx, retain_labels),
     });
     Watched {
         zone_albs: reflect(Api::all(client.clone()), all(), &tx),
@@ -150,6 +164,7 @@ impl Watched {
                 let _ = s.secrets.wait_until_ready().await;
                 let _ = s.credentials.wait_until_ready().await;
                 let _ = s.config_maps.wait_until_ready().await;
+                let _ = s.namespaces.wait_until_ready().await;
             }
         };
         tokio::time::timeout(timeout, wait)
@@ -174,9 +189,22 @@ impl Watched {
             objects.secrets = shared(&s.secrets);
             objects.secrets.extend(shared(&s.credentials));
             objects.config_maps = shared(&s.config_maps);
+            objects.gateway_classes = shared(&s.gateway_classes);
+            objects.gateways = shared(&s.gateways);
+            objects.http_routes = shared(&s.http_routes);
+            objects.reference_grants = shared(&s.reference_grants);
+            objects.namespaces = shared(&s.namespaces);
         }
         objects
     }
+}
+
+/// What the ALB keeps of a Namespace: its name and labels.
+fn retain_labels(ns: &mut Namespace) {
+    ns.spec = None;
+    ns.status = None;
+    ns.metadata.annotations = None;
+    ns.metadata.owner_references = None;
 }
 
 /// What the ALB keeps of a ConfigMap: its `data` (header names and values), nothing else.
