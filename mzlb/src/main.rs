@@ -119,6 +119,15 @@ enum Command {
         #[arg(long, default_value = zone_alb::router::DEFAULT_INGRESS_CLASS)]
         ingress_class: String,
     },
+    /// List, per port, host and path, which Ingress or HTTPRoute rule serves it (as a zone
+    /// ALB would compile the manifest directory) and where it goes.
+    Routes {
+        #[arg(long, value_name = "DIR")]
+        manifests: PathBuf,
+        /// The IngressClass the zone ALBs serve.
+        #[arg(long, default_value = zone_alb::router::DEFAULT_INGRESS_CLASS)]
+        ingress_class: String,
+    },
     /// Print the CustomResourceDefinitions (ZoneALB, MultiZoneCluster) as YAML, for
     /// `kubectl apply -f -`.
     Crd,
@@ -233,6 +242,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 findings.len() - errors
             );
             anyhow::ensure!(errors == 0, "{errors} finding(s) would be refused");
+        }
+        Command::Routes {
+            manifests,
+            ingress_class,
+        } => {
+            let objects = zone_alb::source::dir::load(&manifests)?;
+            for line in zone_alb::check::routes(&objects, &ingress_class) {
+                println!("{line}");
+            }
         }
         Command::Crd => {
             use kube::CustomResourceExt;

@@ -77,6 +77,18 @@ pub fn findings(objects: &Objects, class: &str) -> Vec<Finding> {
         }
     }
     out.extend(gateway_findings(&table.gateway.status));
+    if let Some(alb) = objects.zone_albs.first() {
+        let shared: Vec<u16> = std::iter::once(alb.spec.port).chain(alb.spec.tls_port).collect();
+        out.extend(
+            crate::gateway::shadowed(&table, &shared)
+                .into_iter()
+                .map(|message| Finding {
+                    severity: Severity::Warning,
+                    reason: "RouteShadowed",
+                    message,
+                }),
+        );
+    }
     for cluster in &objects.clusters {
         let reserved = cluster.health_host();
         if table.has_host(&reserved) {
@@ -143,5 +155,40 @@ fn gateway_findings(report: &crate::gateway::status::Report) -> Vec<Finding> {
         reason: "GatewayAPI",
         message: f.clone(),
     }));
+    out
+}
+
+/// Which rule serves each host and path: the Ingress rules (on the ALB's own ports) and the
+/// Gateway API rules (per listener port), in the order a request tries them.
+pub fn routes(objects: &Objects, class: &str) -> Vec<String> {
+    let zone = objects.zone_albs.first().map_or("", |a| a.spec.zone.as_str());
+    let cluster = objects.zone_albs.first().and_then(|a| objects.cluster_of(a));
+    let (defaults, _) = cluster.map_or_else(Default::default, |c| Defaults::from_config(&c.spec.ingress_nginx));
+    let table = RouteTable::compile_with(objects, class, zone, &defaults, false, &Store::default())
+        .expect("lenient compilation reports instead of failing");
+    let ingress_ports = objects.zone_albs.first().map_or_else(String::new, |a| {
+        std::iter::once(a.spec.port)
+            .chain(a.spec.tls_port)
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let mut out = vec![format!(
+        "{:<8} {:<28} {:<40} {:<44} TO",
+        "PORT", "HOST", "MATCH", "SERVED BY"
+    )];
+    for (host, path_type, path, ingress, backend) in table.ingress_rules() {
+        out.push(format!(
+            "{ingress_ports:<8} {host:<28} {:<40} {:<44} {backend}",
+            format!("{path_type} {path}").trim_end(),
+            format!("Ingress {ingress}")
+        ));
+    }
+    for line in table.gateway.rules() {
+        out.push(format!(
+            "{:<8} {:<28} {:<40} {:<44} {}",
+            line.port, line.host, line.matches, line.route, line.to
+        ));
+    }
     out
 }

@@ -75,6 +75,10 @@ pub struct Options {
     /// routes fail closed or are ignored) and exit: non-zero if anything is refused.
     #[arg(long, requires = "manifests")]
     pub check: bool,
+    /// With `--check`: also list, per port, host and path, which Ingress or HTTPRoute rule
+    /// serves it and where it goes.
+    #[arg(long, requires = "check")]
+    pub routes: bool,
     /// How often the manifest directory is also polled, in milliseconds. Changes are seen at
     /// once through file-system events; polling catches what those miss (network
     /// filesystems, no inotify watches left).
@@ -179,6 +183,10 @@ fn compile(objects: &Objects, opts: &Options, source: &str, strict: bool, state:
             .into_iter()
             .map(|p| format!("{}: {p}", what.as_deref().unwrap_or_default())),
     );
+    let shared = shared_ports(alb, opts);
+    let shadowed = gateway::shadowed(&table, &shared);
+    table.gateway.status.findings.extend(shadowed.iter().cloned());
+    table.warnings.extend(shadowed);
     table.health_host = objects.cluster_of(alb).map(objects::MultiZoneCluster::health_host);
     if let Some(reserved) = table.health_host.as_deref()
         && table.has_host(reserved)
@@ -194,6 +202,27 @@ fn compile(objects: &Objects, opts: &Options, source: &str, strict: bool, state:
             .or(alb.spec.tls_port.map(|port| SocketAddr::new(alb.spec.ip, port))),
         table,
     })
+}
+
+/// The Gateway listener ports the ALB's own (Ingress) listeners serve: their own ports, and
+/// those `--gateway-ports` maps onto them.
+pub(crate) fn shared_ports(alb: &objects::ZoneALB, opts: &Options) -> Vec<u16> {
+    let own: Vec<u16> = [
+        opts.listen.map_or(alb.spec.port, |a| a.port()),
+        opts.listen_tls
+            .map(|a| a.port())
+            .or(alb.spec.tls_port)
+            .unwrap_or_default(),
+    ]
+    .into_iter()
+    .filter(|&p| p != 0)
+    .collect();
+    let mapped = opts
+        .gateway_ports
+        .iter()
+        .filter(|(_, local)| own.contains(local))
+        .map(|(listener, _)| *listener);
+    own.iter().copied().chain(mapped).collect()
 }
 
 /// Runs one zone ALB until `shutdown` resolves. Fails before listening if the manifests are
@@ -334,6 +363,11 @@ fn check_manifests(opts: &Options) -> Result<()> {
     let findings = check::findings(&objects, &opts.ingress_class);
     for finding in &findings {
         println!("{finding}");
+    }
+    if opts.routes {
+        for line in check::routes(&objects, &opts.ingress_class) {
+            println!("{line}");
+        }
     }
     let errors = findings.iter().filter(|f| f.severity == check::Severity::Error).count();
     println!(

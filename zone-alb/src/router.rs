@@ -492,6 +492,38 @@ impl RouteTable {
         self.client_auth.wildcard(host)
     }
 
+    /// Every Ingress rule: (host, pathType, path, Ingress, Service), hosts sorted; `*` for
+    /// rules of any host, `(default backend)` for the default backend.
+    pub fn ingress_rules(&self) -> Vec<IngressRuleLine> {
+        let mut out = Vec::new();
+        let hosts = (self.exact_hosts.iter().map(|(h, r)| (h.clone(), r)))
+            .chain(self.wildcard_hosts.iter().map(|(h, r)| (format!("*.{h}"), r)))
+            .chain(std::iter::once(("*".to_owned(), &self.any_host)));
+        for (host, rules) in hosts {
+            for rule in &rules.paths {
+                let ingress = rule.policy.ingress.clone();
+                out.push((
+                    host.clone(),
+                    rule.path_type.clone(),
+                    rule.path.clone(),
+                    ingress,
+                    rule.backend.name.clone(),
+                ));
+            }
+        }
+        if let Some((backend, policy)) = &self.default_backend {
+            out.push((
+                "*".into(),
+                "(default backend)".into(),
+                String::new(),
+                policy.ingress.clone(),
+                backend.name.clone(),
+            ));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| b.2.len().cmp(&a.2.len())));
+        out
+    }
+
     /// The route of an Ingress rule naming this very host (exactly, by alias or by wildcard),
     /// if one matches; not rules for any host, nor the default backend.
     pub(crate) fn lookup_host_rules(&self, host: &str, path: &str) -> Option<Route<'_>> {
@@ -655,6 +687,9 @@ impl RouteTable {
         Ok(table)
     }
 }
+
+/// One Ingress rule, for listings: (host, pathType, path, Ingress, Service).
+pub type IngressRuleLine = (String, String, String, Arc<str>, Arc<str>);
 
 /// How one Ingress fared in a compilation: for logs, and on a cluster for its events.
 #[derive(Clone, Debug)]

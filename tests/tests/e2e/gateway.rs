@@ -1366,3 +1366,85 @@ fn request_and_backend_timeouts() {
     s.expect(8080, &s.ip, "/backend-timeout", &[], 200, v1, INFRA);
     s.expect(8080, &s.ip, "/backend-timeout?delay=1s", &[], 504, "", "");
 }
+
+#[test]
+fn ingress_and_gateway_share_a_port() {
+    // A Gateway listener on the ALB's own port (8000): the Ingress rule for the very host and
+    // path wins, the rest of the host goes to the HTTPRoute, and the shadowed rule is reported.
+    let objects = format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: shared, namespace: {INFRA}}}
+spec:
+  gatewayClassName: mzlb
+  listeners: [{{name: http, port: 8000, protocol: HTTP}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: legacy, namespace: {INFRA}}}
+spec:
+  ingressClassName: mzlb
+  rules:
+  - host: shared.example
+    http:
+      paths: [{{path: /legacy, pathType: Prefix, backend: {{service: {{name: infra-backend-v1, port: {{number: 8080}}}}}}}}]
+{}",
+        route(
+            "moved",
+            "  parentRefs: [{name: shared}]
+  hostnames: [shared.example, gw-only.example]
+  rules:
+  - backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /legacy}}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+"
+        )
+    );
+    let s = site(19, &objects);
+    poll(Duration::from_secs(5), || {
+        (s.get(8000, "gw-only.example", "/", &[]).status == 200).then_some(())
+    })
+    .expect("the Gateway listener shares the ALB's port");
+    s.expect(8000, "shared.example", "/legacy/x", &[], 200, "infra-backend-v1", INFRA);
+    s.expect(8000, "shared.example", "/other", &[], 200, "infra-backend-v2", INFRA);
+    s.expect(8000, "gw-only.example", "/legacy", &[], 200, "infra-backend-v3", INFRA);
+    s.expect(8000, "nobody.example", "/", &[], 404, "", "");
+    let findings = check(&s.manifests());
+    assert!(
+        findings.contains(
+            "RouteShadowed: host shared.example path /legacy on port 8000: Ingress gateway-conformance-infra/legacy serves it; HTTPRoute gateway-conformance-infra/moved rule 1 is shadowed there"
+        ),
+        "{findings}"
+    );
+    assert!(
+        s.alb.output().contains("is shadowed there"),
+        "logged too:\n{}",
+        s.alb.output()
+    );
+    let out = run(Command::new(crate::harness::bin("mzlb"))
+        .args(["routes", "--manifests"])
+        .arg(s.manifests()));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let line = |needles: &[&str]| listing.lines().any(|l| needles.iter().all(|n| l.contains(n)));
+    assert!(
+        line(&[
+            "8000",
+            "shared.example",
+            "Prefix /legacy",
+            "Ingress gateway-conformance-infra/legacy",
+            "infra-backend-v1:8080"
+        ]),
+        "{listing}"
+    );
+    assert!(
+        line(&[
+            "8000",
+            "shared.example",
+            "PathPrefix /legacy",
+            "HTTPRoute gateway-conformance-infra/moved rule 1",
+            "infra-backend-v3:8080 weight 1"
+        ]),
+        "{listing}"
+    );
+}

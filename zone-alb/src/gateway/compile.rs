@@ -400,6 +400,10 @@ fn compile_listener(
             );
         }
         for (i, cert) in tls.certificate_refs.iter().enumerate() {
+            // A reference not permitted is the reason given, whatever else is wrong.
+            if resolved.reason == "RefNotPermitted" {
+                break;
+            }
             let cert_field = format!("{field}.tls.certificateRefs[{i}]");
             let group = cert.group.as_deref().unwrap_or("");
             let kind = cert.kind.as_deref().unwrap_or("Secret");
@@ -616,8 +620,14 @@ fn compile_rules(
             let path = m.path.clone().unwrap_or_default();
             let value = path.value.clone().unwrap_or_else(|| "/".into());
             let path = match path.type_.as_deref().unwrap_or("PathPrefix") {
-                "Exact" if value.starts_with('/') => PathMatchSpec::Exact(value),
-                "PathPrefix" if value.starts_with('/') => PathMatchSpec::Prefix(value),
+                "Exact" | "PathPrefix" if !plain_path(&value) => {
+                    refuse(format!(
+                        "{mfield}.path.value: {value:?} is not a normalized absolute path"
+                    ));
+                    continue;
+                }
+                "Exact" => PathMatchSpec::Exact(value),
+                "PathPrefix" => PathMatchSpec::Prefix(value),
                 "RegularExpression" => match regex(&value) {
                     Ok(re) => PathMatchSpec::Regex(re),
                     Err(e) => {
@@ -874,34 +884,63 @@ fn once<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Fields a header modifier may not touch: the message's framing and connection (changing
+/// them would let a route desynchronize the proxy and its backend or client) and `Host`
+/// (URLRewrite's `hostname` says that, and routing has already used it).
+const RESERVED_FIELDS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
+
+fn field_name(name: &str) -> Result<HeaderName, String> {
+    let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
+    if RESERVED_FIELDS.contains(&parsed.as_str()) {
+        return Err(format!("{name:?} cannot be modified by a filter"));
+    }
+    Ok(parsed)
+}
+
 fn header_changes(m: &model::HeaderModifier) -> Result<HeaderChanges, String> {
     let pair = |h: &model::Header| -> Result<(HeaderName, HeaderValue), String> {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| format!("{:?} is not a header name", h.name))?;
+        let name = field_name(&h.name)?;
         let value = HeaderValue::from_str(&h.value).map_err(|_| format!("{:?} is not a header value", h.value))?;
         Ok((name, value))
     };
     Ok(HeaderChanges {
         set: m.set.iter().map(pair).collect::<Result<_, _>>()?,
         add: m.add.iter().map(pair).collect::<Result<_, _>>()?,
-        remove: m
-            .remove
-            .iter()
-            .map(|n| HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("{n:?} is not a header name")))
-            .collect::<Result<_, _>>()?,
+        remove: m.remove.iter().map(|n| field_name(n)).collect::<Result<_, _>>()?,
     })
+}
+
+/// A path as the CRD allows it in matches and filters, and as requests are matched after
+/// normalization: absolute, no `//`, no dot segments, no encoded `/` or `\\`, no `?` or `#`,
+/// only visible ASCII. Anything else would never match, or would send the backend another path
+/// than the one routed by.
+fn plain_path(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    v.starts_with('/')
+        && v.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#' && b != b'\\')
+        && !v.contains("//")
+        && !lower.contains("%2f")
+        && !lower.contains("%5c")
+        && !v.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 fn path_change(p: &model::PathModifier) -> Result<PathChange, String> {
     let check = |v: &str| {
-        if v.starts_with('/')
-            && !v
-                .bytes()
-                .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
-        {
+        if plain_path(v) {
             Ok(v.to_owned())
         } else {
-            Err(format!("path {v:?} is not an absolute path"))
+            Err(format!("path {v:?} is not a normalized absolute path"))
         }
     };
     match (p.type_.as_str(), &p.replace_full_path, &p.replace_prefix_match) {
@@ -1590,6 +1629,127 @@ spec:
         assert_eq!(parent_conds(&t, "sticky")[0], "Accepted=false:UnsupportedValue");
         assert_eq!(get(&t, "a.test", "/", &[]), None, "never served without its filter");
         assert_eq!(get(&t, "sticky.test", "/", &[]), None);
+    }
+
+    #[test]
+    fn hostile_filter_and_path_values_refuse_the_route() {
+        let filter = |name: &str, f: &str| {
+            format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: infra}}\n\
+                 spec:\n  parentRefs: [{{name: same-namespace}}]\n  hostnames: [{name}.test]\n  rules: [{{{f}, backendRefs: [{{name: v1, port: 8080}}]}}]\n"
+            )
+        };
+        let cases = [
+            (
+                "cl",
+                "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Content-Length, value: '5'}]}}]",
+            ),
+            (
+                "te",
+                "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: transfer-encoding, value: chunked}]}}]",
+            ),
+            (
+                "host",
+                "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Host, value: admin.internal}]}}]",
+            ),
+            (
+                "conn",
+                "filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {remove: [Connection]}}]",
+            ),
+            (
+                "rcl",
+                "filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: content-length, value: '0'}]}}]",
+            ),
+            (
+                "badname",
+                "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: 'a b', value: x}]}}]",
+            ),
+            ("dots", "matches: [{path: {type: PathPrefix, value: /a/../admin}}]"),
+            ("double", "matches: [{path: {type: Exact, value: //admin}}]"),
+            ("encoded", "matches: [{path: {type: PathPrefix, value: /a%2Fb}}]"),
+            ("query", "matches: [{path: {type: Exact, value: '/a?b'}}]"),
+            ("relative", "matches: [{path: {type: PathPrefix, value: admin}}]"),
+            (
+                "rewrite",
+                "filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /x/../y}}}]",
+            ),
+            (
+                "badregex",
+                "matches: [{path: {type: RegularExpression, value: '(unclosed'}}]",
+            ),
+            (
+                "badstatus",
+                "filters: [{type: RequestRedirect, requestRedirect: {statusCode: 200}}]",
+            ),
+            (
+                "badscheme",
+                "filters: [{type: RequestRedirect, requestRedirect: {scheme: javascript}}]",
+            ),
+            (
+                "twice",
+                "filters: [{type: URLRewrite, urlRewrite: {hostname: a.test}}, {type: URLRewrite, urlRewrite: {hostname: b.test}}]",
+            ),
+            ("missing", "filters: [{type: RequestHeaderModifier}]"),
+            (
+                "both",
+                "filters: [{type: RequestRedirect, requestRedirect: {hostname: a.test}}, {type: URLRewrite, urlRewrite: {hostname: b.test}}]",
+            ),
+            (
+                "prefixexact",
+                "matches: [{path: {type: Exact, value: /a}}], filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]",
+            ),
+            ("timeout", "timeouts: {request: 10 seconds}"),
+        ];
+        let yaml: String = cases.iter().map(|(n, f)| filter(n, f)).collect();
+        let t = table(&yaml);
+        for (name, f) in cases {
+            assert_eq!(parent_conds(&t, name)[0], "Accepted=false:UnsupportedValue", "{f}");
+            assert_eq!(get(&t, &format!("{name}.test"), "/", &[]), None, "{f}: not served");
+        }
+    }
+
+    #[test]
+    fn certificate_references_across_namespaces() {
+        let gateway = |name: &str, refs: &str| {
+            format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: infra}}\n\
+                 spec:\n  gatewayClassName: mzlb\n  listeners: [{{name: https, port: 8443, protocol: HTTPS, hostname: {name}.test, tls: {{certificateRefs: {refs}}}}}]\n"
+            )
+        };
+        let grant = |name: &str, from_kind: &str, to_name: Option<&str>| {
+            let to_name = to_name.map_or(String::new(), |n| format!(", name: {n}"));
+            format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: {name}, namespace: web}}\n\
+                 spec: {{from: [{{group: gateway.networking.k8s.io, kind: {from_kind}, namespace: infra}}], to: [{{group: '', kind: Secret{to_name}}}]}}\n"
+            )
+        };
+        let web_cert = "[{name: certificate, namespace: web}]";
+        let missing_both = "[{name: certificate, namespace: web}, {name: nonexistent, namespace: web}]";
+        let reason = |t: &crate::router::RouteTable, gw: &str| {
+            let g = t.gateway.status.gateways.iter().find(|g| g.name == gw).unwrap();
+            let c = g.listeners[0]
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ResolvedRefs")
+                .unwrap();
+            format!("{}:{}", c.status, c.reason)
+        };
+        let t = table(&format!(
+            "{}{}",
+            gateway("nogrant", web_cert),
+            gateway("missing", missing_both)
+        ));
+        assert_eq!(reason(&t, "nogrant"), "false:RefNotPermitted");
+        assert_eq!(reason(&t, "missing"), "false:RefNotPermitted", "RefNotPermitted wins");
+        for wrong in [grant("g", "HTTPRoute", None), grant("g", "Gateway", Some("other"))] {
+            let t = table(&format!("{}{wrong}", gateway("nogrant", web_cert)));
+            assert_eq!(reason(&t, "nogrant"), "false:RefNotPermitted", "{wrong}");
+        }
+        for good in [grant("g", "Gateway", None), grant("g", "Gateway", Some("certificate"))] {
+            let t = table(&format!("{}{good}", gateway("granted", web_cert)));
+            // Granted, the Secret itself is missing here: the reference is resolved to nothing.
+            assert_eq!(reason(&t, "granted"), "false:InvalidCertificateRef", "{good}");
+        }
     }
 
     #[test]

@@ -51,10 +51,72 @@ impl Table {
         out
     }
 
+    /// Every rule as attached: (port, listener, hostname or `*`, match, HTTPRoute and rule,
+    /// backends), by port then listener then precedence.
+    pub fn rules(&self) -> Vec<RuleLine> {
+        let mut ports: Vec<_> = self.ports.iter().collect();
+        ports.sort_by_key(|(p, _)| **p);
+        let mut out = Vec::new();
+        for (&port, p) in ports {
+            for listener in &p.listeners {
+                for (host, entries) in &listener.groups {
+                    for e in entries {
+                        let backends: Vec<String> = e
+                            .rule
+                            .backends
+                            .iter()
+                            .map(|b| {
+                                let name = b
+                                    .backend
+                                    .as_ref()
+                                    .map_or_else(|| "(unusable: 500)".to_owned(), |b| b.name.to_string());
+                                format!("{name} weight {}", b.weight)
+                            })
+                            .collect();
+                        out.push(RuleLine {
+                            port,
+                            listener: listener.name.to_string(),
+                            host: host.as_ref().map_or_else(|| "*".to_owned(), ToString::to_string),
+                            matches: e.describe(),
+                            route: format!("HTTPRoute {} rule {}", e.rule.route, e.order.rule),
+                            to: if e.rule.redirect.is_some() {
+                                "(redirect)".into()
+                            } else if backends.is_empty() {
+                                "(no backendRefs: 500)".into()
+                            } else {
+                                backends.join(", ")
+                            },
+                            exact_host: matches!(host, Some(Hostname::Exact(_))),
+                            path: match &e.path {
+                                PathMatch::Exact(p) | PathMatch::Prefix(p) => Some(p.clone()),
+                                PathMatch::Regex(_) => None,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Whether any Gateway listener is served.
     pub fn is_empty(&self) -> bool {
         self.ports.is_empty()
     }
+}
+
+/// One attached rule, for listings (`zone-alb --check --routes`, `mzlb routes`).
+#[derive(Clone, Debug)]
+pub struct RuleLine {
+    pub port: u16,
+    pub listener: String,
+    pub host: String,
+    pub matches: String,
+    pub route: String,
+    pub to: String,
+    /// The rule's hostname is an exact name, and its path (`Exact` or `PathPrefix`) is `path`.
+    pub exact_host: bool,
+    pub path: Option<String>,
 }
 
 /// The listeners (of one or more Gateways) sharing one port.
@@ -188,6 +250,27 @@ impl Entry {
                 .query
                 .iter()
                 .all(|(name, want)| query_value(request.query, name).is_some_and(|v| want.matches(&v)))
+    }
+
+    /// The match as people write it: `PathPrefix /a, method GET, headers [x], query [y]`.
+    pub(crate) fn describe(&self) -> String {
+        let mut out = match &self.path {
+            PathMatch::Exact(p) => format!("Exact {p}"),
+            PathMatch::Prefix(p) => format!("PathPrefix {p}"),
+            PathMatch::Regex(r) => format!("RegularExpression {}", r.as_str()),
+        };
+        if let Some(m) = &self.method {
+            out.push_str(&format!(", method {m}"));
+        }
+        if !self.headers.is_empty() {
+            let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+            out.push_str(&format!(", headers [{}]", names.join(", ")));
+        }
+        if !self.query.is_empty() {
+            let names: Vec<&str> = self.query.iter().map(|(n, _)| n.as_str()).collect();
+            out.push_str(&format!(", query [{}]", names.join(", ")));
+        }
+        out
     }
 
     /// The prefix this entry matched, for `ReplacePrefixMatch`.
