@@ -316,6 +316,7 @@ pub struct Objects {
     pub gateway_classes: Vec<Arc<crate::gateway::model::GatewayClass>>,
     pub gateways: Vec<Arc<crate::gateway::model::Gateway>>,
     pub http_routes: Vec<Arc<crate::gateway::model::HTTPRoute>>,
+    pub grpc_routes: Vec<Arc<crate::gateway::model::GRPCRoute>>,
     pub reference_grants: Vec<Arc<crate::gateway::model::ReferenceGrant>>,
     /// Namespaces, for their labels (Gateway listeners' `allowedRoutes` selectors).
     pub namespaces: Vec<Arc<k8s_openapi::api::core::v1::Namespace>>,

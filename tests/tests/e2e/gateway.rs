@@ -1448,3 +1448,62 @@ spec:
         "{listing}"
     );
 }
+
+#[test]
+fn grpc_routes_reach_h2c_backends_by_service_and_method() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let seen = crate::grpc::grpc_backend(&rt, "127.0.112.20:4000", "grpc-echo", false);
+    let objects = format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata: {{name: grpc-infra-backend, namespace: {INFRA}}}
+spec: {{ports: [{{name: grpc, port: 8080, appProtocol: kubernetes.io/h2c}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: grpc-infra-backend-0, namespace: {INFRA}, labels: {{kubernetes.io/service-name: grpc-infra-backend}}}}
+addressType: IPv4
+ports: [{{name: grpc, port: 4000}}]
+endpoints: [{{addresses: [127.0.112.20]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: exact-matching, namespace: {INFRA}}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  hostnames: [grpc.example]
+  rules:
+  - matches: [{{method: {{service: echo.Echo, method: Say}}}}]
+    backendRefs: [{{name: grpc-infra-backend, port: 8080}}]
+  - matches: [{{method: {{service: echo.Other}}}}]
+    backendRefs: [{{name: grpc-infra-backend, port: 8080}}]
+"
+    );
+    let s = site(20, &objects);
+    let alb = format!("{}:8080", s.ip);
+    let (status, body, trailers) = crate::grpc::call_at(&rt, &alb, "grpc.example", "/echo.Echo/Say");
+    assert_eq!(status, 200);
+    assert!(body.ends_with(b"grpc-echo"), "{body:?}");
+    assert_eq!(trailers.unwrap()["grpc-status"], "0", "trailers come back");
+    let call = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(call.version, hyper::Version::HTTP_2, "h2c to the backend");
+    assert_eq!(call.te.as_deref(), Some("trailers"));
+    assert_eq!(call.path, "/echo.Echo/Say");
+    assert_eq!(
+        crate::grpc::call_at(&rt, &alb, "grpc.example", "/echo.Other/Anything").0,
+        200
+    );
+    assert_eq!(
+        crate::grpc::call_at(&rt, &alb, "grpc.example", "/echo.Echo/Other").0,
+        404,
+        "another method"
+    );
+    assert_eq!(
+        crate::grpc::call_at(&rt, &alb, "other.example", "/echo.Echo/Say").0,
+        404,
+        "another host"
+    );
+    let findings = check(&s.manifests());
+    assert!(!findings.contains("GRPCRoute"), "accepted: {findings}");
+}

@@ -151,7 +151,10 @@ fn gateway_status_is_written_by_the_elected_replica() {
     assert_eq!(listeners[0]["attachedRoutes"], 2);
     assert_eq!(
         listeners[0]["supportedKinds"],
-        json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+        json!([
+            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+            {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+        ])
     );
     assert_eq!(
         conds(&listeners[0]["conditions"]),

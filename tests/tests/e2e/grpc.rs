@@ -24,11 +24,11 @@ const ALB: &str = "127.0.52.1:8080";
 
 /// What the backend saw of one call.
 #[derive(Clone, Debug)]
-struct Seen {
-    version: hyper::Version,
+pub(crate) struct Seen {
+    pub(crate) version: hyper::Version,
     authority: Option<String>,
-    path: String,
-    te: Option<String>,
+    pub(crate) path: String,
+    pub(crate) te: Option<String>,
     content_type: Option<String>,
     body: Bytes,
 }
@@ -43,7 +43,12 @@ fn grpc_frame(payload: &[u8]) -> Bytes {
 
 /// A gRPC-shaped HTTP/2 backend named `name` on `addr` (over TLS with ALPN h2 when `tls`):
 /// answers every call with its name as the message and `grpc-status: 0`.
-fn grpc_backend(rt: &tokio::runtime::Runtime, addr: &str, name: &'static str, tls: bool) -> Arc<Mutex<Vec<Seen>>> {
+pub(crate) fn grpc_backend(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    name: &'static str,
+    tls: bool,
+) -> Arc<Mutex<Vec<Seen>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let listener = rt.block_on(TcpListener::bind(addr)).unwrap();
@@ -118,13 +123,23 @@ fn grpc_backend(rt: &tokio::runtime::Runtime, addr: &str, name: &'static str, tl
 /// A unary call to `host` through the ALB, over HTTP/2 with prior knowledge; returns the
 /// status, the message bytes and the trailers.
 fn call(rt: &tokio::runtime::Runtime, host: &str) -> (u16, Bytes, Option<HeaderMap>) {
+    call_at(rt, ALB, host, "/echo.Echo/Say")
+}
+
+/// A unary call of `path` to `host` through the ALB at `alb`.
+pub(crate) fn call_at(
+    rt: &tokio::runtime::Runtime,
+    alb: &str,
+    host: &str,
+    path: &str,
+) -> (u16, Bytes, Option<HeaderMap>) {
     rt.block_on(async {
-        let stream = TcpStream::connect(ALB.parse::<SocketAddr>().unwrap()).await.unwrap();
+        let stream = TcpStream::connect(alb.parse::<SocketAddr>().unwrap()).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .expect("HTTP/2 with prior knowledge to the ALB");
         tokio::spawn(conn);
-        let req = Request::post(format!("http://{host}/echo.Echo/Say"))
+        let req = Request::post(format!("http://{host}{path}"))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .body(Full::new(grpc_frame(b"hello")))

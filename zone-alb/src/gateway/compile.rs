@@ -72,15 +72,21 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
 
     // Routes, in the specification's order (oldest first, then by namespace/name), so the
     // rule order within equal matches is decided once here.
-    let mut routes: Vec<&Arc<HTTPRoute>> = objects.http_routes.iter().collect();
-    routes.sort_by_key(|r| (created(&r.metadata), namespace_of(&r.metadata), r.metadata.name.clone()));
+    // A GRPCRoute is routed as the HTTPRoute it amounts to (its calls are POSTs to
+    // `/<service>/<method>`), to gRPC backends.
+    let grpc: Vec<Arc<HTTPRoute>> = objects.grpc_routes.iter().map(|r| Arc::new(r.as_http())).collect();
+    let mut routes: Vec<(&'static str, &Arc<HTTPRoute>)> = (objects.http_routes.iter().map(|r| ("HTTPRoute", r)))
+        .chain(grpc.iter().map(|r| ("GRPCRoute", r)))
+        .collect();
+    routes.sort_by_key(|(_, r)| (created(&r.metadata), namespace_of(&r.metadata), r.metadata.name.clone()));
     let mut attached: Vec<Vec<(Option<Hostname>, Vec<Entry>)>> = Vec::new();
     attached.resize_with(listeners.len(), Vec::new);
-    for route in routes {
+    for (kind, route) in routes {
         let route_ns = namespace_of(&route.metadata);
         let route_name = route.metadata.name.clone().unwrap_or_default();
-        let what = format!("HTTPRoute {route_ns}/{route_name}");
+        let what = format!("{kind} {route_ns}/{route_name}");
         let mut route_report = RouteReport {
+            kind,
             namespace: route_ns.clone(),
             name: route_name.clone(),
             generation: route.metadata.generation,
@@ -97,7 +103,7 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
         // The rules once per route: the same for every parent.
         let rules = compile_rules(
             objects,
-            route,
+            (kind, route),
             &route_ns,
             &what,
             defaults,
@@ -106,8 +112,8 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
         );
         for parent in &route.spec.parent_refs {
             let group = parent.group.clone().unwrap_or_else(|| GROUP.into());
-            let kind = parent.kind.clone().unwrap_or_else(|| "Gateway".into());
-            if group != GROUP || kind != "Gateway" {
+            let parent_kind = parent.kind.clone().unwrap_or_else(|| "Gateway".into());
+            if group != GROUP || parent_kind != "Gateway" {
                 continue; // a mesh Service or another implementation's kind: not ours to judge
             }
             let gw_ns = parent.namespace.clone().unwrap_or_else(|| route_ns.clone());
@@ -119,7 +125,7 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
             };
             let parent_ref = ParentRef {
                 group: Some(group),
-                kind: Some(kind),
+                kind: Some(parent_kind),
                 namespace: Some(gw_ns.clone()),
                 ..parent.clone()
             };
@@ -133,7 +139,7 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
             let allowed: Vec<usize> = candidates
                 .iter()
                 .copied()
-                .filter(|&i| listeners[i].allows(&route_ns, &gw_ns, &namespaces))
+                .filter(|&i| listeners[i].allows(kind, &route_ns, &gw_ns, &namespaces))
                 .collect();
             let mut hosts_on: Vec<(usize, Option<Vec<Hostname>>)> = Vec::new();
             for &i in &allowed {
@@ -265,8 +271,8 @@ struct Compiled {
     hostname: Option<Hostname>,
     certificate: Option<Arc<rustls::sign::CertifiedKey>>,
     namespaces: AllowedNamespaces,
-    /// HTTPRoute is among the kinds it takes.
-    takes_http_routes: bool,
+    /// The route kinds it takes, of those we serve.
+    takes: Vec<&'static str>,
     report: ListenerReport,
 }
 
@@ -286,8 +292,8 @@ impl Compiled {
             .any(|c| c.type_ == "Programmed" && c.status)
     }
 
-    fn allows(&self, route_ns: &str, gw_ns: &str, labels: &NamespaceLabels) -> bool {
-        self.takes_http_routes
+    fn allows(&self, kind: &str, route_ns: &str, gw_ns: &str, labels: &NamespaceLabels) -> bool {
+        self.takes.contains(&kind)
             && match &self.namespaces {
                 AllowedNamespaces::Same => route_ns == gw_ns,
                 AllowedNamespaces::All => true,
@@ -341,20 +347,21 @@ fn compile_listener(
             }
         },
     };
-    // Route kinds: HTTPRoute is the one we serve.
-    let mut supported_kinds = Vec::new();
-    let takes_http_routes = match listener.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
+    // Route kinds: HTTPRoute and GRPCRoute are those we serve.
+    let mut supported_kinds: Vec<&'static str> = Vec::new();
+    let takes = match listener.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
         None => {
-            supported_kinds.push("HTTPRoute");
-            true
+            supported_kinds.extend(["HTTPRoute", "GRPCRoute"]);
+            supported_kinds.clone()
         }
         Some(kinds) => {
-            let mut takes = false;
             for k in kinds {
                 let group = k.group.as_deref().unwrap_or(GROUP);
-                if group == GROUP && k.kind == "HTTPRoute" {
-                    takes = true;
-                    supported_kinds.push("HTTPRoute");
+                let ours = ["HTTPRoute", "GRPCRoute"].into_iter().find(|ours| *ours == k.kind);
+                if let (GROUP, Some(kind)) = (group, ours) {
+                    if !supported_kinds.contains(&kind) {
+                        supported_kinds.push(kind);
+                    }
                 } else {
                     resolved = Cond::no(
                         "ResolvedRefs",
@@ -363,7 +370,7 @@ fn compile_listener(
                     );
                 }
             }
-            takes
+            supported_kinds.clone()
         }
     };
     let namespaces = match listener.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref()) {
@@ -453,7 +460,7 @@ fn compile_listener(
         }
     }
     // Route kinds we do not serve leave the listener serving the HTTPRoutes it also takes.
-    let usable = resolved.status || (resolved.reason == "InvalidRouteKinds" && takes_http_routes);
+    let usable = resolved.status || (resolved.reason == "InvalidRouteKinds" && !takes.is_empty());
     let programmed = if accepted.status && usable {
         Cond::yes("Programmed", "Programmed")
     } else {
@@ -468,7 +475,7 @@ fn compile_listener(
         hostname,
         certificate,
         namespaces,
-        takes_http_routes,
+        takes,
         report: ListenerReport {
             name: listener.name.clone(),
             attached_routes: 0,
@@ -592,7 +599,7 @@ impl Rules {
 
 fn compile_rules(
     objects: &Objects,
-    route: &HTTPRoute,
+    (kind, route): (&'static str, &HTTPRoute),
     ns: &str,
     what: &str,
     defaults: &Defaults,
@@ -678,7 +685,7 @@ fn compile_rules(
         // Filters.
         let mut compiled = Filters::default();
         for (fi, filter) in rule.filters.iter().enumerate() {
-            if let Err(e) = compiled.add(filter, objects, ns, backends, &mut out.unresolved) {
+            if let Err(e) = compiled.add(filter, (objects, kind), ns, backends, &mut out.unresolved) {
                 refuse(format!("{field}.filters[{fi}]: {e}"));
             }
         }
@@ -702,7 +709,7 @@ fn compile_rules(
         for (bi, b) in rule.backend_refs.iter().enumerate() {
             let bfield = format!("{field}.backendRefs[{bi}]");
             let weight = b.weight.unwrap_or(1).clamp(0, 1_000_000) as u32;
-            let backend = match resolve_backend(objects, &b.target, ns, backends, &bfield) {
+            let backend = match resolve_backend(objects, kind, &b.target, ns, backends, &bfield) {
                 Ok(backend) => Some(backend),
                 Err(problem) => {
                     findings.push(format!("{}: {}", problem.0, problem.1));
@@ -714,7 +721,7 @@ fn compile_rules(
             for (fi, filter) in b.filters.iter().enumerate() {
                 match filter.type_.as_str() {
                     "RequestHeaderModifier" | "ResponseHeaderModifier" => {
-                        if let Err(e) = own.add(filter, objects, ns, backends, &mut out.unresolved) {
+                        if let Err(e) = own.add(filter, (objects, kind), ns, backends, &mut out.unresolved) {
                             refuse(format!("{bfield}.filters[{fi}]: {e}"));
                         }
                     }
@@ -750,6 +757,10 @@ fn compile_rules(
             (a, b) => a.or(b),
         };
         let (mut policy, _) = crate::annotations::parse_with(None, defaults);
+        if kind == "GRPCRoute" {
+            // gRPC backends speak HTTP/2 in clear (h2c), as the specification's default.
+            policy.backend_protocol = crate::annotations::BackendProtocol::Grpc;
+        }
         // Gateway API has no body limit and no HTTPS redirect of its own.
         policy.body_limit = None;
         policy.ssl_redirect = false;
@@ -766,6 +777,7 @@ fn compile_rules(
             custom_headers: None,
         });
         let rule = Arc::new(Rule {
+            kind,
             route: route_name.clone(),
             policy,
             request_headers: compiled.request_headers,
@@ -794,7 +806,7 @@ impl Filters {
     fn add(
         &mut self,
         filter: &model::Filter,
-        objects: &Objects,
+        (objects, kind): (&Objects, &str),
         ns: &str,
         backends: &mut BackendCache<'_>,
         unresolved: &mut Option<(&'static str, String)>,
@@ -863,7 +875,7 @@ impl Filters {
                 if m.percent.is_some_and(|p| p != 100) || m.fraction.is_some() {
                     return Err("RequestMirror: only whole mirroring (no percent or fraction) is supported".into());
                 }
-                match resolve_backend(objects, &m.backend_ref, ns, backends, "RequestMirror.backendRef") {
+                match resolve_backend(objects, kind, &m.backend_ref, ns, backends, "RequestMirror.backendRef") {
                     Ok(b) => self.mirrors.push(b),
                     Err(problem) => {
                         unresolved.get_or_insert(problem);
@@ -968,6 +980,7 @@ fn value_spec(v: &model::ValueMatch) -> Result<ValueSpec, String> {
 /// A backendRef's Service port, or why it cannot be used (the `ResolvedRefs` reason).
 fn resolve_backend(
     objects: &Objects,
+    route_kind: &str,
     target: &model::ObjectRefPort,
     ns: &str,
     backends: &mut BackendCache<'_>,
@@ -982,7 +995,7 @@ fn resolve_backend(
     if target_ns != ns
         && !granted(
             objects,
-            (GROUP, "HTTPRoute", ns),
+            (GROUP, route_kind, ns),
             ("", "Service", target_ns, &target.name),
         )
     {

@@ -353,6 +353,135 @@ pub struct RouteStatus {
 #[kube(
     group = "gateway.networking.k8s.io",
     version = "v1",
+    kind = "GRPCRoute",
+    plural = "grpcroutes",
+    namespaced,
+    status = "RouteStatus"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCRouteSpec {
+    #[serde(default)]
+    pub parent_refs: Vec<ParentRef>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    #[serde(default = "default_grpc_rules")]
+    pub rules: Vec<GrpcRule>,
+}
+
+fn default_grpc_rules() -> Vec<GrpcRule> {
+    vec![GrpcRule::default()]
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub matches: Vec<GrpcMatch>,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    #[serde(default)]
+    pub backend_refs: Vec<BackendRef>,
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<GrpcMethodMatch>,
+    #[serde(default)]
+    pub headers: Vec<ValueMatch>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcMethodMatch {
+    /// `Exact` (the default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+impl GRPCRoute {
+    /// The same routing as an HTTPRoute: a gRPC call is a POST to `/<service>/<method>`, so a
+    /// method match is a path match (exact for both names, a prefix for a service alone, a
+    /// regular expression otherwise).
+    pub fn as_http(&self) -> HTTPRoute {
+        let rules = self
+            .spec
+            .rules
+            .iter()
+            .map(|r| Rule {
+                name: r.name.clone(),
+                matches: if r.matches.is_empty() {
+                    vec![Match::default()]
+                } else {
+                    r.matches.iter().map(GrpcMatch::as_http).collect()
+                },
+                filters: r.filters.clone(),
+                backend_refs: r.backend_refs.clone(),
+                timeouts: None,
+                other: r.other.clone(),
+            })
+            .collect();
+        HTTPRoute {
+            metadata: self.metadata.clone(),
+            spec: HTTPRouteSpec {
+                parent_refs: self.spec.parent_refs.clone(),
+                hostnames: self.spec.hostnames.clone(),
+                rules,
+            },
+            status: None,
+        }
+    }
+}
+
+impl GrpcMatch {
+    fn as_http(&self) -> Match {
+        let path = self.method.as_ref().map(|m| {
+            let regex = m.type_.as_deref() == Some("RegularExpression");
+            match (regex, m.service.as_deref(), m.method.as_deref()) {
+                (false, Some(s), Some(m)) => PathMatch {
+                    type_: Some("Exact".into()),
+                    value: Some(format!("/{s}/{m}")),
+                },
+                (false, Some(s), None) => PathMatch {
+                    type_: Some("PathPrefix".into()),
+                    value: Some(format!("/{s}")),
+                },
+                (false, None, Some(m)) => PathMatch {
+                    type_: Some("RegularExpression".into()),
+                    value: Some(format!("/[^/]+/{}", regex::escape(m))),
+                },
+                (true, s, m) => PathMatch {
+                    type_: Some("RegularExpression".into()),
+                    value: Some(format!("/(?:{})/(?:{})", s.unwrap_or("[^/]+"), m.unwrap_or("[^/]+"))),
+                },
+                (false, None, None) => PathMatch {
+                    type_: Some("GRPCMethodMatch without service or method".into()),
+                    value: None,
+                },
+            }
+        });
+        Match {
+            path,
+            headers: self.headers.clone(),
+            query_params: Vec::new(),
+            method: None,
+        }
+    }
+}
+
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
     kind = "ReferenceGrant",
     plural = "referencegrants",
     namespaced

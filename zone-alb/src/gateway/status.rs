@@ -100,6 +100,8 @@ pub struct ListenerReport {
 
 #[derive(Clone, Debug)]
 pub struct RouteReport {
+    /// `HTTPRoute` or `GRPCRoute`.
+    pub kind: &'static str,
     pub namespace: String,
     pub name: String,
     pub generation: Option<i64>,
@@ -203,7 +205,8 @@ impl Report {
                     .as_deref()
                     .map_or_else(String::new, |s| format!("/{s}"));
                 out.push(format!(
-                    "HTTPRoute {}/{} on Gateway {}/{}{section}: {}",
+                    "{} {}/{} on Gateway {}/{}{section}: {}",
+                    r.kind,
                     r.namespace,
                     r.name,
                     p.parent_ref.namespace.as_deref().unwrap_or_default(),

@@ -78,7 +78,7 @@ impl Table {
                             listener: listener.name.to_string(),
                             host: host.as_ref().map_or_else(|| "*".to_owned(), ToString::to_string),
                             matches: e.describe(),
-                            route: format!("HTTPRoute {} rule {}", e.rule.route, e.order.rule),
+                            route: format!("{} {} rule {}", e.rule.kind, e.rule.route, e.order.rule),
                             to: if e.rule.redirect.is_some() {
                                 "(redirect)".into()
                             } else if backends.is_empty() {
@@ -320,7 +320,9 @@ fn hex(b: u8) -> Option<u8> {
 /// One rule of one HTTPRoute, as attached: its filters and backends.
 #[derive(Debug)]
 pub(crate) struct Rule {
-    /// `namespace/name` of the HTTPRoute, for logs and metrics.
+    /// `HTTPRoute` or `GRPCRoute`.
+    pub(crate) kind: &'static str,
+    /// `namespace/name` of the route, for logs and metrics.
     pub(crate) route: Arc<str>,
     /// The forwarding policy (timeouts, balancing): the cluster's defaults.
     pub(crate) policy: Arc<RoutePolicy>,

@@ -9,7 +9,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use super::model::{Gateway, GatewayClass, GatewayClassSpec, HTTPRoute};
+use super::model::{GRPCRoute, Gateway, GatewayClass, GatewayClassSpec, HTTPRoute};
 use super::status::{CONTROLLER, Cond, Report, conditions_json};
 use crate::objects::Objects;
 
@@ -99,14 +99,20 @@ pub(crate) async fn write(client: &Client, objects: &Objects, ips: &[IpAddr], re
         }
     }
     for route in &report.routes {
-        let Some(current) = objects
-            .http_routes
-            .iter()
-            .find(|r| r.namespace().as_deref() == Some(&route.namespace) && r.name_any() == route.name)
-        else {
-            continue;
+        let find = |list: &[std::sync::Arc<HTTPRoute>]| {
+            list.iter()
+                .find(|r| r.namespace().as_deref() == Some(&route.namespace) && r.name_any() == route.name)
+                .map(|r| r.status.as_ref().map(|s| s.parents.clone()).unwrap_or_default())
         };
-        let old = current.status.as_ref().map(|s| s.parents.clone()).unwrap_or_default();
+        let old = match route.kind {
+            "GRPCRoute" => objects
+                .grpc_routes
+                .iter()
+                .find(|r| r.namespace().as_deref() == Some(&route.namespace) && r.name_any() == route.name)
+                .map(|r| r.status.as_ref().map(|s| s.parents.clone()).unwrap_or_default()),
+            _ => find(&objects.http_routes),
+        };
+        let Some(old) = old else { continue };
         // Other controllers' parents stay; ours are replaced by what this table says.
         let mut parents: Vec<Value> = old
             .iter()
@@ -115,8 +121,14 @@ pub(crate) async fn write(client: &Client, objects: &Objects, ips: &[IpAddr], re
             .collect();
         parents.extend(route.parents.iter().map(|p| p.to_json(route.generation, &now, &old)));
         if parents != old {
-            let api: Api<HTTPRoute> = Api::namespaced(client.clone(), &route.namespace);
-            patch(&api, &route.name, json!({"status": {"parents": parents}}), "HTTPRoute").await;
+            let body = json!({"status": {"parents": parents}});
+            if route.kind == "GRPCRoute" {
+                let api: Api<GRPCRoute> = Api::namespaced(client.clone(), &route.namespace);
+                patch(&api, &route.name, body, route.kind).await;
+            } else {
+                let api: Api<HTTPRoute> = Api::namespaced(client.clone(), &route.namespace);
+                patch(&api, &route.name, body, route.kind).await;
+            }
         }
     }
 }

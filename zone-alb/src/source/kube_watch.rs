@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::gateway::model::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway::model::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::objects::{MultiZoneCluster, Objects, ZoneALB};
 
 /// Which objects a component needs.
@@ -58,6 +58,7 @@ struct IngressStores {
     gateway_classes: Store<GatewayClass>,
     gateways: Store<Gateway>,
     http_routes: Store<HTTPRoute>,
+    grpc_routes: Store<GRPCRoute>,
     reference_grants: Store<ReferenceGrant>,
     /// Namespaces, for their labels (listeners' `allowedRoutes` selectors): labels only.
     namespaces: Store<Namespace>,
@@ -87,6 +88,7 @@ pub fn start(client: &Client, scope: Scope) -> Watched {
         gateway_classes: reflect(Api::all(client.clone()), all(), &tx),
         gateways: reflect(Api::all(client.clone()), all(), &tx),
         http_routes: reflect(Api::all(client.clone()), all(), &tx),
+        grpc_routes: reflect(Api::all(client.clone()), all(), &tx),
         reference_grants: reflect(Api::all(client.clone()), all(), &tx),
         namespaces: reflect_with(Api::all(client.clone()), all(), &tx, retain_labels),
     });
@@ -192,6 +194,7 @@ impl Watched {
             objects.gateway_classes = shared(&s.gateway_classes);
             objects.gateways = shared(&s.gateways);
             objects.http_routes = shared(&s.http_routes);
+            objects.grpc_routes = shared(&s.grpc_routes);
             objects.reference_grants = shared(&s.reference_grants);
             objects.namespaces = shared(&s.namespaces);
         }
