@@ -79,6 +79,20 @@ const KINDS: &[Kind] = &[
     ),
     kind(
         "apis/gateway.networking.k8s.io/v1",
+        "grpcroutes",
+        "GRPCRoute",
+        true,
+        true,
+    ),
+    kind(
+        "apis/gateway.networking.k8s.io/v1",
+        "backendtlspolicies",
+        "BackendTLSPolicy",
+        true,
+        true,
+    ),
+    kind(
+        "apis/gateway.networking.k8s.io/v1",
         "referencegrants",
         "ReferenceGrant",
         true,

@@ -199,6 +199,22 @@ pub fn upstream_name(namespace: &str, service: &str, port: &str) -> String {
 }
 
 impl Material {
+    /// A Gateway API BackendTLSPolicy's: the backend's certificate verified against `roots`
+    /// (DER) for `hostname`, which is also the SNI; no client certificate.
+    pub fn verified_for(roots: Vec<Vec<u8>>, hostname: &str) -> Arc<Material> {
+        Arc::new(Material {
+            roots,
+            client_cert: None,
+            verify: true,
+            name: Some(hostname.to_ascii_lowercase()),
+            sni: true,
+            // Intermediates between the backend's certificate and the CA: as many as a
+            // public chain has.
+            depth: 5,
+            versions: Vec::new(),
+        })
+    }
+
     /// The TLS settings for one backend (whose ingress-nginx upstream name is `upstream`),
     /// shared with every other backend with the same settings.
     pub fn for_upstream(self: &Arc<Self>, upstream: &str) -> Arc<BackendTls> {

@@ -150,6 +150,9 @@ fn gateway_findings(report: &crate::gateway::status::Report) -> Vec<Finding> {
             );
         }
     }
+    for p in &report.policies {
+        push(format!("BackendTLSPolicy {}/{}", p.namespace, p.name), &p.conditions);
+    }
     out.extend(report.findings.iter().map(|f| Finding {
         severity: Severity::Warning,
         reason: "GatewayAPI",

@@ -176,6 +176,7 @@ fn spawn_status_writer(
                 let (objects, reports, gateway) = &*work;
                 write_ingress_status(&client, objects, &opts, reports).await;
                 crate::gateway::writer::write(&client, objects, &status_ips(objects, &opts), gateway).await;
+                crate::gateway::writer::write_policies(&client, objects, gateway).await;
             }
         }
     });

@@ -318,6 +318,7 @@ pub struct Objects {
     pub http_routes: Vec<Arc<crate::gateway::model::HTTPRoute>>,
     pub grpc_routes: Vec<Arc<crate::gateway::model::GRPCRoute>>,
     pub reference_grants: Vec<Arc<crate::gateway::model::ReferenceGrant>>,
+    pub backend_tls_policies: Vec<Arc<crate::gateway::model::BackendTLSPolicy>>,
     /// Namespaces, for their labels (Gateway listeners' `allowedRoutes` selectors).
     pub namespaces: Vec<Arc<k8s_openapi::api::core::v1::Namespace>>,
     /// Where each object was read from (empty for the API server).

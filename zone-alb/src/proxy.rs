@@ -508,7 +508,9 @@ impl Proxy {
         let tls_wanted = match protocol {
             BackendProtocol::Https | BackendProtocol::Grpcs => true,
             BackendProtocol::AutoHttp => scheme == Scheme::Https,
-            BackendProtocol::Http | BackendProtocol::Grpc => false,
+            // A Gateway API backend with a BackendTLSPolicy: TLS, verified as it says.
+            BackendProtocol::Http => gateway && backend.tls.is_some(),
+            BackendProtocol::Grpc => false,
         };
         // Verified as the route's proxy-ssl-* settings say, or ingress-nginx's unverified default.
         let tls = tls_wanted.then(|| backend.tls.clone().unwrap_or_else(BackendTls::insecure));

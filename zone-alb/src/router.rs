@@ -1342,6 +1342,9 @@ pub(crate) struct BackendCache<'a> {
     zone: &'a str,
     state: &'a Store,
     built: HashMap<(String, BalanceKind, Option<u64>), Arc<Backend>>,
+    /// Gateway API BackendTLSPolicies by the Service (namespace, name) they target: the TLS
+    /// material to verify it with, or why the policy cannot be used.
+    pub(crate) backend_tls: HashMap<(String, String), std::result::Result<Arc<crate::backend_tls::Material>, String>>,
 }
 
 impl<'a> BackendCache<'a> {
@@ -1379,9 +1382,22 @@ impl<'a> BackendCache<'a> {
         namespace: &str,
         backend: &IngressBackend,
         field: &str,
-    ) -> std::result::Result<Arc<Backend>, String> {
-        self.get(namespace, backend, (BalanceKind::RoundRobin, None), field, field)
-            .map_err(|rejection| rejection.error.to_string())
+    ) -> std::result::Result<Arc<Backend>, (&'static str, String)> {
+        let service = backend.service.as_ref().map_or("", |s| s.name.as_str());
+        let tls = match self.backend_tls.get(&(namespace.to_owned(), service.to_owned())) {
+            None => None,
+            Some(Ok(material)) => Some(material.clone()),
+            // Never plain text to a backend its policy says is TLS.
+            Some(Err(why)) => return Err(("InvalidBackendTLSPolicy", format!("{field}: {why}"))),
+        };
+        self.get(
+            namespace,
+            backend,
+            (BalanceKind::RoundRobin, tls.as_ref()),
+            field,
+            field,
+        )
+        .map_err(|rejection| ("BackendNotFound", rejection.error.to_string()))
     }
 
     fn new(objects: &'a Objects, zone: &'a str, state: &'a Store) -> Self {
@@ -1404,6 +1420,7 @@ impl<'a> BackendCache<'a> {
             zone,
             state,
             built: HashMap::new(),
+            backend_tls: HashMap::new(),
         }
     }
 

@@ -150,6 +150,7 @@ fn services(n: u8) -> (String, Vec<Pod>) {
                 addr: addr.parse().unwrap(),
                 namespace: ns.to_string(),
                 name: name.to_string(),
+                tls: None,
             });
         }
     }
@@ -170,12 +171,18 @@ fn certificate() -> (String, String) {
 
 /// Starts site `n` with the base manifests and `extra` (the test's own objects).
 pub fn site(n: u8, extra: &str) -> Site {
+    site_with(n, extra, Vec::new())
+}
+
+/// [`site`], with `more` pods beside the base ones.
+pub fn site_with(n: u8, extra: &str, more: Vec<Pod>) -> Site {
     let ip = format!("127.0.110.{n}");
     let dir = tempdir();
     let cert = certificate();
     let ca = write(dir.path(), "ca.pem", &cert.0);
     let manifests = dir.path().join("m");
-    let (services, pods) = services(n);
+    let (services, mut pods) = services(n);
+    pods.extend(more);
     write(&manifests, "base.yaml", &format!("{}{services}", base(&ip, &cert)));
     write(&manifests, "test.yaml", extra);
     let pods = gateway_echo::start(&pods);
@@ -1506,4 +1513,107 @@ spec:
     );
     let findings = check(&s.manifests());
     assert!(!findings.contains("GRPCRoute"), "accepted: {findings}");
+}
+
+#[test]
+fn backend_tls_policy_verifies_the_backend() {
+    // A CA, and a backend certificate it issued for backend.example.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "backend CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["backend.example".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+    let pod = Pod {
+        addr: "127.0.112.21:4443".parse().unwrap(),
+        namespace: INFRA.into(),
+        name: "tls-backend-a".into(),
+        tls: Some(std::sync::Arc::new(config)),
+    };
+    let other_ca = rcgen::generate_simple_self_signed(vec!["other".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let service = |name: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec: {{ports: [{{name: https, port: 443}}]}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-0, namespace: {INFRA}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: https, port: 4443}}]\nendpoints: [{{addresses: [127.0.112.21]}}]\n"
+        )
+    };
+    let policy = |name: &str, service: &str, configmap: &str, hostname: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: {INFRA}}}\n\
+             spec:\n  targetRefs: [{{group: '', kind: Service, name: {service}}}]\n  \
+             validation: {{caCertificateRefs: [{{group: '', kind: ConfigMap, name: {configmap}}}], hostname: {hostname}}}\n"
+        )
+    };
+    let configmap = |name: &str, pem: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {INFRA}}}\ndata:\n  ca.crt: |\n{}",
+            indent(pem)
+        )
+    };
+    let rule = |prefix: &str, service: &str| {
+        format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    backendRefs: [{{name: {service}, port: 443}}]\n"
+        )
+    };
+    let objects = [
+        service("tls-backend"),
+        service("tls-wrong-ca"),
+        service("tls-wrong-name"),
+        service("tls-missing-ca"),
+        service("tls-no-policy"),
+        configmap("backend-ca", &ca_cert.pem()),
+        configmap("other-ca", &other_ca),
+        policy("good", "tls-backend", "backend-ca", "backend.example"),
+        policy("wrong-ca", "tls-wrong-ca", "other-ca", "backend.example"),
+        policy("wrong-name", "tls-wrong-name", "backend-ca", "other.example"),
+        policy("missing-ca", "tls-missing-ca", "nonexistent", "backend.example"),
+        route(
+            "backend-tls",
+            &format!(
+                "  parentRefs: [{{name: same-namespace}}]\n  hostnames: [tls.example]\n  rules:\n{}{}{}{}{}",
+                rule("/good", "tls-backend"),
+                rule("/wrong-ca", "tls-wrong-ca"),
+                rule("/wrong-name", "tls-wrong-name"),
+                rule("/missing-ca", "tls-missing-ca"),
+                rule("/no-policy", "tls-no-policy")
+            ),
+        ),
+    ];
+    let s = site_with(21, &objects.concat(), vec![pod]);
+    let page = s.expect(8080, "tls.example", "/good", &[], 200, "tls-backend", INFRA);
+    assert_eq!(page["tls"], true, "TLS to the backend");
+    s.expect(8080, "tls.example", "/wrong-ca", &[], 502, "", "");
+    s.expect(8080, "tls.example", "/wrong-name", &[], 502, "", "");
+    s.expect(8080, "tls.example", "/missing-ca", &[], 500, "", "");
+    s.expect(8080, "tls.example", "/no-policy", &[], 502, "", "");
+    let findings = check(&s.manifests());
+    assert!(
+        findings.contains("BackendTLSPolicy gateway-conformance-infra/missing-ca: Accepted"),
+        "{findings}"
+    );
+    assert!(findings.contains("InvalidCACertificateRef"), "{findings}");
+    assert!(
+        findings.contains("InvalidBackendTLSPolicy"),
+        "the route names it: {findings}"
+    );
 }

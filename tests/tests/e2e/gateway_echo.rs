@@ -19,6 +19,8 @@ pub struct Pod {
     pub addr: SocketAddr,
     pub namespace: String,
     pub name: String,
+    /// Serve HTTPS with this configuration (the echo page then says `tls: true`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Running pods; stopped when dropped.
@@ -73,10 +75,25 @@ pub fn start(pods: &[Pod]) -> Pods {
                         };
                         let (pod, log) = (pod.clone(), log.clone());
                         tokio::spawn(async move {
+                            let tls = pod.tls.clone();
                             let service = hyper::service::service_fn(move |req| answer(req, pod.clone(), log.clone()));
-                            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                .await;
+                            let builder =
+                                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                            let _ = match tls {
+                                None => {
+                                    builder
+                                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                        .await
+                                }
+                                Some(config) => match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+                                    Ok(tls) => {
+                                        builder
+                                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                                            .await
+                                    }
+                                    Err(_) => return,
+                                },
+                            };
                         });
                     }
                 });
@@ -140,6 +157,7 @@ async fn answer(
         "headers": headers,
         "namespace": pod.namespace,
         "pod": pod.name,
+        "tls": pod.tls.is_some(),
     });
     let mut resp = Response::builder()
         .header("content-type", "application/json")

@@ -66,6 +66,13 @@ spec:
   rules: [{backendRefs: [{name: nonexistent, port: 8080}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: no-ca, namespace: gateway-conformance-infra}
+spec:
+  targetRefs: [{group: '', kind: Service, name: infra-backend-v1}]
+  validation: {caCertificateRefs: [{group: '', kind: ConfigMap, name: nonexistent}], hostname: backend.example}
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: foreign, namespace: gateway-conformance-infra}
 spec:
@@ -187,6 +194,33 @@ fn gateway_status_is_written_by_the_elected_replica() {
             c("Accepted", "True", "Accepted", 1),
             c("ResolvedRefs", "False", "BackendNotFound", 1)
         ]
+    );
+    // The BackendTLSPolicy of the Service the `good` route uses: its Gateway is its ancestor.
+    let policy = poll(Duration::from_secs(10), || {
+        status_of("BackendTLSPolicy", Some(INFRA), "no-ca")
+            .filter(|s| s["ancestors"].as_array().is_some_and(|a| !a.is_empty()))
+    })
+    .unwrap_or_else(|| panic!("BackendTLSPolicy status:\n{}", alb.output()));
+    let ancestor = &policy["ancestors"][0];
+    assert_eq!(
+        ancestor["ancestorRef"],
+        json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": INFRA, "name": "same-namespace"})
+    );
+    assert_eq!(
+        conds(&ancestor["conditions"]),
+        [
+            c("Accepted", "False", "NoValidCACertificate", 1),
+            c("ResolvedRefs", "False", "InvalidCACertificateRef", 1)
+        ]
+    );
+    let good = status_of("HTTPRoute", Some(INFRA), "good").unwrap();
+    assert_eq!(
+        conds(&good["parents"][0]["conditions"]),
+        [
+            c("Accepted", "True", "Accepted", 1),
+            c("ResolvedRefs", "False", "InvalidBackendTLSPolicy", 1)
+        ],
+        "never plain text to a Service its policy says is TLS"
     );
     // Another controller's parent is kept; the route names no Gateway of ours, so nothing is added.
     assert_eq!(

@@ -48,6 +48,8 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
         .filter(|g| classes.contains(&g.spec.gateway_class_name))
         .collect();
     let namespaces = NamespaceLabels::new(objects);
+    let mut policies = super::backend_tls::compile(objects);
+    backends.backend_tls = policies.material();
 
     // Listeners first, so routes can attach to them.
     let mut listeners: Vec<Compiled> = Vec::new();
@@ -177,6 +179,9 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
                 Cond::yes("Accepted", "Accepted")
             };
             let is_accepted = accepted.status;
+            if is_accepted {
+                policies.used_by(route, &route_ns, (&gw_ns, &gw_name));
+            }
             conditions.push(accepted);
             conditions.push(match &rules.unresolved {
                 None => Cond::yes("ResolvedRefs", "ResolvedRefs"),
@@ -259,6 +264,7 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
         port.listeners
             .sort_by_key(|l| l.hostname.as_ref().map_or((2, 0), Hostname::specificity));
     }
+    report.policies = policies.reports();
     Table { ports, status: report }
 }
 
@@ -1023,9 +1029,21 @@ fn resolve_backend(
         }),
         resource: None,
     };
-    backends
-        .get_gateway(target_ns, &reference, field)
-        .map_err(|message| ("BackendNotFound", message))
+    if route_kind == "GRPCRoute"
+        && backends
+            .backend_tls
+            .contains_key(&(target_ns.to_owned(), target.name.clone()))
+    {
+        // The gRPC upstream does not verify certificates: refused rather than unverified.
+        return Err((
+            "UnsupportedProtocol",
+            format!(
+                "{field}: gRPC over TLS to Service {target_ns}/{} is not supported",
+                target.name
+            ),
+        ));
+    }
+    backends.get_gateway(target_ns, &reference, field)
 }
 
 /// Whether a ReferenceGrant in the target's namespace lets `from` refer to it.
@@ -1763,6 +1781,71 @@ spec:
             // Granted, the Secret itself is missing here: the reference is resolved to nothing.
             assert_eq!(reason(&t, "granted"), "false:InvalidCertificateRef", "{good}");
         }
+    }
+
+    #[test]
+    fn parent_ports_percentage_mirrors_and_backend_filters() {
+        let t = table(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: port-81, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace, port: 81}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: port-8080, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace, port: 8080}]
+  hostnames: [port.test]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: half-mirror, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [mirror.test]
+  rules:
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: v2, port: 8080}, percent: 50}}]
+    backendRefs: [{name: v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-filters, namespace: infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [filters.test]
+  rules:
+  - backendRefs:
+    - {name: v1, port: 8080, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Backend, value: v1}]}}]}
+",
+        );
+        assert_eq!(parent_conds(&t, "port-81")[0], "Accepted=false:NoMatchingParent");
+        assert_eq!(parent_conds(&t, "port-8080")[0], "Accepted=true:Accepted");
+        assert_eq!(get(&t, "port.test", "/", &[]).as_deref(), Some("v1"));
+        assert_eq!(parent_conds(&t, "half-mirror")[0], "Accepted=false:UnsupportedValue");
+        assert_eq!(get(&t, "mirror.test", "/", &[]), None);
+        let port = t.gateway.port(8080).unwrap();
+        let listener = port.listener("filters.test").unwrap();
+        let map = HeaderMap::new();
+        let entry = listener
+            .lookup(&super::super::table::Request {
+                host: "filters.test",
+                path: "/",
+                query: None,
+                method: "GET",
+                headers: &map,
+            })
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        entry.rule.backends[0]
+            .request_headers
+            .as_ref()
+            .unwrap()
+            .apply(&mut headers);
+        assert_eq!(headers["backend"], "v1", "a backendRef's own filter");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `serve` answers requests on Gateway ports, `listeners` opens and closes those ports as
 //! Gateways change, and `status` says what became of every object.
 
+pub(crate) mod backend_tls;
 pub(crate) mod compile;
 pub(crate) mod hostnames;
 pub(crate) mod listeners;

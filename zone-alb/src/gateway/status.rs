@@ -69,6 +69,8 @@ pub struct Report {
     pub classes: Vec<ClassReport>,
     pub gateways: Vec<GatewayReport>,
     pub routes: Vec<RouteReport>,
+    /// BackendTLSPolicies: their conditions, and the Gateways whose routes use their Services.
+    pub policies: Vec<PolicyReport>,
     /// Problems worth a log line (conflicts with Ingresses, unusable references).
     pub findings: Vec<String>,
 }
@@ -106,6 +108,16 @@ pub struct RouteReport {
     pub name: String,
     pub generation: Option<i64>,
     pub parents: Vec<ParentReport>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PolicyReport {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    pub conditions: Vec<Cond>,
+    /// (namespace, name) of each Gateway.
+    pub ancestors: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -214,6 +226,14 @@ impl Report {
                     join(&p.conditions)
                 ));
             }
+        }
+        for p in &self.policies {
+            out.push(format!(
+                "BackendTLSPolicy {}/{}: {}",
+                p.namespace,
+                p.name,
+                join(&p.conditions)
+            ));
         }
         out.extend(self.findings.iter().cloned());
         out

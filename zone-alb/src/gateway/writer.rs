@@ -133,6 +133,54 @@ pub(crate) async fn write(client: &Client, objects: &Objects, ips: &[IpAddr], re
     }
 }
 
+/// BackendTLSPolicy status: one ancestor per Gateway of ours whose routes use its Services
+/// (other controllers' ancestors kept).
+pub(crate) async fn write_policies(client: &Client, objects: &Objects, report: &Report) {
+    let now = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string();
+    for p in &report.policies {
+        let Some(current) = objects
+            .backend_tls_policies
+            .iter()
+            .find(|o| o.namespace().as_deref() == Some(&p.namespace) && o.name_any() == p.name)
+        else {
+            continue;
+        };
+        let old = current.status.as_ref().map(|s| s.ancestors.clone()).unwrap_or_default();
+        let mut ancestors: Vec<Value> = old
+            .iter()
+            .filter(|a| a["controllerName"] != CONTROLLER)
+            .cloned()
+            .collect();
+        for (ns, name) in &p.ancestors {
+            let reference = json!({"group": super::model::GROUP, "kind": "Gateway", "namespace": ns, "name": name});
+            let previous = old
+                .iter()
+                .find(|a| a["ancestorRef"] == reference && a["controllerName"] == CONTROLLER)
+                .and_then(|a| a["conditions"].as_array())
+                .cloned()
+                .unwrap_or_default();
+            ancestors.push(json!({
+                "ancestorRef": reference,
+                "controllerName": CONTROLLER,
+                "conditions": conditions_json(&p.conditions, p.generation, &now, &previous),
+            }));
+        }
+        if ancestors != old {
+            let api: Api<super::model::BackendTLSPolicy> = Api::namespaced(client.clone(), &p.namespace);
+            patch(
+                &api,
+                &p.name,
+                json!({"status": {"ancestors": ancestors}}),
+                "BackendTLSPolicy",
+            )
+            .await;
+        }
+    }
+}
+
 async fn patch<K>(api: &Api<K>, name: &str, body: Value, kind: &str)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,

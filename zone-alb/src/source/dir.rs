@@ -338,6 +338,17 @@ fn add_value(value: Value, origin: &Origin, objects: &mut Objects) -> Result<()>
             register(objects, origin, key_of("GRPCRoute", &obj.metadata, true), &obj.metadata)?;
             objects.grpc_routes.push(std::sync::Arc::new(obj));
         }
+        ("gateway.networking.k8s.io/v1", "BackendTLSPolicy") => {
+            let mut obj: crate::gateway::model::BackendTLSPolicy = typed(value, origin, &kind)?;
+            default_namespace(&mut obj.metadata);
+            register(
+                objects,
+                origin,
+                key_of("BackendTLSPolicy", &obj.metadata, true),
+                &obj.metadata,
+            )?;
+            objects.backend_tls_policies.push(std::sync::Arc::new(obj));
+        }
         // v1 since Gateway API v1.5; v1beta1 is still served by the CRDs.
         ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => {
             let mut obj: crate::gateway::model::ReferenceGrant = typed(value, origin, &kind)?;

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::gateway::model::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway::model::{BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::objects::{MultiZoneCluster, Objects, ZoneALB};
 
 /// Which objects a component needs.
@@ -60,6 +60,7 @@ struct IngressStores {
     http_routes: Store<HTTPRoute>,
     grpc_routes: Store<GRPCRoute>,
     reference_grants: Store<ReferenceGrant>,
+    backend_tls_policies: Store<BackendTLSPolicy>,
     /// Namespaces, for their labels (listeners' `allowedRoutes` selectors): labels only.
     namespaces: Store<Namespace>,
 }
@@ -90,6 +91,7 @@ pub fn start(client: &Client, scope: Scope) -> Watched {
         http_routes: reflect(Api::all(client.clone()), all(), &tx),
         grpc_routes: reflect(Api::all(client.clone()), all(), &tx),
         reference_grants: reflect(Api::all(client.clone()), all(), &tx),
+        backend_tls_policies: reflect(Api::all(client.clone()), all(), &tx),
         namespaces: reflect_with(Api::all(client.clone()), all(), &tx, retain_labels),
     });
     Watched {
@@ -196,6 +198,7 @@ impl Watched {
             objects.http_routes = shared(&s.http_routes);
             objects.grpc_routes = shared(&s.grpc_routes);
             objects.reference_grants = shared(&s.reference_grants);
+            objects.backend_tls_policies = shared(&s.backend_tls_policies);
             objects.namespaces = shared(&s.namespaces);
         }
         objects
