@@ -27,18 +27,24 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut BackendCache<'_>) -> Table {
     let mut report = Report::default();
     let mut classes = Vec::new();
+    // Classes whose Gateways are refused, and why.
+    let mut refused_classes: HashMap<String, String> = HashMap::new();
     for class in &objects.gateway_classes {
         if class.spec.controller_name != super::status::CONTROLLER {
             continue;
         }
         let name = class.metadata.name.clone().unwrap_or_default();
+        let accepted = if class.spec.parameters_ref.is_some() {
+            let why = format!("GatewayClass {name}: spec.parametersRef: mzlb takes no parameters");
+            refused_classes.insert(name.clone(), why.clone());
+            Cond::no("Accepted", "InvalidParameters", why)
+        } else {
+            Cond::yes("Accepted", "Accepted")
+        };
         report.classes.push(ClassReport {
             name: name.clone(),
             generation: class.metadata.generation,
-            conditions: vec![
-                Cond::yes("Accepted", "Accepted"),
-                Cond::yes("SupportedVersion", "SupportedVersion"),
-            ],
+            conditions: vec![accepted, Cond::yes("SupportedVersion", "SupportedVersion")],
         });
         classes.push(name);
     }
@@ -53,6 +59,7 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
 
     // Listeners first, so routes can attach to them.
     let mut listeners: Vec<Compiled> = Vec::new();
+    let mut gw_refusals: Vec<Option<Cond>> = Vec::new();
     for gateway in &ours {
         let ns = namespace_of(&gateway.metadata);
         let name = gateway.metadata.name.clone().unwrap_or_default();
@@ -63,8 +70,39 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
             conditions: Vec::new(),
             listeners: Vec::new(),
         };
+        // What the Gateway asks of its own that cannot be done: nothing of it is served.
+        let refusal = if let Some(why) = refused_classes.get(&gateway.spec.gateway_class_name) {
+            Some(Cond::no("Accepted", "InvalidParameters", why.clone()))
+        } else if gateway
+            .spec
+            .infrastructure
+            .as_ref()
+            .is_some_and(|i| i.get("parametersRef").is_some())
+        {
+            Some(Cond::no(
+                "Accepted",
+                "InvalidParameters",
+                format!("Gateway {ns}/{name}: spec.infrastructure.parametersRef: mzlb takes no parameters"),
+            ))
+        } else if !gateway.spec.addresses.is_empty() {
+            Some(Cond::no(
+                "Accepted",
+                "UnsupportedAddress",
+                format!("Gateway {ns}/{name}: spec.addresses: a Gateway is served on every enabled zone's IP"),
+            ))
+        } else {
+            None
+        };
+        gw_refusals.push(refusal.clone());
         for (index, listener) in gateway.spec.listeners.iter().enumerate() {
-            let compiled = compile_listener(objects, gateway, &ns, &name, index, listener);
+            let mut compiled = compile_listener(objects, gateway, &ns, &name, index, listener);
+            if refusal.is_some() {
+                for c in &mut compiled.report.conditions {
+                    if c.type_ == "Programmed" {
+                        *c = Cond::no("Programmed", "Invalid", "the Gateway is not accepted");
+                    }
+                }
+            }
             gw_report.listeners.push(compiled.report.clone());
             listeners.push(compiled);
         }
@@ -213,7 +251,7 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
 
     // Gateway conditions, from their listeners'.
     let mut ports: HashMap<u16, Port> = HashMap::new();
-    for (gw_report, gateway) in report.gateways.iter_mut().zip(&ours) {
+    for ((gw_report, gateway), refusal) in report.gateways.iter_mut().zip(&ours).zip(&gw_refusals) {
         let key = (
             namespace_of(&gateway.metadata),
             gateway.metadata.name.clone().unwrap_or_default(),
@@ -238,6 +276,12 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
                 Cond::no("Programmed", "Invalid", "no listener can be served")
             },
         ];
+        if let Some(refusal) = refusal {
+            gw_report.conditions = vec![
+                refusal.clone(),
+                Cond::no("Programmed", "Invalid", "the Gateway is not accepted"),
+            ];
+        }
         for (slot, &i) in mine.iter().enumerate() {
             gw_report.listeners[slot] = listeners[i].report.clone();
         }
@@ -496,8 +540,36 @@ fn compile_listener(
     }
 }
 
-/// Listeners on one port must agree on the protocol, and differ in hostname.
+/// Listeners on one port must agree on the protocol, and differ in hostname. HTTPS listeners
+/// on one port whose hostnames overlap (`*.example.com` and `foo.example.com`) are served, and
+/// told: a client may reuse a connection for both (HTTP/2 coalescing), and gets 421.
 fn mark_conflicts(listeners: &mut [Compiled]) {
+    let n = listeners.len();
+    for i in 0..n {
+        let overlaps = (0..n).any(|j| {
+            let (a, b) = (&listeners[i], &listeners[j]);
+            i != j
+                && a.https
+                && b.https
+                && a.port == b.port
+                && a.hostname != b.hostname
+                && match (&a.hostname, &b.hostname) {
+                    (Some(x), Some(y)) => x.intersect(y).is_some(),
+                    _ => false,
+                }
+        });
+        if overlaps {
+            let port = listeners[i].port;
+            listeners[i].report.conditions.push(Cond {
+                message: format!("another HTTPS listener on port {port} has an overlapping hostname"),
+                ..Cond::yes("OverlappingTLSConfig", "OverlappingHostnames")
+            });
+        }
+    }
+    mark_protocol_and_hostname_conflicts(listeners);
+}
+
+fn mark_protocol_and_hostname_conflicts(listeners: &mut [Compiled]) {
     let n = listeners.len();
     for i in 0..n {
         for j in 0..n {
@@ -1884,5 +1956,108 @@ spec:
             "method beats headers"
         );
         assert_eq!(route(&t, 8080, "a", "/p", &[], "HEAD"), None);
+    }
+}
+
+#[cfg(test)]
+mod gateway_tests {
+    use super::*;
+    use crate::source::dir::load_str;
+    use crate::state::Store;
+    use std::path::Path;
+
+    fn table(yaml: &str) -> crate::router::RouteTable {
+        let mut objects = Objects::default();
+        load_str(yaml, Path::new("t.yaml"), &mut objects).unwrap();
+        crate::router::RouteTable::compile(&objects, "mzlb", "z", &Store::default()).unwrap()
+    }
+
+    fn conds(c: &[Cond]) -> Vec<String> {
+        c.iter()
+            .map(|c| format!("{}={}:{}", c.type_, c.status, c.reason))
+            .collect()
+    }
+
+    #[test]
+    fn what_a_gateway_asks_that_cannot_be_done_refuses_it() {
+        let t = table(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: mzlb}
+spec: {controllerName: mzlb.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: with-params}
+spec: {controllerName: mzlb.io/gateway-controller, parametersRef: {group: x.io, kind: Config, name: c}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: static, namespace: ns}
+spec: {gatewayClassName: mzlb, addresses: [{type: IPAddress, value: 10.0.0.9}], listeners: [{name: http, port: 8300, protocol: HTTP}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: infra, namespace: ns}
+spec: {gatewayClassName: mzlb, infrastructure: {parametersRef: {group: x.io, kind: C, name: c}}, listeners: [{name: http, port: 8301, protocol: HTTP}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: params, namespace: ns}
+spec: {gatewayClassName: with-params, listeners: [{name: http, port: 8302, protocol: HTTP}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: overlapping, namespace: ns}
+spec:
+  gatewayClassName: mzlb
+  listeners:
+  - {name: foo-https, port: 8443, protocol: HTTPS, hostname: foo.example.com, tls: {certificateRefs: [{name: c}]}}
+  - {name: wildcard-https, port: 8443, protocol: HTTPS, hostname: '*.example.com', tls: {certificateRefs: [{name: c}]}}
+  - {name: not-overlapping-https, port: 8443, protocol: HTTPS, hostname: example.com, tls: {certificateRefs: [{name: c}]}}
+  - {name: not-overlapping-other-port, port: 9443, protocol: HTTPS, hostname: foo.example.com, tls: {certificateRefs: [{name: c}]}}
+",
+        );
+        let gw = |name: &str| t.gateway.status.gateways.iter().find(|g| g.name == name).unwrap();
+        assert_eq!(
+            conds(&gw("static").conditions),
+            ["Accepted=false:UnsupportedAddress", "Programmed=false:Invalid"]
+        );
+        assert_eq!(
+            conds(&gw("infra").conditions),
+            ["Accepted=false:InvalidParameters", "Programmed=false:Invalid"]
+        );
+        assert_eq!(
+            conds(&gw("params").conditions),
+            ["Accepted=false:InvalidParameters", "Programmed=false:Invalid"]
+        );
+        for port in [8300, 8301, 8302] {
+            assert!(t.gateway.port(port).is_none(), "{port} not served");
+        }
+        let class = t
+            .gateway
+            .status
+            .classes
+            .iter()
+            .find(|c| c.name == "with-params")
+            .unwrap();
+        assert_eq!(conds(&class.conditions)[0], "Accepted=false:InvalidParameters");
+        let overlapping = |listener: &str| {
+            gw("overlapping")
+                .listeners
+                .iter()
+                .find(|l| l.name == listener)
+                .unwrap()
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "OverlappingTLSConfig" && c.status && c.reason == "OverlappingHostnames")
+        };
+        assert!(overlapping("foo-https"));
+        assert!(overlapping("wildcard-https"));
+        assert!(
+            !overlapping("not-overlapping-https"),
+            "*.example.com does not match example.com"
+        );
+        assert!(!overlapping("not-overlapping-other-port"));
     }
 }

@@ -59,6 +59,21 @@ impl Cond {
     }
 }
 
+/// Our conditions, in place of those of the same types; conditions of other types (another
+/// controller's, a newer specification's) are kept, after ours.
+pub fn merge_conditions(ours: &[Cond], generation: Option<i64>, now: &str, old: &[Value]) -> Vec<Value> {
+    let mut out = match conditions_json(ours, generation, now, old) {
+        Value::Array(list) => list,
+        _ => Vec::new(),
+    };
+    out.extend(
+        old.iter()
+            .filter(|c| !ours.iter().any(|o| c["type"] == o.type_))
+            .cloned(),
+    );
+    out
+}
+
 /// Conditions as a list of `metav1.Condition`s.
 pub fn conditions_json(conds: &[Cond], generation: Option<i64>, now: &str, previous: &[Value]) -> Value {
     Value::Array(conds.iter().map(|c| c.to_json(generation, now, previous)).collect())
@@ -141,7 +156,7 @@ impl GatewayReport {
                 "name": l.name,
                 "attachedRoutes": l.attached_routes,
                 "supportedKinds": l.supported_kinds.iter().map(|k| json!({"group": super::model::GROUP, "kind": k})).collect::<Vec<_>>(),
-                "conditions": conditions_json(&l.conditions, self.generation, now, &old),
+                "conditions": merge_conditions(&l.conditions, self.generation, now, &old),
             })
         });
         Value::Array(listeners.collect())

@@ -10,7 +10,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::model::{GRPCRoute, Gateway, GatewayClass, GatewayClassSpec, HTTPRoute};
-use super::status::{CONTROLLER, Cond, Report, conditions_json};
+use super::status::{CONTROLLER, Report, conditions_json, merge_conditions};
 use crate::objects::Objects;
 
 /// Creates GatewayClass `name` for our controller if there is none. A cluster without the
@@ -198,24 +198,10 @@ fn to_values(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condi
     conditions.iter().filter_map(|c| serde_json::to_value(c).ok()).collect()
 }
 
-/// Our conditions, in place of those of the same types; conditions of other types (another
-/// controller's, a newer specification's) are kept, after ours.
-fn merge_conditions(ours: &[Cond], generation: Option<i64>, now: &str, old: &[Value]) -> Vec<Value> {
-    let mut out = match conditions_json(ours, generation, now, old) {
-        Value::Array(list) => list,
-        _ => Vec::new(),
-    };
-    out.extend(
-        old.iter()
-            .filter(|c| !ours.iter().any(|o| c["type"] == o.type_))
-            .cloned(),
-    );
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::status::Cond;
 
     #[test]
     fn foreign_conditions_are_kept_and_times_kept_when_unchanged() {
