@@ -796,10 +796,11 @@ pub(crate) fn sticky_endpoint(backend: &Backend, value: &str) -> Option<usize> {
         .map(|i| backend.take(i))
 }
 
-/// The Set-Cookie value that pins a client to `endpoint` (ingress-nginx's attributes).
-pub(crate) fn affinity_cookie(affinity: &CookieAffinity, endpoint: &SocketAddr) -> String {
+/// The Set-Cookie value that pins a client to `endpoint` (ingress-nginx's attributes: `Secure`
+/// on HTTPS unless the Ingress says otherwise).
+pub(crate) fn affinity_cookie(affinity: &CookieAffinity, endpoint: &SocketAddr, https: bool) -> String {
     let now = std::time::SystemTime::now();
-    crate::annotations::upstream::affinity_set_cookie(affinity, &affinity_value(endpoint), false, now)
+    crate::annotations::upstream::affinity_set_cookie(affinity, &affinity_value(endpoint), https, now)
 }
 
 /// The affinity cookie's value for an endpoint: a stable hash, so every zone's ALB (same build,

@@ -54,8 +54,9 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 }
 
 /// Serves until `cancel` fires, then drains open connections. With `tls`, every connection
-/// is a TLS one and requests are marked `https`; plain ones start on the HTTP/1.1 fast path
-/// (`fastpath`) and move to hyper when they need it.
+/// is a TLS one and requests are marked `https`. Plain ones, and TLS ones that chose HTTP/1.1
+/// (ALPN `http/1.1` or none), start on the HTTP/1.1 fast path (`fastpath`) and move to hyper
+/// when they need it; HTTP/2 ones are hyper's.
 /// With `proxy_protocol`, every connection must start with a PROXY header naming the client.
 pub async fn serve(
     listener: TcpListener,
@@ -122,7 +123,7 @@ pub async fn serve(
                 None if !proxy.settings.fast_path => {
                     (Either::Left(Rewound::new(BytesMut::new(), stream)), Scheme::Http)
                 }
-                None => match fastpath::serve(&proxy, &mut stream, peer, local, &cancel).await {
+                None => match fastpath::serve(&proxy, &mut stream, peer, local, Scheme::Http, &cancel).await {
                     fastpath::Exit::Closed => return,
                     fastpath::Exit::HandOff(read) => (Either::Left(Rewound::new(read, stream)), Scheme::Http),
                 },
@@ -167,6 +168,7 @@ pub async fn serve(
                         // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
                         // plain connection too, idle or not.
                         Ok(Ok(stream)) => {
+                            let mut stream = Box::new(stream);
                             if proxy.table.load().gateway.port(local.port()).is_some() {
                                 let name = stream.get_ref().1.server_name();
                                 let name = name.map(|n| Arc::from(n.trim_end_matches('.').to_ascii_lowercase()));
@@ -182,7 +184,21 @@ pub async fn serve(
                                     provider,
                                 )));
                             }
-                            (Either::Right(Box::new(stream)), Scheme::Https)
+                            // HTTP/1.1 starts on the fast path, as on plain HTTP, unless the client
+                            // was asked for a certificate (its host's requests are all hyper's,
+                            // which checks the verdict). The connection's verdict and SNI above
+                            // go with it to hyper if it is handed over.
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let read = if proxy.settings.fast_path && !h2 && asked.is_none() {
+                                let exit = fastpath::serve(&proxy, &mut *stream, peer, local, Scheme::Https, &cancel);
+                                match exit.await {
+                                    fastpath::Exit::Closed => return,
+                                    fastpath::Exit::HandOff(read) => read,
+                                }
+                            } else {
+                                BytesMut::new()
+                            };
+                            (Either::Right(Rewound::new(read, stream)), Scheme::Https)
                         }
                         Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
