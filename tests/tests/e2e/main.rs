@@ -23,6 +23,7 @@ mod failover;
 mod grpc;
 mod hostile;
 mod http1;
+mod https1;
 mod ingress;
 mod kubernetes;
 mod lease;
