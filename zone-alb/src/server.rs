@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
@@ -32,6 +33,8 @@ pub const MAX_HEADERS: usize = 100;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing TLS connection may take to send its close_notify.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -192,7 +195,12 @@ pub async fn serve(
                             let read = if proxy.settings.fast_path && !h2 && asked.is_none() {
                                 let exit = fastpath::serve(&proxy, &mut *stream, peer, local, Scheme::Https, &cancel);
                                 match exit.await {
-                                    fastpath::Exit::Closed => return,
+                                    fastpath::Exit::Closed => {
+                                        // close_notify, as hyper sends when it closes: without
+                                        // it, clients such as OpenSSL's report a truncation.
+                                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
+                                        return;
+                                    }
                                     fastpath::Exit::HandOff(read) => read,
                                 }
                             } else {

@@ -68,7 +68,7 @@ fn outcomes(out: &str) -> Vec<(u16, u32, String)> {
 }
 
 /// `requests` written at once on one `openssl s_client` connection (ALPN http/1.1); what came
-/// back.
+/// back. s_client fails if the connection ends without a close_notify.
 fn pipelined(ip: &str, requests: &str) -> String {
     let connect = format!("{ip}:8443");
     let mut child = Command::new("openssl")
@@ -81,7 +81,9 @@ fn pipelined(ip: &str, requests: &str) -> String {
         .expect("openssl (Debian's openssl package) is installed");
     let _ = child.stdin.take().unwrap().write_all(requests.as_bytes());
     let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{ip}: s_client failed (no close_notify?): {text}");
+    text
 }
 
 #[test]
