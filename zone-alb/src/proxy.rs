@@ -53,7 +53,8 @@ pub struct Settings {
     pub https_port: Option<u16>,
     /// Fraction of requests written to the access log (0 off, 1 all).
     pub access_sample: f64,
-    /// Plain connections start on the fast path; `false` gives them all to hyper.
+    /// Plain connections, and HTTPS ones that chose HTTP/1.1, start on the fast path; `false`
+    /// gives them all to hyper.
     pub fast_path: bool,
     /// Request fields with `_` in their names go upstream.
     pub underscores: bool,
