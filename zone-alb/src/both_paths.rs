@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ struct Received {
     target: String,
     /// Lower-case names and values, in order.
     fields: Vec<(String, String)>,
+    /// The names as they came: the fast path passes the client's spelling on, hyper's client
+    /// writes lower case.
+    names: Vec<String>,
     body: Vec<u8>,
 }
 
@@ -74,6 +78,7 @@ async fn backend() -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
                             )
                         })
                         .collect();
+                    let names = req.headers.iter().map(|f| f.name.to_owned()).collect();
                     let length: usize = fields
                         .iter()
                         .find(|(n, _)| n == "content-length")
@@ -86,17 +91,20 @@ async fn backend() -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
                     }
                     let body = buf[len..len + length].to_vec();
                     let _ = buf.split_to(len + length);
+                    // A backend's own HSTS, which the ALB's replaces on HTTPS.
+                    let answer: &[u8] = if target == "/sts" {
+                        b"HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=1\r\nContent-Length: 2\r\n\r\nok"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    };
                     log.lock().unwrap().push(Received {
                         method,
                         target,
                         fields,
+                        names,
                         body,
                     });
-                    if conn
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
+                    if conn.write_all(answer).await.is_err() {
                         return;
                     }
                 }
@@ -108,7 +116,8 @@ async fn backend() -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
 
 /// Ingresses on `h.test`: `/admin` allowed only from 10.0.0.0/8, `/` open; on `auth.test`:
 /// `/admin` behind client certificates (`auth-tls-verify-client`, which mzlb does not enforce:
-/// it fails closed), `/` open.
+/// it fails closed), `/` open; on `s.test`, listed under `tls` (so redirected to HTTPS) and
+/// with cookie affinity; on `r.test`, an annotation only hyper's path applies.
 fn manifests(backend: SocketAddr) -> String {
     let ingress = |name: &str, host: &str, annotation: &str, path: &str| {
         format!(
@@ -131,6 +140,13 @@ fn manifests(backend: SocketAddr) -> String {
         ingress("open", "h.test", "", "/"),
         ingress("guarded", "auth.test", "nginx.ingress.kubernetes.io/auth-tls-verify-client: 'on'", "/admin"),
         ingress("pub", "auth.test", "", "/"),
+        ingress("prefixed", "r.test", "nginx.ingress.kubernetes.io/x-forwarded-prefix: /p", "/"),
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\n\
+         metadata: {name: secure, annotations: {nginx.ingress.kubernetes.io/affinity: cookie}}\n\
+         spec:\n  ingressClassName: mzlb\n  tls: [{hosts: [s.test], secretName: s-tls}]\n  rules:\n  \
+         - host: s.test\n    http:\n      paths:\n      \
+         - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}\n"
+            .to_owned(),
     ]
     .join("---\n")
 }
@@ -140,8 +156,10 @@ fn proxy(backend: SocketAddr) -> Arc<Proxy> {
     crate::source::dir::load_str(&manifests(backend), Path::new("site.yaml"), &mut objects).unwrap();
     let mut table = RouteTable::compile(&objects, "mzlb", "z", &Store::default()).unwrap();
     table.health_host = Some("albhealth.c.test".into());
+    table.hsts = Some(hyper::header::HeaderValue::from_static("max-age=60"));
     let settings = Settings {
         fast_path: true,
+        https_port: Some(8443),
         ..Settings::default()
     };
     Arc::new(Proxy::new(
@@ -161,14 +179,14 @@ const PEER: &str = "127.0.0.77:5000";
 const LOCAL: &str = "127.0.0.1:8080";
 
 /// hyper's server on `io`, as `server::serve` runs it.
-async fn serve_hyper<S>(proxy: Arc<Proxy>, io: S)
+async fn serve_hyper<S>(proxy: Arc<Proxy>, io: S, scheme: Scheme)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (peer, local) = (PEER.parse().unwrap(), LOCAL.parse().unwrap());
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer, local, Scheme::Http).await) }
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer, local, scheme).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
@@ -176,20 +194,24 @@ where
         .await;
 }
 
-/// Sends `raw` on a new client connection through `path`; returns what the client got, until
-/// the connection closed or stayed silent for a moment.
-async fn through(path: HttpPath, proxy: &Arc<Proxy>, raw: &[u8]) -> (String, bool) {
+/// Sends `raw` on a new client connection through `path`, as plaintext of a connection of
+/// `scheme`; returns what the client got, until the connection closed or stayed silent for a
+/// moment, and whether the fast path handed the connection to hyper.
+async fn through(path: HttpPath, proxy: &Arc<Proxy>, raw: &[u8], scheme: Scheme) -> (String, bool, bool) {
     let (mut client, server): (DuplexStream, DuplexStream) = tokio::io::duplex(256 * 1024);
     let proxy = proxy.clone();
+    let handed = Arc::new(AtomicBool::new(false));
+    let handed_off = handed.clone();
     tokio::spawn(async move {
         match path {
-            HttpPath::Hyper => serve_hyper(proxy, server).await,
+            HttpPath::Hyper => serve_hyper(proxy, server, scheme).await,
             HttpPath::Fast => {
                 let mut server = server;
                 let (peer, local) = (PEER.parse().unwrap(), LOCAL.parse().unwrap());
-                let exit = fastpath::serve(&proxy, &mut server, peer, local, &CancellationToken::new()).await;
+                let exit = fastpath::serve(&proxy, &mut server, peer, local, scheme, &CancellationToken::new()).await;
                 if let Exit::HandOff(read) = exit {
-                    serve_hyper(proxy, Rewound::new(read, server)).await;
+                    handed_off.store(true, Ordering::SeqCst);
+                    serve_hyper(proxy, Rewound::new(read, server), scheme).await;
                 }
             }
         }
@@ -204,20 +226,31 @@ async fn through(path: HttpPath, proxy: &Arc<Proxy>, raw: &[u8]) -> (String, boo
             Err(_) => break false,
         }
     };
-    (String::from_utf8_lossy(&got).to_ascii_lowercase(), closed)
+    let handed = handed.load(Ordering::SeqCst);
+    (String::from_utf8_lossy(&got).to_ascii_lowercase(), closed, handed)
 }
 
 /// Runs `raw` through both paths; returns, per path, the client's view and what the backend
 /// received, after checking the two paths agree on the status and the requests.
 async fn both(raw: &str) -> Vec<(String, bool, Vec<Received>)> {
+    both_as(raw, Scheme::Http)
+        .await
+        .into_iter()
+        .map(|(response, closed, received, _)| (response, closed, received))
+        .collect()
+}
+
+/// [`both`] on connections of `scheme`; also whether the fast path handed the connection over
+/// (always `false` for hyper's path).
+async fn both_as(raw: &str, scheme: Scheme) -> Vec<(String, bool, Vec<Received>, bool)> {
     let mut out = Vec::new();
     for path in [HttpPath::Fast, HttpPath::Hyper] {
         // A backend (and proxy) per path: each path's requests are its own.
         let (addr, log) = backend().await;
         let proxy = proxy(addr);
-        let (response, closed) = through(path, &proxy, raw.as_bytes()).await;
+        let (response, closed, handed) = through(path, &proxy, raw.as_bytes(), scheme).await;
         let received = log.lock().unwrap().clone();
-        out.push((response, closed, received));
+        out.push((response, closed, received, handed));
     }
     let status = |r: &str| r.split(' ').nth(1).map(str::to_owned);
     assert_eq!(
@@ -380,4 +413,158 @@ async fn a_body_sent_to_the_albs_own_answer_is_never_read_as_a_request() {
     for (_, _, received) in both("GET /healthz HTTP/1.1\r\nHost: h.test\r\n\r\n").await {
         assert_eq!(received[0].target, "/healthz");
     }
+}
+
+#[tokio::test]
+async fn https_requests_are_forwarded_as_https_with_hsts_on_either_path() {
+    for (i, (response, _, received, handed)) in both_as(
+        "GET /x HTTP/1.1\r\nHost: h.test\r\nX-Forwarded-Proto: http\r\n\r\n",
+        Scheme::Https,
+    )
+    .await
+    .into_iter()
+    .enumerate()
+    {
+        assert!(response.starts_with("http/1.1 200"), "{response}");
+        assert!(!handed, "the fast path served it itself");
+        let r = &received[0];
+        assert_eq!(r.field("x-forwarded-proto"), Some("https"), "path {i}: {r:?}");
+        assert_eq!(r.field("x-forwarded-port"), Some("8080"));
+        assert_eq!(
+            response.matches("strict-transport-security: max-age=60\r\n").count(),
+            1,
+            "{response}"
+        );
+    }
+    // The backend's own HSTS gives way to ours; the ALB's own answers carry it too.
+    for raw in [
+        "GET /sts HTTP/1.1\r\nHost: h.test\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: nobody.test\r\n\r\n",
+        "GET /admin HTTP/1.1\r\nHost: h.test\r\n\r\n",
+    ] {
+        for (response, _, _, handed) in both_as(raw, Scheme::Https).await {
+            assert!(!handed, "{raw:?}");
+            assert!(
+                response.contains("strict-transport-security: max-age=60\r\n") && !response.contains("max-age=1\r\n"),
+                "{raw:?}: {response}"
+            );
+        }
+    }
+    // On plain HTTP, no HSTS of ours; the backend's passes.
+    for (response, _, received, _) in both_as("GET /sts HTTP/1.1\r\nHost: h.test\r\n\r\n", Scheme::Http).await {
+        assert!(
+            response.contains("strict-transport-security: max-age=1\r\n"),
+            "{response}"
+        );
+        assert!(!response.contains("max-age=60"), "{response}");
+        assert_eq!(received[0].field("x-forwarded-proto"), Some("http"));
+    }
+}
+
+#[tokio::test]
+async fn an_https_request_is_never_redirected_to_https_on_either_path() {
+    let raw = "GET /page?a=1 HTTP/1.1\r\nHost: s.test\r\n\r\n";
+    for (response, _, received, _) in both_as(raw, Scheme::Http).await {
+        assert!(response.starts_with("http/1.1 308"), "{response}");
+        assert!(
+            response.contains("location: https://s.test:8443/page?a=1"),
+            "{response}"
+        );
+        assert!(received.is_empty());
+    }
+    for (response, _, received, handed) in both_as(raw, Scheme::Https).await {
+        assert!(response.starts_with("http/1.1 200"), "{response}");
+        assert!(!handed, "served on the fast path: nothing there needs hyper");
+        assert_eq!(received.len(), 1);
+        // The affinity cookie is Secure on HTTPS.
+        let cookie = response
+            .lines()
+            .find(|l| l.starts_with("set-cookie: "))
+            .unwrap_or_default();
+        assert!(cookie.contains("; secure"), "{response}");
+    }
+}
+
+/// Reads from `conn` until `n` responses (each ending with the backend's `ok`, or ours) came,
+/// or nothing more comes for a while.
+async fn responses<S: tokio::io::AsyncRead + Unpin>(conn: &mut S, n: usize) -> String {
+    let mut got = Vec::new();
+    while String::from_utf8_lossy(&got).matches("\r\n\r\nok").count() < n {
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(3), conn.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn https_connections_start_on_the_fast_path_and_are_handed_over_mid_stream() {
+    let (addr, log) = backend().await;
+    let proxy = proxy(addr);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let edge = Arc::new(crate::tls::Edge::new(proxy.table.clone(), port));
+    let cancel = CancellationToken::new();
+    tokio::spawn(crate::server::serve(
+        listener,
+        Some(edge),
+        false,
+        proxy.clone(),
+        cancel.clone(),
+    ));
+
+    let config = crate::backend_tls::BackendTls::insecure().config.clone();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("h.test").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    // Two requests, each its own TLS record, in one write: rustls decrypts both at once. The
+    // first fills the fast path's read exactly, so the second is left in rustls's buffer with
+    // nothing on the socket: the connection must still count as readable.
+    let head = "GET /one HTTP/1.1\r\nHost: h.test\r\nX-Pad: \r\n\r\n";
+    let one = head.replace(
+        "X-Pad: ",
+        &format!("X-Pad: {}", "p".repeat(fastpath::CLIENT_READ - head.len())),
+    );
+    assert_eq!(one.len(), fastpath::CLIENT_READ);
+    for request in [one.as_str(), "GET /two HTTP/1.1\r\nHost: h.test\r\n\r\n"] {
+        std::io::Write::write_all(&mut tls.get_mut().1.writer(), request.as_bytes()).unwrap();
+    }
+    tls.flush().await.unwrap();
+    let got = responses(&mut tls, 2).await;
+    assert_eq!(got.matches("http/1.1 200").count(), 2, "{got}");
+    assert_eq!(got.matches("strict-transport-security: max-age=60").count(), 2, "{got}");
+    // Idle on the fast path, the connection holds no request buffer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(proxy.spare.kept(), 1, "the buffer went back while idle");
+
+    // A request only hyper's path serves, pipelined with one after it: hyper gets both, in
+    // order, once each, and answers over the same TLS connection.
+    tls.write_all(b"GET /three HTTP/1.1\r\nHost: r.test\r\n\r\nGET /four HTTP/1.1\r\nHost: h.test\r\n\r\n")
+        .await
+        .unwrap();
+    let got = responses(&mut tls, 2).await;
+    assert_eq!(got.matches("http/1.1 200").count(), 2, "{got}");
+    assert_eq!(got.matches("strict-transport-security: max-age=60").count(), 2, "{got}");
+
+    let received = log.lock().unwrap().clone();
+    let targets: Vec<&str> = received.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets, ["/one", "/two", "/three", "/four"]);
+    for r in &received {
+        assert_eq!(r.field("x-forwarded-proto"), Some("https"), "{r:?}");
+        assert_eq!(r.field("x-forwarded-port"), Some(port.to_string().as_str()), "{r:?}");
+    }
+    // The fast path passes the client's spelling of names on; hyper's client writes lower case.
+    let spelled = |r: &Received| r.names.iter().any(|n| n == "Host");
+    assert!(
+        spelled(&received[0]) && spelled(&received[1]),
+        "fast path: {received:?}"
+    );
+    assert!(!spelled(&received[2]) && !spelled(&received[3]), "hyper: {received:?}");
+    assert_eq!(received[2].field("x-forwarded-prefix"), Some("/p"));
+    cancel.cancel();
 }

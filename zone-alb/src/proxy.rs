@@ -53,7 +53,8 @@ pub struct Settings {
     pub https_port: Option<u16>,
     /// Fraction of requests written to the access log (0 off, 1 all).
     pub access_sample: f64,
-    /// Plain connections start on the fast path; `false` gives them all to hyper.
+    /// Plain connections, and HTTPS ones that chose HTTP/1.1, start on the fast path; `false`
+    /// gives them all to hyper.
     pub fast_path: bool,
     /// Request fields with `_` in their names go upstream.
     pub underscores: bool,
@@ -810,10 +811,11 @@ pub(crate) fn sticky_endpoint(backend: &Backend, value: &str) -> Option<usize> {
         .map(|i| backend.take(i))
 }
 
-/// The Set-Cookie value that pins a client to `endpoint` (ingress-nginx's attributes).
-pub(crate) fn affinity_cookie(affinity: &CookieAffinity, endpoint: &SocketAddr) -> String {
+/// The Set-Cookie value that pins a client to `endpoint` (ingress-nginx's attributes: `Secure`
+/// on HTTPS unless the Ingress says otherwise).
+pub(crate) fn affinity_cookie(affinity: &CookieAffinity, endpoint: &SocketAddr, https: bool) -> String {
     let now = std::time::SystemTime::now();
-    crate::annotations::upstream::affinity_set_cookie(affinity, &affinity_value(endpoint), false, now)
+    crate::annotations::upstream::affinity_set_cookie(affinity, &affinity_value(endpoint), https, now)
 }
 
 /// The affinity cookie's value for an endpoint: a stable hash, so every zone's ALB (same build,

@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
@@ -32,6 +33,8 @@ pub const MAX_HEADERS: usize = 100;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing TLS connection may take to send its close_notify.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -54,8 +57,9 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 }
 
 /// Serves until `cancel` fires, then drains open connections. With `tls`, every connection
-/// is a TLS one and requests are marked `https`; plain ones start on the HTTP/1.1 fast path
-/// (`fastpath`) and move to hyper when they need it.
+/// is a TLS one and requests are marked `https`. Plain ones, and TLS ones that chose HTTP/1.1
+/// (ALPN `http/1.1` or none), start on the HTTP/1.1 fast path (`fastpath`) and move to hyper
+/// when they need it; HTTP/2 ones are hyper's.
 /// With `proxy_protocol`, every connection must start with a PROXY header naming the client.
 pub async fn serve(
     listener: TcpListener,
@@ -122,7 +126,7 @@ pub async fn serve(
                 None if !proxy.settings.fast_path => {
                     (Either::Left(Rewound::new(BytesMut::new(), stream)), Scheme::Http)
                 }
-                None => match fastpath::serve(&proxy, &mut stream, peer, local, &cancel).await {
+                None => match fastpath::serve(&proxy, &mut stream, peer, local, Scheme::Http, &cancel).await {
                     fastpath::Exit::Closed => return,
                     fastpath::Exit::HandOff(read) => (Either::Left(Rewound::new(read, stream)), Scheme::Http),
                 },
@@ -167,13 +171,9 @@ pub async fn serve(
                         // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
                         // plain connection too, idle or not.
                         Ok(Ok(stream)) => {
-                            if proxy
-                                .table
-                                .load()
-                                .gateway
-                                .port(proxy.settings.gateway_port(local.port()))
-                                .is_some()
-                            {
+                            let mut stream = Box::new(stream);
+                            let gateway_port = proxy.settings.gateway_port(local.port());
+                            if proxy.table.load().gateway.port(gateway_port).is_some() {
                                 let name = stream.get_ref().1.server_name();
                                 let name = name.map(|n| Arc::from(n.trim_end_matches('.').to_ascii_lowercase()));
                                 sni = Some(crate::gateway::serve::Sni(name));
@@ -188,7 +188,26 @@ pub async fn serve(
                                     provider,
                                 )));
                             }
-                            (Either::Right(Box::new(stream)), Scheme::Https)
+                            // HTTP/1.1 starts on the fast path, as on plain HTTP, unless the client
+                            // was asked for a certificate (its host's requests are all hyper's,
+                            // which checks the verdict). The connection's verdict and SNI above
+                            // go with it to hyper if it is handed over.
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let read = if proxy.settings.fast_path && !h2 && asked.is_none() {
+                                let exit = fastpath::serve(&proxy, &mut *stream, peer, local, Scheme::Https, &cancel);
+                                match exit.await {
+                                    fastpath::Exit::Closed => {
+                                        // close_notify, as hyper sends when it closes: without
+                                        // it, clients such as OpenSSL's report a truncation.
+                                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
+                                        return;
+                                    }
+                                    fastpath::Exit::HandOff(read) => read,
+                                }
+                            } else {
+                                BytesMut::new()
+                            };
+                            (Either::Right(Rewound::new(read, stream)), Scheme::Https)
                         }
                         Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),

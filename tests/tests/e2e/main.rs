@@ -26,6 +26,7 @@ mod gateway_status;
 mod grpc;
 mod hostile;
 mod http1;
+mod https1;
 mod ingress;
 mod kubernetes;
 mod lease;

@@ -1,4 +1,5 @@
-//! The HTTP/1.1 fast path for plain-HTTP connections: the common exchange (a request without
+//! The HTTP/1.1 fast path for plain-HTTP connections and HTTPS ones that chose HTTP/1.1 (the
+//! caller terminates TLS; `Scheme` says which): the common exchange (a request without
 //! a body or with a `Content-Length` one, to a route whose policy is at most limits,
 //! allow-lists and cookie affinity) parsed with `httparse`, sent to a pooled backend connection
 //! as one write and answered with one write, bodies relayed as they arrive. It does what nginx
@@ -30,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::annotations::BackendProtocol;
 use crate::policy::{self, ProxyError, forward};
-use crate::proxy::{MAX_ATTEMPTS, Proxy, RequestLine, Seen, affinity_cookie, cookie_in, request_id, sticky_endpoint};
+use crate::proxy::{
+    MAX_ATTEMPTS, Proxy, RequestLine, Scheme, Seen, affinity_cookie, cookie_in, request_id, sticky_endpoint,
+};
 use crate::router::{InFlight, Route, RouteTable};
 use crate::server::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, MAX_HEADERS};
 use crate::upstream::UpstreamError;
@@ -44,7 +47,7 @@ const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// `client_body_timeout`).
 const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read size for request heads; most fit in far less.
-const CLIENT_READ: usize = 4096;
+pub(crate) const CLIENT_READ: usize = 4096;
 /// Names listed in a request's Connection header that can be removed; more go to hyper.
 const MAX_LISTED: usize = 8;
 /// Cookie fields of one request (HTTP/1.1 clients send one); more go to hyper.
@@ -64,6 +67,12 @@ impl Spare {
     fn take(&self) -> BytesMut {
         let spare = self.0.lock().unwrap_or_else(|poison| poison.into_inner()).pop();
         spare.unwrap_or_else(|| BytesMut::with_capacity(CLIENT_READ))
+    }
+
+    /// Buffers kept for reuse.
+    #[cfg(test)]
+    pub(crate) fn kept(&self) -> usize {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).len()
     }
 
     fn give(&self, mut buf: BytesMut) {
@@ -124,12 +133,45 @@ impl Client for TcpStream {
 #[cfg(test)]
 impl Client for tokio::io::DuplexStream {}
 
-/// Serves requests on a plain-HTTP connection until it ends or needs hyper.
-pub async fn serve<C: Client>(
+/// A connection whose ClientHello was read before the handshake: those bytes come first.
+impl<S: Client> Client for Rewound<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            self.io.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.io.try_write(bytes)
+    }
+}
+
+/// An HTTPS connection. Its writes go through rustls's buffer, so they take the default (a
+/// write then a flush, see `write_within`).
+impl<S: Client> Client for tokio_rustls::server::TlsStream<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let (io, tls) = self.get_ref();
+        // rustls may hold decrypted bytes (records that came in one read with an earlier one,
+        // or with the handshake's last flight) or the peer's close_notify, while the socket
+        // itself has nothing more: then it is ready now. Otherwise rustls holds at most part
+        // of a record, and only the socket can bring the rest.
+        if !tls.wants_read() {
+            return Poll::Ready(Ok(()));
+        }
+        io.poll_read_ready(cx)
+    }
+}
+
+/// Serves requests on a plain-HTTP connection, or the plaintext side of an HTTPS one
+/// (`Scheme::Https`), until it ends or needs hyper.
+pub(crate) async fn serve<C: Client>(
     proxy: &Proxy,
     stream: &mut C,
     peer: SocketAddr,
     local: SocketAddr,
+    scheme: Scheme,
     cancel: &CancellationToken,
 ) -> Exit {
     // A trusted proxy's forwarding headers are kept and extended, which hyper's path does.
@@ -144,7 +186,7 @@ pub async fn serve<C: Client>(
         return Exit::HandOff(BytesMut::new());
     }
     // The same for every request of the connection: peer and port do not change.
-    let forwarded = forwarded_fields(peer, local);
+    let forwarded = forwarded_fields(peer, local, scheme);
     // Registered once for the connection, not once per request.
     let stop = cancel.cancelled();
     tokio::pin!(stop);
@@ -194,7 +236,7 @@ pub async fn serve<C: Client>(
         }
         let (consumed, close) = (request.consumed(), request.close);
         // Boxed: only the connection's idle state stays in its task, not an exchange's.
-        match Box::pin(handle(proxy, request, stream)).await {
+        match Box::pin(handle(proxy, request, stream, scheme)).await {
             Handled::Done => {}
             Handled::Close => return Exit::Closed,
             Handled::HandOff => return Exit::HandOff(buf),
@@ -211,7 +253,9 @@ async fn readable_now<C: Client>(stream: &C) -> bool {
     std::future::poll_fn(|cx| Poll::Ready(stream.poll_read_ready(cx).is_ready())).await
 }
 
-/// A connection handed to hyper: the bytes the fast path already read come first.
+/// A connection handed to hyper: the bytes the fast path already read come first (over TCP,
+/// or over TLS, where they are plaintext). Also a TCP connection whose ClientHello was read
+/// before the handshake.
 pub struct Rewound<S> {
     read: BytesMut,
     io: S,
@@ -313,9 +357,9 @@ enum Prepared<'b> {
 
 /// The forwarding fields for a connection's requests: from an untrusted peer (the only kind
 /// served here) they are ours, whatever the client sent.
-fn forwarded_fields(peer: SocketAddr, local: SocketAddr) -> Vec<u8> {
+fn forwarded_fields(peer: SocketAddr, local: SocketAddr, scheme: Scheme) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    forward::untrusted_fields(peer.ip(), "http", local.port(), |name, value| {
+    forward::untrusted_fields(peer.ip(), scheme.as_str(), local.port(), |name, value| {
         let _ = write!(out, "{name}: {value}\r\n");
     });
     out
@@ -452,14 +496,17 @@ fn content_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Whether a route needs nothing the fast path leaves to `proxy`.
-fn plain(route: &Route<'_>, host: &str, https_port: Option<u16>) -> bool {
+fn plain(route: &Route<'_>, host: &str, https_port: Option<u16>, scheme: Scheme) -> bool {
     let p = &route.policy;
     route.rewritten.is_none()
         && route.canary.is_none()
         && p.policy.backend_protocol == BackendProtocol::Http
         && !p.policy.needs_hyper()
-        // A redirect to HTTPS, or a forced one without an HTTPS listener (refused), is hyper's.
-        && !((https_port.is_some() || p.policy.force_ssl_redirect) && RouteTable::redirects_to_https(route, host))
+        // On plain HTTP, a redirect to HTTPS, or a forced one without an HTTPS listener
+        // (refused), is hyper's. A request that came over HTTPS is never redirected.
+        && !(scheme == Scheme::Http
+            && (https_port.is_some() || p.policy.force_ssl_redirect)
+            && RouteTable::redirects_to_https(route, host))
 }
 
 enum Handled {
@@ -470,7 +517,7 @@ enum Handled {
     HandOff,
 }
 
-async fn handle<C: Client>(proxy: &Proxy, request: Request<'_>, stream: &mut C) -> Handled {
+async fn handle<C: Client>(proxy: &Proxy, request: Request<'_>, stream: &mut C, scheme: Scheme) -> Handled {
     let started = Instant::now();
     let line = RequestLine {
         peer: request.peer,
@@ -483,8 +530,15 @@ async fn handle<C: Client>(proxy: &Proxy, request: Request<'_>, stream: &mut C) 
     // A body still arriving would be taken for the next request: close after our answer.
     let close = request.close || request.streams_body();
     if table.is_alb_health_check(request.host) {
-        return answer(stream, StatusCode::OK, "healthy", close, None).await;
+        // Without HSTS, as hyper's path answers it.
+        return answer(stream, StatusCode::OK, "healthy", close, None, None).await;
     }
+    // ingress-nginx's `hsts`: on every other HTTPS answer, ours or relayed, over any the
+    // backend sent (as `Proxy::handle`).
+    let hsts = match scheme {
+        Scheme::Https => table.hsts.as_ref(),
+        Scheme::Http => None,
+    };
     let mut seen = Seen::default();
     let outcome = match policy::route_path(request.path) {
         Err(error) => Err(Failure::Proxy(error)),
@@ -492,7 +546,7 @@ async fn handle<C: Client>(proxy: &Proxy, request: Request<'_>, stream: &mut C) 
             None => Err(Failure::Proxy(ProxyError::NoRoute)),
             // A host with client certificates (auth-tls-*) decides plain HTTP on hyper's path.
             Some(route)
-                if !plain(&route, request.host, proxy.settings.https_port)
+                if !plain(&route, request.host, proxy.settings.https_port, scheme)
                     || table.client_auth_for(request.host).is_some() =>
             {
                 return Handled::HandOff;
@@ -503,7 +557,10 @@ async fn handle<C: Client>(proxy: &Proxy, request: Request<'_>, stream: &mut C) 
                 // The client is the peer: a trusted proxy's connections are not on the fast path.
                 match policy::admit(&route, request.peer.ip(), Some(request.body_len)) {
                     // The connection-limit slot is held until the exchange is over.
-                    Ok(_slot) => exchange(proxy, &route, &request, stream, &mut seen, started).await,
+                    Ok(_slot) => {
+                        let at = Exchange { started, scheme, hsts };
+                        exchange(proxy, &route, &request, stream, &mut seen, at).await
+                    }
                     Err(error) => Err(Failure::Proxy(error)),
                 }
             }
@@ -526,6 +583,7 @@ async fn handle<C: Client>(proxy: &Proxy, request: Request<'_>, stream: &mut C) 
                 status.canonical_reason().unwrap_or("error"),
                 close,
                 reason.as_deref(),
+                hsts,
             )
             .await
         }
@@ -563,6 +621,14 @@ enum Failure {
     Client(std::io::Error),
 }
 
+/// What an exchange needs to know of its request beyond the request itself.
+struct Exchange<'t> {
+    started: Instant,
+    scheme: Scheme,
+    /// The Strict-Transport-Security value of HTTPS answers.
+    hsts: Option<&'t hyper::header::HeaderValue>,
+}
+
 /// Sends the request to an endpoint of the route (another one if connecting fails) and relays
 /// the response.
 async fn exchange<C: Client>(
@@ -571,8 +637,9 @@ async fn exchange<C: Client>(
     request: &Request<'_>,
     client: &mut C,
     seen: &mut Seen,
-    started: Instant,
+    at: Exchange<'_>,
 ) -> Result<Relayed, Failure> {
+    let Exchange { started, scheme, hsts } = at;
     let backend = route.backend;
     let policy = &route.policy.policy;
     let no_endpoint = || Failure::Proxy(ProxyError::NoEndpoint(backend.name.clone()));
@@ -595,7 +662,7 @@ async fn exchange<C: Client>(
         let endpoint = backend.endpoints[index];
         seen.upstream = Some(endpoint);
         let sent = if attempt == 1 { started } else { Instant::now() };
-        match send(proxy, endpoint, request, policy, client).await {
+        match send(proxy, endpoint, request, policy, client, hsts.is_some()).await {
             Ok((conn, head)) => {
                 let now = Instant::now();
                 in_flight.finished(Some(now - sent));
@@ -627,7 +694,14 @@ async fn exchange<C: Client>(
     if let Some(affinity) = affinity
         && sticky.is_none()
     {
-        add_field(&mut out, "set-cookie", &affinity_cookie(affinity, &endpoint));
+        add_field(
+            &mut out,
+            "set-cookie",
+            &affinity_cookie(affinity, &endpoint, scheme == Scheme::Https),
+        );
+    }
+    if let Some(hsts) = hsts.and_then(|v| v.to_str().ok()) {
+        add_field(&mut out, "strict-transport-security", hsts);
     }
     if close {
         add_field(&mut out, "connection", "close");
@@ -719,12 +793,13 @@ async fn send<C: Client>(
     request: &Request<'_>,
     policy: &crate::annotations::Policy,
     client: &mut C,
+    hsts: bool,
 ) -> Result<(Conn, ResponseHead), Sent> {
     let mut conn = proxy.fast.get(endpoint, policy.connect_timeout).await?;
     // Sending again needs the whole request at hand: not the case once its body is streamed.
     let replayable = request.idempotent && !request.streams_body();
     loop {
-        match round_trip(&mut conn, request, policy, client).await {
+        match round_trip(&mut conn, request, policy, client, hsts).await {
             Ok(head) => return Ok((conn, head)),
             Err(RoundTrip::Stale(_)) if conn.reused && replayable => {
                 conn = proxy.fast.connect(endpoint, policy.connect_timeout).await?;
@@ -755,11 +830,13 @@ enum RoundTrip {
     Client(std::io::Error),
 }
 
+/// `hsts`: the backend's Strict-Transport-Security is left out, as ours replaces it.
 async fn round_trip<C: Client>(
     conn: &mut Conn,
     request: &Request<'_>,
     policy: &crate::annotations::Policy,
     client: &mut C,
+    hsts: bool,
 ) -> Result<ResponseHead, RoundTrip> {
     let stale = |e: std::io::Error| {
         if pool::is_stale(&e) {
@@ -814,7 +891,7 @@ async fn round_trip<C: Client>(
         let parsed = if conn.buf.is_empty() {
             Ok(None)
         } else {
-            parse_response(&conn.buf, request.head_request)
+            parse_response(&conn.buf, request.head_request, hsts)
         };
         match parsed {
             Ok(Some(head)) if head.interim => {
@@ -873,6 +950,8 @@ async fn write<C: Client>(client: &mut C, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Writes all of `bytes`, failing with `TimedOut` if the peer accepts nothing for `timeout`.
+/// Flushed: over TLS, what rustls has encrypted but the socket has not taken yet is sent
+/// before this returns (nothing else would send it while the connection waits to read).
 async fn write_within<C: Client>(stream: &mut C, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
     // Usually the socket takes it all at once: no timer needed.
     let bytes = match stream.try_write(bytes) {
@@ -881,7 +960,11 @@ async fn write_within<C: Client>(stream: &mut C, bytes: &[u8], timeout: Duration
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => bytes,
         Err(e) => return Err(e),
     };
-    match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
+    let written = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(timeout, written).await {
         Ok(result) => result,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
@@ -894,6 +977,7 @@ async fn answer<C: Client>(
     body: &str,
     close: bool,
     reason: Option<&str>,
+    hsts: Option<&hyper::header::HeaderValue>,
 ) -> Handled {
     let mut out = Vec::with_capacity(160 + body.len());
     let _ = write!(
@@ -907,6 +991,9 @@ async fn answer<C: Client>(
     );
     if let Some(reason) = reason {
         add_field(&mut out, "x-mzlb-reason", reason);
+    }
+    if let Some(hsts) = hsts.and_then(|v| v.to_str().ok()) {
+        add_field(&mut out, "strict-transport-security", hsts);
     }
     let _ = writeln!(out, "{body}");
     match write(client, &out).await {
@@ -953,8 +1040,9 @@ struct ResponseHead {
     client_head: Vec<u8>,
 }
 
-/// Parses a response head; `None` while incomplete.
-fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, UpstreamError> {
+/// Parses a response head; `None` while incomplete. With `hsts`, the backend's
+/// Strict-Transport-Security is left out of the client's head (ours replaces it).
+fn parse_response(buf: &[u8], head_request: bool, hsts: bool) -> Result<Option<ResponseHead>, UpstreamError> {
     let invalid = |what: &str| UpstreamError::Invalid(what.to_owned());
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
@@ -1038,6 +1126,8 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>
         // it is, so its Transfer-Encoding goes with it.
         let kept = if name.eq_ignore_ascii_case("transfer-encoding") {
             keep_encoding
+        } else if hsts && name.eq_ignore_ascii_case("strict-transport-security") {
+            false
         } else {
             forward::response_field(name.as_bytes(), listed)
         };
@@ -1072,7 +1162,12 @@ mod tests {
     fn prepared(raw: &str) -> Option<String> {
         let peer = "127.0.0.77:5000".parse().unwrap();
         let local = "127.0.10.2:8080".parse().unwrap();
-        match prepare(raw.as_bytes(), peer, &forwarded_fields(peer, local), RULES) {
+        match prepare(
+            raw.as_bytes(),
+            peer,
+            &forwarded_fields(peer, local, Scheme::Http),
+            RULES,
+        ) {
             Prepared::Request(r) => {
                 assert_eq!(r.len, raw.find("\r\n\r\n").unwrap() + 4);
                 Some(String::from_utf8(r.upstream_head).unwrap())
@@ -1180,7 +1275,7 @@ mod tests {
     #[test]
     fn a_body_is_taken_as_far_as_it_came_with_the_head() {
         let peer = "127.0.0.77:5000".parse().unwrap();
-        let fields = forwarded_fields(peer, "127.0.10.2:8080".parse().unwrap());
+        let fields = forwarded_fields(peer, "127.0.10.2:8080".parse().unwrap(), Scheme::Http);
         let head = "POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n";
         for (raw, read, streams) in [
             (format!("{head}hel"), "hel", true),
@@ -1210,7 +1305,7 @@ mod tests {
     #[test]
     fn cookies_are_found_in_every_cookie_field() {
         let peer = "127.0.0.77:5000".parse().unwrap();
-        let fields = forwarded_fields(peer, "127.0.10.2:8080".parse().unwrap());
+        let fields = forwarded_fields(peer, "127.0.10.2:8080".parse().unwrap(), Scheme::Http);
         let raw = "GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1; route=abc\r\nCookie: x=2\r\n\r\n";
         let Prepared::Request(r) = prepare(raw.as_bytes(), peer, &fields, RULES) else {
             panic!("not taken");
@@ -1227,7 +1322,7 @@ mod tests {
     }
 
     fn response(raw: &str, head_request: bool) -> Result<ResponseHead, String> {
-        parse_response(raw.as_bytes(), head_request)
+        parse_response(raw.as_bytes(), head_request, false)
             .map_err(|e| e.to_string())
             .map(|h| h.expect("complete"))
     }
