@@ -1617,3 +1617,35 @@ fn backend_tls_policy_verifies_the_backend() {
         "the route names it: {findings}"
     );
 }
+
+#[test]
+fn an_https_listener_is_never_served_in_clear() {
+    // An HTTPS listener on the ALB's own plain port (as `--gateway-ports 80=8080` would bring
+    // one on port 80): its routes are not served to plain HTTP.
+    let objects = format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: tls-on-plain, namespace: {INFRA}}}
+spec:
+  gatewayClassName: mzlb
+  listeners:
+  - name: https
+    port: 8000
+    protocol: HTTPS
+    hostname: example.org
+    tls: {{certificateRefs: [{{name: tls-validity-checks-certificate}}]}}
+{}",
+        route(
+            "secret",
+            "  parentRefs: [{name: tls-on-plain}]\n  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]\n"
+        )
+    );
+    let s = site(22, &objects);
+    let findings = check(&s.manifests());
+    assert!(
+        !findings.contains("tls-on-plain"),
+        "the Gateway itself is fine: {findings}"
+    );
+    s.expect(8000, "example.org", "/", &[], 404, "", "");
+}

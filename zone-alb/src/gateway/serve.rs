@@ -47,6 +47,12 @@ impl Proxy {
         seen: &mut Seen,
     ) -> Result<Response<Body>, ProxyError> {
         let host = normalize_host(at.host);
+        if port.https && at.scheme != Scheme::Https {
+            // An HTTPS listener's routes are never served in clear, whatever port mapping
+            // brought a plain connection here (`--gateway-ports 80=...` with an HTTPS listener
+            // on 80).
+            return Err(ProxyError::NoRoute);
+        }
         let listener = port.listener(&host).ok_or(ProxyError::NoRoute)?;
         if at.scheme == Scheme::Https {
             // The handshake chose a listener (and its certificate) by SNI; a request for a host
