@@ -27,6 +27,8 @@ pub struct BackendTls {
     /// Equal for equal settings, across tables; 0 is the unverified default.
     pub id: u64,
     pub config: Arc<rustls::ClientConfig>,
+    /// The same, offering HTTP/2 (ALPN `h2`), for gRPC backends.
+    pub config_h2: Arc<rustls::ClientConfig>,
     /// The name verified (and sent as SNI when enabled); for the unverified default, the
     /// endpoint's address is used instead.
     pub name: Option<ServerName<'static>>,
@@ -48,9 +50,12 @@ impl BackendTls {
                     .with_no_client_auth();
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
                 config.enable_sni = false;
+                let mut h2 = config.clone();
+                h2.alpn_protocols = vec![b"h2".to_vec()];
                 Arc::new(BackendTls {
                     id: 0,
                     config: Arc::new(config),
+                    config_h2: Arc::new(h2),
                     name: None,
                 })
             })
@@ -287,9 +292,12 @@ fn build(m: &Material, name: &str, id: u64) -> BackendTls {
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.enable_sni = m.sni;
+    let mut h2 = config.clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
     BackendTls {
         id,
         config: Arc::new(config),
+        config_h2: Arc::new(h2),
         name: Some(server_name.unwrap_or_else(|| ServerName::try_from("invalid.invalid").expect("a DNS name"))),
     }
 }

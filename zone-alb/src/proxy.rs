@@ -510,8 +510,7 @@ impl Proxy {
             BackendProtocol::Https | BackendProtocol::Grpcs => true,
             BackendProtocol::AutoHttp => scheme == Scheme::Https,
             // A Gateway API backend with a BackendTLSPolicy: TLS, verified as it says.
-            BackendProtocol::Http => gateway && backend.tls.is_some(),
-            BackendProtocol::Grpc => false,
+            BackendProtocol::Http | BackendProtocol::Grpc => gateway && backend.tls.is_some(),
         };
         // Verified as the route's proxy-ssl-* settings say, or ingress-nginx's unverified default.
         let tls = tls_wanted.then(|| backend.tls.clone().unwrap_or_else(BackendTls::insecure));
@@ -537,15 +536,18 @@ impl Proxy {
             };
             let started = Instant::now();
             let sent = if protocol.is_h2() {
-                // gRPC over TLS is never verified (ingress-nginx's grpcs:// has no proxy-ssl-*).
+                // gRPC over TLS is not verified for Ingresses (ingress-nginx's grpcs:// has no
+                // proxy-ssl-*). A Gateway API backend's BackendTLSPolicy is verified (its settings' identity
+                // in the pool key); otherwise unverified (id 0).
+                let verified = tls.as_ref().filter(|t| gateway && t.id != 0);
                 let key = Key {
                     addr: endpoint,
-                    tls: tls.is_some().then_some(0),
+                    tls: tls.as_ref().map(|t| if verified.is_some() { t.id } else { 0 }),
                 };
                 *upstream.version_mut() = Version::HTTP_2;
                 *upstream.uri_mut() = h2_uri(tls.is_some(), host, &target)?;
                 self.h2
-                    .send(key, upstream, timeouts)
+                    .send(key, upstream, timeouts, verified)
                     .await
                     .map(|resp| resp.map(|body| body.map_err(BoxError::from).boxed()))
             } else {

@@ -1,5 +1,6 @@
 //! HTTP/2 to backends, for `backend-protocol: GRPC` (h2c, prior knowledge) and `GRPCS` (h2
-//! over TLS, ALPN `h2`, no certificate check, as ingress-nginx's `grpc_pass grpcs://`). One
+//! over TLS, ALPN `h2`, no certificate check, as ingress-nginx's `grpc_pass grpcs://`; a
+//! Gateway API backend's BackendTLSPolicy is verified). One
 //! multiplexed connection per endpoint carries every request to it, as nginx's gRPC proxy
 //! keeps one; trailers (`grpc-status`) pass through as body frames.
 //!
@@ -48,11 +49,12 @@ impl H2Upstreams {
         key: Key,
         req: Request<Body>,
         t: Timeouts,
+        verified: Option<&Arc<crate::backend_tls::BackendTls>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut sender = match self.open_sender(key) {
             Some(sender) => sender,
             None => {
-                let sender = Box::pin(self.connect(key, t)).await?;
+                let sender = Box::pin(self.connect(key, t, verified)).await?;
                 self.conns
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -85,12 +87,24 @@ impl H2Upstreams {
         }
     }
 
-    async fn connect(&self, key: Key, t: Timeouts) -> Result<SendRequest<Body>, UpstreamError> {
+    async fn connect(
+        &self,
+        key: Key,
+        t: Timeouts,
+        verified: Option<&Arc<crate::backend_tls::BackendTls>>,
+    ) -> Result<SendRequest<Body>, UpstreamError> {
         let handshake = async {
             let stream = connect_tcp(key.addr, self.source_ip)
                 .await
                 .map_err(UpstreamError::Connect)?;
-            let stream = if key.tls.is_some() {
+            let stream = if let Some(tls) = verified {
+                let name = tls
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| ServerName::IpAddress(key.addr.ip().into()));
+                let connector = TlsConnector::from(tls.config_h2.clone());
+                Either::Right(connector.connect(name, stream).await.map_err(UpstreamError::Tls)?)
+            } else if key.tls.is_some() {
                 let name = ServerName::IpAddress(key.addr.ip().into());
                 Either::Right(self.tls.connect(name, stream).await.map_err(UpstreamError::Tls)?)
             } else {

@@ -1649,3 +1649,67 @@ spec:
     );
     s.expect(8000, "example.org", "/", &[], 404, "", "");
 }
+
+#[test]
+fn grpc_routes_reach_tls_backends_verified_by_their_policy() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "grpc CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["grpc.backend.example".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let seen = crate::grpc::grpc_backend_with(&rt, "127.0.112.23:4443", "grpc-tls", Some(acceptor));
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let service = |name: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {INFRA}}}\nspec: {{ports: [{{name: grpc, port: 443}}]}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-0, namespace: {INFRA}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: grpc, port: 4443}}]\nendpoints: [{{addresses: [127.0.112.23]}}]\n"
+        )
+    };
+    let policy = |name: &str, service: &str, hostname: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: {INFRA}}}\n\
+             spec:\n  targetRefs: [{{group: '', kind: Service, name: {service}}}]\n  \
+             validation: {{caCertificateRefs: [{{group: '', kind: ConfigMap, name: grpc-ca}}], hostname: {hostname}}}\n"
+        )
+    };
+    let objects = format!(
+        "{}{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: grpc-ca, namespace: {INFRA}}}\ndata:\n  ca.crt: |\n{}{}{}\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: grpc-tls, namespace: {INFRA}}}\n\
+         spec:\n  parentRefs: [{{name: same-namespace}}]\n  hostnames: [grpc.example]\n  rules:\n  \
+         - {{matches: [{{method: {{service: echo.Echo}}}}], backendRefs: [{{name: grpc-tls-backend, port: 443}}]}}\n  \
+         - {{matches: [{{method: {{service: echo.Wrong}}}}], backendRefs: [{{name: grpc-tls-wrong-name, port: 443}}]}}\n",
+        service("grpc-tls-backend"),
+        service("grpc-tls-wrong-name"),
+        indent(&ca_cert.pem()),
+        policy("grpc-good", "grpc-tls-backend", "grpc.backend.example"),
+        policy("grpc-wrong-name", "grpc-tls-wrong-name", "other.example"),
+    );
+    let s = site(23, &objects);
+    let alb = format!("{}:8080", s.ip);
+    let (status, body, trailers) = crate::grpc::call_at(&rt, &alb, "grpc.example", "/echo.Echo/Say");
+    assert_eq!(status, 200, "{body:?}");
+    assert!(body.ends_with(b"grpc-tls"), "{body:?}");
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    assert_eq!(seen.lock().unwrap().len(), 1, "one verified TLS call");
+    let (status, _, _) = crate::grpc::call_at(&rt, &alb, "grpc.example", "/echo.Wrong/Say");
+    assert_eq!(status, 502, "a certificate not for the policy's hostname is refused");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

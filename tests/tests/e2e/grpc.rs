@@ -49,9 +49,6 @@ pub(crate) fn grpc_backend(
     name: &'static str,
     tls: bool,
 ) -> Arc<Mutex<Vec<Seen>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let listener = rt.block_on(TcpListener::bind(addr)).unwrap();
     let acceptor = tls.then(|| {
         let generated = rcgen::generate_simple_self_signed(vec!["backend.test".to_owned()]).unwrap();
         let cert = generated.cert.der().clone();
@@ -66,6 +63,19 @@ pub(crate) fn grpc_backend(
         config.alpn_protocols = vec![b"h2".to_vec()];
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     });
+    grpc_backend_with(rt, addr, name, acceptor)
+}
+
+/// [`grpc_backend`], over TLS with `acceptor` when given.
+pub(crate) fn grpc_backend_with(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    name: &'static str,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) -> Arc<Mutex<Vec<Seen>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let listener = rt.block_on(TcpListener::bind(addr)).unwrap();
     rt.spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let log = log.clone();

@@ -1101,20 +1101,6 @@ fn resolve_backend(
         }),
         resource: None,
     };
-    if route_kind == "GRPCRoute"
-        && backends
-            .backend_tls
-            .contains_key(&(target_ns.to_owned(), target.name.clone()))
-    {
-        // The gRPC upstream does not verify certificates: refused rather than unverified.
-        return Err((
-            "UnsupportedProtocol",
-            format!(
-                "{field}: gRPC over TLS to Service {target_ns}/{} is not supported",
-                target.name
-            ),
-        ));
-    }
     backends.get_gateway(target_ns, &reference, field)
 }
 
