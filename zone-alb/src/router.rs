@@ -44,6 +44,9 @@ pub struct Backend {
     states: Vec<Arc<EndpointState>>,
     /// How HTTPS to it is verified (`proxy-ssl-*`); `None`: ingress-nginx's unverified default.
     pub tls: Option<Arc<crate::backend_tls::BackendTls>>,
+    /// The Service port's `appProtocol` is `kubernetes.io/h2c`: Gateway API routes speak
+    /// HTTP/2 in clear to it (Ingresses say so with `backend-protocol` instead).
+    pub(crate) h2c: bool,
 }
 
 /// Consecutive failures (connect errors, timeouts) that eject an endpoint...
@@ -61,6 +64,7 @@ impl Backend {
             round_robin: RoundRobin::default(),
             states,
             tls: None,
+            h2c: false,
         }
     }
 
@@ -1496,6 +1500,7 @@ impl<'a> BackendCache<'a> {
         };
         let mut backend = Backend::new(name.clone(), endpoints, balance, self.state);
         backend.tls = tls;
+        backend.h2c = service_port.app_protocol.as_deref() == Some("kubernetes.io/h2c");
         let backend = Arc::new(backend);
         self.built.insert((name, balance, tls_id), backend.clone());
         Ok(backend)

@@ -1485,9 +1485,23 @@ spec:
     backendRefs: [{{name: grpc-infra-backend, port: 8080}}]
   - matches: [{{method: {{service: echo.Other}}}}]
     backendRefs: [{{name: grpc-infra-backend, port: 8080}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: h2c, namespace: {INFRA}}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  hostnames: [h2c.example]
+  rules: [{{backendRefs: [{{name: grpc-infra-backend, port: 8080}}]}}]
 "
     );
     let s = site(20, &objects);
+    // HTTPRouteBackendProtocolH2C: an HTTP/1.1 request, HTTP/2 in clear to the backend, as its
+    // Service port's appProtocol says.
+    let r = s.get(8080, "h2c.example", "/plain", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let call = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((call.version, call.path.as_str()), (hyper::Version::HTTP_2, "/plain"));
     let alb = format!("{}:8080", s.ip);
     let (status, body, trailers) = crate::grpc::call_at(&rt, &alb, "grpc.example", "/echo.Echo/Say");
     assert_eq!(status, 200);

@@ -842,22 +842,28 @@ fn compile_rules(
         // Gateway API has no body limit and no HTTPS redirect of its own.
         policy.body_limit = None;
         policy.ssl_redirect = false;
-        let policy = Arc::new(RoutePolicy {
-            ingress: route_name.clone(),
-            tls_hosts: Vec::new(),
-            policy,
-            unenforced: Vec::new(),
-            rate_limiter: None,
-            rpm_limiter: None,
-            connection_limiter: None,
-            auth: None,
-            error_backend: None,
-            custom_headers: None,
-        });
+        let route_policy = |policy: crate::annotations::Policy| {
+            Arc::new(RoutePolicy {
+                ingress: route_name.clone(),
+                tls_hosts: Vec::new(),
+                policy,
+                unenforced: Vec::new(),
+                rate_limiter: None,
+                rpm_limiter: None,
+                connection_limiter: None,
+                auth: None,
+                error_backend: None,
+                custom_headers: None,
+            })
+        };
+        let mut h2c = policy.clone();
+        h2c.backend_protocol = crate::annotations::BackendProtocol::Grpc;
+        let (policy, policy_h2c) = (route_policy(policy), route_policy(h2c));
         let rule = Arc::new(Rule {
             kind,
             route: route_name.clone(),
             policy,
+            policy_h2c,
             request_headers: compiled.request_headers,
             response_headers: compiled.response_headers,
             redirect: compiled.redirect,
@@ -877,7 +883,7 @@ struct Filters {
     response_headers: Option<HeaderChanges>,
     redirect: Option<Redirect>,
     rewrite: Option<Rewrite>,
-    mirrors: Vec<Arc<crate::router::Backend>>,
+    mirrors: Vec<(Arc<crate::router::Backend>, f64)>,
 }
 
 impl Filters {
@@ -950,11 +956,31 @@ impl Filters {
             }
             "RequestMirror" => {
                 let m = filter.request_mirror.as_ref().ok_or_else(missing)?;
-                if m.percent.is_some_and(|p| p != 100) || m.fraction.is_some() {
-                    return Err("RequestMirror: only whole mirroring (no percent or fraction) is supported".into());
-                }
+                let share = match (m.percent, &m.fraction) {
+                    (Some(_), Some(_)) => return Err("RequestMirror: percent and fraction are exclusive".into()),
+                    (Some(p @ 0..=100), None) => f64::from(p) / 100.0,
+                    (Some(p), None) => return Err(format!("RequestMirror: percent {p} is not 0 to 100")),
+                    (None, Some(f)) => {
+                        let numerator = f.get("numerator").and_then(serde_json::Value::as_i64);
+                        let denominator = f.get("denominator").map_or(Some(100), serde_json::Value::as_i64);
+                        match (numerator, denominator) {
+                            (Some(n), Some(d)) if d > 0 && (0..=d).contains(&n) => n as f64 / d as f64,
+                            _ => {
+                                return Err(
+                                    "RequestMirror: fraction needs 0 <= numerator <= denominator, denominator > 0"
+                                        .into(),
+                                );
+                            }
+                        }
+                    }
+                    (None, None) => 1.0,
+                };
                 match resolve_backend(objects, kind, &m.backend_ref, ns, backends, "RequestMirror.backendRef") {
-                    Ok(b) => self.mirrors.push(b),
+                    // The mirror's copy goes in clear: never to a Service whose policy says TLS.
+                    Ok(b) if b.tls.is_some() => {
+                        return Err("RequestMirror to a Service with a BackendTLSPolicy is not supported".into());
+                    }
+                    Ok(b) => self.mirrors.push((b, share)),
                     Err(problem) => {
                         unresolved.get_or_insert(problem);
                     }
@@ -1883,19 +1909,29 @@ spec:
         assert_eq!(parent_conds(&t, "port-81")[0], "Accepted=false:NoMatchingParent");
         assert_eq!(parent_conds(&t, "port-8080")[0], "Accepted=true:Accepted");
         assert_eq!(get(&t, "port.test", "/", &[]).as_deref(), Some("v1"));
-        assert_eq!(parent_conds(&t, "half-mirror")[0], "Accepted=false:UnsupportedValue");
-        assert_eq!(get(&t, "mirror.test", "/", &[]), None);
+        assert_eq!(parent_conds(&t, "half-mirror")[0], "Accepted=true:Accepted");
+        assert_eq!(get(&t, "mirror.test", "/", &[]).as_deref(), Some("v1"));
         let port = t.gateway.port(8080).unwrap();
-        let listener = port.listener("filters.test").unwrap();
         let map = HeaderMap::new();
-        let entry = listener
-            .lookup(&super::super::table::Request {
-                host: "filters.test",
+        fn at<'a>(host: &'a str, map: &'a HeaderMap) -> super::super::table::Request<'a> {
+            super::super::table::Request {
+                host,
                 path: "/",
                 query: None,
                 method: "GET",
-                headers: &map,
-            })
+                headers: map,
+            }
+        }
+        let mirrored = port
+            .listener("mirror.test")
+            .unwrap()
+            .lookup(&at("mirror.test", &map))
+            .unwrap();
+        assert_eq!(mirrored.rule.mirrors[0].1, 0.5);
+        let entry = port
+            .listener("filters.test")
+            .unwrap()
+            .lookup(&at("filters.test", &map))
             .unwrap();
         let mut headers = HeaderMap::new();
         entry.rule.backends[0]

@@ -115,12 +115,14 @@ impl Proxy {
             }
             rewritten = rewrite.path.as_ref().map(|p| p.apply(at.path, entry.prefix()));
         }
-        for mirror in &rule.mirrors {
-            self.mirror(mirror, &req, &forward_host, rewritten.as_deref());
+        for (mirror, share) in &rule.mirrors {
+            if *share >= 1.0 || rand::random::<f64>() < *share {
+                self.mirror(mirror, &req, &forward_host, rewritten.as_deref());
+            }
         }
         let route = Route {
             backend,
-            policy: &rule.policy,
+            policy: if backend.h2c { &rule.policy_h2c } else { &rule.policy },
             rewritten,
             canary: None,
         };

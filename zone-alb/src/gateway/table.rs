@@ -326,11 +326,15 @@ pub(crate) struct Rule {
     pub(crate) route: Arc<str>,
     /// The forwarding policy (timeouts, balancing): the cluster's defaults.
     pub(crate) policy: Arc<RoutePolicy>,
+    /// The same, speaking HTTP/2 in clear: for backends whose Service port's `appProtocol`
+    /// is `kubernetes.io/h2c`.
+    pub(crate) policy_h2c: Arc<RoutePolicy>,
     pub(crate) request_headers: Option<HeaderChanges>,
     pub(crate) response_headers: Option<HeaderChanges>,
     pub(crate) redirect: Option<Redirect>,
     pub(crate) rewrite: Option<Rewrite>,
-    pub(crate) mirrors: Vec<Arc<Backend>>,
+    /// Each mirror, and the share of requests copied to it (1.0: all).
+    pub(crate) mirrors: Vec<(Arc<Backend>, f64)>,
     pub(crate) backends: Vec<WeightedBackend>,
     /// `timeouts.request`: the whole exchange, up to the response head.
     pub(crate) request_timeout: Option<Duration>,
