@@ -505,7 +505,7 @@ async fn https_connections_start_on_the_fast_path_and_are_handed_over_mid_stream
     let proxy = proxy(addr);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let edge = Arc::new(crate::tls::Edge::new(proxy.table.clone(), port));
+    let edge = Arc::new(crate::tls::Edge::new(proxy.table.clone(), port, true));
     let cancel = CancellationToken::new();
     tokio::spawn(crate::server::serve(
         listener,

@@ -284,7 +284,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         tls: tls_listener.map(|listener| {
             (
                 listener,
-                Arc::new(tls::Edge::new(table.clone(), loaded.listen_tls.map_or(0, |a| a.port()))),
+                Arc::new(tls::Edge::new(
+                    table.clone(),
+                    shared.proxy.gateway_port(loaded.listen_tls.map_or(0, |a| a.port())),
+                    true,
+                )),
             )
         }),
     };

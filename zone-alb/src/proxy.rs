@@ -861,6 +861,15 @@ fn retain_fields(headers: &mut HeaderMap, keep: impl Fn(&[u8], &[&[u8]]) -> bool
     }
 }
 
+/// The request fields a copy of a request (a Gateway API mirror) carries: those a relayed
+/// request keeps, with the forwarding fields set by us, as for the original.
+pub(crate) fn forwarded_copy(headers: &HeaderMap, at: &Forwarding<'_>, host: &str) -> HeaderMap {
+    let mut copy = headers.clone();
+    retain_fields(&mut copy, |name, listed| forward::request_field(name, listed, at.rules));
+    set_forwarded(&mut copy, at.peer, at.local, host, at.scheme, at.trusted);
+    copy
+}
+
 /// The upgrade a request asks for: the first token of its `Upgrade` field.
 fn upgrade_token(headers: &HeaderMap) -> Option<HeaderValue> {
     let value = headers.get(header::UPGRADE)?;

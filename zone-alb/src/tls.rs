@@ -157,8 +157,11 @@ pub fn self_signed(name: &str) -> Arc<CertifiedKey> {
 pub struct SniResolver {
     pub table: Arc<ArcSwap<RouteTable>>,
     pub default: Arc<CertifiedKey>,
-    /// The listening port: a Gateway HTTPS listener on it shows its own certificate.
+    /// The Gateway listener port this listener serves: a Gateway HTTPS listener on it shows
+    /// its own certificate.
     pub port: u16,
+    /// Ingresses are served here too: their certificates come first for their own names.
+    pub ingress: bool,
 }
 
 impl ResolvesServerCert for SniResolver {
@@ -172,17 +175,20 @@ impl ResolvesServerCert for SniResolver {
         {
             return None;
         }
-        // A Gateway listener on this port chooses by its hostname (the most specific); then an
-        // Ingress's certificate for the name.
+        // Where Ingresses are served, an Ingress's certificate for the name comes first (as its
+        // rules win for their hosts); then the Gateway listener on this port with the most
+        // specific matching hostname. A Gateway-only port never shows an Ingress's certificate.
+        let name = name.map(|n| n.trim_end_matches('.').to_owned());
+        if self.ingress
+            && let Some(chosen) = name.as_ref().and_then(|n| table.tls.get(n))
+        {
+            return Some(chosen.clone());
+        }
         let gateway = table.gateway.port(self.port).and_then(|port| {
-            let listener = port.listener(name.as_deref().map_or("", |n| n.trim_end_matches('.')))?;
+            let listener = port.listener(name.as_deref().unwrap_or(""))?;
             listener.certificate.clone()
         });
-        if gateway.is_some() {
-            return gateway;
-        }
-        let chosen = name.and_then(|name| table.tls.get(&name).cloned());
-        Some(chosen.unwrap_or_else(|| self.default.clone()))
+        Some(gateway.unwrap_or_else(|| self.default.clone()))
     }
 }
 
@@ -366,11 +372,12 @@ pub struct Edge {
 
 impl Edge {
     /// The TLS state of the listener on `port`.
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, port: u16) -> Self {
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, port: u16, ingress: bool) -> Self {
         let resolver = Arc::new(SniResolver {
             table: table.clone(),
             default: default_certificate(),
             port,
+            ingress,
         });
         let resumption = Resumption::new();
         let policy = table.load().tls_policy.clone();
@@ -500,6 +507,7 @@ mod tests {
             table: Default::default(),
             default: default_certificate(),
             port: 443,
+            ingress: true,
         });
         let resumption = Resumption::new();
         let options = |policy: Policy| ServerOptions {

@@ -40,7 +40,8 @@ const BACKENDS: &[(&str, &str, &[&str])] = &[
     (WEB, "web-backend", &["web-backend-a"]),
 ];
 
-fn base(ip: &str, cert: &(String, String)) -> String {
+fn base(ip: &str, cert: &(String, String), tls_port: Option<u16>) -> String {
+    let tls_port = tls_port.map_or(String::new(), |p| format!(", tlsPort: {p}"));
     let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
     format!(
         "apiVersion: mzlb.io/v1alpha1
@@ -51,7 +52,7 @@ spec: {{subdomain: c.test}}
 apiVersion: mzlb.io/v1alpha1
 kind: ZoneALB
 metadata: {{name: a}}
-spec: {{zone: z, ip: {ip}, port: 8000}}
+spec: {{zone: z, ip: {ip}, port: 8000{tls_port}}}
 ---
 apiVersion: v1
 kind: Namespace
@@ -176,6 +177,11 @@ pub fn site(n: u8, extra: &str) -> Site {
 
 /// [`site`], with `more` pods beside the base ones.
 pub fn site_with(n: u8, extra: &str, more: Vec<Pod>) -> Site {
+    site_full(n, extra, more, None)
+}
+
+/// [`site_with`], the ALB also serving Ingress TLS on `tls_port`.
+pub fn site_full(n: u8, extra: &str, more: Vec<Pod>, tls_port: Option<u16>) -> Site {
     let ip = format!("127.0.110.{n}");
     let dir = tempdir();
     let cert = certificate();
@@ -183,7 +189,11 @@ pub fn site_with(n: u8, extra: &str, more: Vec<Pod>) -> Site {
     let manifests = dir.path().join("m");
     let (services, mut pods) = services(n);
     pods.extend(more);
-    write(&manifests, "base.yaml", &format!("{}{services}", base(&ip, &cert)));
+    write(
+        &manifests,
+        "base.yaml",
+        &format!("{}{services}", base(&ip, &cert, tls_port)),
+    );
     write(&manifests, "test.yaml", extra);
     let pods = gateway_echo::start(&pods);
     let alb = zone_alb(&manifests, &["--workers", "1"], &format!("http://{ip}:8000/"));
@@ -418,6 +428,19 @@ fn exact_path_matching_and_path_match_order() {
     ] {
         s.expect(8080, &s.ip, path, &[], status, pod, INFRA);
     }
+    // The backend gets the path the rule was chosen by, not a spelling it may read otherwise.
+    let page = s.expect(
+        8080,
+        &s.ip,
+        "/match/x/../exact?q=1",
+        &[],
+        200,
+        "infra-backend-v2",
+        INFRA,
+    );
+    assert_eq!(page["path"], "/match/exact?q=1");
+    let page = s.expect(8080, &s.ip, "/match//exact/../any", &[], 200, "infra-backend-v3", INFRA);
+    assert_eq!(page["path"], "/match/any");
 }
 
 #[test]
@@ -1726,4 +1749,55 @@ fn grpc_routes_reach_tls_backends_verified_by_their_policy() {
     let (status, _, _) = crate::grpc::call_at(&rt, &alb, "grpc.example", "/echo.Wrong/Say");
     assert_eq!(status, 502, "a certificate not for the policy's hostname is refused");
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn ingress_certificates_win_their_names_on_a_shared_tls_port() {
+    // The base HTTPS Gateway listener has no hostname, on 8443, which here is also the ALB's
+    // own TLS port: an Ingress's certificate is still the one shown for the Ingress's host.
+    let mut params = rcgen::CertificateParams::new(vec!["ingress.example".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ingress.example");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let objects = format!(
+        "---
+apiVersion: v1
+kind: Secret
+metadata: {{name: ingress-cert, namespace: {INFRA}}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{}  tls.key: |
+{}---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: tls-ingress, namespace: {INFRA}}}
+spec:
+  ingressClassName: mzlb
+  tls: [{{hosts: [ingress.example], secretName: ingress-cert}}]
+  rules:
+  - host: ingress.example
+    http:
+      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: infra-backend-v1, port: {{number: 8080}}}}}}}}]
+",
+        indent(&cert.pem()),
+        indent(&key.serialize_pem())
+    );
+    let s = site_full(24, &objects, Vec::new(), Some(8443));
+    let ca = write(s.dir.path(), "ingress-ca.pem", &cert.pem());
+    let resolve = format!("ingress.example:8443:{}", s.ip);
+    let r = http(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        &ca.to_string_lossy(),
+        "https://ingress.example:8443/",
+    ]);
+    r.expect(200, "infra-backend-v1", INFRA, "the Ingress's certificate and rule");
+    // Other names still get the Gateway listener's certificate.
+    s.get_tls(8443, "example.org", "example.org", "/")
+        .expect(404, "", "", "the Gateway's certificate");
 }

@@ -244,6 +244,15 @@ fn gateway_status_is_written_by_the_elected_replica() {
             c("ResolvedRefs", "False", "BackendNotFound", 2)
         ]
     );
+    // A route that no longer names a Gateway of ours loses our parent from its status.
+    let mut moved = api.get("HTTPRoute", Some(INFRA), "missing-backend").unwrap();
+    moved["spec"]["parentRefs"] = json!([{"name": "someone-elses"}]);
+    api.apply(moved);
+    poll(Duration::from_secs(10), || {
+        let s = status_of("HTTPRoute", Some(INFRA), "missing-backend")?;
+        (s["parents"] == json!([])).then_some(())
+    })
+    .unwrap_or_else(|| panic!("our parent removed:\n{}", alb.output()));
     // Disabling an ALB takes its address out of the Gateway's status.
     let mut b = api.get("ZoneALB", None, "b").unwrap();
     b["spec"]["enabled"] = json!(false);

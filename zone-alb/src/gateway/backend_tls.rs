@@ -54,8 +54,8 @@ pub(crate) fn compile(objects: &Objects) -> Policies<'_> {
                 continue;
             }
             if t.section_name.is_some() {
+                // The Service is still this policy's: unusable from routes, never in clear.
                 bad_target = Some(format!("{what}: spec.targetRefs[{i}].sectionName is not supported"));
-                continue;
             }
             match taken.get(&(namespace.clone(), t.name.clone())) {
                 Some(first) => {

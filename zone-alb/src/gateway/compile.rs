@@ -150,6 +150,7 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
             backends,
             &mut report.findings,
         );
+        let mut attached_to = std::collections::HashSet::new();
         for parent in &route.spec.parent_refs {
             let group = parent.group.clone().unwrap_or_else(|| GROUP.into());
             let parent_kind = parent.kind.clone().unwrap_or_else(|| "Gateway".into());
@@ -226,6 +227,10 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
                 Some((reason, message)) => Cond::no("ResolvedRefs", reason, message.clone()),
             });
             for (i, hosts) in &hosts_on {
+                // A route reaching a listener through two parentRefs is attached once.
+                if !attached_to.insert(*i) {
+                    continue;
+                }
                 listeners[*i].report.attached_routes += 1;
                 if !is_accepted || !listeners[*i].programmed() {
                     continue;
@@ -315,6 +320,8 @@ pub(crate) fn compile(objects: &Objects, defaults: &Defaults, backends: &mut Bac
 /// A listener as compiled, before routes attach.
 struct Compiled {
     gateway: (String, String),
+    /// The Gateway's creation time, for conflicts between Gateways.
+    created: Option<String>,
     name: String,
     port: u16,
     https: bool,
@@ -516,9 +523,9 @@ fn compile_listener(
     } else {
         Cond::no("Programmed", "Invalid", "the listener is not served")
     };
-    let _ = gateway;
     Compiled {
         gateway: (ns.to_owned(), gw_name.to_owned()),
+        created: created(&gateway.metadata),
         name: listener.name.clone(),
         port: port.unwrap_or_default(),
         https,
@@ -569,12 +576,25 @@ fn mark_conflicts(listeners: &mut [Compiled]) {
     mark_protocol_and_hostname_conflicts(listeners);
 }
 
+/// Only listeners that could be served take part; between two Gateways the older one keeps
+/// the port (another tenant's newer Gateway cannot take a working listener down), within one
+/// Gateway both are refused.
 fn mark_protocol_and_hostname_conflicts(listeners: &mut [Compiled]) {
     let n = listeners.len();
+    let candidate: Vec<bool> = listeners.iter().map(Compiled::programmed).collect();
     for i in 0..n {
         for j in 0..n {
-            if i == j || listeners[i].port != listeners[j].port || listeners[i].port == 0 {
+            if i == j
+                || !candidate[i]
+                || !candidate[j]
+                || listeners[i].port != listeners[j].port
+                || listeners[i].port == 0
+            {
                 continue;
+            }
+            let (a, b) = (&listeners[i], &listeners[j]);
+            if a.gateway != b.gateway && (&a.created, &a.gateway) < (&b.created, &b.gateway) {
+                continue; // `i` is the older Gateway's: it keeps the port
             }
             let reason = if listeners[i].https != listeners[j].https {
                 "ProtocolConflict"
@@ -592,6 +612,7 @@ fn mark_protocol_and_hostname_conflicts(listeners: &mut [Compiled]) {
                 match c.type_ {
                     "Conflicted" => *c = Cond::yes("Conflicted", reason),
                     "Programmed" => *c = Cond::no("Programmed", "Invalid", message.clone()),
+                    "Accepted" => *c = Cond::no("Accepted", "Invalid", message.clone()),
                     _ => {}
                 }
             }
@@ -1697,12 +1718,14 @@ spec:
         );
         assert_eq!(
             conds("clash-a"),
-            ["Programmed=false:Invalid", "Conflicted=true:HostnameConflict"]
+            [
+                "Accepted=false:Invalid",
+                "Programmed=false:Invalid",
+                "Conflicted=true:HostnameConflict"
+            ]
         );
-        assert_eq!(
-            conds("ok"),
-            ["Programmed=false:Invalid", "Conflicted=true:ProtocolConflict"]
-        );
+        // `proto` cannot be served (no certificate), so it takes nothing from `ok`.
+        assert!(conds("ok").is_empty(), "{:?}", conds("ok"));
         let gw_conds: Vec<String> = gw
             .conditions
             .iter()
@@ -1710,9 +1733,10 @@ spec:
             .collect();
         assert_eq!(
             gw_conds,
-            ["Accepted=false:ListenersNotValid", "Programmed=false:Invalid"]
+            ["Accepted=true:ListenersNotValid", "Programmed=true:Programmed"]
         );
-        for port in 8200..=8204 {
+        assert!(t.gateway.port(8200).is_some());
+        for port in 8201..=8204 {
             assert!(t.gateway.port(port).is_none(), "no listener of it is served: {port}");
         }
     }
@@ -1998,6 +2022,81 @@ mod gateway_tests {
         c.iter()
             .map(|c| format!("{}={}:{}", c.type_, c.status, c.reason))
             .collect()
+    }
+
+    #[test]
+    fn the_older_gateway_keeps_a_port_and_routes_attach_once() {
+        let cert = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+        let t = table(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: mzlb}}
+spec: {{controllerName: mzlb.io/gateway-controller}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: c, namespace: a}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{}  tls.key: |
+{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: first, namespace: a, creationTimestamp: '2026-01-01T00:00:00Z'}}
+spec: {{gatewayClassName: mzlb, listeners: [{{name: https, port: 8443, protocol: HTTPS, tls: {{certificateRefs: [{{name: c}}]}}}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: later, namespace: b, creationTimestamp: '2026-06-01T00:00:00Z'}}
+spec: {{gatewayClassName: mzlb, listeners: [{{name: http, port: 8443, protocol: HTTP}}, {{name: tcp, port: 8443, protocol: TCP}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: twice, namespace: a}}
+spec:
+  parentRefs: [{{name: first}}, {{name: first, sectionName: https}}]
+  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]
+",
+            indent(&cert.cert.pem()),
+            indent(&cert.signing_key.serialize_pem())
+        ));
+        let gw = |name: &str| t.gateway.status.gateways.iter().find(|g| g.name == name).unwrap();
+        let listener = |g: &str, l: &str| conds(&gw(g).listeners.iter().find(|x| x.name == l).unwrap().conditions);
+        assert_eq!(
+            listener("first", "https"),
+            [
+                "Accepted=true:Accepted",
+                "ResolvedRefs=true:ResolvedRefs",
+                "Programmed=true:Programmed",
+                "Conflicted=false:NoConflicts"
+            ],
+            "a newer Gateway of another tenant takes nothing"
+        );
+        assert_eq!(
+            listener("later", "http"),
+            [
+                "Accepted=false:Invalid",
+                "ResolvedRefs=true:ResolvedRefs",
+                "Programmed=false:Invalid",
+                "Conflicted=true:ProtocolConflict"
+            ]
+        );
+        assert_eq!(
+            listener("later", "tcp")[0],
+            "Accepted=false:UnsupportedProtocol",
+            "never a candidate"
+        );
+        assert!(t.gateway.port(8443).is_some_and(|p| p.https));
+        assert_eq!(
+            gw("first").listeners[0].attached_routes,
+            1,
+            "two parentRefs to one listener: one route"
+        );
+        let port = t.gateway.port(8443).unwrap();
+        let entries: usize = port.listeners[0].groups.iter().map(|(_, e)| e.len()).sum();
+        assert_eq!(entries, 1, "its rule attached once");
     }
 
     #[test]

@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::proxy::Proxy;
 use crate::workers::Shared;
 
+/// How soon a port that could not be opened is tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Follows the routing table until `cancel` fires: after each swap (`changed`), opens the
 /// Gateway ports it needs and closes those it no longer does.
 pub(crate) async fn run(
@@ -28,6 +31,8 @@ pub(crate) async fn run(
         shared.metrics.clone(),
     ));
     let mut open: HashMap<u16, (bool, CancellationToken)> = HashMap::new();
+    // Ports that could not be opened, logged once each until they open.
+    let mut failures = std::collections::HashSet::new();
     loop {
         let wanted: HashMap<u16, bool> = shared
             .table
@@ -45,6 +50,7 @@ pub(crate) async fn run(
             }
             keep
         });
+        let mut failed = false;
         for (&port, &https) in &wanted {
             if open.contains_key(&port) {
                 continue;
@@ -53,13 +59,18 @@ pub(crate) async fn run(
             let listener = match crate::server::bind(addr).await {
                 Ok(listener) => listener,
                 Err(error) => {
-                    // Tried again at the next change; the Ingress listeners are unaffected.
-                    tracing::error!(%error, "cannot open a Gateway listener's port");
+                    // Tried again shortly (a listener just closed may still hold the port);
+                    // the Ingress listeners are unaffected.
+                    if failures.insert(port) {
+                        tracing::error!(%error, "cannot open a Gateway listener's port; retrying");
+                    }
+                    failed = true;
                     continue;
                 }
             };
+            failures.remove(&port);
             let token = cancel.child_token();
-            let edge = https.then(|| Arc::new(crate::tls::Edge::new(shared.table.clone(), port)));
+            let edge = https.then(|| Arc::new(crate::tls::Edge::new(shared.table.clone(), port, false)));
             tokio::spawn(crate::server::serve(
                 listener,
                 edge,
@@ -72,6 +83,7 @@ pub(crate) async fn run(
         }
         tokio::select! {
             () = changed.notified() => {}
+            () = tokio::time::sleep(RETRY), if failed => {}
             () = cancel.cancelled() => return,
         }
     }

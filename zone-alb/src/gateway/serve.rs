@@ -18,6 +18,11 @@ use crate::router::{Backend, Route, RouteTable, normalize_host};
 
 /// A mirrored request that has not been answered by then is given up.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
+/// Mirrored requests in flight at once, per process; beyond, requests are not mirrored (a slow
+/// mirror must not hold an unbounded number of connections and tasks).
+const MIRRORS_IN_FLIGHT: usize = 1024;
+static MIRRORS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MIRRORS_IN_FLIGHT)));
 
 /// The request's facts, as the proxy found them.
 pub(crate) struct At<'a> {
@@ -103,29 +108,19 @@ impl Proxy {
         if let Some(changes) = &rule.request_headers {
             changes.apply(req.headers_mut());
         }
-        if let Some(changes) = &picked.request_headers {
-            changes.apply(req.headers_mut());
-        }
         let mut forward_host = at.host.to_owned();
-        let mut rewritten = None;
+        // The backend gets the path the rule was chosen by: a raw path that normalizes to
+        // another (`/admin//../panel`) could be read by the backend as a path no rule allowed.
+        let mut rewritten = (at.path != req.uri().path()).then(|| at.path.to_owned());
         if let Some(rewrite) = &rule.rewrite {
             if let Some(h) = &rewrite.hostname {
                 req.headers_mut().insert(header::HOST, h.clone());
                 forward_host = h.to_str().unwrap_or_default().to_owned();
             }
-            rewritten = rewrite.path.as_ref().map(|p| p.apply(at.path, entry.prefix()));
-        }
-        for (mirror, share) in &rule.mirrors {
-            if *share >= 1.0 || rand::random::<f64>() < *share {
-                self.mirror(mirror, &req, &forward_host, rewritten.as_deref());
+            if let Some(path) = &rewrite.path {
+                rewritten = Some(path.apply(at.path, entry.prefix()));
             }
         }
-        let route = Route {
-            backend,
-            policy: if backend.h2c { &rule.policy_h2c } else { &rule.policy },
-            rewritten,
-            canary: None,
-        };
         let forwarding = Forwarding {
             peer: at.peer,
             local: at.local,
@@ -134,6 +129,21 @@ impl Proxy {
             rules: at.rules,
             trusted: at.trusted,
             gateway: true,
+        };
+        // Mirrors get the request as the rule's filters made it, before a backend's own.
+        for (mirror, share) in &rule.mirrors {
+            if *share >= 1.0 || rand::random::<f64>() < *share {
+                self.mirror(mirror, &req, &forwarding, &forward_host, rewritten.as_deref());
+            }
+        }
+        if let Some(changes) = &picked.request_headers {
+            changes.apply(req.headers_mut());
+        }
+        let route = Route {
+            backend,
+            policy: if backend.h2c { &rule.policy_h2c } else { &rule.policy },
+            rewritten,
+            canary: None,
         };
         let relay = self.forward_route(table, req, &forward_host, at.path, route, forwarding, seen);
         let mut resp = match rule.request_timeout {
@@ -152,19 +162,18 @@ impl Proxy {
     }
 
     /// Sends a copy of the request's head to one endpoint of `mirror`, answer ignored. Only
-    /// requests without a body are mirrored (a streamed body cannot be read twice).
-    fn mirror(&self, mirror: &Backend, req: &Request<Incoming>, host: &str, path: Option<&str>) {
+    /// requests without a body are mirrored (a streamed body cannot be read twice), and at most
+    /// [`MIRRORS_IN_FLIGHT`] at once.
+    fn mirror(&self, mirror: &Backend, req: &Request<Incoming>, at: &Forwarding<'_>, host: &str, path: Option<&str>) {
         use hyper::body::Body as _;
-        if !req.body().is_end_stream() && req.headers().contains_key(header::CONTENT_LENGTH) {
-            let has_body = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0");
-            if has_body {
-                tracing::debug!(backend = %mirror.name, "request with a body not mirrored");
-                return;
-            }
+        if !req.body().is_end_stream() {
+            tracing::debug!(backend = %mirror.name, "request with a body not mirrored");
+            return;
         }
+        let Ok(permit) = MIRRORS.clone().try_acquire_owned() else {
+            tracing::debug!(backend = %mirror.name, "too many mirrored requests in flight; not mirrored");
+            return;
+        };
         let Some(index) = mirror.pick() else { return };
         mirror.release(index);
         let endpoint = mirror.endpoints[index];
@@ -177,11 +186,8 @@ impl Proxy {
             (Some(p), Some(q)) => format!("{p}?{q}"),
         };
         let mut copy = Request::builder().method(req.method().clone()).uri(target);
-        for (name, value) in req.headers() {
-            if !matches!(
-                name.as_str(),
-                "connection" | "keep-alive" | "te" | "transfer-encoding" | "upgrade" | "content-length" | "host"
-            ) {
+        for (name, value) in &crate::proxy::forwarded_copy(req.headers(), at, host) {
+            if !matches!(name.as_str(), "content-length" | "host" | "upgrade") {
                 copy = copy.header(name, value);
             }
         }
@@ -193,6 +199,7 @@ impl Proxy {
         };
         let source = self.settings.source_ip;
         tokio::spawn(async move {
+            let _permit = permit;
             match tokio::time::timeout(MIRROR_TIMEOUT, send_once(endpoint, source, copy)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => tracing::debug!(%endpoint, %error, "mirrored request failed"),

@@ -98,6 +98,47 @@ pub(crate) async fn write(client: &Client, objects: &Objects, ips: &[IpAddr], re
             patch(&api, &gw.name, json!({"status": wanted}), "Gateway").await;
         }
     }
+    // Routes that no longer name a Gateway of ours: our parents go from their status.
+    let reported = |kind: &str, ns: Option<String>, name: String| {
+        report
+            .routes
+            .iter()
+            .any(|r| r.kind == kind && Some(&r.namespace) == ns.as_ref() && r.name == name)
+    };
+    let ours = |parents: &[Value]| parents.iter().any(|p| p["controllerName"] == CONTROLLER);
+    let keep = |parents: &[Value]| -> Vec<Value> {
+        parents
+            .iter()
+            .filter(|p| p["controllerName"] != CONTROLLER)
+            .cloned()
+            .collect()
+    };
+    for r in &objects.http_routes {
+        let parents = r.status.as_ref().map(|s| s.parents.clone()).unwrap_or_default();
+        if ours(&parents) && !reported("HTTPRoute", r.namespace(), r.name_any()) {
+            let api: Api<HTTPRoute> = Api::namespaced(client.clone(), &r.namespace().unwrap_or_default());
+            patch(
+                &api,
+                &r.name_any(),
+                json!({"status": {"parents": keep(&parents)}}),
+                "HTTPRoute",
+            )
+            .await;
+        }
+    }
+    for r in &objects.grpc_routes {
+        let parents = r.status.as_ref().map(|s| s.parents.clone()).unwrap_or_default();
+        if ours(&parents) && !reported("GRPCRoute", r.namespace(), r.name_any()) {
+            let api: Api<GRPCRoute> = Api::namespaced(client.clone(), &r.namespace().unwrap_or_default());
+            patch(
+                &api,
+                &r.name_any(),
+                json!({"status": {"parents": keep(&parents)}}),
+                "GRPCRoute",
+            )
+            .await;
+        }
+    }
     for route in &report.routes {
         let find = |list: &[std::sync::Arc<HTTPRoute>]| {
             list.iter()
