@@ -500,7 +500,7 @@ fn sessions_resume_across_replicas_sharing_ticket_keys() {
 
 /// The first byte of the last session ticket `openssl s_client` printed: the name of the key
 /// that sealed it begins with it.
-fn sealed_by(out: &str) -> Option<u8> {
+pub(crate) fn sealed_by(out: &str) -> Option<u8> {
     let (_, rest) = out.rsplit_once("TLS session ticket:")?;
     let line = rest.lines().map(str::trim).find(|l| !l.is_empty())?;
     u8::from_str_radix(line.strip_prefix("0000 - ")?.get(..2)?, 16).ok()
