@@ -6,7 +6,9 @@
 //! Handshakes are the expensive part of HTTPS, so what can be prepared once is: a Secret's
 //! chain and signing key are parsed once per content ([`certified_key`] keeps them while any
 //! table uses them), and an ALB has one [`Edge`]: one server configuration, one session cache
-//! and one ticket key set shared by all its workers, so a client resumes wherever it lands.
+//! and one ticket key set shared by all its workers, so a client resumes wherever it lands;
+//! with `--session-ticket-secret`, the ticket keys come from a Secret every replica of the zone
+//! reads ([`TicketKeys`]), so a client resumes on whichever replica it reaches.
 //! The crypto provider is aws-lc-rs (faster RSA signing and ECDHE than ring's).
 
 use std::collections::HashMap;
