@@ -33,7 +33,7 @@ const PROBE_REFRESH: Duration = Duration::from_secs(30);
 /// Starts serving from the cluster's objects.
 pub async fn start(kube: &KubeOptions, opts: ServeOptions, cancel: CancellationToken) -> Result<Running> {
     let client = kube.client().await?;
-    let mut watched = kube_watch::start(&client, Scope::Registry);
+    let mut watched = kube_watch::start(&client, Scope::Registry, None);
     watched.ready(SYNC_TIMEOUT).await?;
     let objects = first_config(&mut watched).await?;
     let running = crate::serve::start_with(objects, opts, cancel.clone(), Some(client.clone())).await?;

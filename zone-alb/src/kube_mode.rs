@@ -51,7 +51,7 @@ impl Kube {
         let namespace = KubeOptions::namespace(&client);
         ensure_ingress_class(&client, &opts.ingress_class).await;
         crate::gateway::writer::ensure_class(&client, crate::gateway::CLASS_NAME).await;
-        let watched = kube_watch::start(&client, Scope::Ingress);
+        let watched = kube_watch::start(&client, Scope::Ingress, opts.session_ticket_secret.as_ref());
         Ok(Self {
             client,
             watched,

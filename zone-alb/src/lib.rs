@@ -128,6 +128,21 @@ pub struct Options {
     /// `X-Forwarded-For`).
     #[arg(long)]
     pub underscores_in_headers: bool,
+    /// Seal TLS session tickets with the keys of this Secret (`NAMESPACE/NAME`, type Opaque or
+    /// `mzlb.io/session-ticket-keys`, field `tls.ticket-keys`: 80-byte keys, newest first), so
+    /// that a session made on one replica of the zone resumes on any other. Missing or
+    /// malformed: an error is logged and each process uses its own keys.
+    #[arg(long, value_name = "NAMESPACE/NAME", env = "MZLB_SESSION_TICKET_SECRET", value_parser = parse_secret_name)]
+    pub session_ticket_secret: Option<(String, String)>,
+}
+
+fn parse_secret_name(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{text:?}: expected NAMESPACE/NAME")),
+    }
 }
 
 fn parse_port_pair(text: &str) -> std::result::Result<(u16, u16), String> {
@@ -189,6 +204,15 @@ fn compile(objects: &Objects, opts: &Options, source: &str, strict: bool, state:
     table.gateway.status.findings.extend(shadowed.iter().cloned());
     table.warnings.extend(shadowed);
     table.health_host = objects.cluster_of(alb).map(objects::MultiZoneCluster::health_host);
+    table.ticket_keys = opts.session_ticket_secret.as_ref().and_then(|(namespace, name)| {
+        match tls::ticket_keys(objects, namespace, name) {
+            Ok(keys) => Some(Arc::new(keys)),
+            Err(error) => {
+                tracing::error!(secret = %format!("{namespace}/{name}"), %error, "session-ticket keys unusable; each process seals tickets with its own keys (sessions resume only on the replica that made them)");
+                None
+            }
+        }
+    });
     if let Some(reserved) = table.health_host.as_deref()
         && table.has_host(reserved)
     {

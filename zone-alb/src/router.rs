@@ -431,6 +431,9 @@ pub struct RouteTable {
     pub hsts: Option<hyper::header::HeaderValue>,
     /// Gateway API: the listeners of every Gateway of our class, and their routes.
     pub gateway: crate::gateway::Table,
+    /// Session-ticket keys shared by the zone's replicas (`--session-ticket-secret`); `None`:
+    /// each process seals tickets with its own keys.
+    pub ticket_keys: Option<Arc<crate::tls::TicketKeys>>,
 }
 
 impl RouteTable {

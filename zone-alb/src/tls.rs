@@ -6,7 +6,9 @@
 //! Handshakes are the expensive part of HTTPS, so what can be prepared once is: a Secret's
 //! chain and signing key are parsed once per content ([`certified_key`] keeps them while any
 //! table uses them), and an ALB has one [`Edge`]: one server configuration, one session cache
-//! and one ticket key set shared by all its workers, so a client resumes wherever it lands.
+//! and one ticket key set shared by all its workers, so a client resumes wherever it lands;
+//! with `--session-ticket-secret`, the ticket keys come from a Secret every replica of the zone
+//! reads ([`TicketKeys`]), so a client resumes on whichever replica it reaches.
 //! The crypto provider is aws-lc-rs (faster RSA signing and ECDHE than ring's).
 
 use std::collections::HashMap;
@@ -261,10 +263,242 @@ pub const TLS12_SUITES: [(&str, CipherSuite); 6] = [
     ),
 ];
 
+/// The Secret data field holding shared session-ticket keys.
+pub const TICKET_KEYS_FIELD: &str = "tls.ticket-keys";
+
+/// The Secret type made for session-ticket keys (`Opaque` is accepted too).
+pub const TICKET_KEYS_TYPE: &str = "mzlb.io/session-ticket-keys";
+
+/// How long a ticket sealed with shared keys is accepted (and what clients are told): 12
+/// hours, as rustls's own rotating keys at most and about nginx's `ssl_session_timeout` scale.
+/// Enforced from the issue time sealed inside the ticket, so it holds however long a key stays
+/// in the Secret.
+pub const TICKET_LIFETIME_SECS: u32 = 12 * 60 * 60;
+
+/// The length of one key in `tls.ticket-keys` (nginx's 80-byte `ssl_session_ticket_key`
+/// file); a field of exactly [`TICKET_KEY_LEN_SHORT`] bytes is one 48-byte nginx key.
+pub const TICKET_KEY_LEN: usize = 80;
+pub const TICKET_KEY_LEN_SHORT: usize = 48;
+
+/// Key name (the first 16 bytes of a key, as nginx's), random nonce, AEAD tag.
+const TICKET_NAME_LEN: usize = 16;
+const TICKET_NONCE_LEN: usize = aws_lc_rs::aead::NONCE_LEN;
+const TICKET_TAG_LEN: usize = 16;
+/// The issue time (Unix seconds, big-endian) sealed in front of rustls's session state.
+const TICKET_TIME_LEN: usize = 8;
+/// Longer tickets are refused unopened (rustls's own are a few hundred bytes, a few KiB with
+/// a client certificate chain; the TLS encoding caps them at 64 KiB).
+const TICKET_MAX_LEN: usize = 1 << 16;
+/// Replicas' clocks may differ: a ticket issued this far in the "future" is still accepted.
+const TICKET_CLOCK_SKEW_SECS: u64 = 300;
+
+/// Session-ticket keys shared by every replica of a zone: the first seals new tickets, all
+/// open them. Tickets are `name (16) | nonce (12) | AES-256-GCM(issue time (8) | state) | tag
+/// (16)`, the name authenticated as associated data; each key's AES key is SHA-256 of a
+/// domain label and the whole key, so nginx's key files can be used as they are (their
+/// format, not their tickets: nginx's tickets are not mzlb's).
+pub struct TicketKeys {
+    keys: Vec<TicketKey>,
+}
+
+struct TicketKey {
+    name: [u8; TICKET_NAME_LEN],
+    aead: aws_lc_rs::aead::RandomizedNonceKey,
+}
+
+impl std::fmt::Debug for TicketKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys themselves.
+        f.debug_struct("TicketKeys").field("keys", &self.keys.len()).finish()
+    }
+}
+
+impl TicketKeys {
+    /// Concatenated 80-byte keys, newest first, or exactly one 48-byte key.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let size = if bytes.len() == TICKET_KEY_LEN_SHORT {
+            TICKET_KEY_LEN_SHORT
+        } else if !bytes.is_empty() && bytes.len().is_multiple_of(TICKET_KEY_LEN) {
+            TICKET_KEY_LEN
+        } else {
+            return Err(format!(
+                "{} bytes: expected one or more {TICKET_KEY_LEN}-byte keys (or one {TICKET_KEY_LEN_SHORT}-byte key), \
+                 e.g. `openssl rand 80`",
+                bytes.len()
+            ));
+        };
+        let keys = bytes
+            .chunks_exact(size)
+            .map(|key| {
+                let mut name = [0; TICKET_NAME_LEN];
+                name.copy_from_slice(&key[..TICKET_NAME_LEN]);
+                let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+                ctx.update(b"mzlb session ticket key v1\0");
+                ctx.update(key);
+                let aead =
+                    aws_lc_rs::aead::RandomizedNonceKey::new(&aws_lc_rs::aead::AES_256_GCM, ctx.finish().as_ref())
+                        .map_err(|_| "AES-256-GCM key setup failed".to_owned())?;
+                Ok(TicketKey { name, aead })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self { keys })
+    }
+
+    /// The keys of a Secret of type `Opaque` or [`TICKET_KEYS_TYPE`], in [`TICKET_KEYS_FIELD`].
+    pub fn from_secret(secret: &Secret) -> Result<Self, String> {
+        if let Some(t) = secret.type_.as_deref()
+            && t != "Opaque"
+            && t != TICKET_KEYS_TYPE
+        {
+            return Err(format!("type is {t}, not Opaque or {TICKET_KEYS_TYPE}"));
+        }
+        let data = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(TICKET_KEYS_FIELD))
+            .map(|v| &v.0[..]);
+        let string = || {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(TICKET_KEYS_FIELD))
+                .map(String::as_bytes)
+        };
+        let bytes = data
+            .or_else(string)
+            .ok_or_else(|| format!("data.{TICKET_KEYS_FIELD} is missing"))?;
+        Self::parse(bytes).map_err(|e| format!("data.{TICKET_KEYS_FIELD}: {e}"))
+    }
+
+    /// How many keys there are.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn seal(&self, plain: &[u8], now: u64) -> Option<Vec<u8>> {
+        let key = self.keys.first()?;
+        let mut sealed = Vec::with_capacity(TICKET_TIME_LEN + plain.len() + TICKET_TAG_LEN);
+        sealed.extend_from_slice(&now.to_be_bytes());
+        sealed.extend_from_slice(plain);
+        let nonce = key
+            .aead
+            .seal_in_place_append_tag(aws_lc_rs::aead::Aad::from(&key.name), &mut sealed)
+            .ok()?;
+        let mut ticket = Vec::with_capacity(TICKET_NAME_LEN + TICKET_NONCE_LEN + sealed.len());
+        ticket.extend_from_slice(&key.name);
+        ticket.extend_from_slice(nonce.as_ref());
+        ticket.extend_from_slice(&sealed);
+        Some(ticket)
+    }
+
+    /// The session state in `ticket`, if one of the keys sealed it less than
+    /// [`TICKET_LIFETIME_SECS`] before `now`. Anything else (any bytes a client may send) is
+    /// `None`.
+    fn open(&self, ticket: &[u8], now: u64) -> Option<Vec<u8>> {
+        if ticket.len() < TICKET_NAME_LEN + TICKET_NONCE_LEN + TICKET_TIME_LEN + TICKET_TAG_LEN
+            || ticket.len() > TICKET_MAX_LEN
+        {
+            return None;
+        }
+        let (name, rest) = ticket.split_at(TICKET_NAME_LEN);
+        let (nonce, sealed) = rest.split_at(TICKET_NONCE_LEN);
+        for key in self.keys.iter().filter(|k| k.name[..] == *name) {
+            let nonce = aws_lc_rs::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+            let mut buf = sealed.to_vec();
+            let Ok(plain) = key
+                .aead
+                .open_in_place(nonce, aws_lc_rs::aead::Aad::from(&key.name), &mut buf)
+            else {
+                continue;
+            };
+            let (time, state) = plain.split_at(TICKET_TIME_LEN);
+            let issued = u64::from_be_bytes(time.try_into().ok()?);
+            let fresh = issued <= now.saturating_add(TICKET_CLOCK_SKEW_SECS)
+                && now.saturating_sub(issued) < u64::from(TICKET_LIFETIME_SECS);
+            return fresh.then(|| state.to_vec());
+        }
+        None
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The session-ticket keys of the Secret `namespace/name` among `objects`' Secrets.
+pub fn ticket_keys(objects: &crate::objects::Objects, namespace: &str, name: &str) -> Result<TicketKeys, String> {
+    let mut found = objects.secrets.iter().filter(|s| {
+        s.metadata.namespace.as_deref().unwrap_or("default") == namespace && s.metadata.name.as_deref() == Some(name)
+    });
+    let first = found.next().ok_or_else(|| "no such Secret".to_owned())?;
+    // On a cluster the same Secret may also come stripped (an Opaque one, as basic auth's);
+    // the whole copy is the one with the keys.
+    let with_keys = std::iter::once(first).chain(found).find(|s| {
+        s.data.as_ref().is_some_and(|d| d.contains_key(TICKET_KEYS_FIELD))
+            || s.string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(TICKET_KEYS_FIELD))
+    });
+    TicketKeys::from_secret(with_keys.unwrap_or(first))
+}
+
+/// Tickets sealed with the current table's shared keys when it has them (read lock-free per
+/// handshake: a changed Secret changes the table, and the keys with it), else with this
+/// process's own rotating keys. Tickets of the process's own keys still open while shared keys
+/// are in use, so sessions made before a Secret appeared still resume here.
+struct SharedTicketer {
+    table: Arc<ArcSwap<RouteTable>>,
+    own: Arc<dyn ProducesTickets>,
+}
+
+impl std::fmt::Debug for SharedTicketer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTicketer").finish_non_exhaustive()
+    }
+}
+
+impl ProducesTickets for SharedTicketer {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        match &self.table.load().ticket_keys {
+            Some(_) => TICKET_LIFETIME_SECS,
+            None => self.own.lifetime(),
+        }
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        match &self.table.load().ticket_keys {
+            Some(keys) => keys.seal(plain, unix_now()),
+            None => self.own.encrypt(plain),
+        }
+    }
+
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        let shared = self
+            .table
+            .load()
+            .ticket_keys
+            .as_ref()
+            .and_then(|keys| keys.open(ticket, unix_now()));
+        shared.or_else(|| self.own.decrypt(ticket))
+    }
+}
+
 /// Session resumption state that every configuration built for one ALB shares: TLS 1.2
-/// session IDs in one cache, TLS 1.3 (and 1.2) tickets sealed with one rotating key set. A
-/// client resumes whichever worker (or configuration, once client certificates or a policy
-/// change make another) it lands on.
+/// session IDs in one cache, TLS 1.3 (and 1.2) tickets sealed with one key set: the zone's
+/// shared keys when a Secret provides them (see [`TicketKeys`]), else the process's own
+/// rotating ones. A client resumes whichever worker (or configuration, once client
+/// certificates or a policy change make another) it lands on; with shared keys, whichever
+/// replica. Session IDs stay per process (sharing them would need a shared store).
 #[derive(Clone)]
 pub struct Resumption {
     sessions: Arc<dyn StoresServerSessions>,
@@ -286,6 +520,19 @@ impl Resumption {
             // rustls's rotator: a new key every 6 hours, the previous one still accepted, so a
             // ticket is good for between 6 and 12 hours and no key lives longer than that.
             ticketer: rustls::crypto::aws_lc_rs::Ticketer::new().expect("the system RNG works"),
+        }
+    }
+
+    /// [`Resumption::new`], with tickets sealed by the shared keys of the current table of
+    /// `table` whenever it has some.
+    pub fn shared(table: Arc<ArcSwap<RouteTable>>) -> Self {
+        let own = Self::new();
+        Self {
+            sessions: own.sessions,
+            ticketer: Arc::new(SharedTicketer {
+                table,
+                own: own.ticketer,
+            }),
         }
     }
 }
@@ -379,7 +626,7 @@ impl Edge {
             port,
             ingress,
         });
-        let resumption = Resumption::new();
+        let resumption = Resumption::shared(table.clone());
         let policy = table.load().tls_policy.clone();
         let config = Self::build(&resolver, &resumption, &policy)
             .or_else(|error| {
@@ -546,5 +793,188 @@ mod tests {
                 CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
             ]
         );
+    }
+
+    fn key(byte: u8) -> Vec<u8> {
+        (0..TICKET_KEY_LEN as u8).map(|i| i.wrapping_mul(31) ^ byte).collect()
+    }
+
+    fn keys(list: &[u8]) -> TicketKeys {
+        TicketKeys::parse(&list.iter().flat_map(|b| key(*b)).collect::<Vec<_>>()).unwrap()
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn with_keys(keys: TicketKeys) -> RouteTable {
+        let mut table = RouteTable::default();
+        table.ticket_keys = Some(Arc::new(keys));
+        table
+    }
+
+    #[test]
+    fn ticket_keys_round_trip_and_expire() {
+        let k = keys(&[1]);
+        let state = b"rustls session state".to_vec();
+        let ticket = k.seal(&state, NOW).unwrap();
+        assert_eq!(
+            &ticket[..TICKET_NAME_LEN],
+            &key(1)[..TICKET_NAME_LEN],
+            "named by the key"
+        );
+        assert_eq!(k.open(&ticket, NOW).as_deref(), Some(&state[..]));
+        assert_eq!(k.open(&ticket, NOW + 3600).as_deref(), Some(&state[..]));
+        // Another replica, the same Secret: it opens.
+        assert_eq!(keys(&[1]).open(&ticket, NOW + 1).as_deref(), Some(&state[..]));
+        // A random nonce per ticket: the same state never seals the same way twice.
+        assert_ne!(k.seal(&state, NOW).unwrap(), ticket);
+        // Too old, or from too far in the future.
+        assert_eq!(k.open(&ticket, NOW + u64::from(TICKET_LIFETIME_SECS)), None);
+        assert_eq!(k.open(&ticket, NOW - TICKET_CLOCK_SKEW_SECS - 1), None);
+        assert!(k.open(&ticket, NOW - TICKET_CLOCK_SKEW_SECS).is_some());
+        // An empty state (rustls never seals one, but nothing breaks).
+        assert_eq!(k.open(&k.seal(b"", NOW).unwrap(), NOW).as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn ticket_key_rotation_old_opens_new_seals_removed_stops() {
+        let old = keys(&[1]);
+        let before = old.seal(b"before", NOW).unwrap();
+        let rotated = keys(&[2, 1]);
+        assert_eq!(
+            rotated.open(&before, NOW).as_deref(),
+            Some(&b"before"[..]),
+            "the old key still opens"
+        );
+        let after = rotated.seal(b"after", NOW).unwrap();
+        assert_eq!(
+            &after[..TICKET_NAME_LEN],
+            &key(2)[..TICKET_NAME_LEN],
+            "the new key seals"
+        );
+        assert_eq!(
+            old.open(&after, NOW),
+            None,
+            "a replica without the new key cannot open it"
+        );
+        let removed = keys(&[2]);
+        assert_eq!(removed.open(&before, NOW), None, "a removed key stops opening");
+        assert_eq!(removed.open(&after, NOW).as_deref(), Some(&b"after"[..]));
+        // Two keys with the same name: each is tried.
+        let mut same_name = key(3);
+        same_name[TICKET_NAME_LEN..].fill(7);
+        let both = TicketKeys::parse(&[key(3), same_name.clone()].concat()).unwrap();
+        let sealed = TicketKeys::parse(&same_name).unwrap().seal(b"x", NOW).unwrap();
+        assert_eq!(both.open(&sealed, NOW).as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn hostile_tickets_open_to_none() {
+        let k = keys(&[1, 2]);
+        let good = k.seal(b"a session", NOW).unwrap();
+        let flip = |i: usize| {
+            let mut t = good.clone();
+            t[i] ^= 1;
+            t
+        };
+        let minimum = TICKET_NAME_LEN + TICKET_NONCE_LEN + TICKET_TIME_LEN + TICKET_TAG_LEN;
+        let mut wrong_name = good.clone();
+        wrong_name[..TICKET_NAME_LEN].copy_from_slice(&key(9)[..TICKET_NAME_LEN]);
+        let mut other_key = good.clone();
+        other_key[..TICKET_NAME_LEN].copy_from_slice(&key(2)[..TICKET_NAME_LEN]);
+        let table: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", vec![]),
+            ("one byte", vec![0]),
+            ("name only", good[..TICKET_NAME_LEN].to_vec()),
+            ("name and nonce", good[..TICKET_NAME_LEN + TICKET_NONCE_LEN].to_vec()),
+            ("one short of the minimum", good[..minimum - 1].to_vec()),
+            ("minimum length, garbage", vec![0xff; minimum]),
+            ("truncated tag", good[..good.len() - 1].to_vec()),
+            ("tag cut off", good[..good.len() - TICKET_TAG_LEN].to_vec()),
+            ("one byte more", [&good[..], &[0]].concat()),
+            ("wrong key name", wrong_name),
+            ("another key's name", other_key),
+            ("flipped name", flip(0)),
+            ("flipped nonce", flip(TICKET_NAME_LEN)),
+            ("flipped time", flip(TICKET_NAME_LEN + TICKET_NONCE_LEN)),
+            ("flipped state", flip(good.len() - TICKET_TAG_LEN - 1)),
+            ("flipped tag", flip(good.len() - 1)),
+            ("all zero", vec![0; good.len()]),
+            ("huge", [&good[..], &vec![0; TICKET_MAX_LEN]].concat()),
+            ("huge, all ones", vec![0xff; 4 * TICKET_MAX_LEN]),
+        ];
+        for (what, ticket) in &table {
+            assert_eq!(k.open(ticket, NOW), None, "{what}");
+        }
+        // Through the ticketer, falling back to the process's own keys: still nothing.
+        let table_with_keys = Arc::new(ArcSwap::from_pointee(with_keys(keys(&[1, 2]))));
+        let ticketer = Resumption::shared(table_with_keys).ticketer;
+        for (what, ticket) in &table {
+            assert_eq!(ticketer.decrypt(ticket), None, "{what}");
+        }
+        assert!(ticketer.decrypt(&ticketer.encrypt(b"s").unwrap()).is_some());
+    }
+
+    #[test]
+    fn ticket_key_formats() {
+        for len in [0, 1, 47, 49, 79, 81, 96, 159] {
+            let err = TicketKeys::parse(&vec![1; len]).unwrap_err();
+            assert!(err.contains(&format!("{len} bytes")), "{err}");
+        }
+        assert_eq!(TicketKeys::parse(&[1; 48]).unwrap().len(), 1);
+        assert_eq!(TicketKeys::parse(&[1; 80]).unwrap().len(), 1);
+        assert_eq!(TicketKeys::parse(&[1; 240]).unwrap().len(), 3);
+        let secret = |type_: &str, data: Option<Vec<u8>>| Secret {
+            type_: Some(type_.into()),
+            metadata: kube::api::ObjectMeta {
+                namespace: Some("mzlb".into()),
+                name: Some("tickets".into()),
+                ..Default::default()
+            },
+            data: data.map(|d| BTreeMap::from([(TICKET_KEYS_FIELD.to_owned(), ByteString(d))])),
+            ..Secret::default()
+        };
+        assert!(TicketKeys::from_secret(&secret("Opaque", Some(key(1)))).is_ok());
+        assert!(TicketKeys::from_secret(&secret(TICKET_KEYS_TYPE, Some(key(1)))).is_ok());
+        let err = TicketKeys::from_secret(&secret("kubernetes.io/tls", Some(key(1)))).unwrap_err();
+        assert!(err.contains("not Opaque"), "{err}");
+        let err = TicketKeys::from_secret(&secret("Opaque", None)).unwrap_err();
+        assert!(err.contains("tls.ticket-keys is missing"), "{err}");
+        // A stripped copy (as basic auth keeps Opaque Secrets) beside the whole one.
+        let objects = crate::objects::Objects {
+            secrets: vec![
+                Arc::new(secret("Opaque", None)),
+                Arc::new(secret("Opaque", Some(key(1)))),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(ticket_keys(&objects, "mzlb", "tickets").unwrap().len(), 1);
+        assert_eq!(ticket_keys(&objects, "mzlb", "other").unwrap_err(), "no such Secret");
+        assert_eq!(
+            format!("{:?}", keys(&[1, 2])),
+            "TicketKeys { keys: 2 }",
+            "never the keys"
+        );
+    }
+
+    #[test]
+    fn the_ticketer_follows_the_table() {
+        let table: Arc<ArcSwap<RouteTable>> = Default::default();
+        let ticketer = Resumption::shared(table.clone()).ticketer;
+        assert!(ticketer.enabled());
+        // No shared keys: the process's own.
+        let own = ticketer.encrypt(b"own").unwrap();
+        assert_eq!(ticketer.decrypt(&own).as_deref(), Some(&b"own"[..]));
+        assert_eq!(keys(&[1]).open(&own, unix_now()), None);
+        // The Secret appears: tickets are sealed with its first key, and the process's own
+        // tickets still resume here.
+        table.store(Arc::new(with_keys(keys(&[1]))));
+        assert_eq!(ticketer.lifetime(), TICKET_LIFETIME_SECS);
+        let shared = ticketer.encrypt(b"shared").unwrap();
+        assert_eq!(keys(&[1]).open(&shared, unix_now()).as_deref(), Some(&b"shared"[..]));
+        assert_eq!(ticketer.decrypt(&shared).as_deref(), Some(&b"shared"[..]));
+        assert_eq!(ticketer.decrypt(&own).as_deref(), Some(&b"own"[..]));
+        // Rotated, then the old key removed.
+        table.store(Arc::new(with_keys(keys(&[2]))));
+        assert_eq!(ticketer.decrypt(&shared), None);
     }
 }

@@ -322,6 +322,21 @@ fn zone_alb_workers_are_passed_on_when_set() {
         set.iter().all(|args| args.contains(&"--workers=4".to_owned())),
         "{set:?}"
     );
+    // Shared session-ticket keys: off by default; a bare name is in the release namespace.
+    assert!(
+        default
+            .iter()
+            .flatten()
+            .all(|a| !a.starts_with("--session-ticket-secret")),
+        "{default:?}"
+    );
+    for (value, flag) in [
+        ("tickets", "--session-ticket-secret=mzlb-system/tickets"),
+        ("other/tickets", "--session-ticket-secret=other/tickets"),
+    ] {
+        let set = alb_args(&[&format!("zoneAlb.sessionTicketSecret={value}")]);
+        assert!(set.iter().all(|args| args.contains(&flag.to_owned())), "{set:?}");
+    }
 }
 
 #[test]
@@ -445,6 +460,7 @@ fn bad_values_are_rejected_naming_the_value() {
         ("zones[0].name=zone-1,zones[0].ip=300.1.1.1", "/zones/0/ip"),
         ("cluster.failPolicy=sometimes", "/cluster/failPolicy"),
         ("zoneAlb.workers=0", "/zoneAlb/workers"),
+        ("zoneAlb.sessionTicketSecret=a/b/c", "/zoneAlb/sessionTicketSecret"),
         (
             "cluster.nameServer.addresses={300.1.1.1}",
             "/cluster/nameServer/addresses/0",

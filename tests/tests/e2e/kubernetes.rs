@@ -98,6 +98,10 @@ fn start_zone_alb(kubeconfig: &std::path::Path, pod: &str, ns: &str, client: &st
                 "10.93.0.2:8080",
                 "--admin-listen",
                 "10.93.0.2:9090",
+                "--listen-tls",
+                "10.93.0.2:8443",
+                "--session-ticket-secret",
+                "mzlb-system/tickets",
             ])
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -259,6 +263,43 @@ fn zone_alb_follows_the_api_server_records_events_and_writes_ingress_status() {
     assert!(note.contains("kubernetes.io/auth-tls-verify-client"), "{note}");
     poll(Duration::from_secs(10), || (get("shop2.test").0 == 503).then_some(()))
         .unwrap_or_else(|| panic!("an Ingress with auth-tls-* is served without it:\n{}", alb.output()));
+
+    // Session-ticket keys from the Secret --session-ticket-secret names, watched by name; an
+    // Opaque one, so basic auth's watch strips its copy: tickets are still sealed with its key
+    // (whose name, the key's first 16 bytes, leads each ticket).
+    let ticket_key = || {
+        let mut child = Net::exec(&client, std::path::Path::new("openssl"))
+            .args([
+                "s_client",
+                "-connect",
+                "10.93.0.2:8443",
+                "-servername",
+                "web.test",
+                "-tls1_3",
+                "-ign_eof",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let request = b"GET / HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n";
+        let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), request);
+        let out = child.wait_with_output().unwrap();
+        crate::tls_edge::sealed_by(&String::from_utf8_lossy(&out.stdout))
+    };
+    let key = format!("k{}", "0123456789abcdef".repeat(5).get(..79).unwrap());
+    assert!(
+        ticket_key().is_some(),
+        "no ticket before the Secret exists:\n{}",
+        alb.output()
+    );
+    api.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: tickets, namespace: mzlb-system}}\ntype: Opaque\n\
+         stringData: {{tls.ticket-keys: '{key}'}}\n"
+    ));
+    poll(Duration::from_secs(10), || (ticket_key() == Some(b'k')).then_some(()))
+        .unwrap_or_else(|| panic!("tickets not sealed with the Secret's key:\n{}", alb.output()));
 
     // Basic auth from an Opaque Secret the ALB watches: 401 without the password, 200 with it,
     // and a changed password takes effect (the old one is refused).

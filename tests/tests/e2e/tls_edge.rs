@@ -1,8 +1,9 @@
 //! TLS at the edge through a running zone-alb, with real `curl` and `openssl s_client`:
 //! certificate rotation under load (no failed request, new certificate within a second),
 //! session resumption across workers (TLS 1.2 session IDs and TLS 1.3 tickets), the protocol
-//! policy (no TLS 1.1; `ssl-protocols` from the cluster), HSTS on HTTPS answers only, and an
-//! OCSP response stapled from the Secret's `tls.ocsp`.
+//! policy (no TLS 1.1; `ssl-protocols` from the cluster), HSTS on HTTPS answers only, an
+//! OCSP response stapled from the Secret's `tls.ocsp`, and sessions resumed across two
+//! replicas that share session-ticket keys through a Secret.
 
 use std::io::Write;
 use std::path::Path;
@@ -371,4 +372,136 @@ fn an_ocsp_response_from_the_secret_is_stapled() {
             "{version}: {out}"
         );
     }
+}
+
+/// A Secret of session-ticket keys: `keys` (one byte each) make 80-byte keys, newest first.
+fn ticket_secret(keys: &[u8]) -> String {
+    let bytes: Vec<u8> = keys
+        .iter()
+        .flat_map(|&k| (0..80u8).map(move |i| i.wrapping_mul(37) ^ k))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: tickets}}\ntype: mzlb.io/session-ticket-keys\ndata:\n  tls.ticket-keys: {}\n",
+        base64(&bytes)
+    )
+}
+
+/// Two zone-alb processes (two replicas of one zone) on one manifest directory, both told
+/// `--session-ticket-secret default/tickets`: before the Secret exists each seals tickets with
+/// its own keys (a session resumes only where it was made); once it does, a session made on
+/// either resumes on the other, over TLS 1.3 and TLS 1.2 (by ticket); a key removed from the
+/// Secret stops resuming its sessions.
+#[test]
+fn sessions_resume_across_replicas_sharing_ticket_keys() {
+    const IPS: [&str; 2] = ["127.0.114.1", "127.0.114.2"];
+    const HOST: &str = "tickets.test";
+    let _app = echo("127.0.114.11:9080", "app");
+    let dir = tempdir();
+    let ca = Ca::new();
+    let ca_file = write(dir.path(), "ca/ca.pem", &ca.pem);
+    write(dir.path(), "site.yaml", &site(IPS[0], "127.0.114.11", HOST, ""));
+    write(
+        dir.path(),
+        "secret.yaml",
+        &secret("tls", &ca.issue(HOST, "tickets"), None),
+    );
+    let flags = ["--workers", "2", "--session-ticket-secret", "default/tickets"];
+    let albs: Vec<_> = IPS
+        .iter()
+        .map(|ip| {
+            let (listen, listen_tls) = (format!("{ip}:8080"), format!("{ip}:8443"));
+            let mut extra = flags.to_vec();
+            extra.extend(["--listen", &listen, "--listen-tls", &listen_tls]);
+            zone_alb(dir.path(), &extra, &format!("http://{ip}:8080/healthz"))
+        })
+        .collect();
+    let output = || albs.iter().map(|a| a.output()).collect::<Vec<_>>().join("\n---\n");
+    let ca_arg = ca_file.to_str().unwrap();
+    let session = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    // A new session on `from` saved in `file`; then whether it resumes on `to`.
+    let made = |from: &str, version: &str, file: &str| {
+        let (ok, out) = s_client(from, HOST, &[version, "-CAfile", ca_arg, "-sess_out", file]);
+        assert!(
+            ok && out.contains("New, TLSv1.") && out.contains("HTTP/1.1 200"),
+            "{version}: {out}"
+        );
+    };
+    let resumes = |to: &str, version: &str, file: &str| {
+        let (ok, out) = s_client(to, HOST, &[version, "-CAfile", ca_arg, "-sess_in", file]);
+        assert!(ok && out.contains("HTTP/1.1 200"), "{version} on {to}: {out}");
+        out.contains("Reused, TLSv1.")
+    };
+
+    // No Secret yet: named in the log, and each process's own keys.
+    assert!(output().contains("session-ticket keys unusable"), "{}", output());
+    for version in ["-tls1_3", "-tls1_2"] {
+        let file = session(&format!("own{version}"));
+        made(IPS[0], version, &file);
+        assert!(
+            resumes(IPS[0], version, &file),
+            "{version}: not resumed where it was made"
+        );
+        assert!(
+            !resumes(IPS[1], version, &file),
+            "{version}: resumed on a replica without shared keys"
+        );
+    }
+
+    // The Secret appears: both replicas seal and open with its key.
+    write(dir.path(), "tickets.yaml", &ticket_secret(&[1]));
+    let first = session("first");
+    poll(Duration::from_secs(10), || {
+        made(IPS[0], "-tls1_3", &first);
+        resumes(IPS[1], "-tls1_3", &first).then_some(())
+    })
+    .unwrap_or_else(|| panic!("a session from one replica never resumed on the other:\n{}", output()));
+    for version in ["-tls1_3", "-tls1_2"] {
+        for (from, to) in [(IPS[0], IPS[1]), (IPS[1], IPS[0])] {
+            let file = session(&format!("shared{version}{from}"));
+            made(from, version, &file);
+            for _ in 0..3 {
+                assert!(resumes(to, version, &file), "{version} from {from} not resumed on {to}");
+            }
+        }
+    }
+
+    // Rotation: a new key in front. Once both replicas seal with it (the key's name, its first
+    // byte here, leads the ticket), the old key's sessions still resume on either, and the new
+    // key's cross over.
+    replace(dir.path(), "tickets.yaml", &ticket_secret(&[2, 1]));
+    let rotated = session("rotated");
+    poll(Duration::from_secs(10), || {
+        let by = |ip: &str| {
+            let (ok, out) = s_client(ip, HOST, &["-tls1_3", "-CAfile", ca_arg, "-sess_out", &rotated]);
+            assert!(ok && out.contains("TLS session ticket lifetime hint: 43200"), "{out}");
+            sealed_by(&out)
+        };
+        (by(IPS[0]) == Some(2) && by(IPS[1]) == Some(2)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the new key never sealed tickets on both:\n{}", output()));
+    for ip in IPS {
+        assert!(
+            resumes(ip, "-tls1_3", &first),
+            "the old key stopped opening on {ip} while still listed"
+        );
+    }
+    assert!(
+        resumes(IPS[0], "-tls1_3", &rotated),
+        "a session of the new key not resumed on the other replica"
+    );
+    // The old key removed: its sessions stop resuming everywhere; the new key's still do.
+    replace(dir.path(), "tickets.yaml", &ticket_secret(&[2]));
+    poll(Duration::from_secs(10), || {
+        (!resumes(IPS[0], "-tls1_3", &first) && !resumes(IPS[1], "-tls1_3", &first)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("a removed key still opens its sessions:\n{}", output()));
+    assert!(resumes(IPS[0], "-tls1_3", &rotated) && resumes(IPS[1], "-tls1_3", &rotated));
+}
+
+/// The first byte of the last session ticket `openssl s_client` printed: the name of the key
+/// that sealed it begins with it.
+pub(crate) fn sealed_by(out: &str) -> Option<u8> {
+    let (_, rest) = out.rsplit_once("TLS session ticket:")?;
+    let line = rest.lines().map(str::trim).find(|l| !l.is_empty())?;
+    u8::from_str_radix(line.strip_prefix("0000 - ")?.get(..2)?, 16).ok()
 }

@@ -63,10 +63,13 @@ struct IngressStores {
     backend_tls_policies: Store<BackendTLSPolicy>,
     /// Namespaces, for their labels (listeners' `allowedRoutes` selectors): labels only.
     namespaces: Store<Namespace>,
+    /// The Secret `--session-ticket-secret` names, whole (watched by name in its namespace).
+    ticket_secret: Option<Store<Secret>>,
 }
 
-/// Starts the watchers for `scope` in the background (they retry with back-off forever).
-pub fn start(client: &Client, scope: Scope) -> Watched {
+/// Starts the watchers for `scope` in the background (they retry with back-off forever);
+/// with `ticket_secret` (namespace, name), that Secret is watched too.
+pub fn start(client: &Client, scope: Scope, ticket_secret: Option<&(String, String)>) -> Watched {
     let (tx, changes) = watch::channel(0u64);
     let all = watcher::Config::default;
     let ingress = (scope == Scope::Ingress).then(|| IngressStores {
@@ -93,6 +96,13 @@ pub fn start(client: &Client, scope: Scope) -> Watched {
         reference_grants: reflect(Api::all(client.clone()), all(), &tx),
         backend_tls_policies: reflect(Api::all(client.clone()), all(), &tx),
         namespaces: reflect_with(Api::all(client.clone()), all(), &tx, retain_labels),
+        ticket_secret: ticket_secret.map(|(namespace, name)| {
+            reflect(
+                Api::namespaced(client.clone(), namespace),
+                all().fields(&format!("metadata.name={name}")),
+                &tx,
+            )
+        }),
     });
     Watched {
         zone_albs: reflect(Api::all(client.clone()), all(), &tx),
@@ -169,6 +179,9 @@ impl Watched {
                 let _ = s.credentials.wait_until_ready().await;
                 let _ = s.config_maps.wait_until_ready().await;
                 let _ = s.namespaces.wait_until_ready().await;
+                if let Some(ticket) = &s.ticket_secret {
+                    let _ = ticket.wait_until_ready().await;
+                }
             }
         };
         tokio::time::timeout(timeout, wait)
@@ -192,6 +205,9 @@ impl Watched {
             objects.endpoint_slices = shared(&s.slices);
             objects.secrets = shared(&s.secrets);
             objects.secrets.extend(shared(&s.credentials));
+            if let Some(ticket) = &s.ticket_secret {
+                objects.secrets.extend(shared(ticket));
+            }
             objects.config_maps = shared(&s.config_maps);
             objects.gateway_classes = shared(&s.gateway_classes);
             objects.gateways = shared(&s.gateways);
