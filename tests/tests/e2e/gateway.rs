@@ -1801,3 +1801,121 @@ spec:
     s.get_tls(8443, "example.org", "example.org", "/")
         .expect(404, "", "", "the Gateway's certificate");
 }
+
+#[test]
+fn service_types() {
+    // HTTPRouteServiceTypes: headless Services and Services whose EndpointSlices were written by
+    // hand (no selector) reach their endpoints (the pod's address, port 3001 here).
+    let svc = |name: &str, headless: bool, selector: bool| {
+        let cluster_ip = if headless { ", clusterIP: None" } else { "" };
+        let selector = if selector {
+            ", selector: {app: infra-backend-v1}"
+        } else {
+            ""
+        };
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {INFRA}}}\n\
+             spec: {{ports: [{{name: first-port, port: 8080, targetPort: 3000}}]{cluster_ip}{selector}}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}-x, namespace: {INFRA}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: first-port, port: 3001}}]\n\
+             endpoints: [{{addresses: [127.0.112.25], conditions: {{ready: true, serving: true}}}}]\n"
+        )
+    };
+    let rule = |path: &str| {
+        format!(
+            "  - {{matches: [{{path: {{type: Exact, value: /{path}}}}}], backendRefs: [{{name: {path}, port: 8080}}]}}\n"
+        )
+    };
+    let objects = format!(
+        "{}{}{}{}",
+        svc("manual-endpointslices", false, false),
+        svc("headless", true, true),
+        svc("headless-manual-endpointslices", true, false),
+        route(
+            "service-types",
+            &format!(
+                "  parentRefs: [{{name: same-namespace}}]\n  rules:\n{}{}{}",
+                rule("manual-endpointslices"),
+                rule("headless"),
+                rule("headless-manual-endpointslices")
+            )
+        )
+    );
+    let s = site(25, &objects);
+    for path in ["/manual-endpointslices", "/headless", "/headless-manual-endpointslices"] {
+        s.expect(8080, &s.ip, path, &[], 200, "infra-backend-v1", INFRA);
+    }
+}
+
+#[test]
+fn cors_filter() {
+    // HTTPRouteCORS: preflights answered by the ALB, origin fields on actual answers.
+    let s = site(
+        26,
+        &route(
+            "cors",
+            "  parentRefs: [{name: same-namespace}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /cors-1}}]
+    filters:
+    - type: CORS
+      cors:
+        allowOrigins: ['https://www.foo.com', 'https://*.bar.com']
+        allowMethods: [GET, OPTIONS]
+        allowHeaders: [x-header-1, x-header-2]
+        exposeHeaders: [x-header-3, x-header-4]
+        allowCredentials: true
+        maxAge: 3600
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /cors-wildcard-origin}}]
+    filters: [{type: CORS, cors: {allowOrigins: ['*'], allowMethods: [PUT]}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+",
+        ),
+    );
+    let preflight = |path: &str, origin: &str, method: &str| {
+        s.request(
+            "OPTIONS",
+            8080,
+            "cors.example",
+            path,
+            &[("Origin", origin), ("Access-Control-Request-Method", method)],
+        )
+    };
+    for origin in ["https://www.foo.com", "https://xpto.www.bar.com"] {
+        let r = preflight("/cors-1", origin, "GET");
+        assert!(matches!(r.status, 200 | 204), "{r:?}");
+        assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+        assert_eq!(r.header("access-control-allow-methods"), Some("GET, OPTIONS"));
+        assert_eq!(r.header("access-control-allow-headers"), Some("x-header-1, x-header-2"));
+        assert_eq!(
+            r.header("access-control-expose-headers"),
+            Some("x-header-3, x-header-4")
+        );
+        assert_eq!(r.header("access-control-max-age"), Some("3600"));
+        assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+        assert!(
+            s.pods
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(_, t)| !t.starts_with("/cors-1")),
+            "answered by the ALB"
+        );
+    }
+    let r = preflight("/cors-1", "https://evil.test", "GET");
+    assert_eq!(r.header("access-control-allow-origin"), None, "{r:?}");
+    let r = preflight("/cors-wildcard-origin", "https://foobar.com:12345", "PUT");
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("access-control-allow-credentials"), None);
+    // The actual request goes to the backend and comes back with the origin fields.
+    let r = s.get(8080, "cors.example", "/cors-1/x", &[("Origin", "https://www.foo.com")]);
+    r.expect(200, "infra-backend-v1", INFRA, "actual request");
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://www.foo.com"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    let r = s.get(8080, "cors.example", "/cors-1/x", &[("Origin", "https://evil.test")]);
+    r.expect(200, "infra-backend-v1", INFRA, "actual request, origin not allowed");
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tests::fakeapi::FakeApi;
 
-use crate::gateway::INFRA;
+use crate::gateway::{INFRA, WEB};
 use crate::harness::{Proc, bin, poll, tempdir};
 
 const OBJECTS: &str = "
@@ -274,4 +274,239 @@ fn gateway_status_is_written_by_the_elected_replica() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(patches(), before, "nothing changed, nothing written");
     crate::rbac::assert_covered(&["zone-alb"], &api.requests());
+}
+
+/// The Gateway-level Core conformance tests (GatewayWithAttachedRoutes, GatewayInvalidRouteKind,
+/// GatewaySecretReferenceGrantAllInNamespace / -Specific / MissingReferenceGrant,
+/// GatewayObservedGenerationBump, GatewayModifyListeners, GatewayClassObservedGenerationBump),
+/// their manifests with each Gateway on its own port (they share the ALB's one address), the
+/// status read as the suite reads it.
+#[test]
+fn gateway_conformance_status() {
+    let api = FakeApi::start("127.0.110.60:0");
+    let dir = tempdir();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let generated = rcgen::generate_simple_self_signed(vec!["secure.test.com".to_owned()]).unwrap();
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let gw = |name: &str, listeners: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {INFRA}}}\n\
+             spec:\n  gatewayClassName: mzlb\n  listeners:\n{listeners}"
+        )
+    };
+    let selector = "allowedRoutes: {kinds: [{kind: HTTPRoute}], namespaces: {from: Selector, selector: {matchLabels: {kubernetes.io/metadata.name: gateway-conformance-infra}}}}";
+    let route = |name: &str, gateway: &str, section: Option<&str>, backend: &str| {
+        let section = section.map_or(String::new(), |s| format!(", sectionName: {s}"));
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {INFRA}}}\n\
+             spec:\n  parentRefs: [{{kind: Gateway, name: {gateway}, namespace: {INFRA}{section}}}]\n  rules: [{{backendRefs: [{{name: {backend}, port: 8080}}]}}]\n"
+        )
+    };
+    let https = |port: u16, ns: &str| {
+        format!(
+            "  - {{name: https, port: {port}, protocol: HTTPS, allowedRoutes: {{namespaces: {{from: All}}}}, \
+             tls: {{certificateRefs: [{{group: '', kind: Secret, name: certificate, namespace: {ns}}}]}}}}\n"
+        )
+    };
+    let grant = |name: &str, to_name: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {{name: {name}, namespace: {WEB}}}\n\
+             spec:\n  from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: {INFRA}}}]\n  to: [{{group: '', kind: Secret{to_name}}}]\n"
+        )
+    };
+    let objects = [
+        "apiVersion: mzlb.io/v1alpha1\nkind: MultiZoneCluster\nmetadata: {name: c}\nspec: {subdomain: g.test}\n".to_owned(),
+        "---\napiVersion: mzlb.io/v1alpha1\nkind: ZoneALB\nmetadata: {name: a}\nspec: {zone: zone-1, ip: 127.0.110.61, port: 8000}\n".to_owned(),
+        format!("---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {INFRA}}}\n"),
+        format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: infra-backend-v1, namespace: {INFRA}}}\nspec: {{ports: [{{port: 8080}}]}}\n"),
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: certificate, namespace: {WEB}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&generated.cert.pem()),
+            indent(&generated.signing_key.serialize_pem())
+        ),
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: gatewayclass-observed-generation-bump}\n\
+         spec: {controllerName: mzlb.io/gateway-controller, description: old}\n"
+            .to_owned(),
+        gw("gateway-with-one-attached-route", &format!("  - {{name: http, port: 8101, protocol: HTTP, {selector}}}\n")),
+        gw("gateway-with-two-attached-routes", &format!("  - {{name: http, port: 8102, protocol: HTTP, {selector}}}\n")),
+        gw(
+            "unresolved-gateway-with-one-attached-unresolved-route",
+            &format!("  - {{name: tls, port: 8443, protocol: HTTPS, {selector}, tls: {{mode: Terminate, certificateRefs: [{{group: '', kind: Secret, name: does-not-exist}}]}}}}\n"),
+        ),
+        route("http-route-1", "gateway-with-one-attached-route", None, "infra-backend-v1"),
+        route("http-route-2", "gateway-with-two-attached-routes", None, "infra-backend-v1"),
+        route("http-route-3", "gateway-with-two-attached-routes", None, "infra-backend-v1"),
+        route("http-route-4", "unresolved-gateway-with-one-attached-unresolved-route", Some("tls"), "does-not-exist"),
+        gw("gateway-only-invalid-route-kind", "  - {name: http, port: 8103, protocol: HTTP, allowedRoutes: {namespaces: {from: All}, kinds: [{kind: InvalidRoute}]}}\n"),
+        gw(
+            "gateway-supported-and-invalid-route-kind",
+            "  - {name: http, port: 8104, protocol: HTTP, allowedRoutes: {namespaces: {from: All}, kinds: [{kind: InvalidRoute}, {kind: HTTPRoute}]}}\n",
+        ),
+        gw("gateway-secret-reference-grant-all-in-namespace", &https(8444, WEB)),
+        gw("gateway-secret-reference-grant-specific", &https(8445, WEB)),
+        // Its suite test has no grant at all; here the grants above cover every Gateway of the
+        // namespace to WEB, so its Secret is in a namespace no grant names.
+        gw("gateway-secret-missing-reference-grant", &https(8446, crate::gateway::APP)),
+        grant("reference-grant-all-in-namespace", ""),
+        grant("reference-grant-specific", ", name: certificate"),
+        gw("gateway-observed-generation-bump", "  - {name: http, port: 8105, protocol: HTTP, hostname: bar.com, allowedRoutes: {namespaces: {from: All}}}\n"),
+        gw(
+            "gateway-remove-listener",
+            "  - {name: https, port: 8447, protocol: HTTPS, hostname: secure.test.com, allowedRoutes: {namespaces: {from: All}}, tls: {certificateRefs: [{name: certificate, namespace: gateway-conformance-web-backend}]}}\n  - {name: http, port: 8106, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}\n",
+        ),
+        route("http-route-5", "gateway-remove-listener", None, "foo-svc"),
+    ];
+    api.apply_yaml(&objects.concat());
+    let _alb = Proc::start(
+        "zone-alb",
+        Command::new(bin("zone-alb"))
+            .args(["--alb-id", "a", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .env("POD_NAMESPACE", "mzlb-system"),
+    );
+    let listener_of = |gateway: &str| {
+        poll(Duration::from_secs(20), || {
+            let s = api.get("Gateway", Some(INFRA), gateway)?["status"].clone();
+            s["listeners"].as_array().filter(|l| !l.is_empty())?;
+            Some(s)
+        })
+        .unwrap_or_else(|| panic!("{gateway}: no status"))
+    };
+    let kinds = |l: &Value| -> Vec<String> {
+        l["supportedKinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let cond = |l: &Value, t: &str| -> (String, String) {
+        let c = l["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap();
+        (
+            c["status"].as_str().unwrap().to_owned(),
+            c["reason"].as_str().unwrap().to_owned(),
+        )
+    };
+    let yes = |r: &str| ("True".to_owned(), r.to_owned());
+    let no = |r: &str| ("False".to_owned(), r.to_owned());
+    // GatewayWithAttachedRoutes
+    let s = listener_of("gateway-with-one-attached-route");
+    assert_eq!(s["listeners"][0]["attachedRoutes"], 1);
+    assert_eq!(kinds(&s["listeners"][0]), ["HTTPRoute"]);
+    assert_eq!(cond(&s["listeners"][0], "Accepted"), yes("Accepted"));
+    assert_eq!(cond(&s["listeners"][0], "ResolvedRefs"), yes("ResolvedRefs"));
+    assert_eq!(
+        listener_of("gateway-with-two-attached-routes")["listeners"][0]["attachedRoutes"],
+        2
+    );
+    let s = listener_of("unresolved-gateway-with-one-attached-unresolved-route");
+    let l = &s["listeners"][0];
+    assert_eq!(
+        (l["attachedRoutes"].as_i64(), kinds(l)),
+        (Some(1), vec!["HTTPRoute".to_owned()])
+    );
+    assert_eq!(cond(l, "ResolvedRefs"), no("InvalidCertificateRef"));
+    assert_eq!(cond(l, "Programmed"), no("Invalid"));
+    let r4 = poll(Duration::from_secs(10), || {
+        let s = api.get("HTTPRoute", Some(INFRA), "http-route-4")?["status"].clone();
+        s["parents"].as_array().filter(|p| !p.is_empty())?;
+        Some(s)
+    })
+    .unwrap();
+    assert_eq!(cond(&r4["parents"][0], "ResolvedRefs"), no("BackendNotFound"));
+    // GatewayInvalidRouteKind
+    let s = listener_of("gateway-only-invalid-route-kind");
+    assert!(kinds(&s["listeners"][0]).is_empty());
+    assert_eq!(cond(&s["listeners"][0], "ResolvedRefs"), no("InvalidRouteKinds"));
+    assert_eq!(s["listeners"][0]["attachedRoutes"], 0);
+    let s = listener_of("gateway-supported-and-invalid-route-kind");
+    assert_eq!(kinds(&s["listeners"][0]), ["HTTPRoute"]);
+    assert_eq!(cond(&s["listeners"][0], "ResolvedRefs"), no("InvalidRouteKinds"));
+    assert_eq!(cond(&s, "Accepted").0, "True", "the Gateway stays Accepted");
+    assert_eq!(
+        cond(&s, "Programmed"),
+        yes("Programmed"),
+        "and Programmed: it serves its HTTPRoutes"
+    );
+    // GatewaySecretReferenceGrant*
+    for gateway in [
+        "gateway-secret-reference-grant-all-in-namespace",
+        "gateway-secret-reference-grant-specific",
+    ] {
+        let s = listener_of(gateway);
+        assert_eq!(cond(&s["listeners"][0], "Programmed"), yes("Programmed"), "{gateway}");
+        assert_eq!(
+            cond(&s["listeners"][0], "ResolvedRefs"),
+            yes("ResolvedRefs"),
+            "{gateway}"
+        );
+    }
+    let s = listener_of("gateway-secret-missing-reference-grant");
+    assert_eq!(cond(&s["listeners"][0], "ResolvedRefs"), no("RefNotPermitted"));
+    // GatewayClassObservedGenerationBump
+    let class = |name: &str| api.get("GatewayClass", None, name).map(|c| c["status"].clone());
+    poll(Duration::from_secs(10), || {
+        class("gatewayclass-observed-generation-bump").filter(|s| s["conditions"][0]["observedGeneration"] == 1)
+    })
+    .expect("the class is accepted at generation 1");
+    let mut bumped = api
+        .get("GatewayClass", None, "gatewayclass-observed-generation-bump")
+        .unwrap();
+    bumped["spec"]["description"] = json!("new");
+    api.apply(bumped);
+    poll(Duration::from_secs(10), || {
+        let s = class("gatewayclass-observed-generation-bump")?;
+        s["conditions"]
+            .as_array()?
+            .iter()
+            .all(|c| c["observedGeneration"] == 2)
+            .then_some(())
+    })
+    .expect("every condition follows the new generation");
+    // GatewayObservedGenerationBump: a listener added.
+    let mut g = api
+        .get("Gateway", Some(INFRA), "gateway-observed-generation-bump")
+        .unwrap();
+    g["spec"]["listeners"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "alternate", "hostname": "foo.com", "port": 8105, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}));
+    api.apply(g);
+    let s = poll(Duration::from_secs(10), || {
+        let s = api.get("Gateway", Some(INFRA), "gateway-observed-generation-bump")?["status"].clone();
+        (s["listeners"].as_array()?.len() == 2
+            && s["conditions"].as_array()?.iter().all(|c| c["observedGeneration"] == 2))
+        .then_some(s)
+    })
+    .expect("conditions at the new generation, with the new listener");
+    assert_eq!(cond(&s, "Accepted"), yes("Accepted"));
+    assert_eq!(cond(&s, "Programmed"), yes("Programmed"));
+    // GatewayModifyListeners: a listener removed leaves the status.
+    let s = listener_of("gateway-remove-listener");
+    assert_eq!(s["listeners"].as_array().unwrap().len(), 2);
+    assert!(
+        s["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["attachedRoutes"] == 1),
+        "{s}"
+    );
+    let mut g = api.get("Gateway", Some(INFRA), "gateway-remove-listener").unwrap();
+    g["spec"]["listeners"].as_array_mut().unwrap().remove(0);
+    api.apply(g);
+    let s = poll(Duration::from_secs(10), || {
+        let s = api.get("Gateway", Some(INFRA), "gateway-remove-listener")?["status"].clone();
+        (s["listeners"].as_array()?.len() == 1).then_some(s)
+    })
+    .expect("the removed listener leaves the status");
+    assert_eq!(s["listeners"][0]["name"], "http");
+    assert_eq!(s["listeners"][0]["attachedRoutes"], 1);
+    assert_eq!(cond(&s["listeners"][0], "ResolvedRefs"), yes("ResolvedRefs"));
 }

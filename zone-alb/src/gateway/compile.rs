@@ -888,6 +888,7 @@ fn compile_rules(
             request_headers: compiled.request_headers,
             response_headers: compiled.response_headers,
             redirect: compiled.redirect,
+            cors: compiled.cors,
             rewrite: compiled.rewrite,
             mirrors: compiled.mirrors,
             backends: weighted,
@@ -905,6 +906,7 @@ struct Filters {
     redirect: Option<Redirect>,
     rewrite: Option<Rewrite>,
     mirrors: Vec<(Arc<crate::router::Backend>, f64)>,
+    cors: Option<super::cors::Cors>,
 }
 
 impl Filters {
@@ -974,6 +976,10 @@ impl Filters {
                 };
                 let path = r.path.as_ref().map(path_change).transpose()?;
                 once(&mut self.rewrite, Rewrite { hostname, path }, "URLRewrite")
+            }
+            "CORS" => {
+                let v = filter.cors.as_ref().ok_or_else(missing)?;
+                once(&mut self.cors, super::cors::Cors::parse(v)?, "CORS")
             }
             "RequestMirror" => {
                 let m = filter.request_mirror.as_ref().ok_or_else(missing)?;

@@ -6,6 +6,7 @@
 
 pub(crate) mod backend_tls;
 pub(crate) mod compile;
+pub(crate) mod cors;
 pub(crate) mod hostnames;
 pub(crate) mod listeners;
 pub mod model;

@@ -81,6 +81,18 @@ impl Proxy {
         };
         let rule = &entry.rule;
         seen.ingress = rule.route.clone();
+        if let Some(cors) = &rule.cors
+            && let Some(mut answer) = cors.preflight(req.method(), req.headers())
+        {
+            if let Some(changes) = &rule.response_headers {
+                changes.apply(answer.headers_mut());
+            }
+            return Ok(answer);
+        }
+        let origin = rule
+            .cors
+            .as_ref()
+            .and_then(|_| req.headers().get(header::ORIGIN).cloned());
         if let Some(redirect) = &rule.redirect {
             let location = redirect.location(
                 at.scheme.as_str(),
@@ -154,6 +166,9 @@ impl Proxy {
         };
         if let Some(changes) = &picked.response_headers {
             changes.apply(resp.headers_mut());
+        }
+        if let Some(cors) = &rule.cors {
+            cors.respond(origin.as_ref(), resp.headers_mut());
         }
         if let Some(changes) = &rule.response_headers {
             changes.apply(resp.headers_mut());

@@ -333,6 +333,8 @@ pub(crate) struct Rule {
     pub(crate) response_headers: Option<HeaderChanges>,
     pub(crate) redirect: Option<Redirect>,
     pub(crate) rewrite: Option<Rewrite>,
+    /// `CORS`: preflights answered here, origin fields on answers.
+    pub(crate) cors: Option<super::cors::Cors>,
     /// Each mirror, and the share of requests copied to it (1.0: all).
     pub(crate) mirrors: Vec<(Arc<Backend>, f64)>,
     pub(crate) backends: Vec<WeightedBackend>,
