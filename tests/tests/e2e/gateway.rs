@@ -1919,3 +1919,186 @@ fn cors_filter() {
     r.expect(200, "infra-backend-v1", INFRA, "actual request, origin not allowed");
     assert_eq!(r.header("access-control-allow-origin"), None);
 }
+
+#[test]
+fn invalid_references_and_listener_hostname_updates() {
+    // HTTPRouteInvalidReferenceGrant: seven ReferenceGrants, none of which permits the route.
+    let wrong = |name: &str, ns: &str, from: (&str, &str, &str), to: (&str, &str, Option<&str>)| {
+        let to_name = to.2.map_or(String::new(), |n| format!(", name: {n}"));
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec:\n  from: [{{group: '{}', kind: {}, namespace: {}}}]\n  to: [{{group: '{}', kind: {}{to_name}}}]\n",
+            from.0, from.1, from.2, to.0, to.1
+        )
+    };
+    let gw = "gateway.networking.k8s.io";
+    let grants = [
+        wrong(
+            "reference-grant-wrong-namespace",
+            INFRA,
+            (gw, "HTTPRoute", INFRA),
+            ("", "Service", Some("web-backend")),
+        ),
+        wrong(
+            "reference-grant-wrong-from-group",
+            WEB,
+            ("not-the-group-youre-looking-for", "HTTPRoute", INFRA),
+            ("", "Service", Some("web-backend")),
+        ),
+        wrong(
+            "reference-grant-wrong-from-kind",
+            WEB,
+            (gw, "Gateway", INFRA),
+            ("", "Service", Some("web-backend")),
+        ),
+        wrong(
+            "reference-grant-wrong-from-namespace",
+            WEB,
+            (gw, "HTTPRoute", "not-the-namespace-youre-looking-for"),
+            ("", "Service", Some("web-backend")),
+        ),
+        wrong(
+            "reference-grant-wrong-to-group",
+            WEB,
+            (gw, "HTTPRoute", INFRA),
+            ("not-the-group-youre-looking-for", "Service", Some("web-backend")),
+        ),
+        wrong(
+            "reference-grant-wrong-to-kind",
+            WEB,
+            (gw, "HTTPRoute", INFRA),
+            ("", "Secret", Some("web-backend")),
+        ),
+        wrong(
+            "reference-grant-wrong-to-name",
+            WEB,
+            (gw, "HTTPRoute", INFRA),
+            ("", "Service", Some("not-the-service-youre-looking-for")),
+        ),
+    ];
+    // GatewayInvalidTLSConfiguration: unusable certificate references; the control routes work.
+    let tls_gateway = |name: &str, port: u16, cert: &str, control_port: u16| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {INFRA}}}\n\
+             spec:\n  gatewayClassName: mzlb\n  listeners:\n  - {{name: http, port: {control_port}, protocol: HTTP}}\n  \
+             - {{name: https, port: {port}, protocol: HTTPS, allowedRoutes: {{namespaces: {{from: All}}}}, tls: {{certificateRefs: [{cert}]}}}}\n\
+             ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}-control, namespace: {INFRA}}}\n\
+             spec:\n  parentRefs: [{{name: {name}, sectionName: http}}]\n  hostnames: [{name}.example.com]\n  \
+             rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8080}}]}}]\n"
+        )
+    };
+    let objects = [
+        grants.concat(),
+        route(
+            "reference-grant",
+            &format!(
+                "  parentRefs: [{{name: same-namespace}}]\n  hostnames: [refused.example]\n  rules: [{{backendRefs: [{{name: web-backend, namespace: {WEB}, port: 8080}}]}}]\n"
+            ),
+        ),
+        // HTTPRouteInvalidParentRefNotMatchingSectionName
+        route(
+            "httproute-listener-not-matching-section-name",
+            "  parentRefs: [{name: same-namespace, sectionName: http1}]\n  hostnames: [section.example]\n  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]\n",
+        ),
+        tls_gateway(
+            "unsupported-group",
+            8451,
+            "{group: wrong.group.company.io, kind: Secret, name: tls-validity-checks-certificate}",
+            8091,
+        ),
+        tls_gateway(
+            "unsupported-kind",
+            8452,
+            "{group: '', kind: WrongKind, name: tls-validity-checks-certificate}",
+            8092,
+        ),
+        tls_gateway(
+            "malformed",
+            8453,
+            "{group: '', kind: Secret, name: malformed-certificate}",
+            8093,
+        ),
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: malformed-certificate, namespace: {INFRA}}}\ntype: kubernetes.io/tls\n\
+             data: {{tls.crt: SGVsbG8gd29ybGQ=, tls.key: SGVsbG8gd29ybGQ=}}\n"
+        ),
+    ];
+    let hostname_gateway = |hostname: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gateway-update-listener-hostname, namespace: {INFRA}}}\n\
+             spec:\n  gatewayClassName: mzlb\n  listeners: [{{name: http, port: 8094, protocol: HTTP, hostname: {hostname}}}]\n{}",
+            route(
+                "httproute-update-listener-hostname",
+                "  parentRefs: [{name: gateway-update-listener-hostname}]\n  hostnames: [accepted.example.com]\n  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]\n",
+            )
+        )
+    };
+    let s = site(27, &objects.concat());
+    write(&s.manifests(), "hostname.yaml", &hostname_gateway("other.example.com"));
+    poll(Duration::from_secs(5), || {
+        (s.get(8094, "other.example.com", "/", &[]).status == 404).then_some(())
+    })
+    .expect("the Gateway is served, the route is not attached");
+    s.expect(8080, "refused.example", "/", &[], 500, "", "");
+    s.expect(8080, "section.example", "/", &[], 404, "", "");
+    for (name, port) in [
+        ("unsupported-group", 8091),
+        ("unsupported-kind", 8092),
+        ("malformed", 8093),
+    ] {
+        s.expect(
+            port,
+            &format!("{name}.example.com"),
+            "/",
+            &[],
+            200,
+            "infra-backend-v1",
+            INFRA,
+        );
+    }
+    for port in [8451, 8452, 8453] {
+        assert_eq!(
+            s.get_tls(port, "example.org", "example.org", "/").status,
+            0,
+            "no TLS on {port}"
+        );
+    }
+    let findings = check(&s.manifests());
+    let has = |what: &str, reason: &str| findings.lines().any(|l| l.contains(what) && l.contains(reason));
+    assert!(
+        has(
+            "HTTPRoute gateway-conformance-infra/reference-grant ",
+            "RefNotPermitted"
+        ),
+        "{findings}"
+    );
+    assert!(
+        has("httproute-listener-not-matching-section-name", "NoMatchingParent"),
+        "{findings}"
+    );
+    assert!(
+        has("httproute-update-listener-hostname", "NoMatchingListenerHostname"),
+        "{findings}"
+    );
+    for gateway in ["unsupported-group", "unsupported-kind", "malformed"] {
+        assert!(
+            has(
+                &format!("Gateway gateway-conformance-infra/{gateway} listener https"),
+                "InvalidCertificateRef"
+            ),
+            "{gateway}: {findings}"
+        );
+    }
+    // GatewayUpdateListenerHostname: the listener's hostname changed, the route attaches.
+    write(
+        &s.manifests(),
+        "hostname.yaml",
+        &hostname_gateway("accepted.example.com"),
+    );
+    poll(Duration::from_secs(5), || {
+        (s.get(8094, "accepted.example.com", "/", &[]).status == 200).then_some(())
+    })
+    .expect("the route attaches once the listener's hostname matches");
+    s.expect(8094, "accepted.example.com", "/", &[], 200, "infra-backend-v1", INFRA);
+    assert!(!check(&s.manifests()).contains("httproute-update-listener-hostname"));
+}
