@@ -44,8 +44,14 @@ pub fn findings(objects: &Objects, class: &str) -> Vec<Finding> {
     // The ALB's cluster's ingress-nginx settings change what annotations mean.
     let cluster = objects.zone_albs.first().and_then(|a| objects.cluster_of(a));
     let (defaults, problems) = cluster.map_or_else(Default::default, |c| Defaults::from_config(&c.spec.ingress_nginx));
-    let table = RouteTable::compile_with(objects, class, zone, &defaults, false, &Store::default())
+    let mut table = RouteTable::compile_with(objects, class, zone, &defaults, false, &Store::default())
         .expect("lenient compilation reports instead of failing");
+    if let Some(alb) = objects.zone_albs.first() {
+        let own: Vec<(u16, bool)> = std::iter::once((alb.spec.port, false))
+            .chain(alb.spec.tls_port.map(|p| (p, true)))
+            .collect();
+        crate::gateway::refuse_mismatched_ports(&mut table, &own);
+    }
     let mut out = Vec::new();
     if let Some(cluster) = cluster {
         let what = objects.describe(&crate::objects::key_of("MultiZoneCluster", &cluster.metadata, false));

@@ -200,6 +200,7 @@ fn compile(objects: &Objects, opts: &Options, source: &str, strict: bool, state:
             .map(|p| format!("{}: {p}", what.as_deref().unwrap_or_default())),
     );
     let shared = shared_ports(alb, opts);
+    gateway::refuse_mismatched_ports(&mut table, &own_listener_ports(alb, opts));
     let shadowed = gateway::shadowed(&table, &shared);
     table.gateway.status.findings.extend(shadowed.iter().cloned());
     table.warnings.extend(shadowed);
@@ -248,6 +249,22 @@ pub(crate) fn shared_ports(alb: &objects::ZoneALB, opts: &Options) -> Vec<u16> {
         .filter(|(_, local)| own.contains(local))
         .map(|(listener, _)| *listener);
     own.iter().copied().chain(mapped).collect()
+}
+
+/// The Gateway listener ports the ALB's own listeners serve, each with whether with TLS.
+fn own_listener_ports(alb: &objects::ZoneALB, opts: &Options) -> Vec<(u16, bool)> {
+    let plain = opts.listen.map_or(alb.spec.port, |a| a.port());
+    let tls = opts.listen_tls.map(|a| a.port()).or(alb.spec.tls_port);
+    let mut out = vec![(plain, false)];
+    out.extend(tls.map(|p| (p, true)));
+    for (listener, local) in &opts.gateway_ports {
+        if *local == plain {
+            out.push((*listener, false));
+        } else if Some(*local) == tls {
+            out.push((*listener, true));
+        }
+    }
+    out
 }
 
 /// Runs one zone ALB until `shutdown` resolves. Fails before listening if the manifests are

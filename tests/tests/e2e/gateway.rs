@@ -1681,9 +1681,12 @@ spec:
     let s = site(22, &objects);
     let findings = check(&s.manifests());
     assert!(
-        !findings.contains("tls-on-plain"),
-        "the Gateway itself is fine: {findings}"
+        findings.contains(
+            "Gateway gateway-conformance-infra/tls-on-plain listener https: Accepted port 8000 is served by the ALB in clear"
+        ),
+        "{findings}"
     );
+    assert!(findings.contains("PortUnavailable"), "{findings}");
     s.expect(8000, "example.org", "/", &[], 404, "", "");
 }
 

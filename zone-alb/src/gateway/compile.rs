@@ -535,6 +535,7 @@ fn compile_listener(
         takes,
         report: ListenerReport {
             name: listener.name.clone(),
+            port: port.unwrap_or_default(),
             attached_routes: 0,
             supported_kinds,
             conditions: vec![

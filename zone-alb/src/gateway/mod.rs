@@ -21,6 +21,53 @@ pub use table::{RuleLine, Table};
 /// The GatewayClass zone-alb creates on a cluster when it is missing.
 pub const CLASS_NAME: &str = "mzlb";
 
+/// Gateway listeners on a port the ALB's own listeners serve with the other protocol (an
+/// HTTPS listener on the plain port, or HTTP on the TLS one, e.g. through `--gateway-ports`):
+/// not served, and reported `Accepted: False` (`PortUnavailable`). `own` lists the listener
+/// ports the ALB serves itself, each with whether it terminates TLS there.
+pub fn refuse_mismatched_ports(table: &mut crate::router::RouteTable, own: &[(u16, bool)]) {
+    for &(port, tls) in own {
+        if table.gateway.ports.get(&port).is_none_or(|p| p.https == tls) {
+            continue;
+        }
+        table.gateway.ports.remove(&port);
+        let message = format!(
+            "port {port} is served by the ALB {}; this listener's protocol cannot be served there",
+            if tls { "with TLS" } else { "in clear" }
+        );
+        for g in &mut table.gateway.status.gateways {
+            for l in g.listeners.iter_mut().filter(|l| l.port == port) {
+                for c in &mut l.conditions {
+                    match c.type_ {
+                        "Accepted" => *c = status::Cond::no("Accepted", "PortUnavailable", message.clone()),
+                        "Programmed" => *c = status::Cond::no("Programmed", "Invalid", message.clone()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        table.warnings.push(message);
+        for g in &mut table.gateway.status.gateways {
+            if !g.listeners.iter().any(|l| l.port == port) {
+                continue;
+            }
+            let served = |l: &status::ListenerReport| l.conditions.iter().any(|c| c.type_ == "Programmed" && c.status);
+            let valid = g.listeners.iter().filter(|l| served(l)).count();
+            g.conditions = if valid == 0 {
+                vec![
+                    status::Cond::no("Accepted", "ListenersNotValid", "no listener can be served"),
+                    status::Cond::no("Programmed", "Invalid", "no listener can be served"),
+                ]
+            } else {
+                vec![
+                    status::Cond::yes("Accepted", "ListenersNotValid"),
+                    status::Cond::yes("Programmed", "Programmed"),
+                ]
+            };
+        }
+    }
+}
+
 /// Gateway API rules that an Ingress rule serves instead, on ports both share (`shared`, as
 /// Gateway listener ports): for an exact hostname and path, the Ingress rule naming that very
 /// host wins, so that Ingresses keep working while their HTTPRoutes are written.

@@ -109,6 +109,8 @@ pub struct GatewayReport {
 #[derive(Clone, Debug)]
 pub struct ListenerReport {
     pub name: String,
+    /// The listener's port (not written to status).
+    pub port: u16,
     pub attached_routes: i32,
     /// `(group, kind)` of the route kinds it takes.
     pub supported_kinds: Vec<&'static str>,
