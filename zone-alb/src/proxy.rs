@@ -289,22 +289,6 @@ impl Proxy {
         // A Gateway listener's port: its routes, but where an Ingress listener shares the port,
         // an Ingress rule for the very host wins (ingress-nginx users keep their Ingresses
         // while they move).
-        if let Some(port) = table.gateway.port(self.settings.gateway_port(local.port()))
-            && !(self.settings.ingress_ports.contains(&local.port()) && table.lookup_host_rules(host, &path).is_some())
-        {
-            let at = crate::gateway::serve::At {
-                host,
-                path: &path,
-                peer,
-                local,
-                scheme,
-                client,
-                rules,
-                trusted,
-            };
-            return self.gateway(table, port, req, at, seen).await;
-        }
-        let route = table.lookup(host, &path).ok_or(ProxyError::NoRoute)?;
         let at = Forwarding {
             peer,
             local,
@@ -314,6 +298,13 @@ impl Proxy {
             trusted,
             gateway: false,
         };
+        if let Some(port) = table.gateway.port(self.settings.gateway_port(local.port()))
+            && !(self.settings.ingress_ports.contains(&local.port()) && table.lookup_host_rules(host, &path).is_some())
+        {
+            let forwarding = Forwarding { gateway: true, ..at };
+            return self.gateway(table, port, req, (host, &path), forwarding, seen).await;
+        }
+        let route = table.lookup(host, &path).ok_or(ProxyError::NoRoute)?;
         self.forward_route(table, req, host, &path, route, at, seen).await
     }
 

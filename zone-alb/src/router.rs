@@ -534,32 +534,26 @@ impl RouteTable {
     /// The route of an Ingress rule naming this very host (exactly, by alias or by wildcard),
     /// if one matches; not rules for any host, nor the default backend.
     pub(crate) fn lookup_host_rules(&self, host: &str, path: &str) -> Option<Route<'_>> {
-        let host = normalize_host(host);
-        let rules = self
-            .exact_hosts
-            .get(host.as_ref())
-            .or_else(|| self.exact_hosts.get(self.aliases.get(host.as_ref())?))
-            .or_else(|| {
-                let (_, parent) = host.split_once('.')?;
-                self.wildcard_hosts.get(parent)
-            })?;
-        rules.lookup(path)
+        self.host_rules(host)?.lookup(path)
     }
 
-    /// Finds the route for `host` (any case, with or without port) and `path`. As with
-    /// ingress-nginx, the most specific host that has rules owns the request: its paths are
-    /// tried, then the default backend.
-    pub fn lookup(&self, host: &str, path: &str) -> Option<Route<'_>> {
+    /// The rules of the most specific host that has any: exact, alias, then wildcard.
+    fn host_rules(&self, host: &str) -> Option<&HostRules> {
         let host = normalize_host(host);
-        let rules = self
-            .exact_hosts
+        self.exact_hosts
             .get(host.as_ref())
             .or_else(|| self.exact_hosts.get(self.aliases.get(host.as_ref())?))
             .or_else(|| {
                 let (_, parent) = host.split_once('.')?;
                 self.wildcard_hosts.get(parent)
             })
-            .unwrap_or(&self.any_host);
+    }
+
+    /// Finds the route for `host` (any case, with or without port) and `path`. As with
+    /// ingress-nginx, the most specific host that has rules owns the request: its paths are
+    /// tried, then the default backend.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<Route<'_>> {
+        let rules = self.host_rules(host).unwrap_or(&self.any_host);
         rules.lookup(path).or_else(|| {
             self.default_backend.as_ref().map(|(backend, policy)| Route {
                 backend,

@@ -9,10 +9,9 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use ipnet::IpNet;
 
 use super::table::{Port, Request as Matched};
-use crate::policy::{ProxyError, forward};
+use crate::policy::ProxyError;
 use crate::proxy::{Body, Forwarding, Proxy, Scheme, Seen};
 use crate::router::{Backend, Route, RouteTable, normalize_host};
 
@@ -23,19 +22,6 @@ const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
 const MIRRORS_IN_FLIGHT: usize = 1024;
 static MIRRORS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
     std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MIRRORS_IN_FLIGHT)));
-
-/// The request's facts, as the proxy found them.
-pub(crate) struct At<'a> {
-    pub(crate) host: &'a str,
-    /// Normalized.
-    pub(crate) path: &'a str,
-    pub(crate) peer: SocketAddr,
-    pub(crate) local: SocketAddr,
-    pub(crate) scheme: Scheme,
-    pub(crate) client: IpAddr,
-    pub(crate) rules: forward::Rules,
-    pub(crate) trusted: Option<&'a [IpNet]>,
-}
 
 /// The server name a TLS connection's handshake asked for (lower case, no trailing dot),
 /// carried to its requests on Gateway ports for the misdirected-request check.
@@ -48,10 +34,11 @@ impl Proxy {
         table: &RouteTable,
         port: &Port,
         mut req: Request<Incoming>,
-        at: At<'_>,
+        (request_host, path): (&str, &str),
+        at: Forwarding<'_>,
         seen: &mut Seen,
     ) -> Result<Response<Body>, ProxyError> {
-        let host = normalize_host(at.host);
+        let host = normalize_host(request_host);
         if port.https && at.scheme != Scheme::Https {
             // An HTTPS listener's routes are never served in clear, whatever port mapping
             // brought a plain connection here (`--gateway-ports 80=...` with an HTTPS listener
@@ -70,13 +57,13 @@ impl Proxy {
         }
         let matched = Matched {
             host: &host,
-            path: at.path,
+            path,
             query: req.uri().query(),
             method: req.method().as_str(),
             headers: req.headers(),
         };
         let Some(entry) = listener.lookup(&matched) else {
-            tracing::debug!(listener = %listener.name, host = %host, path = at.path, "no Gateway API rule matches");
+            tracing::debug!(listener = %listener.name, host = %host, path, "no Gateway API rule matches");
             return Err(ProxyError::NoRoute);
         };
         let rule = &entry.rule;
@@ -98,7 +85,7 @@ impl Proxy {
                 at.scheme.as_str(),
                 &host,
                 self.settings.gateway_port(at.local.port()),
-                at.path,
+                path,
                 req.uri().query(),
                 entry.prefix(),
             );
@@ -120,32 +107,23 @@ impl Proxy {
         if let Some(changes) = &rule.request_headers {
             changes.apply(req.headers_mut());
         }
-        let mut forward_host = at.host.to_owned();
+        let mut forward_host = request_host.to_owned();
         // The backend gets the path the rule was chosen by: a raw path that normalizes to
         // another (`/admin//../panel`) could be read by the backend as a path no rule allowed.
-        let mut rewritten = (at.path != req.uri().path()).then(|| at.path.to_owned());
+        let mut rewritten = (path != req.uri().path()).then(|| path.to_owned());
         if let Some(rewrite) = &rule.rewrite {
             if let Some(h) = &rewrite.hostname {
                 req.headers_mut().insert(header::HOST, h.clone());
                 forward_host = h.to_str().unwrap_or_default().to_owned();
             }
-            if let Some(path) = &rewrite.path {
-                rewritten = Some(path.apply(at.path, entry.prefix()));
+            if let Some(change) = &rewrite.path {
+                rewritten = Some(change.apply(path, entry.prefix()));
             }
         }
-        let forwarding = Forwarding {
-            peer: at.peer,
-            local: at.local,
-            scheme: at.scheme,
-            client: at.client,
-            rules: at.rules,
-            trusted: at.trusted,
-            gateway: true,
-        };
         // Mirrors get the request as the rule's filters made it, before a backend's own.
         for (mirror, share) in &rule.mirrors {
             if *share >= 1.0 || rand::random::<f64>() < *share {
-                self.mirror(mirror, &req, &forwarding, &forward_host, rewritten.as_deref());
+                self.mirror(mirror, &req, &at, &forward_host, rewritten.as_deref());
             }
         }
         if let Some(changes) = &picked.request_headers {
@@ -157,7 +135,7 @@ impl Proxy {
             rewritten,
             canary: None,
         };
-        let relay = self.forward_route(table, req, &forward_host, at.path, route, forwarding, seen);
+        let relay = self.forward_route(table, req, &forward_host, path, route, at, seen);
         let mut resp = match rule.request_timeout {
             None => relay.await?,
             Some(limit) => tokio::time::timeout(limit, relay)
