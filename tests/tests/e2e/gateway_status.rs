@@ -136,9 +136,10 @@ fn gateway_status_is_written_by_the_elected_replica() {
             c("SupportedVersion", "True", "SupportedVersion", 1)
         ]
     );
+    // The Gateway API kinds are listed in any order: status is eventually what all of them say
+    // (the conformance suite waits the same way).
     let gw = poll(Duration::from_secs(10), || {
-        status_of("Gateway", Some(INFRA), "same-namespace")
-            .filter(|s| s["listeners"].as_array().is_some_and(|l| !l.is_empty()))
+        status_of("Gateway", Some(INFRA), "same-namespace").filter(|s| s["listeners"][0]["attachedRoutes"] == 2)
     })
     .unwrap_or_else(|| panic!("Gateway status:\n{}", alb.output()));
     assert_eq!(
@@ -365,14 +366,35 @@ fn gateway_conformance_status() {
             .arg(&kubeconfig)
             .env("POD_NAMESPACE", "mzlb-system"),
     );
-    let listener_of = |gateway: &str| {
+    // The kinds are listed in any order, so status is eventually right, as the suite waits
+    // for it: each check waits for its Gateway's status to satisfy `done`.
+    let until = |gateway: &str, done: &dyn Fn(&Value) -> bool| {
+        let mut last = Value::Null;
         poll(Duration::from_secs(20), || {
-            let s = api.get("Gateway", Some(INFRA), gateway)?["status"].clone();
-            s["listeners"].as_array().filter(|l| !l.is_empty())?;
-            Some(s)
+            last = api.get("Gateway", Some(INFRA), gateway)?["status"].clone();
+            (last["listeners"].as_array().is_some_and(|l| !l.is_empty()) && done(&last)).then(|| last.clone())
         })
-        .unwrap_or_else(|| panic!("{gateway}: no status"))
+        .unwrap_or_else(|| panic!("{gateway}: status never as expected: {last}"))
     };
+    let attached = |n: i64| {
+        move |s: &Value| {
+            s["listeners"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["attachedRoutes"] == n)
+        }
+    };
+    let resolved = |want: &'static str| {
+        move |s: &Value| {
+            s["listeners"][0]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["type"] == "ResolvedRefs" && c["status"] == want)
+        }
+    };
+    let listener_of = |gateway: &str| until(gateway, &|_| true);
     let kinds = |l: &Value| -> Vec<String> {
         l["supportedKinds"]
             .as_array()
@@ -396,16 +418,16 @@ fn gateway_conformance_status() {
     let yes = |r: &str| ("True".to_owned(), r.to_owned());
     let no = |r: &str| ("False".to_owned(), r.to_owned());
     // GatewayWithAttachedRoutes
-    let s = listener_of("gateway-with-one-attached-route");
+    let s = until("gateway-with-one-attached-route", &attached(1));
     assert_eq!(s["listeners"][0]["attachedRoutes"], 1);
     assert_eq!(kinds(&s["listeners"][0]), ["HTTPRoute"]);
     assert_eq!(cond(&s["listeners"][0], "Accepted"), yes("Accepted"));
     assert_eq!(cond(&s["listeners"][0], "ResolvedRefs"), yes("ResolvedRefs"));
     assert_eq!(
-        listener_of("gateway-with-two-attached-routes")["listeners"][0]["attachedRoutes"],
+        until("gateway-with-two-attached-routes", &attached(2))["listeners"][0]["attachedRoutes"],
         2
     );
-    let s = listener_of("unresolved-gateway-with-one-attached-unresolved-route");
+    let s = until("unresolved-gateway-with-one-attached-unresolved-route", &attached(1));
     let l = &s["listeners"][0];
     assert_eq!(
         (l["attachedRoutes"].as_i64(), kinds(l)),
@@ -439,7 +461,7 @@ fn gateway_conformance_status() {
         "gateway-secret-reference-grant-all-in-namespace",
         "gateway-secret-reference-grant-specific",
     ] {
-        let s = listener_of(gateway);
+        let s = until(gateway, &resolved("True"));
         assert_eq!(cond(&s["listeners"][0], "Programmed"), yes("Programmed"), "{gateway}");
         assert_eq!(
             cond(&s["listeners"][0], "ResolvedRefs"),
@@ -447,7 +469,7 @@ fn gateway_conformance_status() {
             "{gateway}"
         );
     }
-    let s = listener_of("gateway-secret-missing-reference-grant");
+    let s = until("gateway-secret-missing-reference-grant", &resolved("False"));
     assert_eq!(cond(&s["listeners"][0], "ResolvedRefs"), no("RefNotPermitted"));
     // GatewayClassObservedGenerationBump
     let class = |name: &str| api.get("GatewayClass", None, name).map(|c| c["status"].clone());
@@ -488,7 +510,7 @@ fn gateway_conformance_status() {
     assert_eq!(cond(&s, "Accepted"), yes("Accepted"));
     assert_eq!(cond(&s, "Programmed"), yes("Programmed"));
     // GatewayModifyListeners: a listener removed leaves the status.
-    let s = listener_of("gateway-remove-listener");
+    let s = until("gateway-remove-listener", &attached(1));
     assert_eq!(s["listeners"].as_array().unwrap().len(), 2);
     assert!(
         s["listeners"]
