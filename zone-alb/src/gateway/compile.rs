@@ -1028,24 +1028,12 @@ fn once<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Fields a header modifier may not touch: the message's framing and connection (changing
-/// them would let a route desynchronize the proxy and its backend or client) and `Host`
-/// (URLRewrite's `hostname` says that, and routing has already used it).
-const RESERVED_FIELDS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-];
-
+/// A header modifier's field name. The message's framing and connection fields are refused
+/// (changing them would let a route desynchronize the proxy and its backend or client), and
+/// `Host` (URLRewrite's `hostname` says that, and routing has already used it).
 fn field_name(name: &str) -> Result<HeaderName, String> {
     let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
-    if RESERVED_FIELDS.contains(&parsed.as_str()) {
+    if crate::policy::forward::is_message_field(parsed.as_str().as_bytes()) {
         return Err(format!("{name:?} cannot be modified by a filter"));
     }
     Ok(parsed)

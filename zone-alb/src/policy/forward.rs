@@ -56,6 +56,12 @@ fn kind(name: &[u8]) -> Kind {
     }
 }
 
+/// Whether a field frames the message, belongs to one connection or names its target
+/// (`Host`): what only the proxy may set (a route's header modifier may not).
+pub(crate) fn is_message_field(name: &[u8]) -> bool {
+    matches!(kind(name), Kind::HopByHop | Kind::Framing | Kind::Host)
+}
+
 /// What the forwarding rules depend on, per connection.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Rules {
