@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# HTTPS benchmark: zone-alb against nginx terminating TLS in front of the same backend (one
-# worker each, TLS 1.2 and 1.3, nginx with a shared session cache and tickets as zone-alb has),
-# in the same run. Rows: 64 keep-alive HTTPS connections; a new connection (full handshake)
-# per request with an RSA-2048 and with an ECDSA P-256 certificate (wrk with Connection: close:
-# wrk never resumes); and resumed handshakes (`openssl s_time -reuse`, one connection at a
-# time, so its rate is the client's; the server's CPU per handshake is the figure to compare);
-# and HTTP/2 with h2load (64 connections x 10 concurrent streams; nginx with `http2`).
-# Prints per proxy: requests/s, p50/p99 latency, proxy CPU time per request and ratios to nginx.
+# HTTPS benchmark: zone-alb against nginx and HAProxy terminating TLS in front of the same
+# backend (one worker/thread each, TLS 1.2 and 1.3, nginx and HAProxy with a shared session
+# cache and tickets as zone-alb has), in the same run. Rows: 64 keep-alive HTTPS connections; a
+# new connection (full handshake) per request with an RSA-2048 and with an ECDSA P-256
+# certificate (wrk with Connection: close: wrk never resumes); resumed handshakes, TLS 1.2 and
+# TLS 1.3 (bench/tlsload: 64 virtual clients, each with its own session store as each browser
+# has, a new connection per request, every handshake after a client's first one resumed; the
+# row warns when fewer than 90% were); and HTTP/2 with h2load (64 connections x 10 concurrent
+# streams). Prints per proxy: requests/s, p50/p99 latency, proxy CPU time per request (or per
+# connection) and ratios to nginx.
 #
 #   bench/tls.sh [seconds per run, default 10]
 #   ALB_BASE=/path/to/other/zone-alb bench/tls.sh   # A/B: that build too, in the same run
-#   ALB_BIN=/path/to/zone-alb bench/tls.sh           # measure that build (no cargo build)
+#   ALB_BIN=/path/to/zone-alb bench/tls.sh           # measure that build (no zone-alb build)
 #
-# wrk reaches each proxy by name (for SNI) through an /etc/hosts bind-mounted in a private
-# mount namespace (unshare -m), so the machine's own file is untouched. Run as root.
+# wrk and h2load reach each proxy by name (for SNI) through an /etc/hosts bind-mounted in a
+# private mount namespace (unshare -m), so the machine's own file is untouched; tlsload connects
+# to the IP and sends the name itself. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -21,11 +24,17 @@ cd "$(dirname "$0")/.."
 SECS=${1:-10}
 BACKEND=127.0.108.10:9000
 declare -A IP=([nginx-rsa]=127.0.108.1 [nginx-ec]=127.0.108.2 [zone-alb-rsa]=127.0.108.3 [zone-alb-ec]=127.0.108.4
-  [base-rsa]=127.0.108.5 [base-ec]=127.0.108.6)
+  [base-rsa]=127.0.108.5 [base-ec]=127.0.108.6 [haproxy-rsa]=127.0.108.7 [haproxy-ec]=127.0.108.8)
 
-need_commands nginx:nginx-light wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl unshare:util-linux
+need_commands nginx:nginx-light haproxy:haproxy wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl \
+  unshare:util-linux
 ALB_BIN=${ALB_BIN:-}
-[ -n "$ALB_BIN" ] || { cargo build --release -q -p zone-alb; ALB_BIN=target/release/zone-alb; }
+if [ -n "$ALB_BIN" ]; then
+  cargo build --release -q -p tlsload
+else
+  cargo build --release -q -p zone-alb -p tlsload; ALB_BIN=target/release/zone-alb
+fi
+TLSLOAD=target/release/tlsload
 setup_workdir
 backend_nginx "$W/backend" "$BACKEND"; PIDS+=($!)
 
@@ -34,6 +43,7 @@ openssl req -x509 -nodes -days 2 -subj /CN=bench.test -addext 'subjectAltName=DN
   -newkey rsa:2048 -keyout "$W/rsa.key" -out "$W/rsa.crt" 2>/dev/null
 openssl req -x509 -nodes -days 2 -subj /CN=bench.test -addext 'subjectAltName=DNS:*.bench.test' \
   -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "$W/ec.key" -out "$W/ec.crt" 2>/dev/null
+for key in rsa ec; do cat "$W/$key.crt" "$W/$key.key" > "$W/$key.pem"; done # for HAProxy
 hosts="$W/hosts"
 for name in "${!IP[@]}"; do echo "${IP[$name]} $name.bench.test" >> "$hosts"; done
 
@@ -70,6 +80,30 @@ CONF
   nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 }
 
+# --- HAProxy terminating TLS (its default session cache and tickets), one thread -------------
+haproxy_tls() { # config-file listen-ip cert
+  cat > "$1" <<CONF
+global
+  nbthread 1
+  maxconn 8192
+  tune.ssl.default-dh-param 2048
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind $2:8443 ssl crt $W/$3.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https
+  default_backend app
+backend app
+  server s1 $BACKEND
+CONF
+  haproxy -f "$1" -db & PIDS+=($!)
+}
+
 # --- zone-alb terminating TLS: the bench site with a TLS port and the certificate's Secret --
 alb_tls() { # dir listen-ip cert binary
   alb_site "$1" "$2" "$BACKEND"
@@ -88,6 +122,7 @@ alb_tls() { # dir listen-ip cert binary
 declare -A PID
 for key in rsa ec; do
   nginx_tls "$W/nginx-$key" "${IP[nginx-$key]}" "$key"; PID[nginx-$key]=$!
+  haproxy_tls "$W/haproxy-$key.cfg" "${IP[haproxy-$key]}" "$key"; PID[haproxy-$key]=$!
   alb_tls "$W/alb-$key" "${IP[zone-alb-$key]}" "$key" "$ALB_BIN"; PID[zone-alb-$key]=$!
   if [ -n "${ALB_BASE:-}" ]; then
     alb_tls "$W/base-$key" "${IP[base-$key]}" "$key" "$ALB_BASE"; PID[base-$key]=$!
@@ -122,16 +157,28 @@ run() { # row proxy [extra wrk args]: wrk by name, so SNI picks the Ingress's ce
   CPU[$row$name]=$(awk -v t=$(( after - before )) -v hz="$HZ" -v n="$requests" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
 }
 
-resumed() { # row proxy tls-version-flag: openssl s_time, one connection at a time, resuming
+field() { # name line → the value after the word <name> in a tlsload line
+  awk -v k="$1" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}' <<<"$2"
+}
+
+declare -A NOTE
+resumed() { # row proxy tls-version: tlsload, 64 virtual clients each resuming its own sessions
   local row=$1 name=$2 version=$3
-  local pid=${PID[$name]} before after out conns
+  local pid=${PID[$name]} before after out conns res full errors
   before=$(ticks "$pid")
-  out=$(openssl s_time -connect "${IP[$name]}:8443" -reuse "$version" -time "$SECS" -www / 2>&1)
+  out=$("$TLSLOAD" --connect "${IP[$name]}:8443" --sni "$name.bench.test" --tls "$version" \
+    --connections 64 --duration "$SECS") || echo "WARNING: tlsload failed against $name" >&2
   after=$(ticks "$pid")
-  conns=$(awk '/connections in/ && /real seconds/ {print $1}' <<<"$out" | tail -1)
-  RPS[$row$name]=$(awk '/connections in/ && /real seconds/ {printf "%.0f", $1 / $4}' <<<"$out" | tail -1)
-  P50[$row$name]=-; P99[$row$name]=-
+  conns=$(field connections "$out"); res=$(field resumed "$out"); full=$(field full "$out")
+  errors=$(field errors "$out")
+  RPS[$row$name]=$(awk -v r="$(field rate "$out")" 'BEGIN {printf "%.0f", r + 0}')
+  P50[$row$name]=$(field p50_us "$out"); P99[$row$name]=$(field p99_us "$out")
   CPU[$row$name]=$(awk -v t=$(( after - before )) -v hz="$HZ" -v n="${conns:-0}" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
+  NOTE[$row$name]="  handshakes: ${res:-0} resumed, ${full:-0} full; ${errors:-?} errors"
+  if (( ${res:-0} * 10 < (${res:-0} + ${full:-0}) * 9 || ${res:-0} == 0 )); then
+    NOTE[$row$name]+="  WARNING: fewer than 90% resumed"
+    echo "WARNING: $name, TLS $version: only ${res:-0} of $(( ${res:-0} + ${full:-0} )) handshakes resumed" >&2
+  fi
 }
 
 h2() { # row proxy: h2load, 64 connections x 10 concurrent streams, HTTP/2 over TLS (ALPN h2)
@@ -152,22 +199,23 @@ h2() { # row proxy: h2load, 64 connections x 10 concurrent streams, HTTP/2 over 
 report() { # title row key
   local row=$2 key=$3 ref="$2nginx-$3"
   printf '\n%s\n%-9s %10s %9s %9s %13s %9s %9s %9s\n' "$1" proxy req/s p50_us p99_us cpu_us/req rps/nginx cpu/nginx p99/nginx
-  for p in nginx zone-alb base; do
+  for p in nginx haproxy zone-alb base; do
     local k="$row$p-$key"
     [ -n "${RPS[$k]:-}" ] || continue
     printf '%-9s %10s %9s %9s %13s %9s %9s %9s\n' "$p" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}" "${CPU[$k]}" \
       "$(awk -v a="${RPS[$k]}" -v b="${RPS[$ref]}" 'BEGIN {printf "%.2f", b ? a / b : 0}')" \
       "$(awk -v a="${CPU[$k]}" -v b="${CPU[$ref]}" 'BEGIN {printf "%.2f", b ? a / b : 0}')" \
       "$(awk -v a="${P99[$k]}" -v b="${P99[$ref]}" 'BEGIN {if (a == "-" || !b) print "-"; else printf "%.2f", a / b}')"
+    [ -z "${NOTE[$k]:-}" ] || echo "${NOTE[$k]}"
   done
 }
 
 proxies() { # key → the proxies measured for it
-  echo "nginx-$1" "zone-alb-$1"
+  echo "nginx-$1" "haproxy-$1" "zone-alb-$1"
   [ -z "${ALB_BASE:-}" ] || echo "base-$1"
 }
 
-echo "wrk: 1 thread, 64 connections, ${SECS}s per run; one worker per proxy; backend: nginx returning a 23-byte body"
+echo "wrk, h2load, tlsload: 1 thread, 64 connections, ${SECS}s per run; one worker per proxy; backend: nginx returning a 23-byte body"
 for p in $(proxies ec); do run ka "$p"; done
 report "HTTPS keep-alive (ECDSA P-256, TLS 1.3)" ka ec
 for key in rsa ec; do
@@ -175,9 +223,9 @@ for key in rsa ec; do
 done
 report "HTTPS, new connection per request, RSA-2048 (TLS 1.3 full handshakes)" new rsa
 report "HTTPS, new connection per request, ECDSA P-256 (TLS 1.3 full handshakes)" new ec
-for v in tls1_2 tls1_3; do
-  for p in $(proxies ec); do resumed "res$v" "$p" "-$v"; done
-  report "resumed handshakes, $v (openssl s_time -reuse: one client connection at a time)" "res$v" ec
+for v in 1.2 1.3; do
+  for p in $(proxies ec); do resumed "res$v" "$p" "$v"; done
+  report "resumed handshakes, TLS $v (tlsload: 64 clients, a new connection per request, ECDSA P-256; cpu_us per connection)" "res$v" ec
 done
 for p in $(proxies ec); do h2 h2 "$p"; done
 report "HTTP/2 (h2load: 64 connections x 10 streams, ECDSA P-256, TLS 1.3)" h2 ec
