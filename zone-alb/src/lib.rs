@@ -8,6 +8,7 @@
 //!
 //! This crate also owns the object model shared with `mzlb` ([`objects`], [`source`]).
 
+pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod annotations;
 pub(crate) mod auth;

@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
+use crate::access_log;
 use crate::annotations::{BackendProtocol, CookieAffinity};
 use crate::backend_tls::BackendTls;
 use crate::metrics::{IngressLabels, Metrics, RequestLabels, UpstreamLabels, status_class};
@@ -237,16 +238,18 @@ impl Proxy {
             })
             .observe(elapsed.as_secs_f64());
         let sample = self.settings.access_sample;
-        if sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample) {
-            let r = request;
-            tracing::info!(
-                target: "access",
-                peer = %r.peer, method = %r.method, host = %r.host, path = %r.path, status,
-                ms = elapsed.as_secs_f64() * 1000.0,
-                ingress = %labels.ingress,
-                upstream = %seen.upstream.map_or_else(String::new, |u| u.to_string()),
-                error = %error.map_or_else(String::new, |e| e.to_string()),
-            );
+        if sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample) && access_log::enabled() {
+            access_log::write(&access_log::Line {
+                peer: request.peer,
+                method: request.method,
+                host: request.host,
+                path: request.path,
+                status,
+                elapsed,
+                ingress: &labels.ingress,
+                upstream: seen.upstream,
+                error: error.map(|e| e as &dyn std::fmt::Display),
+            });
         }
     }
 

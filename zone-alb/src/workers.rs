@@ -146,5 +146,7 @@ async fn serve(
             .await;
         }
     };
-    tokio::join!(plain, secure);
+    // This worker's access log lines, written in batches.
+    let access = crate::access_log::batch_on_this_thread(cancel.clone());
+    tokio::join!(plain, secure, access);
 }

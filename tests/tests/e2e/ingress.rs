@@ -223,11 +223,12 @@ fn annotations_and_reload_through_a_running_zone_alb() {
         metrics.contains("zone_alb_request_duration_seconds_bucket{le="),
         "{metrics}"
     );
-    assert!(
-        alb.output().contains("access") && alb.output().contains("host=rw.test:8080"),
-        "{}",
-        alb.output()
-    );
+    // Access lines are written in batches, at least once a second.
+    let logged = poll(Duration::from_secs(5), || {
+        let out = alb.output();
+        (out.contains("INFO access: ") && out.contains("host=rw.test:8080")).then_some(())
+    });
+    assert!(logged.is_some(), "{}", alb.output());
 
     // Oversized request heads are refused with 431, before any routing.
     let huge = format!("X-Huge: {}", "x".repeat(80 * 1024));
