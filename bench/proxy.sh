@@ -5,7 +5,9 @@
 # Prints per proxy: requests/s, p50/p99 latency, proxy CPU time per request (from /proc),
 # resident memory, new upstream connections per 1000 requests (counted by the backend), and
 # ratios to nginx; then the keep-alive run again with one worker per core for each proxy;
-# then resident memory with 10 000 idle keep-alive client connections.
+# then `mzlb up`'s own setup: one worker per core, two `mzlb echo` backends behind one
+# Ingress host, access logs on (to a file, as each proxy writes them by default), wrk with
+# two threads; then resident memory with 10 000 idle keep-alive client connections.
 #
 #   bench/proxy.sh [seconds per run, default 10]
 #   ALB_BASE=/path/to/other/zone-alb bench/proxy.sh   # A/B: that build too, in the same run
@@ -26,6 +28,12 @@ HAPROXY_ALL=127.0.60.5
 ALB_ALL=127.0.60.6
 # Another zone-alb build (ALB_BASE), one worker, measured beside this one for A/B figures.
 ALB_B=127.0.60.7
+# mzlb up's setup: one worker per core, two echo backends, access logs on.
+NGINX_UP=127.0.60.8
+HAPROXY_UP=127.0.60.9
+ALB_UP=127.0.60.11
+ALB_B_UP=127.0.60.12
+ECHOES=(127.0.60.21:9000 127.0.60.22:9000)
 CORES=$(nproc)
 
 need_commands nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl python3:python3
@@ -34,7 +42,7 @@ need_commands nginx:nginx-light haproxy:haproxy wrk:wrk curl:curl python3:python
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 NOFILE=$(ulimit -n)
 IDLE_CONNS=$(( NOFILE - 2000 < 10000 ? NOFILE - 2000 : 10000 ))
-cargo build --release -q -p zone-alb
+cargo build --release -q -p zone-alb -p mzlb
 
 setup_workdir
 
@@ -43,8 +51,10 @@ mkdir -p "$W/nginx"
 backend_nginx "$W/backend" "$BACKEND"; PIDS+=($!)
 
 # --- nginx as the reverse proxy -------------------------------------------------------------
-nginx_proxy() { # dir listen-ip workers
+nginx_proxy() { # dir listen-ip workers [access-log upstream...]
   mkdir -p "$1"
+  local log=${4:-off} servers=$BACKEND
+  if [ $# -gt 4 ]; then servers=$(printf '%s; server ' "${@:5}"); servers=${servers%; server }; fi
   cat > "$1/nginx.conf" <<CONF
 worker_processes $3;
 worker_rlimit_nofile $NOFILE;
@@ -52,9 +62,9 @@ error_log $1/error.log;
 pid $1/nginx.pid;
 events { worker_connections 15000; }
 http {
-  access_log off;
+  access_log $log;
   keepalive_requests 1000000;
-  upstream app { server $BACKEND; keepalive 64; }
+  upstream app { server $servers; keepalive 64; }
   server {
     listen $2:8080;
     location / {
@@ -75,11 +85,20 @@ CONF
 }
 nginx_proxy "$W/nginx" "$NGINX" 1; NGINX_PID=$!
 nginx_proxy "$W/nginx_all" "$NGINX_ALL" "$CORES"; NGINX_ALL_PID=$!
+nginx_proxy "$W/nginx_up" "$NGINX_UP" "$CORES" "$W/nginx_up/access.log" "${ECHOES[@]}"; NGINX_UP_PID=$!
 
 # --- HAProxy ------------------------------------------------------------------------------
-haproxy_proxy() { # config-file listen-ip threads
+haproxy_proxy() { # config-file listen-ip threads [upstream...]: with upstreams, logging to stdout
+  local servers="  server s1 $BACKEND" global_log="" log="" i=0 up
+  if [ $# -gt 3 ]; then
+    servers=""
+    for up in "${@:4}"; do i=$((i + 1)); servers+="  server s$i $up"$'\n'; done
+    global_log="  log stdout format raw local0 info"
+    log=$'  log global\n  option httplog'
+  fi
   cat > "$1" <<CONF
 global
+$global_log
   nbthread $3
   ulimit-n $NOFILE
   no strict-limits
@@ -90,6 +109,7 @@ defaults
   timeout client 60s
   timeout server 60s
   http-reuse always
+$log
 frontend fe
   bind $2:8080
   option forwardfor
@@ -99,12 +119,14 @@ frontend fe
   http-request set-header X-Request-ID %[uuid]
   default_backend app
 backend app
-  server s1 $BACKEND
+  balance roundrobin
+$servers
 CONF
-  haproxy -f "$1" -db & PIDS+=($!)
+  haproxy -f "$1" -db > "${1%.cfg}.log" & PIDS+=($!)
 }
 haproxy_proxy "$W/haproxy.cfg" "$HAPROXY" 1; HAPROXY_PID=$!
 haproxy_proxy "$W/haproxy_all.cfg" "$HAPROXY_ALL" "$CORES"; HAPROXY_ALL_PID=$!
+haproxy_proxy "$W/haproxy_up.cfg" "$HAPROXY_UP" "$CORES" "${ECHOES[@]}"; HAPROXY_UP_PID=$!
 
 # --- zone-alb -------------------------------------------------------------------------------
 alb_site "$W/alb" "$ALB" "$BACKEND"
@@ -118,6 +140,54 @@ if [ -n "${ALB_BASE:-}" ]; then
   RUST_LOG=warn "$ALB_BASE" --workers 1 --manifests "$W/alb_base" --alb-id alb & PIDS+=($!); ALB_B_PID=$!
   URLS+=("http://$ALB_B:8080/")
 fi
+
+# mzlb up's setup: the demo's echo backends, one Ingress host over both, access logs on.
+for i in "${!ECHOES[@]}"; do
+  target/release/mzlb echo --listen "${ECHOES[$i]}" --name "echo-$i" >/dev/null 2>&1 & PIDS+=($!)
+done
+alb_up() { # dir listen-ip binary
+  mkdir -p "$1"
+  cat > "$1/app.yaml" <<CONF
+apiVersion: mzlb.io/v1alpha1
+kind: ZoneALB
+metadata: {name: alb}
+spec: {zone: z, ip: $2, port: 8080}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{port: ${ECHOES[0]##*:}}]
+endpoints: [{addresses: [${ECHOES[0]%%:*}]}, {addresses: [${ECHOES[1]%%:*}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec:
+  ingressClassName: mzlb
+  rules: [{host: demo.mzlb.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
+CONF
+  # As `mzlb up` runs it: one worker per core, access lines (RUST_LOG's default) to a file.
+  RUST_LOG=info "$3" --manifests "$1" --alb-id alb 2> "$1/alb.log" & PIDS+=($!)
+}
+alb_up "$W/alb_up" "$ALB_UP" target/release/zone-alb; ALB_UP_PID=$!
+UP_URLS=("http://$NGINX_UP:8080/" "http://$HAPROXY_UP:8080/" "http://$ALB_UP:8080/")
+if [ -n "${ALB_BASE:-}" ]; then
+  alb_up "$W/alb_up_base" "$ALB_B_UP" "$ALB_BASE"; ALB_B_UP_PID=$!
+  UP_URLS+=("http://$ALB_B_UP:8080/")
+fi
+for url in "${UP_URLS[@]}"; do
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null -H 'Host: demo.mzlb.test' "$url" && break
+    sleep 0.1
+  done
+  curl -sf -o /dev/null -H 'Host: demo.mzlb.test' "$url" || { echo "$url does not answer" >&2; exit 1; }
+done
 
 for url in "${URLS[@]}"; do
   for _ in $(seq 1 100); do
@@ -192,6 +262,15 @@ run nginx_all "http://$NGINX_ALL:8080/" "$NGINX_ALL_PID"
 run haproxy_all "http://$HAPROXY_ALL:8080/" "$HAPROXY_ALL_PID"
 run zone-alb_all "http://$ALB_ALL:8080/" "$ALB_ALL_PID"
 report "keep-alive, one worker per core ($CORES) for each proxy" "_all"
+up_run() { # name url pid: wrk with two threads, as mzlb up's README walkthrough would be loaded
+  run "$@" -t2 -H 'Host: demo.mzlb.test'
+  UPC[$1]="-" # the echo backends count no connections
+}
+up_run nginx_up "http://$NGINX_UP:8080/" "$NGINX_UP_PID"
+up_run haproxy_up "http://$HAPROXY_UP:8080/" "$HAPROXY_UP_PID"
+up_run zone-alb_up "http://$ALB_UP:8080/" "$ALB_UP_PID"
+[ -z "${ALB_BASE:-}" ] || up_run base_up "http://$ALB_B_UP:8080/" "$ALB_B_UP_PID"
+report "mzlb up's setup: one worker per core ($CORES), two mzlb echo backends, access logs on, wrk -t2 -c64" "_up"
 
 # Resident memory with many idle keep-alive client connections: each made one request and then
 # sits idle, as browsers' connections do between page loads.
