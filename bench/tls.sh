@@ -3,7 +3,9 @@
 # backend (one worker/thread each, TLS 1.2 and 1.3, nginx and HAProxy with a shared session
 # cache and tickets as zone-alb has), in the same run. Rows: 64 keep-alive HTTPS connections; a
 # new connection (full handshake) per request with an RSA-2048 and with an ECDSA P-256
-# certificate (wrk with Connection: close: wrk never resumes); resumed handshakes, TLS 1.2 and
+# certificate (wrk with Connection: close: wrk never resumes; wrk times a request from its
+# write, after the handshake), the same with bench/tlsload --no-resume (timed from connect to
+# the last byte, handshake included); resumed handshakes, TLS 1.2 and
 # TLS 1.3 (bench/tlsload: 64 virtual clients, each with its own session store as each browser
 # has, a new connection per request, every handshake after a client's first one resumed; the
 # row warns when fewer than 90% were); and HTTP/2 with h2load (64 connections x 10 concurrent
@@ -162,12 +164,13 @@ field() { # name line → the value after the word <name> in a tlsload line
 }
 
 declare -A NOTE
-resumed() { # row proxy tls-version: tlsload, 64 virtual clients each resuming its own sessions
-  local row=$1 name=$2 version=$3
+resumed() { # row proxy tls-version [--no-resume]: tlsload, 64 virtual clients each resuming its own sessions
+  local row=$1 name=$2 version=$3 fresh=${4:-}
   local pid=${PID[$name]} before after out conns res full errors
   before=$(ticks "$pid")
+  # shellcheck disable=SC2086 # $fresh: no flag, or the one flag
   out=$("$TLSLOAD" --connect "${IP[$name]}:8443" --sni "$name.bench.test" --tls "$version" \
-    --connections 64 --duration "$SECS") || echo "WARNING: tlsload failed against $name" >&2
+    --connections 64 --duration "$SECS" $fresh) || echo "WARNING: tlsload failed against $name" >&2
   after=$(ticks "$pid")
   conns=$(field connections "$out"); res=$(field resumed "$out"); full=$(field full "$out")
   errors=$(field errors "$out")
@@ -175,7 +178,7 @@ resumed() { # row proxy tls-version: tlsload, 64 virtual clients each resuming i
   P50[$row$name]=$(field p50_us "$out"); P99[$row$name]=$(field p99_us "$out")
   CPU[$row$name]=$(awk -v t=$(( after - before )) -v hz="$HZ" -v n="${conns:-0}" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
   NOTE[$row$name]="  handshakes: ${res:-0} resumed, ${full:-0} full; ${errors:-?} errors"
-  if (( ${res:-0} * 10 < (${res:-0} + ${full:-0}) * 9 || ${res:-0} == 0 )); then
+  if [ -z "$fresh" ] && (( ${res:-0} * 10 < (${res:-0} + ${full:-0}) * 9 || ${res:-0} == 0 )); then
     NOTE[$row$name]+="  WARNING: fewer than 90% resumed"
     echo "WARNING: $name, TLS $version: only ${res:-0} of $(( ${res:-0} + ${full:-0} )) handshakes resumed" >&2
   fi
@@ -223,6 +226,9 @@ for key in rsa ec; do
 done
 report "HTTPS, new connection per request, RSA-2048 (TLS 1.3 full handshakes)" new rsa
 report "HTTPS, new connection per request, ECDSA P-256 (TLS 1.3 full handshakes)" new ec
+# wrk times a request from its write, after the handshake; tlsload times the whole connection.
+for p in $(proxies ec); do resumed full "$p" 1.3 --no-resume; done
+report "full handshakes, ECDSA P-256, TLS 1.3 (tlsload --no-resume: 64 clients; latency from connect to the last byte)" full ec
 for v in 1.2 1.3; do
   for p in $(proxies ec); do resumed "res$v" "$p" "$v"; done
   report "resumed handshakes, TLS $v (tlsload: 64 clients, a new connection per request, ECDSA P-256; cpu_us per connection)" "res$v" ec

@@ -234,6 +234,10 @@ pub async fn serve(
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
+        // One accept per turn of the event loop, as nginx (without `multi_accept`): the
+        // requests of connections already open are served before the next handshake starts,
+        // instead of waiting behind a whole burst of new connections' handshakes.
+        tokio::task::yield_now().await;
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
