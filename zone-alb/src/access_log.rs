@@ -149,10 +149,11 @@ fn format(out: &mut Vec<u8>, stamp: &str, micros: u32, line: &Line<'_>) {
     }
     out.extend_from_slice(b" error=");
     if let Some(error) = line.error {
-        // Ours, but it may quote what a client or backend sent: escaped, in quotes (it has spaces).
+        // Ours, but it may quote what a client or backend sent: escaped, in quotes, where its
+        // spaces are left as they are.
         let text = error.to_string();
         out.push(b'"');
-        escaped(out, text.as_bytes());
+        escape(out, text.as_bytes(), true);
         out.push(b'"');
     }
     out.push(b'\n');
@@ -162,8 +163,13 @@ fn format(out: &mut Vec<u8>, stamp: &str, micros: u32, line: &Line<'_>) {
 /// backslashes) as `\xNN`, so a value cannot end its line, open a terminal escape or pass for
 /// another field.
 fn escaped(out: &mut Vec<u8>, value: &[u8]) {
+    escape(out, value, false);
+}
+
+/// As [`escaped`]; with `spaces`, a space is kept (inside quotes it cannot end the field).
+fn escape(out: &mut Vec<u8>, value: &[u8], spaces: bool) {
     for &b in value {
-        if b.is_ascii_graphic() && b != b'"' && b != b'\\' {
+        if (b.is_ascii_graphic() || (spaces && b == b' ')) && b != b'"' && b != b'\\' {
             out.push(b);
         } else {
             let _ = write!(out, "\\x{b:02x}");
@@ -204,8 +210,12 @@ mod tests {
         );
         let error = "upstream timed out (read)";
         let text = formatted(&line("GET", "h", "/", Some(&error)));
+        assert!(text.ends_with(" error=\"upstream timed out (read)\"\n"), "{text}");
+        // An error quoting what a backend sent cannot end its quotes or its line.
+        let error = "bad field \"x\"\nforged=1";
+        let text = formatted(&line("GET", "h", "/", Some(&error)));
         assert!(
-            text.ends_with(" error=\"upstream\\x20timed\\x20out\\x20(read)\"\n"),
+            text.ends_with(" error=\"bad field \\x22x\\x22\\x0aforged=1\"\n"),
             "{text}"
         );
         let mut none = line("GET", "h", "/", None);
