@@ -152,7 +152,9 @@ pub async fn serve(
                         if let Some(target) = sni.as_ref().and_then(|name| table.passthrough.get(name)).cloned() {
                             drop(table);
                             let source = proxy.settings.source_ip;
-                            if let Err(error) = passthrough::splice(stream, read, &target, source).await {
+                            // Boxed: inline, its state would size every connection's task.
+                            let splice = Box::pin(passthrough::splice(stream, read, &target, source));
+                            if let Err(error) = splice.await {
                                 tracing::debug!(%peer, ingress = %target.ingress, %error, "pass-through ended");
                             }
                             return;
@@ -167,11 +169,13 @@ pub async fn serve(
                     }
                     let stream = Rewound::new(read, stream);
                     let acceptor = TlsAcceptor::from(config.unwrap_or_else(|| edge.config()));
-                    match tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
-                        // Boxed: inline, the TLS state (~1.2 KiB) would be carried by every
-                        // plain connection too, idle or not.
-                        Ok(Ok(stream)) => {
-                            let mut stream = Box::new(stream);
+                    // The stream boxed inside the handshake's own future: inline, the TLS state
+                    // (~1.2 KiB), or the result carrying it, would size every connection's task,
+                    // plain and idle ones too.
+                    let accept = acceptor.accept(stream);
+                    let handshake = Box::pin(async move { accept.await.map(Box::new) });
+                    match tokio::time::timeout_at(deadline, handshake).await {
+                        Ok(Ok(mut stream)) => {
                             let gateway_port = proxy.settings.gateway_port(local.port());
                             if proxy.table.load().gateway.port(gateway_port).is_some() {
                                 let name = stream.get_ref().1.server_name();
