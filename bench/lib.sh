@@ -69,8 +69,11 @@ cleanup() {
 }
 
 # The objects every benchmark site starts from, printed: one cluster, one ZoneALB on
-# <listen-ip>:8080, and the Service `app` in front of <backend ip:port>.
-alb_objects() { # listen-ip backend
+# <listen-ip>:8080, and the Service `app` in front of <backend ip:port> (more backends: more
+# endpoints, all on the first one's port).
+alb_objects() { # listen-ip backend...
+  local endpoints="" backend
+  for backend in "${@:2}"; do endpoints+="${endpoints:+, }{addresses: [${backend%%:*}]}"; done
   cat <<CONF
 apiVersion: mzlb.io/v1alpha1
 kind: MultiZoneCluster
@@ -92,7 +95,7 @@ kind: EndpointSlice
 metadata: {name: app-1, labels: {kubernetes.io/service-name: app}}
 addressType: IPv4
 ports: [{port: ${2##*:}}]
-endpoints: [{addresses: [${2%%:*}]}]
+endpoints: [$endpoints]
 CONF
 }
 

@@ -147,31 +147,18 @@ for i in "${!ECHOES[@]}"; do
 done
 alb_up() { # dir listen-ip binary
   mkdir -p "$1"
-  cat > "$1/app.yaml" <<CONF
-apiVersion: mzlb.io/v1alpha1
-kind: ZoneALB
-metadata: {name: alb}
-spec: {zone: z, ip: $2, port: 8080}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec: {ports: [{port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{port: ${ECHOES[0]##*:}}]
-endpoints: [{addresses: [${ECHOES[0]%%:*}]}, {addresses: [${ECHOES[1]%%:*}]}]
+  {
+    alb_objects "$2" "${ECHOES[@]}"
+    cat <<CONF
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {name: web}
 spec:
   ingressClassName: mzlb
-  rules: [{host: demo.mzlb.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
+  rules: [{host: demo.mzlb.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}}]
 CONF
+  } > "$1/app.yaml"
   # As `mzlb up` runs it: one worker per core, access lines (RUST_LOG's default) to a file.
   RUST_LOG=info "$3" --manifests "$1" --alb-id alb 2> "$1/alb.log" & PIDS+=($!)
 }
@@ -181,20 +168,13 @@ if [ -n "${ALB_BASE:-}" ]; then
   alb_up "$W/alb_up_base" "$ALB_B_UP" "$ALB_BASE"; ALB_B_UP_PID=$!
   UP_URLS+=("http://$ALB_B_UP:8080/")
 fi
-for url in "${UP_URLS[@]}"; do
+# Every site answers the up row's host (the others serve any host).
+for url in "${URLS[@]}" "${UP_URLS[@]}"; do
   for _ in $(seq 1 100); do
     curl -sf -o /dev/null -H 'Host: demo.mzlb.test' "$url" && break
     sleep 0.1
   done
-  curl -sf -o /dev/null -H 'Host: demo.mzlb.test' "$url" || { echo "$url does not answer" >&2; exit 1; }
-done
-
-for url in "${URLS[@]}"; do
-  for _ in $(seq 1 100); do
-    curl -sf -o /dev/null "$url" && break
-    sleep 0.1
-  done
-  curl -sf -o /dev/null "$url" || { echo "$url does not answer" >&2; cat "$W"/*/error.log >&2 || true; exit 1; }
+  curl -sf -o /dev/null -H 'Host: demo.mzlb.test' "$url" || { echo "$url does not answer" >&2; cat "$W"/*/error.log >&2 || true; exit 1; }
 done
 # An answer from a process left over from elsewhere would be measured against the wrong PID.
 for pid in "${PIDS[@]}"; do
