@@ -2,7 +2,9 @@
 //! `tokio::io::duplex` against a fake backend on loopback that parses and records every
 //! request: the rung below the end-to-end hostile table (`tests/e2e/hostile.rs`), for the
 //! rules the two paths share through `policy`. Every row runs on both paths and must give the
-//! same client status and the same requests at the backend.
+//! same client status and the same requests at the backend. HTTP/2 requests, served by hyper,
+//! have two upstream legs (the fast path's connections, hyper's client), held alike the same
+//! way.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -152,13 +154,18 @@ fn manifests(backend: SocketAddr) -> String {
 }
 
 fn proxy(backend: SocketAddr) -> Arc<Proxy> {
+    proxy_with(backend, true)
+}
+
+/// `fast_path: false` is `--no-fast-path`: hyper's server and client for everything.
+fn proxy_with(backend: SocketAddr, fast_path: bool) -> Arc<Proxy> {
     let mut objects = Objects::default();
     crate::source::dir::load_str(&manifests(backend), Path::new("site.yaml"), &mut objects).unwrap();
     let mut table = RouteTable::compile(&objects, "mzlb", "z", &Store::default()).unwrap();
     table.health_host = Some("albhealth.c.test".into());
     table.hsts = Some(hyper::header::HeaderValue::from_static("max-age=60"));
     let settings = Settings {
-        fast_path: true,
+        fast_path,
         https_port: Some(8443),
         ..Settings::default()
     };
@@ -567,4 +574,102 @@ async fn https_connections_start_on_the_fast_path_and_are_handed_over_mid_stream
     assert!(!spelled(&received[2]) && !spelled(&received[3]), "hyper: {received:?}");
     assert_eq!(received[2].field("x-forwarded-prefix"), Some("/p"));
     cancel.cancel();
+}
+
+/// Sends `requests` as an HTTP/2 client over one connection to hyper's server as `server::serve`
+/// runs it; returns each response's status, fields and body.
+async fn h2_exchanges(
+    proxy: Arc<Proxy>,
+    requests: Vec<hyper::Request<http_body_util::Full<bytes::Bytes>>>,
+    scheme: Scheme,
+) -> Vec<(u16, hyper::HeaderMap, bytes::Bytes)> {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioExecutor;
+    let (client, server) = tokio::io::duplex(256 * 1024);
+    let (peer, local) = (PEER.parse().unwrap(), LOCAL.parse().unwrap());
+    tokio::spawn(async move {
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer, local, scheme).await) }
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(server), service)
+            .await;
+    });
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut out = Vec::new();
+    for req in requests {
+        let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        out.push((parts.status.as_u16(), parts.headers, body));
+    }
+    out
+}
+
+#[tokio::test]
+async fn http2_requests_reach_the_backend_alike_over_either_upstream_leg() {
+    let requests = || {
+        let req = |method: &str, uri: &str, body: &'static str| {
+            hyper::Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("x-test", "1")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .header("te", "trailers")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())))
+                .unwrap()
+        };
+        vec![
+            req("GET", "https://h.test/x?y=1", ""),
+            req("HEAD", "https://h.test/head", ""),
+            // The backend's own HSTS gives way to ours.
+            req("GET", "https://h.test/sts", ""),
+            // A body, and a route only hyper's client serves: hyper's client on both.
+            req("POST", "https://h.test/post", "data"),
+            req("GET", "https://r.test/prefixed", ""),
+            // Refused before any leg.
+            req("GET", "https://h.test/admin", ""),
+        ]
+    };
+    let mut runs = Vec::new();
+    for fast_path in [true, false] {
+        let (addr, log) = backend().await;
+        let proxy = proxy_with(addr, fast_path);
+        let answers = h2_exchanges(proxy.clone(), requests(), Scheme::Https).await;
+        let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+        assert_eq!(statuses, [200, 200, 200, 200, 200, 403], "fast path {fast_path}");
+        assert_eq!(&answers[0].2[..], b"ok");
+        assert!(answers[1].2.is_empty(), "HEAD: no body");
+        assert_eq!(answers[2].1.get_all("strict-transport-security").iter().count(), 1);
+        assert_eq!(answers[2].1.get("strict-transport-security").unwrap(), "max-age=60");
+        // Kept for the next request: on the fast path's pool only with it.
+        assert_eq!(proxy.fast.parked(addr), usize::from(fast_path), "fast path {fast_path}");
+        runs.push((answers, log.lock().unwrap().clone()));
+    }
+    let (fast, hyper) = (&runs[0].1, &runs[1].1);
+    assert_eq!(fast.len(), 5, "{fast:?}");
+    // The same requests, field for field (names and order included); x-request-id is new each time.
+    let strip = |r: &[Received]| {
+        r.iter()
+            .map(|x| {
+                let fields: Vec<_> = x.fields.iter().filter(|(n, _)| n != "x-request-id").cloned().collect();
+                (x.method.clone(), x.target.clone(), fields, x.body.clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(fast), strip(hyper));
+    let get = &fast[0];
+    assert_eq!((get.method.as_str(), get.target.as_str()), ("GET", "/x?y=1"));
+    assert_eq!(get.field("host"), Some("h.test"));
+    assert_eq!(get.field("x-forwarded-proto"), Some("https"));
+    assert_eq!(get.field("te"), None, "hop-by-hop");
+    assert_eq!(get.field("content-length"), None);
 }

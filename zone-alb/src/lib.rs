@@ -114,8 +114,9 @@ pub struct Options {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// Serve every HTTP/1.1 request, plain or HTTPS, through hyper's path instead of the
-    /// HTTP/1.1 fast path (for A/B measurements, and so tests can hold both paths to the same
-    /// behaviour).
+    /// HTTP/1.1 fast path, and send HTTP/2 requests upstream with hyper's client rather than
+    /// over the fast path's connections (for A/B measurements, and so tests can hold both
+    /// paths to the same behaviour).
     #[arg(long)]
     pub no_fast_path: bool,
     /// Gateway listener ports served on another local port: `80=8080,443=8443` serves

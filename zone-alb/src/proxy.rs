@@ -54,8 +54,9 @@ pub struct Settings {
     pub https_port: Option<u16>,
     /// Fraction of requests written to the access log (0 off, 1 all).
     pub access_sample: f64,
-    /// Plain connections, and HTTPS ones that chose HTTP/1.1, start on the fast path; `false`
-    /// gives them all to hyper.
+    /// Plain connections, and HTTPS ones that chose HTTP/1.1, start on the fast path, and
+    /// HTTP/2 requests without a body go upstream over its connections; `false` gives them all
+    /// to hyper (server and client).
     pub fast_path: bool,
     /// Request fields with `_` in their names go upstream.
     pub underscores: bool,
@@ -162,7 +163,11 @@ impl Proxy {
                 (resp, Some(err))
             }
         };
-        let mut resp = crate::intercept::finish(resp, &mut seen, &self.upstreams).await;
+        let mut resp = if seen.intercept.is_some() {
+            Box::pin(crate::intercept::finish(resp, &mut seen, &self.upstreams)).await
+        } else {
+            resp
+        };
         if let Some(fields) = seen.custom_headers.take() {
             // custom-headers: ingress-nginx's more_set_headers, on every answer of the route.
             for (name, value) in fields.iter() {
@@ -305,7 +310,9 @@ impl Proxy {
             && !(self.settings.ingress_ports.contains(&local.port()) && table.lookup_host_rules(host, &path).is_some())
         {
             let forwarding = Forwarding { gateway: true, ..at };
-            return self.gateway(table, port, req, (host, &path), forwarding, seen).await;
+            // Boxed, as the other rare branches below: inline, their state would be carried
+            // (and moved) by every request's future.
+            return Box::pin(self.gateway(table, port, req, (host, &path), forwarding, seen)).await;
         }
         let route = table.lookup(host, &path).ok_or(ProxyError::NoRoute)?;
         self.forward_route(table, req, host, &path, route, at, seen).await
@@ -408,9 +415,13 @@ impl Proxy {
             scheme,
             client_cert: client_fields.as_ref(),
         };
-        let granted = match crate::auth::check(&route, &mut req, at).await {
-            Ok(granted) => granted,
-            Err(answer) => return Ok(answer),
+        let granted = if route.policy.auth.is_none() {
+            crate::auth::Granted::default()
+        } else {
+            match Box::pin(crate::auth::check(&route, &mut req, at)).await {
+                Ok(granted) => granted,
+                Err(answer) => return Ok(answer),
+            }
         };
 
         // The body streams upstream as it arrives, the limit enforced as it passes.
@@ -514,6 +525,15 @@ impl Proxy {
             parts.headers.remove(header::HOST);
             parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
+        // An HTTP/2 client's request without a body to a plain HTTP/1.1 backend goes over the
+        // fast path's connections, without hyper's client task and channels.
+        let own_leg = self.settings.fast_path
+            && parts.version == Version::HTTP_2
+            && tls.is_none()
+            && !protocol.is_h2()
+            && upgrade.is_none()
+            && replayable_body
+            && crate::fastpath::backend::takes(&parts.method);
         let (mut index, mut endpoint) = (index, endpoint);
         seen.upstream = Some(endpoint);
         let mut attempt = 1;
@@ -544,6 +564,8 @@ impl Proxy {
                     .send(key, upstream, timeouts, verified)
                     .await
                     .map(|resp| resp.map(|body| body.map_err(BoxError::from).boxed()))
+            } else if own_leg {
+                crate::fastpath::backend::send(&self.fast, endpoint, &upstream, timeouts).await
             } else {
                 (self.upstreams)
                     .send(endpoint, tls.as_ref(), upstream, timeouts, watch.sent.take())

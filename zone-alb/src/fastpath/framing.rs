@@ -141,6 +141,20 @@ impl Chunks {
     pub fn done(&self) -> bool {
         self.state == State::Done
     }
+
+    /// After the last chunk: the trailer section (fields, then the empty line) is due.
+    pub fn in_trailers(&self) -> bool {
+        matches!(
+            self.state,
+            State::TrailerStart | State::Trailer | State::TrailerLf | State::EndLf
+        )
+    }
+
+    /// Bytes of chunk data due next, which can be taken as they are; 0 while the framing
+    /// (sizes, CRLFs, trailers) is due.
+    pub fn data_due(&self) -> u64 {
+        if self.state == State::Data { self.size } else { 0 }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! bytes already read, to hyper's server for the rest of its life. So each behaviour has one
 //! full implementation (`proxy`), and this one only where it is simple.
 
+pub(crate) mod backend;
 pub mod framing;
 pub mod pool;
 
@@ -1040,9 +1041,77 @@ struct ResponseHead {
     client_head: Vec<u8>,
 }
 
+/// What a response head says about the message it starts.
+#[derive(Debug)]
+struct HeadFacts {
+    len: usize,
+    status: u16,
+    /// A 1xx other than 101: another head follows.
+    interim: bool,
+    framing: Framing,
+    /// The backend keeps the connection open after this response.
+    reusable: bool,
+}
+
 /// Parses a response head; `None` while incomplete. With `hsts`, the backend's
 /// Strict-Transport-Security is left out of the client's head (ours replaces it).
 fn parse_response(buf: &[u8], head_request: bool, hsts: bool) -> Result<Option<ResponseHead>, UpstreamError> {
+    let parsed = parse_head(buf, head_request, |resp, listed, framing, len| {
+        let keep_encoding = matches!(framing, Framing::Chunked(_));
+        let mut head = Vec::with_capacity(len + 32);
+        // httparse accepts three-digit status codes only.
+        let status = resp.code.unwrap_or_default();
+        let digits = [
+            b'0' + (status / 100 % 10) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+        ];
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(&digits);
+        head.push(b' ');
+        head.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
+        head.extend_from_slice(b"\r\n");
+        for field in resp.headers.iter() {
+            let name = field.name;
+            // Hop-by-hop fields stay with the backend's connection; a chunked body is relayed
+            // as it is, so its Transfer-Encoding goes with it.
+            let kept = if name.eq_ignore_ascii_case("transfer-encoding") {
+                keep_encoding
+            } else if hsts && name.eq_ignore_ascii_case("strict-transport-security") {
+                false
+            } else {
+                forward::response_field(name.as_bytes(), listed)
+            };
+            if !kept {
+                continue;
+            }
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(field.value);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        Ok(head)
+    })?;
+    Ok(parsed.map(|(facts, client_head)| ResponseHead {
+        len: facts.len,
+        status: facts.status,
+        interim: facts.interim,
+        framing: facts.framing,
+        reusable: facts.reusable,
+        client_head,
+    }))
+}
+
+/// Parses and checks a response head (`None` while incomplete) and hands its fields, the
+/// names its Connection field lists, its framing and its length to `build`, which makes what the caller
+/// passes on: the client's head (fast path) or a response for hyper's server
+/// ([`backend`]).
+fn parse_head<R>(
+    buf: &[u8],
+    head_request: bool,
+    build: impl FnOnce(&httparse::Response<'_, '_>, &[&[u8]], &Framing, usize) -> Result<R, UpstreamError>,
+) -> Result<Option<(HeadFacts, R)>, UpstreamError> {
     let invalid = |what: &str| UpstreamError::Invalid(what.to_owned());
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
@@ -1106,48 +1175,15 @@ fn parse_response(buf: &[u8], head_request: bool, hsts: bool) -> Result<Option<R
         (None, Some(length)) => Framing::Length(length),
         (None, None) => Framing::UntilClose,
     };
-    let keep_encoding = matches!(framing, Framing::Chunked(_));
-    let listed = &listed[..listed_len];
-    let mut head = Vec::with_capacity(len + 32);
-    // httparse accepts three-digit status codes only.
-    let digits = [
-        b'0' + (status / 100 % 10) as u8,
-        b'0' + (status / 10 % 10) as u8,
-        b'0' + (status % 10) as u8,
-    ];
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(&digits);
-    head.push(b' ');
-    head.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
-    head.extend_from_slice(b"\r\n");
-    for field in resp.headers.iter() {
-        let name = field.name;
-        // Hop-by-hop fields stay with the backend's connection; a chunked body is relayed as
-        // it is, so its Transfer-Encoding goes with it.
-        let kept = if name.eq_ignore_ascii_case("transfer-encoding") {
-            keep_encoding
-        } else if hsts && name.eq_ignore_ascii_case("strict-transport-security") {
-            false
-        } else {
-            forward::response_field(name.as_bytes(), listed)
-        };
-        if !kept {
-            continue;
-        }
-        head.extend_from_slice(name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(field.value);
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    Ok(Some(ResponseHead {
+    let built = build(&resp, &listed[..listed_len], &framing, len)?;
+    let facts = HeadFacts {
         len,
         status,
         interim,
         framing,
         reusable,
-        client_head: head,
-    }))
+    };
+    Ok(Some((facts, built)))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -37,10 +37,12 @@ impl keepalive::Open for Conn {
     }
 }
 
+pub(crate) type Idle = keepalive::Idle<SocketAddr, Conn>;
+
 /// All fast-path upstream connections of one worker.
 pub struct Pool {
     source_ip: Option<IpAddr>,
-    idle: Arc<keepalive::Idle<SocketAddr, Conn>>,
+    idle: Arc<Idle>,
     opened: Counter,
 }
 
@@ -79,6 +81,24 @@ impl Pool {
     /// Returns a connection whose exchange ended cleanly, with nothing left unread.
     pub fn release(&self, addr: SocketAddr, conn: Conn) {
         self.idle.release(addr, conn);
+    }
+
+    /// Connections opened so far.
+    #[cfg(test)]
+    pub(crate) fn opened(&self) -> u64 {
+        self.opened.get()
+    }
+
+    /// Idle connections to `addr`.
+    #[cfg(test)]
+    pub(crate) fn parked(&self, addr: SocketAddr) -> usize {
+        self.idle.parked(addr)
+    }
+
+    /// The idle set, for a response body that gives its connection back when it ends (after
+    /// the proxy is gone, there is nothing to give it back to).
+    pub(crate) fn idle(&self) -> Weak<Idle> {
+        Arc::downgrade(&self.idle)
     }
 }
 
