@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # HTTPS benchmark: zone-alb against nginx and HAProxy terminating TLS in front of the same
 # backend (one worker/thread each, TLS 1.2 and 1.3, nginx and HAProxy with a shared session
-# cache and tickets as zone-alb has), in the same run. Rows: 64 keep-alive HTTPS connections; a
-# new connection (full handshake) per request with an RSA-2048 and with an ECDSA P-256
-# certificate (wrk with Connection: close: wrk never resumes; wrk times a request from its
-# write, after the handshake), the same with bench/tlsload --no-resume (timed from connect to
-# the last byte, handshake included); resumed handshakes, TLS 1.2 and
-# TLS 1.3 (bench/tlsload: 64 virtual clients, each with its own session store as each browser
-# has, a new connection per request, every handshake after a client's first one resumed; the
-# row warns when fewer than 90% were); and HTTP/2 with h2load (64 connections x 10 concurrent
-# streams). Prints per proxy: requests/s, p50/p99 latency, proxy CPU time per request (or per
-# connection) and ratios to nginx.
+# cache and tickets as zone-alb has), in the same run. Rows: 64 keep-alive HTTPS connections;
+# full handshakes, a new connection per request, with an RSA-2048 and with an ECDSA P-256
+# certificate (bench/tlsload --no-resume: 64 clients, timed from connect to the last byte);
+# wrk with a new connection per request (Connection: close), which is a resumed TLS 1.3
+# handshake: wrk keeps each connection's last session across its reconnections (OpenSSL's
+# SSL_clear keeps it) and offers it, and wrk times a request from its write, after the
+# handshake; resumed handshakes, TLS 1.2 and TLS 1.3 (bench/tlsload: 64 virtual clients, each
+# with its own session store as each browser has, a new connection per request, every
+# handshake after a client's first one resumed; the row warns when fewer than 90% were); and
+# HTTP/2 with h2load (64 connections x 10 concurrent streams). Prints per proxy: requests/s,
+# p50/p99 latency, proxy CPU time per request (or per connection) and ratios to nginx.
 #
 #   bench/tls.sh [seconds per run, default 10]
 #   ALB_BASE=/path/to/other/zone-alb bench/tls.sh   # A/B: that build too, in the same run
@@ -222,13 +223,13 @@ echo "wrk, h2load, tlsload: 1 thread, 64 connections, ${SECS}s per run; one work
 for p in $(proxies ec); do run ka "$p"; done
 report "HTTPS keep-alive (ECDSA P-256, TLS 1.3)" ka ec
 for key in rsa ec; do
-  for p in $(proxies "$key"); do run new "$p" -H "Connection: close"; done
+  for p in $(proxies "$key"); do resumed full "$p" 1.3 --no-resume; done
 done
-report "HTTPS, new connection per request, RSA-2048 (TLS 1.3 full handshakes)" new rsa
-report "HTTPS, new connection per request, ECDSA P-256 (TLS 1.3 full handshakes)" new ec
-# wrk times a request from its write, after the handshake; tlsload times the whole connection.
-for p in $(proxies ec); do resumed full "$p" 1.3 --no-resume; done
-report "full handshakes, ECDSA P-256, TLS 1.3 (tlsload --no-resume: 64 clients; latency from connect to the last byte)" full ec
+report "full handshakes, RSA-2048, TLS 1.3 (tlsload --no-resume: 64 clients, a new connection per request; latency from connect to the last byte)" full rsa
+report "full handshakes, ECDSA P-256, TLS 1.3 (tlsload --no-resume: 64 clients, a new connection per request; latency from connect to the last byte)" full ec
+# wrk resumes each connection's previous session, and times a request from its write.
+for p in $(proxies ec); do run new "$p" -H "Connection: close"; done
+report "new connection per request, wrk (TLS 1.3 handshakes resumed by wrk, ECDSA P-256; latency from the request's write, after the handshake)" new ec
 for v in 1.2 1.3; do
   for p in $(proxies ec); do resumed "res$v" "$p" "$v"; done
   report "resumed handshakes, TLS $v (tlsload: 64 clients, a new connection per request, ECDSA P-256; cpu_us per connection)" "res$v" ec
