@@ -16,6 +16,7 @@
 #   bench/tls.sh [seconds per run, default 10]
 #   ALB_BASE=/path/to/other/zone-alb bench/tls.sh   # A/B: that build too, in the same run
 #   ALB_BIN=/path/to/zone-alb bench/tls.sh           # measure that build (no zone-alb build)
+#   ROWS="h2 ka" bench/tls.sh                         # only these rows (ka full wrk res h2)
 #
 # wrk and h2load reach each proxy by name (for SNI) through an /etc/hosts bind-mounted in a
 # private mount namespace (unshare -m), so the machine's own file is untouched; tlsload connects
@@ -220,19 +221,30 @@ proxies() { # key → the proxies measured for it
 }
 
 echo "wrk, h2load, tlsload: 1 thread, 64 connections, ${SECS}s per run; one worker per proxy; backend: nginx returning a 23-byte body"
-for p in $(proxies ec); do run ka "$p"; done
-report "HTTPS keep-alive (ECDSA P-256, TLS 1.3)" ka ec
-for key in rsa ec; do
-  for p in $(proxies "$key"); do resumed full "$p" 1.3 --no-resume; done
-done
-report "full handshakes, RSA-2048, TLS 1.3 (tlsload --no-resume: 64 clients, a new connection per request; latency from connect to the last byte)" full rsa
-report "full handshakes, ECDSA P-256, TLS 1.3 (tlsload --no-resume: 64 clients, a new connection per request; latency from connect to the last byte)" full ec
-# wrk resumes each connection's previous session, and times a request from its write.
-for p in $(proxies ec); do run new "$p" -H "Connection: close"; done
-report "new connection per request, wrk (TLS 1.3 handshakes resumed by wrk, ECDSA P-256; latency from the request's write, after the handshake)" new ec
-for v in 1.2 1.3; do
-  for p in $(proxies ec); do resumed "res$v" "$p" "$v"; done
-  report "resumed handshakes, TLS $v (tlsload: 64 clients, a new connection per request, ECDSA P-256; cpu_us per connection)" "res$v" ec
-done
-for p in $(proxies ec); do h2 h2 "$p"; done
-report "HTTP/2 (h2load: 64 connections x 10 streams, ECDSA P-256, TLS 1.3)" h2 ec
+want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
+if want ka; then
+  for p in $(proxies ec); do run ka "$p"; done
+  report "HTTPS keep-alive (ECDSA P-256, TLS 1.3)" ka ec
+fi
+if want full; then
+  for key in rsa ec; do
+    for p in $(proxies "$key"); do resumed full "$p" 1.3 --no-resume; done
+  done
+  report "full handshakes, RSA-2048, TLS 1.3 (tlsload --no-resume: 64 clients, a new connection per request; latency from connect to the last byte)" full rsa
+  report "full handshakes, ECDSA P-256, TLS 1.3 (tlsload --no-resume: 64 clients, a new connection per request; latency from connect to the last byte)" full ec
+fi
+if want wrk; then
+  # wrk resumes each connection's previous session, and times a request from its write.
+  for p in $(proxies ec); do run new "$p" -H "Connection: close"; done
+  report "new connection per request, wrk (TLS 1.3 handshakes resumed by wrk, ECDSA P-256; latency from the request's write, after the handshake)" new ec
+fi
+if want res; then
+  for v in 1.2 1.3; do
+    for p in $(proxies ec); do resumed "res$v" "$p" "$v"; done
+    report "resumed handshakes, TLS $v (tlsload: 64 clients, a new connection per request, ECDSA P-256; cpu_us per connection)" "res$v" ec
+  done
+fi
+if want h2; then
+  for p in $(proxies ec); do h2 h2 "$p"; done
+  report "HTTP/2 (h2load: 64 connections x 10 streams, ECDSA P-256, TLS 1.3)" h2 ec
+fi
