@@ -2,9 +2,9 @@
 //! path's pooled connections. hyper's server parses the request and `proxy` applies its policy
 //! as for any request; only the exchange with the backend is done here, as the fast path does
 //! it: the request head in one write, the response head parsed and checked as the fast path
-//! parses it, and the body read on the request's own task. hyper's HTTP/1.1 client would add a
-//! task per backend connection and a channel each way: about a third of a worker's time on
-//! HTTP/2.
+//! parses it, and the body read on the request's own task, where hyper's HTTP/1.1 client adds
+//! a task per backend connection and a channel each way (README, "HTTP/2's upstream leg", has
+//! what that saved).
 //!
 //! Only requests that can be sent again and carry no body (GET and HEAD, no upgrade) come
 //! here; the rest keep hyper's client (`upstream`), which streams bodies and splices upgrades.
