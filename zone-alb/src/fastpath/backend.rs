@@ -185,16 +185,7 @@ fn respond(
     resp: Response<()>,
     read: Duration,
 ) -> Response<Body> {
-    let release = |conn: Conn| {
-        // Anything after the response is a protocol error of the backend's; the connection is
-        // not trusted with another request.
-        if facts.reusable
-            && conn.buf.is_empty()
-            && let Some(idle) = idle.upgrade()
-        {
-            idle.release(addr, conn);
-        }
-    };
+    let release = |conn: Conn| give_back(&idle, addr, conn, facts.reusable);
     let body = match facts.framing {
         Framing::Empty => {
             release(conn);
@@ -222,6 +213,18 @@ fn respond(
         }
     };
     resp.map(|()| body)
+}
+
+/// Parks a connection whose response has ended, unless the backend closes it or sent bytes
+/// after the response: that is a protocol error of the backend's, and the connection is not
+/// trusted with another request.
+fn give_back(idle: &Weak<Idle>, addr: SocketAddr, conn: Conn, reusable: bool) {
+    if reusable
+        && conn.buf.is_empty()
+        && let Some(idle) = idle.upgrade()
+    {
+        idle.release(addr, conn);
+    }
 }
 
 fn take(buf: &mut BytesMut, n: usize) -> Bytes {
@@ -266,12 +269,8 @@ impl Relay {
     /// back to the pool.
     fn finish(&mut self) {
         self.trailers = trailer_fields(&self.trailer);
-        if let Some(conn) = self.conn.take()
-            && self.reusable
-            && conn.buf.is_empty()
-            && let Some(idle) = self.idle.upgrade()
-        {
-            idle.release(self.addr, conn);
+        if let Some(conn) = self.conn.take() {
+            give_back(&self.idle, self.addr, conn, self.reusable);
         }
     }
 
