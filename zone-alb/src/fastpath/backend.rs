@@ -662,6 +662,10 @@ mod tests {
     async fn broken_and_hostile_responses_fail_and_their_connections_are_not_reused() {
         let big = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEADER_BYTES));
         let interims = "HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM + 1);
+        let big_trailer = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEADER_BYTES)
+        );
         let rows: Vec<(&str, Vec<&[u8]>)> = vec![
             (
                 "both framings (smuggling)",
@@ -737,6 +741,7 @@ mod tests {
                 "bare LF after a chunk size",
                 vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n"],
             ),
+            ("trailer section too large", vec![big_trailer.as_bytes()]),
         ];
         for (name, pieces) in rows {
             let (addr, _) = backend(vec![
