@@ -1,7 +1,9 @@
 //! The listeners: accept connections (completing the TLS handshake on the HTTPS one), serve
 //! HTTP/1.1 and HTTP/2 through the proxy, and drain in-flight requests on shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +92,8 @@ pub async fn serve(
     // Bound to one address (a zone's portable IP), the local end of every connection is known:
     // no `getsockname` per connection. Only a wildcard listener needs to ask.
     let bound = listener.local_addr().ok().filter(|a| !a.ip().is_unspecified());
+    // This worker's turn for a TLS handshake's work on a ClientHello (`in_turn`).
+    let turns = Arc::new(Semaphore::new(1));
     loop {
         let (mut stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
@@ -101,7 +106,7 @@ pub async fn serve(
         // Registered now, so shutdown also waits for connections still in their handshake
         // or on the fast path.
         let (builder, watcher, tls, proxy) = (builder.clone(), graceful.watcher(), tls.clone(), proxy.clone());
-        let cancel = cancel.clone();
+        let (cancel, turns) = (cancel.clone(), turns.clone());
         let open = Open::new(proxy.metrics().connections.clone());
         tokio::spawn(async move {
             let _open = open;
@@ -133,23 +138,19 @@ pub async fn serve(
                 Some(edge) => {
                     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
                     let mut read = BytesMut::new();
+                    // The whole ClientHello is read first: its SNI picks pass-through and
+                    // client-certificate hosts, and the handshake's work on it is then done in
+                    // one turn (`in_turn`), never while waiting for the rest of it.
+                    let Some(sni_name) = read_sni(&mut stream, &mut read, deadline, peer).await else {
+                        return;
+                    };
                     // The configuration asking for a host's client certificates, if any.
                     let (mut config, mut asked) = (None, None);
                     // Client certificates are asked for per host: the TLS configuration
                     // depends on the name, so its connections' verdicts go to their requests.
-                    // Only with a pass-through or client-certificate host in the table is the
-                    // ClientHello read first.
-                    let (verdicts, read_hello) = {
+                    let verdicts = {
                         let table = proxy.table.load();
-                        let verdicts = !table.client_auth.is_empty();
-                        (verdicts, verdicts || !table.passthrough.is_empty())
-                    };
-                    if read_hello {
-                        let Some(sni) = read_sni(&mut stream, &mut read, deadline, peer).await else {
-                            return;
-                        };
-                        let table = proxy.table.load();
-                        if let Some(target) = sni.as_ref().and_then(|name| table.passthrough.get(name)).cloned() {
+                        if let Some(target) = sni_name.as_ref().and_then(|name| table.passthrough.get(name)).cloned() {
                             drop(table);
                             let source = proxy.settings.source_ip;
                             // Boxed: inline, its state would size every connection's task.
@@ -159,21 +160,28 @@ pub async fn serve(
                             }
                             return;
                         }
-                        if let Some(auth) = sni.and_then(|name| table.client_auth_for(&name).cloned())
+                        if let Some(auth) = sni_name.and_then(|name| table.client_auth_for(&name).cloned())
                             && auth.asks()
                             && let Some(asking) = auth.server_config(&edge)
                         {
                             config = Some(asking);
                             asked = Some(auth);
                         }
-                    }
+                        !table.client_auth.is_empty()
+                    };
                     let stream = Rewound::new(read, stream);
                     let acceptor = TlsAcceptor::from(config.unwrap_or_else(|| edge.config()));
                     // The stream boxed inside the handshake's own future: inline, the TLS state
                     // (~1.2 KiB), or the result carrying it, would size every connection's task,
                     // plain and idle ones too.
                     let accept = acceptor.accept(stream);
-                    let handshake = Box::pin(async move { accept.await.map(Box::new) });
+                    let mut handshake = Box::pin(async move { accept.await.map(Box::new) });
+                    let handshake = async {
+                        match in_turn(&turns, &mut handshake).await {
+                            Some(done) => done,
+                            None => handshake.await,
+                        }
+                    };
                     match tokio::time::timeout_at(deadline, handshake).await {
                         Ok(Ok(mut stream)) => {
                             let gateway_port = proxy.settings.gateway_port(local.port());
@@ -249,6 +257,28 @@ pub async fn serve(
     }
 }
 
+/// Polls a TLS handshake whose ClientHello has been read, once, in the worker's turn: the
+/// answer to a ClientHello (a key exchange, and a signature on a full handshake) is most of a
+/// handshake's work. The turn is handed on only after the runtime next polls for I/O, so a
+/// worker answers at most one ClientHello between two polls and requests that became readable
+/// meanwhile go first, instead of waiting behind a burst of new connections' handshakes.
+/// nginx gets the same from taking one connection off its accept queue per event-loop turn; a
+/// client that connects early and sends its ClientHello late (as wrk does) would get past an
+/// accept-side bound. `Some` when the handshake ended in that poll.
+async fn in_turn<F: Future + Unpin>(turns: &Semaphore, handshake: &mut F) -> Option<F::Output> {
+    // Never closed: the error cannot happen, and without a turn the handshake still goes on.
+    let turn = turns.acquire().await.ok();
+    let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(Pin::new(&mut *handshake).poll(cx))).await;
+    // Deferred to after the runtime's next I/O poll (tokio's `yield_now`), and so is the next
+    // handshake waiting for the turn.
+    tokio::task::yield_now().await;
+    drop(turn);
+    match polled {
+        std::task::Poll::Ready(done) => Some(done),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// Reads the ClientHello for its SNI: `Some(name)` (`None` when it names none or cannot be
 /// read here, which leaves it to the TLS stack); `None` when the connection is to be dropped
 /// (nothing in time, or a read error).
@@ -285,5 +315,87 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// Three handshakes ready at once, and a request that becomes readable while the first one
+    /// is answered: the request is served before the second handshake, not after the burst.
+    #[test]
+    fn a_request_readable_during_a_handshake_goes_before_the_next_handshake() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        runtime.block_on(async {
+            let (mut request, client) = tokio::net::UnixStream::pair().unwrap();
+            let client = Arc::new(client);
+            let reader = tokio::spawn({
+                let log = log.clone();
+                async move {
+                    let mut byte = [0u8; 1];
+                    request.read_exact(&mut byte).await.unwrap();
+                    log.lock().unwrap().push("request".to_string());
+                }
+            });
+            // The reader waits on its socket before any handshake starts.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert!(log.lock().unwrap().is_empty());
+            let turns = Arc::new(Semaphore::new(1));
+            let handshakes: Vec<_> = (1..=3)
+                .map(|i| {
+                    let (log, turns, client) = (log.clone(), turns.clone(), client.clone());
+                    tokio::spawn(async move {
+                        // A handshake whose ClientHello is in: it answers on its first poll.
+                        let mut handshake = std::future::poll_fn(|_| {
+                            log.lock().unwrap().push(format!("handshake {i}"));
+                            if i == 1 {
+                                // The request arrives while the first handshake is worked on.
+                                assert_eq!(client.try_write(b"x").unwrap(), 1);
+                            }
+                            std::task::Poll::Ready(())
+                        });
+                        assert_eq!(in_turn(&turns, &mut handshake).await, Some(()));
+                    })
+                })
+                .collect();
+            for handshake in handshakes {
+                handshake.await.unwrap();
+            }
+            reader.await.unwrap();
+        });
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log, ["handshake 1", "request", "handshake 2", "handshake 3"]);
+    }
+
+    /// A handshake that needs more from the client after its poll in turn gives the turn back
+    /// (the next one is not held up by its round trip) and still completes.
+    #[test]
+    fn a_handshake_waiting_on_its_client_gives_the_turn_back() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let turns = Semaphore::new(1);
+            let (tx, rx) = tokio::sync::oneshot::channel::<u8>();
+            let mut waiting = Box::pin(async move { rx.await.unwrap() });
+            assert_eq!(in_turn(&turns, &mut waiting).await, None);
+            assert_eq!(turns.available_permits(), 1);
+            let mut next = std::future::ready(7u8);
+            assert_eq!(in_turn(&turns, &mut next).await, Some(7));
+            tx.send(3).unwrap();
+            assert_eq!(waiting.await, 3);
+        });
     }
 }
