@@ -31,7 +31,7 @@ declare -A IP=([nginx-rsa]=127.0.108.1 [nginx-ec]=127.0.108.2 [zone-alb-rsa]=127
   [base-rsa]=127.0.108.5 [base-ec]=127.0.108.6 [haproxy-rsa]=127.0.108.7 [haproxy-ec]=127.0.108.8)
 
 need_commands nginx:nginx-light haproxy:haproxy wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl \
-  unshare:util-linux
+  unshare:util-linux tcpdump:tcpdump python3:python3
 ALB_BIN=${ALB_BIN:-}
 if [ -n "$ALB_BIN" ]; then
   cargo build --release -q -p tlsload
@@ -147,13 +147,24 @@ to_us() { # wrk latency like 1.23ms / 456.00us / 1.2s → microseconds
 }
 
 declare -A RPS P50 P99 CPU
+declare -A NOTE
 run() { # row proxy [extra wrk args]: wrk by name, so SNI picks the Ingress's certificate
   local row=$1 name=$2; shift 2
-  local pid=${PID[$name]} before after out requests
+  local pid=${PID[$name]} before after out requests capture="" pcap="$W/$row$name.pcap"
+  if [ -n "${CAPTURE:-}" ]; then
+    # 2 s from the middle of the run, for the server side of each request (bench/tls_phases.py).
+    (sleep $(( SECS / 2 )); timeout 2 tcpdump -i lo -nn -s 96 -w "$pcap" "host ${IP[$name]} and port 8443" \
+      >/dev/null 2>&1 || true) & capture=$!
+  fi
   before=$(ticks "$pid")
   out=$(unshare -m sh -c "mount --bind '$hosts' /etc/hosts && exec wrk -t1 -c64 -d${SECS}s --latency \"\$@\"" \
     wrk "$@" "https://$name.bench.test:8443/")
   after=$(ticks "$pid")
+  if [ -n "$capture" ]; then
+    wait "$capture"
+    NOTE[$row$name]="  server side, from the request's arrival to the response's end: $(python3 bench/tls_phases.py \
+      "$pcap" "${IP[$name]}.8443" | awk '/response.s end/ {print $(NF-3), $(NF-1), $NF}')"
+  fi
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   RPS[$row$name]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
   P50[$row$name]=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
@@ -165,7 +176,6 @@ field() { # name line → the value after the word <name> in a tlsload line
   awk -v k="$1" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}' <<<"$2"
 }
 
-declare -A NOTE
 resumed() { # row proxy tls-version [--no-resume]: tlsload, 64 virtual clients each resuming its own sessions
   local row=$1 name=$2 version=$3 fresh=${4:-}
   local pid=${PID[$name]} before after out conns res full errors
@@ -234,8 +244,10 @@ if want full; then
   report "full handshakes, ECDSA P-256, TLS 1.3 (tlsload --no-resume: 64 clients, a new connection per request; latency from connect to the last byte)" full ec
 fi
 if want wrk; then
-  # wrk resumes each connection's previous session, and times a request from its write.
-  for p in $(proxies ec); do run new "$p" -H "Connection: close"; done
+  # wrk resumes each connection's previous session, and times a request from its write. Its
+  # latency is mostly its own (one thread doing 64 connections' handshakes): a capture gives
+  # each proxy's share of it.
+  for p in $(proxies ec); do CAPTURE=1 run new "$p" -H "Connection: close"; done
   report "new connection per request, wrk (TLS 1.3 handshakes resumed by wrk, ECDSA P-256; latency from the request's write, after the handshake)" new ec
 fi
 if want res; then
