@@ -26,7 +26,7 @@ use tokio::time::Sleep;
 
 use super::framing::{Chunks, Framing};
 use super::pool::{self, Conn, Idle, Pool};
-use super::{HeadFacts, MAX_INTERIM, parse_head, read_more, write_within};
+use super::{HeadFacts, ParsedHead, Trip, parse_head, read_final_head, write_failed, write_within};
 use crate::proxy::{Body, BoxError, empty, full};
 use crate::server::MAX_HEADER_BYTES;
 use crate::upstream::{Timeouts, UpstreamError};
@@ -84,10 +84,13 @@ fn request_head<B>(req: &Request<B>) -> Vec<u8> {
     head
 }
 
-enum Trip {
-    /// Nothing came back on a reused connection: the backend had closed it while idle.
-    Stale(UpstreamError),
-    Failed(UpstreamError),
+impl ParsedHead for (HeadFacts, Response<()>) {
+    fn len(&self) -> usize {
+        self.0.len
+    }
+    fn interim(&self) -> bool {
+        self.0.interim
+    }
 }
 
 /// Writes the request head and reads the final response head (interim ones are dropped:
@@ -98,55 +101,11 @@ async fn round_trip(
     head_request: bool,
     t: Timeouts,
 ) -> Result<(HeadFacts, Response<()>), Trip> {
-    let stale = |e: std::io::Error| {
-        if pool::is_stale(&e) {
-            Trip::Stale(UpstreamError::Io(e))
-        } else {
-            Trip::Failed(UpstreamError::Io(e))
-        }
-    };
-    match write_within(&mut conn.stream, head, t.send).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            return Err(Trip::Failed(UpstreamError::SendTimeout(t.send)));
-        }
-        Err(e) => return Err(stale(e)),
-    }
-    let mut interims = 0;
-    loop {
-        let parsed = if conn.buf.is_empty() {
-            Ok(None)
-        } else {
-            parse_head(&conn.buf, head_request, response)
-        };
-        match parsed {
-            Ok(Some((facts, _))) if facts.interim => {
-                interims += 1;
-                if interims > MAX_INTERIM {
-                    let invalid = format!("more than {MAX_INTERIM} interim responses");
-                    return Err(Trip::Failed(UpstreamError::Invalid(invalid)));
-                }
-                conn.buf.advance(facts.len);
-                continue;
-            }
-            Ok(Some((facts, resp))) => {
-                conn.buf.advance(facts.len);
-                return Ok((facts, resp));
-            }
-            Ok(None) if conn.buf.len() < MAX_HEADER_BYTES => {}
-            Ok(None) => {
-                let invalid = UpstreamError::Invalid("response head too large".into());
-                return Err(Trip::Failed(invalid));
-            }
-            Err(e) => return Err(Trip::Failed(e)),
-        }
-        let nothing_yet = conn.buf.is_empty() && interims == 0;
-        match read_more(conn, t.read).await {
-            Ok(()) => {}
-            Err(UpstreamError::Io(e)) if nothing_yet => return Err(stale(e)),
-            Err(e) => return Err(Trip::Failed(e)),
-        }
-    }
+    write_within(&mut conn.stream, head, t.send)
+        .await
+        .map_err(|e| write_failed(e, t.send))?;
+    let parse = |buf: &[u8]| parse_head(buf, head_request, response);
+    read_final_head(conn, t.read, parse, drop).await
 }
 
 /// The head as hyper's server takes it: every field the backend sent (hop-by-hop ones are
@@ -444,6 +403,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::fastpath::MAX_INTERIM;
 
     /// One response of the scripted backend: written in these pieces, a moment apart (so the
     /// body comes after the head), then the connection closed if `close`.

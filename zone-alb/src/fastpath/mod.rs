@@ -831,6 +831,15 @@ enum RoundTrip {
     Client(std::io::Error),
 }
 
+impl From<Trip> for RoundTrip {
+    fn from(trip: Trip) -> Self {
+        match trip {
+            Trip::Stale(e) => RoundTrip::Stale(e),
+            Trip::Failed(e) => RoundTrip::Failed(e),
+        }
+    }
+}
+
 /// `hsts`: the backend's Strict-Transport-Security is left out, as ours replaces it.
 async fn round_trip<C: Client>(
     conn: &mut Conn,
@@ -839,20 +848,6 @@ async fn round_trip<C: Client>(
     client: &mut C,
     hsts: bool,
 ) -> Result<ResponseHead, RoundTrip> {
-    let stale = |e: std::io::Error| {
-        if pool::is_stale(&e) {
-            RoundTrip::Stale(UpstreamError::Io(e))
-        } else {
-            RoundTrip::Failed(UpstreamError::Io(e))
-        }
-    };
-    let upstream_error = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            RoundTrip::Failed(UpstreamError::SendTimeout(policy.send_timeout))
-        } else {
-            stale(e)
-        }
-    };
     let send = policy.send_timeout;
     if request.body_read.is_empty() {
         write_within(&mut conn.stream, &request.upstream_head, send).await
@@ -863,7 +858,7 @@ async fn round_trip<C: Client>(
         out.extend_from_slice(request.body_read);
         write_within(&mut conn.stream, &out, send).await
     }
-    .map_err(upstream_error)?;
+    .map_err(|e| write_failed(e, send))?;
     if request.streams_body() {
         let mut left = request.body_len - request.body_read.len() as u64;
         let mut chunk = BytesMut::with_capacity(pool::READ_BUFFER);
@@ -879,55 +874,115 @@ async fn round_trip<C: Client>(
             }
             write_within(&mut conn.stream, &chunk, send)
                 .await
-                .map_err(|e| match upstream_error(e) {
-                    // Part of the body is gone: not a request that can be sent again.
-                    RoundTrip::Stale(e) => RoundTrip::Failed(e),
-                    other => other,
-                })?;
+                // Part of the body is gone: not a request that can be sent again.
+                .map_err(|e| RoundTrip::Failed(write_failed(e, send).into_error()))?;
         }
     }
+    // 1xx before the real response (103 Early Hints): passed on with it.
     let mut interim = Vec::new();
+    let parse = |buf: &[u8]| parse_response(buf, request.head_request, hsts);
+    let more = |early: ResponseHead| interim.extend_from_slice(&early.client_head);
+    let mut head = read_final_head(conn, policy.read_timeout, parse, more).await?;
+    if !interim.is_empty() {
+        interim.append(&mut head.client_head);
+        head.client_head = interim;
+    }
+    Ok(head)
+}
+
+/// How a round trip to a backend failed, for whether the request may be sent again.
+enum Trip {
+    /// Nothing came back on a reused connection: the backend had closed it while idle, so the
+    /// request cannot have been processed.
+    Stale(UpstreamError),
+    Failed(UpstreamError),
+}
+
+impl Trip {
+    fn into_error(self) -> UpstreamError {
+        match self {
+            Trip::Stale(e) | Trip::Failed(e) => e,
+        }
+    }
+}
+
+/// An I/O error before any byte of the response: `Stale` when it says the backend had closed
+/// the connection.
+fn stale_or_failed(e: std::io::Error) -> Trip {
+    if pool::is_stale(&e) {
+        Trip::Stale(UpstreamError::Io(e))
+    } else {
+        Trip::Failed(UpstreamError::Io(e))
+    }
+}
+
+/// Writing (part of) a request failed: within `send`, or the backend took nothing for that long.
+fn write_failed(e: std::io::Error, send: Duration) -> Trip {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        Trip::Failed(UpstreamError::SendTimeout(send))
+    } else {
+        stale_or_failed(e)
+    }
+}
+
+/// A response head as [`read_final_head`] needs to see it.
+trait ParsedHead {
+    /// Its length in the backend's bytes.
+    fn len(&self) -> usize;
+    /// A 1xx other than 101: another head follows.
+    fn interim(&self) -> bool;
+}
+
+impl ParsedHead for ResponseHead {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn interim(&self) -> bool {
+        self.interim
+    }
+}
+
+/// Reads the backend's final response head from `conn` once the request is sent, each head
+/// parsed and checked by `parse` (`None` while incomplete); up to [`MAX_INTERIM`] interim
+/// ones before it go to `on_interim`. Each head is bounded by [`MAX_HEADER_BYTES`]. The
+/// connection ending before any byte of a response is [`Trip::Stale`].
+async fn read_final_head<H: ParsedHead>(
+    conn: &mut Conn,
+    read_timeout: Duration,
+    parse: impl Fn(&[u8]) -> Result<Option<H>, UpstreamError>,
+    mut on_interim: impl FnMut(H),
+) -> Result<H, Trip> {
     let mut interims = 0;
     loop {
         let parsed = if conn.buf.is_empty() {
             Ok(None)
         } else {
-            parse_response(&conn.buf, request.head_request, hsts)
+            parse(&conn.buf)
         };
         match parsed {
-            Ok(Some(head)) if head.interim => {
-                // 1xx before the real response (103 Early Hints): passed on with it, a few.
+            Ok(Some(head)) if head.interim() => {
                 interims += 1;
                 if interims > MAX_INTERIM {
-                    return Err(RoundTrip::Failed(UpstreamError::Invalid(format!(
-                        "more than {MAX_INTERIM} interim responses"
-                    ))));
+                    let invalid = format!("more than {MAX_INTERIM} interim responses");
+                    return Err(Trip::Failed(UpstreamError::Invalid(invalid)));
                 }
-                interim.extend_from_slice(&head.client_head);
-                conn.buf.advance(head.len);
+                conn.buf.advance(head.len());
+                on_interim(head);
                 continue;
             }
-            Ok(Some(mut head)) => {
-                conn.buf.advance(head.len);
-                if !interim.is_empty() {
-                    interim.append(&mut head.client_head);
-                    head.client_head = interim;
-                }
+            Ok(Some(head)) => {
+                conn.buf.advance(head.len());
                 return Ok(head);
             }
             Ok(None) if conn.buf.len() < MAX_HEADER_BYTES => {}
-            Ok(None) => {
-                return Err(RoundTrip::Failed(UpstreamError::Invalid(
-                    "response head too large".into(),
-                )));
-            }
-            Err(e) => return Err(RoundTrip::Failed(e)),
+            Ok(None) => return Err(Trip::Failed(UpstreamError::Invalid("response head too large".into()))),
+            Err(e) => return Err(Trip::Failed(e)),
         }
-        let nothing_yet = conn.buf.is_empty() && interim.is_empty();
-        match read_more(conn, policy.read_timeout).await {
+        let nothing_yet = conn.buf.is_empty() && interims == 0;
+        match read_more(conn, read_timeout).await {
             Ok(()) => {}
-            Err(UpstreamError::Io(e)) if nothing_yet => return Err(stale(e)),
-            Err(e) => return Err(RoundTrip::Failed(e)),
+            Err(UpstreamError::Io(e)) if nothing_yet => return Err(stale_or_failed(e)),
+            Err(e) => return Err(Trip::Failed(e)),
         }
     }
 }
