@@ -56,49 +56,67 @@ pub enum Hello {
 
 /// Parses the start of a TLS connection: one or more handshake records carrying a ClientHello.
 pub fn parse(buf: &[u8]) -> Hello {
-    let mut message = Vec::new();
-    let mut rest = buf;
-    loop {
-        // The handshake message's own length, once its header has arrived.
-        if message.len() >= 4 {
-            if message[0] != 1 {
-                return Hello::Unreadable;
-            }
-            let len = u32::from_be_bytes([0, message[1], message[2], message[3]]) as usize;
-            if len > MAX_HELLO {
-                return Hello::Unreadable;
-            }
-            if message.len() >= 4 + len {
-                // Bytes past the message in its last record would be another message, which a
-                // client may not send before the server's answer.
-                if message.len() > 4 + len {
+    Reassembly::default().advance(buf)
+}
+
+/// A ClientHello put together from the handshake records read so far. Each record is looked
+/// at and copied once, however the bytes arrive: a hello sent a byte at a time, in one-byte
+/// records, costs no more than one sent whole.
+#[derive(Default)]
+struct Reassembly {
+    /// The handshake message's bytes from the complete records so far.
+    message: Vec<u8>,
+    /// How many of the connection's bytes those records took.
+    consumed: usize,
+}
+
+impl Reassembly {
+    /// What the connection's bytes so far say; each call with the same bytes and more.
+    fn advance(&mut self, buf: &[u8]) -> Hello {
+        loop {
+            // The handshake message's own length, once its header has arrived.
+            if self.message.len() >= 4 {
+                let message = &self.message;
+                if message[0] != 1 {
                     return Hello::Unreadable;
                 }
-                return client_hello(&message[4..]).map_or(Hello::Unreadable, Hello::Sni);
+                let len = u32::from_be_bytes([0, message[1], message[2], message[3]]) as usize;
+                if len > MAX_HELLO {
+                    return Hello::Unreadable;
+                }
+                if message.len() >= 4 + len {
+                    // Bytes past the message in its last record would be another message,
+                    // which a client may not send before the server's answer.
+                    if message.len() > 4 + len {
+                        return Hello::Unreadable;
+                    }
+                    return client_hello(&message[4..]).map_or(Hello::Unreadable, Hello::Sni);
+                }
             }
+            let rest = &buf[self.consumed..];
+            // Records past the read bound are not read, however they arrive.
+            if rest.len() < 5 {
+                return if self.consumed + 5 > MAX_READ {
+                    Hello::Unreadable
+                } else {
+                    Hello::Incomplete
+                };
+            }
+            // A handshake record of TLS 1.0 to 1.3 (the record version says 3.1 at most, 3.0
+            // in old clients' first record), at most 2^14 bytes and never empty.
+            let len = u16::from_be_bytes([rest[3], rest[4]]) as usize;
+            if rest[0] != 22 || rest[1] != 3 || rest[2] > 4 || len == 0 || len > 16384 {
+                return Hello::Unreadable;
+            }
+            if self.consumed + 5 + len > MAX_READ {
+                return Hello::Unreadable;
+            }
+            if rest.len() < 5 + len {
+                return Hello::Incomplete;
+            }
+            self.message.extend_from_slice(&rest[5..5 + len]);
+            self.consumed += 5 + len;
         }
-        if rest.len() < 5 {
-            return if buf.len() >= MAX_READ {
-                Hello::Unreadable
-            } else {
-                Hello::Incomplete
-            };
-        }
-        // A handshake record of TLS 1.0 to 1.3 (the record version says 3.1 at most, 3.0 in
-        // old clients' first record), at most 2^14 bytes and never empty.
-        let len = u16::from_be_bytes([rest[3], rest[4]]) as usize;
-        if rest[0] != 22 || rest[1] != 3 || rest[2] > 4 || len == 0 || len > 16384 {
-            return Hello::Unreadable;
-        }
-        if rest.len() < 5 + len {
-            return if buf.len() >= MAX_READ {
-                Hello::Unreadable
-            } else {
-                Hello::Incomplete
-            };
-        }
-        message.extend_from_slice(&rest[5..5 + len]);
-        rest = &rest[5 + len..];
     }
 }
 
@@ -199,8 +217,9 @@ fn host_name(name: &[u8]) -> Option<String> {
 /// Reads from `stream` into `read` until the ClientHello's SNI is known (the caller bounds the
 /// time). Every byte read stays in `read`, to be replayed to whoever takes the connection.
 pub async fn read_hello(stream: &mut TcpStream, read: &mut BytesMut) -> std::io::Result<Hello> {
+    let mut hello = Reassembly::default();
     loop {
-        match parse(read) {
+        match hello.advance(read) {
             Hello::Incomplete => {}
             done => return Ok(done),
         }
@@ -499,5 +518,34 @@ mod tests {
         // An endless trickle of tiny records ends at the read bound.
         let trickle = records(&handshake(&body(Some(&ext(0xff01, &vec![0u8; 8000])))), 1);
         assert_eq!(parse(&trickle[..MAX_READ + 10]), Hello::Unreadable);
+    }
+
+    /// Fed the connection's bytes as they come, a few at a time, the reassembly (which keeps
+    /// the records it has taken) gives what one look at all of them gives.
+    #[test]
+    fn a_hello_read_piece_by_piece_reads_as_a_whole_one() {
+        let good = handshake(&body(Some(&sni_ext(&[(0, b"a.test")]))));
+        let big = handshake(&body(Some(&ext(0xff01, &vec![0u8; 8000]))));
+        let cases = [
+            ("one record", records(&good, 16384)),
+            ("one-byte records", records(&good, 1)),
+            ("7-byte records", records(&good, 7)),
+            ("a large hello in one-byte records", records(&big, 1)),
+        ];
+        for (what, bytes) in cases {
+            let whole = parse(&bytes);
+            for step in [1, 3, 64, 4096] {
+                let mut hello = Reassembly::default();
+                let mut got = Hello::Incomplete;
+                for end in (step..bytes.len() + step).step_by(step) {
+                    got = hello.advance(&bytes[..end.min(bytes.len())]);
+                    if got != Hello::Incomplete {
+                        break;
+                    }
+                }
+                assert_eq!(got, whole, "{what}, {step} bytes at a time");
+            }
+        }
+        assert_eq!(parse(&records(&good, 1)), sni("a.test"));
     }
 }
