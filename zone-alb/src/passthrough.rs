@@ -73,6 +73,7 @@ struct Reassembly {
 impl Reassembly {
     /// What the connection's bytes so far say; each call with the same bytes and more.
     fn advance(&mut self, buf: &[u8]) -> Hello {
+        debug_assert!(self.consumed <= buf.len(), "the same bytes and more on every call");
         loop {
             // The handshake message's own length, once its header has arrived.
             if self.message.len() >= 4 {
@@ -463,6 +464,11 @@ mod tests {
             ),
             ("ServerHello type", records(&[2, 0, 0, 1, 0], 16384), Hello::Unreadable),
             ("hello over MAX_HELLO", records(&huge, 16384), Hello::Unreadable),
+            (
+                "records past the read bound, all at once",
+                records(&handshake(&body(Some(&ext(0xff01, &vec![0u8; 3000])))), 1),
+                Hello::Unreadable,
+            ),
             (
                 "SSLv2-style hello",
                 vec![0x80, 0x2e, 1, 3, 1, 0, 0x15, 0, 0, 0, 16],

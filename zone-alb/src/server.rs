@@ -139,10 +139,16 @@ pub async fn serve(
                     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
                     let mut read = BytesMut::new();
                     // The whole ClientHello is read first: its SNI picks pass-through and
-                    // client-certificate hosts, and the handshake's work on it is then done in
-                    // one turn (`in_turn`), never while waiting for the rest of it.
-                    let Some(sni_name) = read_sni(&mut stream, &mut read, deadline, peer).await else {
+                    // client-certificate hosts, and the answer to it is then given in the
+                    // worker's turn (`in_turn`), never while waiting for the rest of it.
+                    let Some(hello) = read_sni(&mut stream, &mut read, deadline, peer).await else {
                         return;
+                    };
+                    // Only a hello read here takes a turn: garbage and other protocols are
+                    // refused by rustls at little cost, and should not delay real handshakes.
+                    let (sni_name, take_turn) = match hello {
+                        Hello::Sni(name) => (name, true),
+                        _ => (None, false),
                     };
                     // The configuration asking for a host's client certificates, if any.
                     let (mut config, mut asked) = (None, None);
@@ -177,9 +183,15 @@ pub async fn serve(
                     let accept = acceptor.accept(stream);
                     let mut handshake = Box::pin(async move { accept.await.map(Box::new) });
                     let handshake = async {
-                        match in_turn(&turns, &mut handshake).await {
-                            Some(done) => done,
-                            None => handshake.await,
+                        if !take_turn {
+                            return handshake.await;
+                        }
+                        match in_turn(&turns, deadline, &mut handshake).await {
+                            Turn::Ended(done) => done,
+                            Turn::Going => handshake.await,
+                            // Its client waited out the handshake's time for the turn: no work
+                            // is done for it.
+                            Turn::Expired => Err(std::io::ErrorKind::TimedOut.into()),
                         }
                     };
                     match tokio::time::timeout_at(deadline, handshake).await {
@@ -257,40 +269,65 @@ pub async fn serve(
     }
 }
 
+/// What a handshake's poll in the worker's turn came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Turn<T> {
+    /// It ended (a server's handshake only ends there when it fails).
+    Ended(T),
+    /// It answered the ClientHello and waits for the client.
+    Going,
+    /// The deadline passed while it waited for the turn; it was not polled.
+    Expired,
+}
+
 /// Polls a TLS handshake whose ClientHello has been read, once, in the worker's turn: the
-/// answer to a ClientHello (a key exchange, and a signature on a full handshake) is most of a
-/// handshake's work. The turn is handed on only after the runtime next polls for I/O, so a
-/// worker answers at most one ClientHello between two polls and requests that became readable
-/// meanwhile go first, instead of waiting behind a burst of new connections' handshakes.
-/// nginx gets the same from taking one connection off its accept queue per event-loop turn; a
-/// client that connects early and sends its ClientHello late (as wrk does) would get past an
-/// accept-side bound. `Some` when the handshake ended in that poll.
-async fn in_turn<F: Future + Unpin>(turns: &Semaphore, handshake: &mut F) -> Option<F::Output> {
+/// answer to the first ClientHello (a key exchange, and a signature on a full handshake) is
+/// most of a handshake's work. What follows (a second ClientHello after a HelloRetryRequest,
+/// TLS 1.2's second flight, a client certificate's check) is done as it comes, outside the
+/// turn. The turn is handed on only after the runtime next polls for I/O, so a worker answers
+/// at most one ClientHello between two polls and requests that became readable meanwhile go
+/// first, instead of waiting behind a burst of new connections' handshakes. nginx gets the same
+/// from taking one connection off its accept queue per event-loop turn; a client that connects
+/// early and sends its ClientHello late (as wrk does) would get past an accept-side bound.
+async fn in_turn<F: Future + Unpin>(
+    turns: &Semaphore,
+    deadline: tokio::time::Instant,
+    handshake: &mut F,
+) -> Turn<F::Output> {
     // Never closed: the error cannot happen, and without a turn the handshake still goes on.
     let turn = turns.acquire().await.ok();
+    if tokio::time::Instant::now() >= deadline {
+        return Turn::Expired;
+    }
     let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(Pin::new(&mut *handshake).poll(cx))).await;
-    // Deferred to after the runtime's next I/O poll (tokio's `yield_now`), and so is the next
-    // handshake waiting for the turn.
-    tokio::task::yield_now().await;
-    drop(turn);
     match polled {
-        std::task::Poll::Ready(done) => Some(done),
-        std::task::Poll::Pending => None,
+        // Refused at once, most likely with little work done: the next one goes now.
+        std::task::Poll::Ready(done) => Turn::Ended(done),
+        std::task::Poll::Pending => {
+            // Deferred to after the runtime's next I/O poll (tokio's `yield_now`), and so is
+            // the next handshake waiting for the turn.
+            tokio::task::yield_now().await;
+            drop(turn);
+            Turn::Going
+        }
     }
 }
 
-/// Reads the ClientHello for its SNI: `Some(name)` (`None` when it names none or cannot be
-/// read here, which leaves it to the TLS stack); `None` when the connection is to be dropped
-/// (nothing in time, or a read error).
+/// Reads the ClientHello: `Some(Hello::Sni(name))` for one read here, `Some` of anything else
+/// for bytes left to the TLS stack; `None` when the connection is to be dropped (nothing in
+/// time, closed before a byte, or a read error).
 async fn read_sni(
     stream: &mut TcpStream,
     read: &mut BytesMut,
     deadline: tokio::time::Instant,
     peer: SocketAddr,
-) -> Option<Option<String>> {
+) -> Option<Hello> {
     match tokio::time::timeout_at(deadline, Box::pin(passthrough::read_hello(stream, read))).await {
-        Ok(Ok(Hello::Sni(name))) => Some(name),
-        Ok(Ok(_)) => Some(None),
+        Ok(Ok(_)) if read.is_empty() => {
+            tracing::debug!(%peer, "closed before a ClientHello");
+            None
+        }
+        Ok(Ok(hello)) => Some(hello),
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "reading the ClientHello failed");
             None
@@ -356,16 +393,18 @@ mod tests {
                 .map(|i| {
                     let (log, turns, client) = (log.clone(), turns.clone(), client.clone());
                     tokio::spawn(async move {
-                        // A handshake whose ClientHello is in: it answers on its first poll.
+                        // A handshake whose ClientHello is in: it answers on its first poll,
+                        // then waits for its client.
                         let mut handshake = std::future::poll_fn(|_| {
                             log.lock().unwrap().push(format!("handshake {i}"));
                             if i == 1 {
                                 // The request arrives while the first handshake is worked on.
                                 assert_eq!(client.try_write(b"x").unwrap(), 1);
                             }
-                            std::task::Poll::Ready(())
+                            std::task::Poll::<()>::Pending
                         });
-                        assert_eq!(in_turn(&turns, &mut handshake).await, Some(()));
+                        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+                        assert_eq!(in_turn(&turns, deadline, &mut handshake).await, Turn::Going);
                     })
                 })
                 .collect();
@@ -389,13 +428,35 @@ mod tests {
         runtime.block_on(async {
             let turns = Semaphore::new(1);
             let (tx, rx) = tokio::sync::oneshot::channel::<u8>();
+            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
             let mut waiting = Box::pin(async move { rx.await.unwrap() });
-            assert_eq!(in_turn(&turns, &mut waiting).await, None);
+            assert_eq!(in_turn(&turns, deadline, &mut waiting).await, Turn::Going);
             assert_eq!(turns.available_permits(), 1);
             let mut next = std::future::ready(7u8);
-            assert_eq!(in_turn(&turns, &mut next).await, Some(7));
+            assert_eq!(in_turn(&turns, deadline, &mut next).await, Turn::Ended(7));
             tx.send(3).unwrap();
             assert_eq!(waiting.await, 3);
+        });
+    }
+
+    /// A handshake whose time ran out while it waited for the turn is not worked on.
+    #[test]
+    fn a_handshake_past_its_deadline_is_not_polled() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let turns = Semaphore::new(1);
+            let polled = std::cell::Cell::new(false);
+            let mut handshake = std::future::poll_fn(|_| {
+                polled.set(true);
+                std::task::Poll::Ready(())
+            });
+            let past = tokio::time::Instant::now();
+            assert_eq!(in_turn(&turns, past, &mut handshake).await, Turn::Expired);
+            assert!(!polled.get());
+            assert_eq!(turns.available_permits(), 1);
         });
     }
 }
