@@ -365,98 +365,81 @@ mod tests {
 
     /// Three handshakes ready at once, and a request that becomes readable while the first one
     /// is answered: the request is served before the second handshake, not after the burst.
-    #[test]
-    fn a_request_readable_during_a_handshake_goes_before_the_next_handshake() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+    /// (`tokio::test` runs it on a current-thread runtime, as each worker's.)
+    #[tokio::test]
+    async fn a_request_readable_during_a_handshake_goes_before_the_next_handshake() {
         let log = Arc::new(Mutex::new(Vec::<String>::new()));
-        runtime.block_on(async {
-            let (mut request, client) = tokio::net::UnixStream::pair().unwrap();
-            let client = Arc::new(client);
-            let reader = tokio::spawn({
-                let log = log.clone();
-                async move {
-                    let mut byte = [0u8; 1];
-                    request.read_exact(&mut byte).await.unwrap();
-                    log.lock().unwrap().push("request".to_string());
-                }
-            });
-            // The reader waits on its socket before any handshake starts.
-            for _ in 0..10 {
-                tokio::task::yield_now().await;
+        let (mut request, client) = tokio::net::UnixStream::pair().unwrap();
+        let client = Arc::new(client);
+        let reader = tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut byte = [0u8; 1];
+                request.read_exact(&mut byte).await.unwrap();
+                log.lock().unwrap().push("request".to_string());
             }
-            assert!(log.lock().unwrap().is_empty());
-            let turns = Arc::new(Semaphore::new(1));
-            let handshakes: Vec<_> = (1..=3)
-                .map(|i| {
-                    let (log, turns, client) = (log.clone(), turns.clone(), client.clone());
-                    tokio::spawn(async move {
-                        // A handshake whose ClientHello is in: it answers on its first poll,
-                        // then waits for its client.
-                        let mut handshake = std::future::poll_fn(|_| {
-                            log.lock().unwrap().push(format!("handshake {i}"));
-                            if i == 1 {
-                                // The request arrives while the first handshake is worked on.
-                                assert_eq!(client.try_write(b"x").unwrap(), 1);
-                            }
-                            std::task::Poll::<()>::Pending
-                        });
-                        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-                        assert_eq!(in_turn(&turns, deadline, &mut handshake).await, Turn::Going);
-                    })
-                })
-                .collect();
-            for handshake in handshakes {
-                handshake.await.unwrap();
-            }
-            reader.await.unwrap();
         });
+        // The reader waits on its socket before any handshake starts.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(log.lock().unwrap().is_empty());
+        let turns = Arc::new(Semaphore::new(1));
+        let handshakes: Vec<_> = (1..=3)
+            .map(|i| {
+                let (log, turns, client) = (log.clone(), turns.clone(), client.clone());
+                tokio::spawn(async move {
+                    // A handshake whose ClientHello is in: it answers on its first poll,
+                    // then waits for its client.
+                    let mut handshake = std::future::poll_fn(|_| {
+                        log.lock().unwrap().push(format!("handshake {i}"));
+                        if i == 1 {
+                            // The request arrives while the first handshake is worked on.
+                            assert_eq!(client.try_write(b"x").unwrap(), 1);
+                        }
+                        std::task::Poll::<()>::Pending
+                    });
+                    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+                    assert_eq!(in_turn(&turns, deadline, &mut handshake).await, Turn::Going);
+                })
+            })
+            .collect();
+        for handshake in handshakes {
+            handshake.await.unwrap();
+        }
+        reader.await.unwrap();
         let log = log.lock().unwrap().clone();
         assert_eq!(log, ["handshake 1", "request", "handshake 2", "handshake 3"]);
     }
 
     /// A handshake that needs more from the client after its poll in turn gives the turn back
     /// (the next one is not held up by its round trip) and still completes.
-    #[test]
-    fn a_handshake_waiting_on_its_client_gives_the_turn_back() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let turns = Semaphore::new(1);
-            let (tx, rx) = tokio::sync::oneshot::channel::<u8>();
-            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-            let mut waiting = Box::pin(async move { rx.await.unwrap() });
-            assert_eq!(in_turn(&turns, deadline, &mut waiting).await, Turn::Going);
-            assert_eq!(turns.available_permits(), 1);
-            let mut next = std::future::ready(7u8);
-            assert_eq!(in_turn(&turns, deadline, &mut next).await, Turn::Ended(7));
-            tx.send(3).unwrap();
-            assert_eq!(waiting.await, 3);
-        });
+    #[tokio::test]
+    async fn a_handshake_waiting_on_its_client_gives_the_turn_back() {
+        let turns = Semaphore::new(1);
+        let (tx, rx) = tokio::sync::oneshot::channel::<u8>();
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let mut waiting = Box::pin(async move { rx.await.unwrap() });
+        assert_eq!(in_turn(&turns, deadline, &mut waiting).await, Turn::Going);
+        assert_eq!(turns.available_permits(), 1);
+        let mut next = std::future::ready(7u8);
+        assert_eq!(in_turn(&turns, deadline, &mut next).await, Turn::Ended(7));
+        tx.send(3).unwrap();
+        assert_eq!(waiting.await, 3);
     }
 
     /// A handshake whose time ran out while it waited for the turn is not worked on.
-    #[test]
-    fn a_handshake_past_its_deadline_is_not_polled() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let turns = Semaphore::new(1);
-            let polled = std::cell::Cell::new(false);
-            let mut handshake = std::future::poll_fn(|_| {
-                polled.set(true);
-                std::task::Poll::Ready(())
-            });
-            let past = tokio::time::Instant::now();
-            assert_eq!(in_turn(&turns, past, &mut handshake).await, Turn::Expired);
-            assert!(!polled.get());
-            assert_eq!(turns.available_permits(), 1);
+    #[tokio::test]
+    async fn a_handshake_past_its_deadline_is_not_polled() {
+        let turns = Semaphore::new(1);
+        let polled = std::cell::Cell::new(false);
+        let mut handshake = std::future::poll_fn(|_| {
+            polled.set(true);
+            std::task::Poll::Ready(())
         });
+        let past = tokio::time::Instant::now();
+        assert_eq!(in_turn(&turns, past, &mut handshake).await, Turn::Expired);
+        assert!(!polled.get());
+        assert_eq!(turns.available_permits(), 1);
     }
 }
