@@ -141,7 +141,7 @@ pub async fn serve(
                     // The whole ClientHello is read first: its SNI picks pass-through and
                     // client-certificate hosts, and the answer to it is then given in the
                     // worker's turn (`in_turn`), never while waiting for the rest of it.
-                    let Some(hello) = read_sni(&mut stream, &mut read, deadline, peer).await else {
+                    let Some(hello) = read_client_hello(&mut stream, &mut read, deadline, peer).await else {
                         return;
                     };
                     // Only a hello read here takes a turn: garbage and other protocols are
@@ -316,7 +316,7 @@ async fn in_turn<F: Future + Unpin>(
 /// Reads the ClientHello: `Some(Hello::Sni(name))` for one read here, `Some` of anything else
 /// for bytes left to the TLS stack; `None` when the connection is to be dropped (nothing in
 /// time, closed before a byte, or a read error).
-async fn read_sni(
+async fn read_client_hello(
     stream: &mut TcpStream,
     read: &mut BytesMut,
     deadline: tokio::time::Instant,
