@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::policy::ProxyError;
 use crate::proxy::{Body, BoxError};
+use crate::server::MAX_HEADER_BYTES;
 use crate::upload::{Fault, Watch};
 
 /// The size of a response head as the backend sent it (status line, fields, blank line),
@@ -36,9 +37,11 @@ pub(crate) fn head_size<B>(resp: &Response<B>) -> u64 {
     (status_line + fields + 2) as u64
 }
 
-/// Whether the backend's response head fits `proxy-buffer-size`.
+/// Whether the backend's response head fits `proxy-buffer-size`, or without it the bound the
+/// fast path holds every head to ([`MAX_HEADER_BYTES`]), so both paths refuse the same heads
+/// (hyper's client alone would take ~400 KiB).
 pub(crate) fn head_fits<B>(resp: &Response<B>, limit: Option<u64>) -> bool {
-    limit.is_none_or(|limit| head_size(resp) <= limit)
+    head_size(resp) <= limit.unwrap_or(MAX_HEADER_BYTES as u64)
 }
 
 /// Where a buffered body ended up.
@@ -212,5 +215,13 @@ mod tests {
             .unwrap();
         assert!(!head_fits(&big, Some(4 << 10)), "nginx's default 4k would refuse it");
         assert!(head_fits(&big, Some(8 << 10)));
+        // Without the annotation, the fast path's bound; `proxy-buffer-size: 128k` lifts it.
+        let huge = Response::builder()
+            .status(200)
+            .header("x-big", "a".repeat(70_000))
+            .body(())
+            .unwrap();
+        assert!(!head_fits(&huge, None));
+        assert!(head_fits(&huge, Some(128 << 10)));
     }
 }

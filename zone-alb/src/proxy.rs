@@ -609,7 +609,7 @@ impl Proxy {
             let invalid = UpstreamError::Invalid("both Transfer-Encoding and Content-Length".into());
             return Err(ProxyError::Upstream(endpoint, invalid));
         }
-        // proxy-buffer-size: nginx's "upstream sent too big header".
+        // proxy-buffer-size, else the fast path's bound: nginx's "upstream sent too big header".
         if !crate::buffering::head_fits(&resp, policy.buffers.response_head_limit) {
             in_flight.finished(None);
             let invalid = UpstreamError::Invalid("upstream sent too big header".into());

@@ -362,6 +362,15 @@ fn backend_answer(got: &Got) -> (Vec<u8>, After) {
             b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
             After::KeepAlive,
         ),
+        // A head past the proxy's 64 KiB bound (one field of 70 000 bytes).
+        "/resp/huge-head" => (
+            format!(
+                "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+                "a".repeat(70_000)
+            )
+            .into_bytes(),
+            After::KeepAlive,
+        ),
         "/resp/early40" => {
             let mut r = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".repeat(40);
             r.extend_from_slice(OK);
@@ -1112,6 +1121,7 @@ fn rows() -> Vec<Row> {
         ("response-cl-and-te", "/resp/cl-te"),
         ("response-bad-cl", "/resp/bad-cl"),
         ("response-101-unasked", "/resp/101"),
+        ("response-head-over-64k", "/resp/huge-head"),
     ] {
         rows.push(row(
             name,
