@@ -94,10 +94,18 @@ async fn backend() -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
                     let body = buf[len..len + length].to_vec();
                     let _ = buf.split_to(len + length);
                     // A backend's own HSTS, which the ALB's replaces on HTTPS.
-                    let answer: &[u8] = if target == "/sts" {
-                        b"HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=1\r\nContent-Length: 2\r\n\r\nok"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    let answer: Vec<u8> = match target.as_str() {
+                        "/sts" => {
+                            b"HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=1\r\nContent-Length: 2\r\n\r\nok"
+                                .to_vec()
+                        }
+                        // A head over the proxy's default 64 KiB bound.
+                        "/huge-head" => format!(
+                            "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+                            "a".repeat(70_000)
+                        )
+                        .into_bytes(),
+                        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
                     };
                     log.lock().unwrap().push(Received {
                         method,
@@ -106,7 +114,7 @@ async fn backend() -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
                         names,
                         body,
                     });
-                    if conn.write_all(answer).await.is_err() {
+                    if conn.write_all(&answer).await.is_err() {
                         return;
                     }
                 }
@@ -119,7 +127,8 @@ async fn backend() -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
 /// Ingresses on `h.test`: `/admin` allowed only from 10.0.0.0/8, `/` open; on `auth.test`:
 /// `/admin` behind client certificates (`auth-tls-verify-client`, which mzlb does not enforce:
 /// it fails closed), `/` open; on `s.test`, listed under `tls` (so redirected to HTTPS) and
-/// with cookie affinity; on `r.test`, an annotation only hyper's path applies.
+/// with cookie affinity; on `r.test`, an annotation only hyper's path applies; on `b.test`,
+/// `proxy-buffer-size: 128k`.
 fn manifests(backend: SocketAddr) -> String {
     let ingress = |name: &str, host: &str, annotation: &str, path: &str| {
         format!(
@@ -143,6 +152,7 @@ fn manifests(backend: SocketAddr) -> String {
         ingress("guarded", "auth.test", "nginx.ingress.kubernetes.io/auth-tls-verify-client: 'on'", "/admin"),
         ingress("pub", "auth.test", "", "/"),
         ingress("prefixed", "r.test", "nginx.ingress.kubernetes.io/x-forwarded-prefix: /p", "/"),
+        ingress("big-heads", "b.test", "nginx.ingress.kubernetes.io/proxy-buffer-size: 128k", "/"),
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\n\
          metadata: {name: secure, annotations: {nginx.ingress.kubernetes.io/affinity: cookie}}\n\
          spec:\n  ingressClassName: mzlb\n  tls: [{hosts: [s.test], secretName: s-tls}]\n  rules:\n  \
@@ -596,7 +606,10 @@ async fn h2_exchanges(
             .serve_connection(TokioIo::new(server), service)
             .await;
     });
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+    // A client that takes response heads up to 256 KiB, as browsers do.
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .max_header_list_size(256 << 10)
+        .handshake(TokioIo::new(client))
         .await
         .unwrap();
     tokio::spawn(conn);
@@ -611,6 +624,28 @@ async fn h2_exchanges(
         out.push((parts.status.as_u16(), parts.headers, body));
     }
     out
+}
+
+/// A response head over the default 64 KiB is a 502 whichever leg fetches it, unless the
+/// route's `proxy-buffer-size` is larger: then it is passed on, also for a request the fast
+/// upstream leg would otherwise take (it holds heads to 64 KiB, so it leaves such routes).
+#[tokio::test]
+async fn response_heads_are_bounded_alike_over_either_http2_upstream_leg() {
+    for fast_path in [true, false] {
+        let (addr, _) = backend().await;
+        let proxy = proxy_with(addr, fast_path);
+        let get = |uri: &str| {
+            hyper::Request::builder()
+                .uri(uri)
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap()
+        };
+        let requests = vec![get("https://h.test/huge-head"), get("https://b.test/huge-head")];
+        let answers = h2_exchanges(proxy, requests, Scheme::Https).await;
+        let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+        assert_eq!(statuses, [502, 200], "fast path {fast_path}");
+        assert_eq!(answers[1].1.get("x-big").map(|v| v.len()), Some(70_000));
+    }
 }
 
 #[tokio::test]

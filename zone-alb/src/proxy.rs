@@ -533,7 +533,9 @@ impl Proxy {
             && !protocol.is_h2()
             && upgrade.is_none()
             && replayable_body
-            && crate::fastpath::backend::takes(&parts.method);
+            && crate::fastpath::backend::takes(&parts.method)
+            // It holds heads to the fast path's bound; a larger `proxy-buffer-size` is hyper's.
+            && policy.buffers.response_head_limit.is_none_or(|limit| limit <= crate::server::MAX_HEADER_BYTES as u64);
         let (mut index, mut endpoint) = (index, endpoint);
         seen.upstream = Some(endpoint);
         let mut attempt = 1;
